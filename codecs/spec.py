@@ -1,0 +1,51 @@
+"""Codec spec strings: ``jpeg:50``, ``webp:75``, ``jp2:10``, ``avif:60``, ``png``, ``resize:2048``, ``none``.
+
+Elements are ``name[:arg[:arg]]`` joined with ``+`` and applied left to right (``resize:2048+jpeg:85``).
+Names are case-insensitive and surrounding whitespace is ignored; ``Codec.spec`` is the canonical form, and
+``parse_codec(codec.spec) == codec`` for every codec.
+"""
+
+from __future__ import annotations
+
+from .base import Codec, CodecSpecError, CodecUnavailableError
+from .real import CODECS, Chain
+
+__all__ = ["Codec", "CodecSpecError", "CodecUnavailableError", "parse_codec", "list_codecs"]
+
+
+def list_codecs() -> list[str]:
+    """Known codecs as ``"usage: description"`` lines, for help text and error messages."""
+    return [f"{cls.usage}: {cls.help}" for cls in CODECS.values()]
+
+
+def _known() -> str:
+    return ", ".join(cls.usage for cls in CODECS.values())
+
+
+def _parse_element(element: str) -> Codec:
+    name, *args = (part.strip() for part in element.split(":"))
+    cls = CODECS.get(name.lower())
+    if cls is None:
+        raise CodecSpecError(f"unknown codec {name!r} in {element!r}; known codecs: {_known()}")
+    return cls.from_args(args)
+
+
+def parse_codec(spec: str) -> Codec:
+    """Parse a spec string into a Codec (a Chain when it has several ``+``-joined elements).
+
+    Raises CodecSpecError with a one-line message naming the bad part and what would be valid.
+    """
+    if not isinstance(spec, str):
+        raise CodecSpecError(f"codec spec must be a string, got {type(spec).__name__}")
+    if not spec.strip():
+        raise CodecSpecError(f"empty codec spec; expected e.g. 'jpeg:50' or 'resize:2048+jpeg:85' ({_known()})")
+    elements = spec.split("+")
+    codecs: list[Codec] = []
+    for position, element in enumerate(elements, start=1):
+        if not element.strip():
+            raise CodecSpecError(
+                f"codec spec {spec!r} has an empty element at position {position} of {len(elements)}; "
+                "join codecs as 'a+b', e.g. 'resize:2048+jpeg:85'"
+            )
+        codecs.append(_parse_element(element.strip()))
+    return codecs[0] if len(codecs) == 1 else Chain(codecs)
