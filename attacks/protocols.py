@@ -1,0 +1,123 @@
+"""Evaluation protocols (DESIGN §3). The paper protocol: 224×224 photos, cloak, round, real codec, classify."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from comcloak.codecs import Codec
+from comcloak.attacks.loop import AttackConfig, paper_targets, run_attack
+
+logger = logging.getLogger(__name__)
+
+PAPER_SIZE = 224
+
+
+def to_tensor(batch: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 NHWC RGB → float NCHW in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(batch)).to(device).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """float NCHW in [0, 1] → uint8 NHWC RGB, rounded to nearest."""
+    return images.detach().mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+@torch.no_grad()
+def predict(classifier: nn.Module, images: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
+    """Top-1 labels of float NCHW images, computed in chunks of ``batch_size``."""
+    labels = [classifier(chunk).argmax(dim=1) for chunk in images.split(batch_size)]
+    return torch.cat(labels)
+
+
+def resize_square(photo: np.ndarray, size: int = PAPER_SIZE) -> np.ndarray:
+    """The paper protocol's view of a photo: resized (not cropped) to size×size with an antialiased bicubic."""
+    return np.asarray(Image.fromarray(photo).resize((size, size), Image.Resampling.BICUBIC))
+
+
+@dataclass
+class ProtocolRow:
+    attack: str
+    through: str
+    codec: str
+    successes: int
+    n: int
+
+    @property
+    def success_rate(self) -> float:
+        return self.successes / self.n if self.n else 0.0
+
+    def as_dict(self) -> dict:
+        return {"attack": self.attack, "through": self.through, "codec": self.codec,
+                "success_rate": self.success_rate, "n": self.n}
+
+
+@dataclass
+class ProtocolResult:
+    targeted: bool
+    n_photos: int
+    rows: list[ProtocolRow] = field(default_factory=list)
+    cloaked: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+
+    def rate(self, attack: str, through: str, codec: str) -> float:
+        for row in self.rows:
+            if (row.attack, row.through, row.codec) == (attack, through, codec):
+                return row.success_rate
+        raise KeyError(f"no result for attack={attack!r} through={through!r} codec={codec!r}")
+
+
+def run_paper_protocol(
+    classifier: nn.Module,
+    photos: Sequence[np.ndarray],
+    attacks: Sequence[AttackConfig],
+    throughs: dict[str, nn.Module],
+    codecs: Sequence[Codec],
+    batch_size: int = 8,
+    device: torch.device | str = "cpu",
+    progress: Callable[[int], None] | None = None,
+) -> ProtocolResult:
+    """Paper protocol (DESIGN §3) for every (attack, through) pair, each cloak scored against every codec.
+
+    Clean label = top-1 on the 224×224 photo. Untargeted success: label after the codec ≠ clean label;
+    targeted success: label after the codec = (clean + 500) mod classes. All ``attacks`` must agree on
+    ``targeted``. ``progress`` is called with the number of photos finished for each attack batch.
+    """
+    targeted_flags = {config.targeted for config in attacks}
+    if len(targeted_flags) != 1:
+        raise ValueError("all attack configurations of one protocol run must agree on targeted")
+    targeted = targeted_flags.pop()
+    views = np.stack([resize_square(photo) for photo in photos])
+    clean = to_tensor(views, device)
+    clean_labels = predict(classifier, clean, batch_size)
+    num_classes = int(classifier(clean[:1]).shape[1]) if len(clean) else 1000
+    goal = paper_targets(clean_labels, num_classes) if targeted else clean_labels
+    result = ProtocolResult(targeted=targeted, n_photos=len(photos))
+    for config in attacks:
+        for through_name, through in throughs.items():
+            adversarial = torch.cat([
+                _attack_chunk(classifier, chunk, labels, config, through, progress)
+                for chunk, labels in zip(clean.split(batch_size), goal.split(batch_size))
+            ]) if len(clean) else clean
+            cloaked = to_uint8(adversarial)
+            result.cloaked[(config.method, through_name)] = cloaked
+            for codec in codecs:
+                received = to_tensor(codec.apply_batch(cloaked), device)
+                labels = predict(classifier, received, batch_size)
+                hits = labels == goal if targeted else labels != clean_labels
+                result.rows.append(ProtocolRow(config.method, through_name, codec.spec, int(hits.sum()), len(hits)))
+                logger.info("%s through %s, %s: %d/%d", config.method, through_name, codec.spec,
+                            int(hits.sum()), len(hits))
+    return result
+
+
+def _attack_chunk(classifier, chunk, labels, config, through, progress) -> torch.Tensor:
+    adversarial = run_attack(classifier, chunk, labels, config, through)
+    if progress is not None:
+        progress(len(chunk))
+    return adversarial

@@ -1,0 +1,72 @@
+"""The ``comcloak`` command line. One module per subcommand under ``comcloak.engine.commands``.
+
+User errors (bad arguments, missing inputs, unknown names) print one line to stderr and exit with status 2;
+anything else is an internal bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from comcloak import __version__
+
+EXIT_USER_ERROR = 2
+
+
+class UserError(Exception):
+    """An error in what the user asked for; shown as one line, exit status 2."""
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the usage block is one ``--help`` away)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    # Imported lazily: `comcloak --help` should not pay for importing torch.
+    from comcloak.attacks import AttackConfigError, ThroughSpecError
+    from comcloak.codecs import CodecSpecError
+    from comcloak.engine.cloaker import CloakerConfigError
+    from comcloak.engine.photos import PhotoError
+    from comcloak.engine.pipeline import OutputLayoutError
+    from comcloak.models import UnknownModelError, WeightsError
+
+    return (UserError, AttackConfigError, ThroughSpecError, CodecSpecError, CloakerConfigError, PhotoError,
+            OutputLayoutError, UnknownModelError, WeightsError, FileNotFoundError)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from comcloak.engine.commands import cloak, demo, evaluate
+
+    parser = OneLineArgumentParser(prog="comcloak", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"comcloak {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    subparsers = parser.add_subparsers(dest="command", required=True, parser_class=OneLineArgumentParser)
+    for module in (cloak, demo, evaluate):
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.run(args) or 0)
+    except _user_error_types() as error:
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        print(f"comcloak {args.command}: error: {message}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("comcloak: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""``Cloaker``: the public API. Cloaks batches of uint8 photos of any size with the attack of DESIGN §2."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from comcloak.attacks import attack_config, make_through, paper_targets, run_attack
+from comcloak.models import create_model
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CLASSIFIER = "efficientnet_lite0"
+# Until trained ComModel weights ship, the default stand-in for the compressor is differentiable JPEG 50.
+DEFAULT_THROUGH = "diffjpeg:50"
+DEFAULT_ATTACK_SIZE = 224
+BACKENDS = ("torch",)
+
+
+class CloakerConfigError(ValueError):
+    """A Cloaker argument is invalid (user error)."""
+
+
+def load_classifier(name: str, weights: str | None = None) -> nn.Module:
+    """A registered classifier with real weights: ``weights`` if given, else the offline pretrained ones.
+
+    Cloaking against random weights would silently produce useless cloaks, so a classifier without offline
+    weights (resnet50) needs ``weights``. The ``tiny_*`` test networks are the exception: their deterministic
+    random weights are what they are for.
+    """
+    if weights is not None:
+        return create_model(name, pretrained=weights)
+    if name.startswith("tiny_"):
+        return create_model(name)
+    return create_model(name, pretrained=True)
+
+
+@dataclass
+class CloakResult:
+    """One cloaked photo, as :meth:`Cloaker.cloak_photos` returns it."""
+
+    cloaked: np.ndarray  # uint8 (H, W, 3), the input's size
+    clean_label: int  # top-1 on the attack view of the original
+    goal_label: int  # the label the attack moved away from (untargeted) or towards (targeted)
+
+
+def attack_shape(height: int, width: int, attack_size: int) -> tuple[int, int]:
+    """The attack view's shape: shorter side = ``attack_size``, aspect kept; small photos keep their size."""
+    shorter = min(height, width)
+    if shorter <= attack_size:
+        return height, width
+    scale = attack_size / shorter
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+class Cloaker:
+    """Cloaks photos so that an image classifier mislabels them, robustly to recompression (ComReAdv).
+
+    The perturbation is computed on the *attack view* of each photo — the whole photo resized so its shorter
+    side is ``attack_size`` (antialiased bilinear) — then upsampled bilinearly to the full resolution, added,
+    rounded and clipped. Bilinear interpolation is a convex combination, so the full-resolution change stays
+    within ``eps``.
+
+    Args:
+        classifier: registered classifier name (``comcloak.models.list_models()``) or an ``nn.Module`` mapping
+            [0, 1] RGB NCHW to logits. Default ``efficientnet_lite0`` (pretrained, offline).
+        through: stand-in for the compressor (``none``, ``diffjpeg:Q``, ``comodel:PATH``, ``mix:A|B``) or a module.
+        attack: ``fgsm``, ``bim`` or ``mim``.
+        eps: L∞ budget on the 0–255 scale (default 5).
+        steps: iterations (default 10; FGSM: 1).
+        alpha: step size on the 0–255 scale (default eps/steps; FGSM: eps).
+        momentum: μ (default 1 for MIM).
+        targeted: aim at a class instead of away from the clean label.
+        target: the target class when targeted (default: the paper's (clean + 500) mod classes).
+        attack_size: shorter side of the attack view in pixels (default 224).
+        backend: ``torch`` (the only backend so far).
+        device: ``cpu``, ``cuda`` or None for CUDA when available.
+        seed: seeds the random picks of a ``mix:`` stand-in.
+
+    Thread safety: a Cloaker holds no per-call state (weights are frozen, each call builds its own tensors), so
+    one instance can serve several threads.
+
+    Example:
+        >>> cloaker = Cloaker(eps=5)
+        >>> cloaked = cloaker.cloak(batch)   # batch: uint8 (N, H, W, 3)
+    """
+
+    def __init__(
+        self,
+        classifier: str | nn.Module = DEFAULT_CLASSIFIER,
+        through: str | nn.Module = DEFAULT_THROUGH,
+        attack: str = "mim",
+        eps: float = 5.0,
+        steps: int | None = None,
+        alpha: float | None = None,
+        momentum: float | None = None,
+        targeted: bool = False,
+        target: int | None = None,
+        attack_size: int = DEFAULT_ATTACK_SIZE,
+        backend: str = "torch",
+        device: str | torch.device | None = None,
+        seed: int = 0,
+    ) -> None:
+        if backend not in BACKENDS:
+            raise CloakerConfigError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
+        if not 0 < eps <= 255:
+            raise CloakerConfigError(f"eps must be in (0, 255] on the 0-255 scale, got {eps}")
+        if attack_size < 16:
+            raise CloakerConfigError(f"attack_size must be at least 16 pixels, got {attack_size}")
+        if target is not None and not targeted:
+            raise CloakerConfigError("target is only meaningful with targeted=True")
+        self.config = attack_config(
+            attack, eps / 255.0, steps, None if alpha is None else alpha / 255.0, momentum, targeted
+        )
+        self.device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.classifier_name = classifier if isinstance(classifier, str) else type(classifier).__name__
+        self.through_name = through if isinstance(through, str) else type(through).__name__
+        self.classifier = _frozen(load_classifier(classifier) if isinstance(classifier, str) else classifier, self.device)
+        self.through = _frozen(make_through(through, seed) if isinstance(through, str) else through, self.device)
+        self.num_classes = int(getattr(self.classifier, "num_classes", 1000))
+        if target is not None and not 0 <= target < self.num_classes:
+            raise CloakerConfigError(f"target must be a class index in 0..{self.num_classes - 1}, got {target}")
+        self.target = target
+        self.attack_size = attack_size
+        self.backend = backend
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"Cloaker(classifier={self.classifier_name!r}, through={self.through_name!r}, attack={c.method!r}, "
+                f"eps={c.eps * 255:g}, steps={c.steps}, targeted={c.targeted}, device={str(self.device)!r})")
+
+    def to_tensor(self, batch: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(batch)).to(self.device).permute(0, 3, 1, 2).float() / 255.0
+
+    def attack_view(self, images: torch.Tensor) -> torch.Tensor:
+        """Resize float NCHW images to the attack view (antialiased, so small detail does not alias)."""
+        shape = attack_shape(images.shape[-2], images.shape[-1], self.attack_size)
+        if shape == tuple(images.shape[-2:]):
+            return images
+        return F.interpolate(images, size=shape, mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+
+    @torch.no_grad()
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """Top-1 labels of uint8 NHWC photos, seen through the attack view."""
+        return self.classifier(self.attack_view(self.to_tensor(batch))).argmax(1).cpu().numpy()
+
+    def cloak(self, batch: np.ndarray) -> np.ndarray:
+        """Cloak a batch of uint8 RGB photos shaped (N, H, W, 3); returns the same shape and dtype."""
+        batch = np.asarray(batch)
+        if batch.ndim != 4 or batch.shape[-1] != 3 or batch.dtype != np.uint8:
+            raise ValueError(f"expected uint8 photos shaped (N, H, W, 3), got {batch.dtype} {batch.shape}")
+        results = self.cloak_photos(list(batch), batch_size=max(1, len(batch)))
+        return np.stack([result.cloaked for result in results]) if results else batch.copy()
+
+    def cloak_photos(self, photos: list[np.ndarray], batch_size: int = 8) -> list[CloakResult]:
+        """Cloak photos of any, possibly different, sizes; returns one :class:`CloakResult` per photo, in order.
+
+        Attack views of equal shape are attacked together in batches of up to ``batch_size``; the full-resolution
+        composition runs one photo at a time so memory stays bounded by the largest photo.
+        """
+        for index, photo in enumerate(photos):
+            if photo.ndim != 3 or photo.shape[-1] != 3 or photo.dtype != np.uint8:
+                raise ValueError(f"photo {index}: expected uint8 (H, W, 3), got {photo.dtype} {photo.shape}")
+        views = [self.attack_view(self.to_tensor(photo[None])) for photo in photos]
+        groups: dict[tuple[int, int], list[int]] = {}
+        for index, view in enumerate(views):
+            groups.setdefault(tuple(view.shape[-2:]), []).append(index)
+        results: list[CloakResult | None] = [None] * len(photos)
+        for indices in groups.values():
+            for start in range(0, len(indices), batch_size):
+                chunk = indices[start:start + batch_size]
+                view_batch = torch.cat([views[i] for i in chunk])
+                deltas, clean_labels, goals = self._attack_views(view_batch)
+                for row, index in enumerate(chunk):
+                    results[index] = CloakResult(
+                        cloaked=self._compose(photos[index], deltas[row:row + 1]),
+                        clean_label=int(clean_labels[row]),
+                        goal_label=int(goals[row]),
+                    )
+        return results  # type: ignore[return-value]
+
+    def _attack_views(self, views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            clean_labels = self.classifier(views).argmax(1)
+        if not self.config.targeted:
+            goal = clean_labels
+        elif self.target is not None:
+            goal = torch.full_like(clean_labels, self.target)
+        else:
+            goal = paper_targets(clean_labels, self.num_classes)
+        adversarial = run_attack(self.classifier, views, goal, self.config, self.through)
+        return adversarial - views, clean_labels, goal
+
+    def _compose(self, photo: np.ndarray, delta: torch.Tensor) -> np.ndarray:
+        """Upsample the attack-view perturbation to the photo's resolution, add, round and clip to uint8."""
+        full = self.to_tensor(photo[None])
+        if delta.shape[-2:] != full.shape[-2:]:
+            delta = F.interpolate(delta, size=full.shape[-2:], mode="bilinear", align_corners=False)
+        # The original is exact on the 0-255 grid, so rounding keeps |change| <= round(eps * 255).
+        cloaked = full.mul_(255.0).add_(delta.mul_(255.0)).round_().clamp_(0, 255)
+        return cloaked.to(torch.uint8)[0].permute(1, 2, 0).cpu().numpy()
+
+
+def _frozen(module: nn.Module, device: torch.device) -> nn.Module:
+    module = module.to(device).eval()
+    for parameter in module.parameters():
+        parameter.requires_grad_(False)
+    return module

@@ -1,0 +1,77 @@
+"""``comcloak cloak INPUT... -o OUTDIR``: cloak files or folders of photos."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from comcloak.engine.commands.options import add_attack_options, add_model_options, build_cloaker, positive_int
+
+DEFAULT_CHECK = "jpeg:50"
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "cloak", help="cloak photos (files or folders)",
+        description="Cloak photos so classifiers mislabel them, also after recompression. Outputs keep the "
+                    "size and format family of their inputs; inputs are never modified.")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="photo files or folders (searched recursively)")
+    parser.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the cloaked photos")
+    add_output_options(parser)
+    add_attack_options(parser)
+    add_model_options(parser)
+    parser.set_defaults(run=run)
+
+
+def add_output_options(parser: argparse.ArgumentParser, overwrite_option: bool = True) -> None:
+    group = parser.add_argument_group("output")
+    group.add_argument("--check", default=DEFAULT_CHECK, metavar="CODEC",
+                       help=f"real codec chain the closing table checks the cloak against (default {DEFAULT_CHECK}; "
+                            "'none' for no codec), e.g. resize:2048+jpeg:85")
+    group.add_argument("--batch-size", type=positive_int, default=8, help="photos attacked together (default 8)")
+    group.add_argument("--jpeg-quality", type=positive_int, default=95,
+                       help="quality of JPEG outputs, 4:4:4 chroma (default 95)")
+    if overwrite_option:
+        group.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip them)")
+    group.add_argument("--report", metavar="FILE.json", help="write a JSON record per photo")
+    group.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no table")
+
+
+def run(args: argparse.Namespace) -> int:
+    from comcloak.codecs import parse_codec
+    from comcloak.engine.cli import UserError
+    from comcloak.engine.photos import collect_photos
+    from comcloak.engine.pipeline import plan_outputs
+
+    if args.jpeg_quality > 100:
+        raise UserError(f"--jpeg-quality must be in 1..100, got {args.jpeg_quality}")
+    check_codec = parse_codec(args.check)
+    pairs = collect_photos(args.inputs)
+    if not pairs:
+        raise UserError(f"no photos found in {', '.join(args.inputs)}")
+    output_dir = Path(args.output)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise UserError(f"output {output_dir} exists and is not a folder")
+    plan_outputs(pairs, output_dir, args.inputs)
+    cloaker = build_cloaker(args)
+    return cloak_and_report(cloaker, pairs, output_dir, check_codec, args)
+
+
+def cloak_and_report(cloaker, pairs, output_dir: Path, check_codec, args: argparse.Namespace) -> int:
+    """Run the pipeline with a progress bar, print the table, write the report; exit 1 if any photo failed."""
+    from tqdm import tqdm
+
+    from comcloak.engine.pipeline import cloak_files, format_table, write_report
+
+    with tqdm(total=len(pairs), unit="photo", disable=args.quiet, file=sys.stderr, dynamic_ncols=True) as bar:
+        records = cloak_files(cloaker, pairs, output_dir, check_codec, batch_size=args.batch_size,
+                              overwrite=args.overwrite, jpeg_quality=args.jpeg_quality,
+                              on_photo_done=lambda record: bar.update(1))
+    if not args.quiet:
+        print(repr(cloaker))
+        print(format_table(records, check_codec.spec))
+    if args.report:
+        settings = {key: value for key, value in vars(args).items() if key != "run"}
+        write_report(records, Path(args.report), settings)
+    return 1 if any(record.status == "failed" for record in records) else 0

@@ -1,0 +1,52 @@
+"""``comcloak demo``: cloak the bundled sample photos with the shipped defaults and write a sheet."""
+
+from __future__ import annotations
+
+import argparse
+from importlib import resources
+from pathlib import Path
+
+from comcloak.engine.commands.cloak import add_output_options, cloak_and_report
+from comcloak.engine.commands.options import add_attack_options, add_model_options, build_cloaker
+
+DEFAULT_OUTPUT = "comcloak-demo"
+
+
+def sample_photos() -> list[Path]:
+    """The bundled CC0 / public-domain sample photos (see ``engine/samples/LICENSE.md``)."""
+    folder = Path(str(resources.files("comcloak.engine") / "samples"))
+    return sorted(path for path in folder.iterdir() if path.suffix == ".jpg")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "demo", help="cloak the bundled sample photos and write a comparison sheet",
+        description="Cloak the bundled sample photos with the default settings; writes the cloaked photos and "
+                    "sheet.png (original | cloaked | amplified difference) under ./comcloak-demo/.")
+    parser.add_argument("-o", "--output", default=DEFAULT_OUTPUT, metavar="OUTDIR",
+                        help=f"output folder (default ./{DEFAULT_OUTPUT})")
+    add_output_options(parser, overwrite_option=False)  # the demo folder is ours: a rerun refreshes it
+    add_attack_options(parser)
+    add_model_options(parser)
+    parser.set_defaults(run=run, overwrite=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    from comcloak.codecs import parse_codec
+    from comcloak.engine.photos import load_photo
+    from comcloak.engine.sheet import write_sheet
+
+    check_codec = parse_codec(args.check)
+    output_dir = Path(args.output)
+    pairs = [(path, Path(path.name)) for path in sample_photos()]
+    cloaker = build_cloaker(args)
+    status = cloak_and_report(cloaker, pairs, output_dir, check_codec, args)
+    rows = []
+    for source, relative in pairs:
+        cloaked_path = output_dir / relative
+        if cloaked_path.exists():
+            rows.append((source.name, load_photo(source).pixels, load_photo(cloaked_path).pixels))
+    sheet = write_sheet(rows, args.eps, output_dir / "sheet.png")
+    if not args.quiet:
+        print(f"wrote {len(rows)} cloaked photos and {sheet} (original | cloaked | amplified difference)")
+    return status

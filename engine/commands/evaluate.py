@@ -1,0 +1,125 @@
+"""``comcloak eval PHOTOS``: success rates of cloaks after real codecs, by the paper protocol (DESIGN §3)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from comcloak.engine.commands.options import add_attack_options, add_model_options, positive_int
+
+DEFAULT_CODECS = "none,jpeg:75,jpeg:50,jpeg:25,webp:75,webp:50,webp:25,jp2:10,jp2:20"
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "eval", help="measure cloak success after real codecs (paper protocol)",
+        description="Paper protocol: each photo resized to 224x224, clean label = classifier top-1, cloaked, rounded "
+                    "to uint8, compressed by the real codec, classified. Each cloak is computed once and scored "
+                    "against every codec.")
+    parser.add_argument("photos", nargs="+", metavar="PHOTOS", help="photo files or folders")
+    parser.add_argument("--protocol", default="paper", choices=("paper",), help="evaluation protocol (paper)")
+    parser.add_argument("--attacks", default="mim", help="comma-separated: fgsm,bim,mim (default mim)")
+    parser.add_argument("--through", default="none,diffjpeg:50",
+                        help="comma-separated stand-ins: none, diffjpeg:Q, comodel:PATH, 'mix:A|B' "
+                             "(default none,diffjpeg:50)")
+    parser.add_argument("--codecs", default=DEFAULT_CODECS, help=f"comma-separated real codecs (default {DEFAULT_CODECS})")
+    parser.add_argument("--limit", type=positive_int, default=None, help="use the first N photos (sorted by path)")
+    parser.add_argument("--batch-size", type=positive_int, default=8, help="photos attacked together (default 8)")
+    parser.add_argument("--json", metavar="OUT", help="write results as JSON")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_attack_options(parser, single_attack=False)
+    add_model_options(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from comcloak.attacks import make_through
+    from comcloak.attacks.protocols import run_paper_protocol
+    from comcloak.codecs import parse_codec
+    from comcloak.engine.cli import UserError
+    from comcloak.engine.commands.options import build_classifier
+    from comcloak.engine.photos import PhotoError, collect_photos, load_photo
+
+    if args.backend != "torch":
+        raise UserError(f"unknown backend {args.backend!r}; available: torch")
+    attacks = [_attack(name.strip(), args) for name in args.attacks.split(",") if name.strip()]
+    through_specs = [spec.strip() for spec in args.through.split(",") if spec.strip()]
+    throughs = {spec: make_through(spec, args.seed) for spec in through_specs}
+    codecs = [parse_codec(spec.strip()) for spec in args.codecs.split(",") if spec.strip()]
+    if not attacks or not throughs or not codecs:
+        raise UserError("--attacks, --through and --codecs each need at least one entry")
+    pairs = collect_photos(args.photos)
+    photos, failed = [], []
+    for source, _ in pairs:
+        if args.limit is not None and len(photos) >= args.limit:
+            break
+        try:
+            photos.append(load_photo(source).pixels)
+        except PhotoError as error:
+            failed.append(str(error))
+    for message in failed:
+        print(f"skipped: {message}", file=sys.stderr)
+    if not photos:
+        raise UserError(f"no readable photos in {', '.join(args.photos)}")
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    classifier = build_classifier(args).to(device).eval()
+    for parameter in classifier.parameters():
+        parameter.requires_grad_(False)
+    throughs = {name: module.to(device) for name, module in throughs.items()}
+    started = time.perf_counter()
+    total = len(photos) * len(attacks) * len(throughs)
+    with tqdm(total=total, unit="cloak", disable=args.quiet, file=sys.stderr, dynamic_ncols=True) as bar:
+        result = run_paper_protocol(classifier, photos, attacks, throughs, codecs, batch_size=args.batch_size,
+                                    device=device, progress=bar.update)
+    seconds = time.perf_counter() - started
+    print(format_results(result, [c.spec for c in codecs], args))
+    if args.json:
+        payload = {
+            "protocol": args.protocol, "classifier": args.classifier, "eps": args.eps,
+            "steps": attacks[0].steps if len({a.steps for a in attacks}) == 1 else None,
+            "targeted": args.targeted, "n_photos": result.n_photos,
+            "results": [row.as_dict() for row in result.rows], "failed_photos": failed, "seconds": seconds,
+        }
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = path.with_name(f".{path.name}.part")
+        temp.write_text(json.dumps(payload, indent=2))
+        os.replace(temp, path)
+    print(f"{result.n_photos} photos, {seconds:.0f} s")
+    return 0
+
+
+def _attack(name: str, args: argparse.Namespace):
+    """One attack configuration; --steps/--alpha apply to the iterative attacks and --momentum to MIM only."""
+    from comcloak.attacks import attack_config
+
+    if name == "fgsm":
+        return attack_config(name, args.eps / 255, targeted=args.targeted)
+    alpha = None if args.alpha is None else args.alpha / 255
+    return attack_config(name, args.eps / 255, args.steps, alpha, args.momentum if name == "mim" else None,
+                         args.targeted)
+
+
+def format_results(result, codec_specs: list[str], args: argparse.Namespace) -> str:
+    """Success-rate table: rows attack × through, columns codecs, cells 'percent (successes/n)'."""
+    mode = "targeted" if result.targeted else "untargeted"
+    header = ["attack", "through", *codec_specs]
+    rows = []
+    keys = list(dict.fromkeys((row.attack, row.through) for row in result.rows))
+    for attack, through in keys:
+        cells = []
+        for spec in codec_specs:
+            row = next(r for r in result.rows if (r.attack, r.through, r.codec) == (attack, through, spec))
+            cells.append(f"{100 * row.success_rate:.0f}% ({row.successes}/{row.n})")
+        rows.append([attack, through, *cells])
+    widths = [max(len(line[i]) for line in [header, *rows]) for i in range(len(header))]
+    lines = [f"{mode} success, eps {args.eps:g}/255, classifier {args.classifier}, {result.n_photos} photos"]
+    lines += ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in [header, *rows]]
+    return "\n".join(lines)

@@ -1,0 +1,129 @@
+"""Reading photos into uint8 RGB arrays and writing cloaked ones back in the same format family, atomically."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+logger = logging.getLogger(__name__)
+
+# Extensions collected when a folder is given; single files of other types are still tried.
+PHOTO_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp"})
+# Lossy outputs are written at high quality with full-resolution chroma so the cloak is not smoothed away.
+DEFAULT_JPEG_QUALITY = 95
+DEFAULT_WEBP_QUALITY = 95
+# Formats written back as they came; anything else (GIF, ...) becomes PNG, since a palette would destroy the cloak.
+_SAVE_FORMATS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "TIFF": ".tif", "BMP": ".bmp"}
+
+
+class PhotoError(ValueError):
+    """A photo could not be read (missing, not an image, corrupt, or too large)."""
+
+
+@dataclass
+class Photo:
+    """A decoded photo: ``pixels`` uint8 RGB (H, W, 3), upright (EXIF orientation applied)."""
+
+    pixels: np.ndarray
+    format: str
+    alpha: np.ndarray | None = None
+    icc_profile: bytes | None = None
+    source: Path | None = None
+    info: dict = field(default_factory=dict)
+
+
+def load_photo(path: str | os.PathLike) -> Photo:
+    """Decode ``path`` to upright RGB; raise :class:`PhotoError` with a one-line reason on failure."""
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            image_format = image.format or "PNG"
+            icc_profile = image.info.get("icc_profile")
+            image = ImageOps.exif_transpose(image)
+            alpha = None
+            if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+                rgba = image.convert("RGBA")
+                alpha = np.asarray(rgba)[..., 3].copy()
+                image = rgba
+            pixels = np.asarray(image.convert("RGB")).copy()
+    except FileNotFoundError:
+        raise PhotoError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise PhotoError(f"{path}: is a folder, not a photo") from None
+    except PermissionError:
+        raise PhotoError(f"{path}: permission denied") from None
+    except UnidentifiedImageError:
+        raise PhotoError(f"{path}: not a readable image") from None
+    except Image.DecompressionBombError as error:
+        raise PhotoError(f"{path}: refused as a possible decompression bomb ({error})") from None
+    except (OSError, SyntaxError, ValueError) as error:  # truncated or corrupt data surfaces as these
+        raise PhotoError(f"{path}: corrupt image ({error})") from None
+    if min(pixels.shape[:2]) < 1:
+        raise PhotoError(f"{path}: empty image")
+    return Photo(pixels=pixels, format=image_format, alpha=alpha, icc_profile=icc_profile, source=path)
+
+
+def output_suffix(photo_format: str, source_suffix: str) -> str:
+    """Suffix of the cloaked file: the source's own when its format is written back, else ``.png``."""
+    if photo_format in _SAVE_FORMATS:
+        return source_suffix if source_suffix.lower() in PHOTO_EXTENSIONS else _SAVE_FORMATS[photo_format]
+    return ".png"
+
+
+def save_photo(
+    photo: Photo, pixels: np.ndarray, destination: str | os.PathLike, jpeg_quality: int = DEFAULT_JPEG_QUALITY
+) -> Path:
+    """Write ``pixels`` (uint8 RGB) in ``photo``'s format family to ``destination`` via a temp file and rename.
+
+    A crash or a full disk leaves either the old file or none, never a half-written one.
+    """
+    destination = Path(destination)
+    image_format = photo.format if photo.format in _SAVE_FORMATS else "PNG"
+    image = Image.fromarray(pixels, "RGB")
+    if photo.alpha is not None and image_format in ("PNG", "WEBP", "TIFF"):
+        image.putalpha(Image.fromarray(photo.alpha, "L"))
+    options: dict = {}
+    if photo.icc_profile:
+        options["icc_profile"] = photo.icc_profile
+    if image_format == "JPEG":
+        options.update(quality=jpeg_quality, subsampling=0)  # 4:4:4
+    elif image_format == "WEBP":
+        options.update(quality=DEFAULT_WEBP_QUALITY)
+    elif image_format == "TIFF":
+        options["compression"] = "tiff_deflate"
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temp_name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".part", dir=destination.parent)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            image.save(handle, format=image_format, **options)
+        os.replace(temp_name, destination)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+    return destination
+
+
+def collect_photos(inputs: list[str | os.PathLike]) -> list[tuple[Path, Path]]:
+    """Expand files and folders into ``(photo_path, relative_output_path)`` pairs, sorted, without duplicates.
+
+    Files named directly keep their name; photos found in a folder keep their path relative to that folder.
+    Raises :class:`FileNotFoundError` naming the first input that does not exist.
+    """
+    found: dict[Path, Path] = {}
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            for candidate in sorted(path.rglob("*")):
+                if candidate.is_file() and candidate.suffix.lower() in PHOTO_EXTENSIONS:
+                    found.setdefault(candidate.resolve(), candidate.relative_to(path))
+        elif path.is_file():
+            found.setdefault(path.resolve(), Path(path.name))
+        else:
+            raise FileNotFoundError(f"input not found: {path}")
+    return sorted(found.items(), key=lambda pair: str(pair[1]))

@@ -1,0 +1,59 @@
+"""Stand-ins for the compressor: spec parsing, ComModel on any size, mixtures."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from comcloak.attacks import ThroughSpecError, make_through
+from comcloak.attacks.through import ComModelThrough, RandomChoiceThrough
+from comcloak.codecs.diffjpeg import DiffJPEG
+from comcloak.models import create_model, save_safetensors
+
+
+def test_identity_and_diffjpeg() -> None:
+    x = torch.rand(1, 3, 32, 48)
+    assert torch.equal(make_through("none")(x), x)
+    assert isinstance(make_through("diffjpeg:50"), DiffJPEG)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("diffjpeg:500", "diffjpeg quality must be an integer in 1..100"),
+        ("diffjpeg:x", "diffjpeg quality must be an integer in 1..100"),
+        ("comodel:/no/such/file.safetensors", "no file at '/no/such/file.safetensors'"),
+        ("comodel", "comodel: needs a weights file"),
+        ("mix:diffjpeg:50", "needs at least two stand-ins"),
+        ("jpegish", "unknown --through 'jpegish'; available: none, diffjpeg:Q, comodel:PATH"),
+    ],
+)
+def test_bad_specs(spec: str, message: str) -> None:
+    with pytest.raises(ThroughSpecError, match=message):
+        make_through(spec)
+
+
+def test_comodel_from_weights_file_runs_on_any_size(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = create_model("comodel_tiny").eval()
+    path = tmp_path / "tiny.safetensors"
+    save_safetensors(model.state_dict(), path)
+    through = make_through(f"comodel:{path}")
+    assert isinstance(through, ComModelThrough)
+    x = torch.rand(2, 3, 37, 50)
+    y = through(x)
+    assert y.shape == x.shape and y.min() >= 0 and y.max() <= 1
+    # On a multiple of 16 it is the bare model, clipped.
+    x16 = torch.rand(1, 3, 32, 48)
+    torch.testing.assert_close(through(x16), model(x16).clamp(0, 1))
+    assert not any(parameter.requires_grad for parameter in through.parameters())
+
+
+def test_mixture_picks_are_seeded() -> None:
+    picks = []
+    for _ in range(2):
+        mixture = make_through("mix:diffjpeg:25|diffjpeg:75", seed=3)
+        assert isinstance(mixture, RandomChoiceThrough)
+        x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+        picks.append(torch.stack([mixture(x) for _ in range(6)]))
+    torch.testing.assert_close(picks[0], picks[1])

@@ -1,0 +1,129 @@
+"""The command line end to end on real files: outputs, the closing table, the report, and user errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from comcloak.engine.cli import main
+
+FAST = ["--classifier", "tiny_classifier", "--steps", "2", "--attack-size", "48", "-q"]
+
+
+@pytest.fixture()
+def photo_dir(tmp_path: Path, sample_photos: dict[str, np.ndarray]) -> Path:
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    Image.fromarray(sample_photos["chelsea"]).save(folder / "cat.jpg", quality=90)
+    Image.fromarray(sample_photos["coffee"][:200, :300]).save(folder / "sub" / "coffee.png")
+    return folder
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
+    code = main(args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_cloak_folder_writes_same_size_and_format(photo_dir: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    report = tmp_path / "report.json"
+    code, stdout, _ = run_cli(["cloak", str(photo_dir), "-o", str(out), "--report", str(report), *FAST[:-1]], capsys)
+    assert code == 0
+    assert "fooled after jpeg:50" in stdout and "cat.jpg" in stdout
+    for relative, image_format in (("cat.jpg", "JPEG"), ("sub/coffee.png", "PNG")):
+        with Image.open(photo_dir / relative) as original, Image.open(out / relative) as cloaked:
+            assert cloaked.size == original.size and cloaked.format == image_format
+    records = json.loads(report.read_text())["photos"]
+    assert [Path(r["source"]).name for r in records] == ["cat.jpg", "coffee.png"]
+    assert all(r["status"] == "cloaked" and r["psnr_db"] > 30 for r in records)
+    assert records[1]["linf"] <= 5  # lossless PNG: exactly the eps budget; JPEG adds its own re-encoding error
+
+
+def test_existing_outputs_are_skipped_unless_overwrite(photo_dir: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    assert run_cli(["cloak", str(photo_dir / "cat.jpg"), "-o", str(out), *FAST], capsys)[0] == 0
+    before = (out / "cat.jpg").stat().st_mtime_ns
+    report = tmp_path / "r.json"
+    assert run_cli(["cloak", str(photo_dir / "cat.jpg"), "-o", str(out), "--report", str(report), *FAST], capsys)[0] == 0
+    assert json.loads(report.read_text())["photos"][0]["status"] == "skipped"
+    assert (out / "cat.jpg").stat().st_mtime_ns == before
+    assert run_cli(["cloak", str(photo_dir / "cat.jpg"), "-o", str(out), "--overwrite", *FAST], capsys)[0] == 0
+
+
+def test_unreadable_file_is_a_record_not_a_crash(photo_dir: Path, tmp_path: Path, capsys) -> None:
+    (photo_dir / "broken.jpg").write_bytes(b"\xff\xd8 definitely not a jpeg")
+    out = tmp_path / "out"
+    code, stdout, _ = run_cli(["cloak", str(photo_dir), "-o", str(out), *FAST[:-1]], capsys)
+    assert code == 1  # some photos failed; the others are done
+    assert "failed: " in stdout and "not a readable image" in stdout
+    assert (out / "cat.jpg").exists() and not (out / "broken.jpg").exists()
+    assert (photo_dir / "broken.jpg").read_bytes() == b"\xff\xd8 definitely not a jpeg"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--check", "jpeg:500"], "jpeg quality must be an integer in 1..100"),
+        (["--check", "gif:3"], "unknown codec"),
+        (["--eps", "300"], "argument --eps: must be in (0, 64] on the 0-255 scale, got 300"),
+        (["--eps", "0"], "argument --eps: must be in (0, 64]"),
+        (["--through", "diffjpeg:0"], "diffjpeg quality must be an integer in 1..100"),
+        (["--classifier", "alexnet"], "alexnet"),
+        (["--classifier", "resnet50"], "resnet50"),
+        (["--attack", "pgd"], "argument --attack: invalid choice: 'pgd'"),
+    ],
+)
+def test_user_errors_are_one_line_exit_2(photo_dir: Path, tmp_path: Path, capsys, extra, message) -> None:
+    code, _, stderr = run_cli_error(["cloak", str(photo_dir), "-o", str(tmp_path / "out"), *FAST, *extra], capsys)
+    assert code == 2
+    assert message in stderr
+    assert stderr.count("\n") == 1 and "Traceback" not in stderr
+    assert not (tmp_path / "out").exists()
+
+
+def run_cli_error(args: list[str], capsys) -> tuple[int, str, str]:
+    try:
+        code = main(args)
+    except SystemExit as exit_:  # argparse errors exit from inside parse_args
+        code = exit_.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_missing_input(tmp_path: Path, capsys) -> None:
+    code, _, stderr = run_cli_error(["cloak", str(tmp_path / "nope.jpg"), "-o", str(tmp_path / "o"), *FAST], capsys)
+    assert code == 2 and "input not found" in stderr and stderr.count("\n") == 1
+
+
+def test_output_inside_input_is_refused(photo_dir: Path, capsys) -> None:
+    code, _, stderr = run_cli_error(["cloak", str(photo_dir), "-o", str(photo_dir / "cloaked"), *FAST], capsys)
+    assert code == 2 and "is inside input folder" in stderr
+    code, _, stderr = run_cli_error(["cloak", str(photo_dir / "cat.jpg"), "-o", str(photo_dir), *FAST], capsys)
+    assert code == 2 and "would overwrite the input" in stderr
+
+
+def test_console_script_reports_without_traceback(tmp_path: Path) -> None:
+    """The installed entry point, as a user runs it: one line on stderr and exit status 2."""
+    result = subprocess.run([sys.executable, "-m", "comcloak.engine", "cloak", str(tmp_path / "missing"), "-o",
+                             str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"comcloak cloak: error: input not found: {tmp_path / 'missing'}"
+
+
+def test_eval_paper_protocol_small(tmp_path: Path, photo_dir: Path, capsys) -> None:
+    out = tmp_path / "eval.json"
+    code, stdout, _ = run_cli(["eval", str(photo_dir), "--classifier", "tiny_classifier", "--attacks", "fgsm,mim",
+                               "--through", "none,diffjpeg:50", "--codecs", "none,jpeg:50", "--steps", "2",
+                               "--json", str(out), "-q"], capsys)
+    assert code == 0 and "untargeted success" in stdout
+    payload = json.loads(out.read_text())
+    assert payload["n_photos"] == 2 and payload["protocol"] == "paper"
+    combos = {(r["attack"], r["through"], r["codec"]) for r in payload["results"]}
+    assert len(combos) == 2 * 2 * 2 and all(r["n"] == 2 for r in payload["results"])

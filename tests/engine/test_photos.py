@@ -1,0 +1,102 @@
+"""Reading and writing photos: formats, orientation, alpha, atomic writes, bad files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from comcloak.engine.photos import PhotoError, collect_photos, load_photo, output_suffix, save_photo
+
+
+@pytest.fixture()
+def pixels() -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize(("suffix", "lossless"), [(".png", True), (".tif", True), (".bmp", True),
+                                                  (".jpg", False), (".webp", False)])
+def test_round_trip_keeps_size_and_format(tmp_path: Path, pixels: np.ndarray, suffix: str, lossless: bool) -> None:
+    source = tmp_path / f"in{suffix}"
+    Image.fromarray(pixels).save(source)
+    photo = load_photo(source)
+    destination = save_photo(photo, photo.pixels, tmp_path / "out" / f"in{suffix}")
+    with Image.open(destination) as written:
+        assert written.format == photo.format and written.size == (60, 40)
+    again = load_photo(destination).pixels
+    if lossless:
+        np.testing.assert_array_equal(again, photo.pixels)
+    assert not list((tmp_path / "out").glob("*.part"))
+
+
+def test_exif_orientation_is_applied(tmp_path: Path, pixels: np.ndarray) -> None:
+    source = tmp_path / "rotated.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise on display
+    Image.fromarray(pixels).save(source, exif=exif)
+    assert load_photo(source).pixels.shape == (60, 40, 3)
+
+
+def test_alpha_survives(tmp_path: Path, pixels: np.ndarray) -> None:
+    alpha = np.full((40, 60), 128, np.uint8)
+    source = tmp_path / "alpha.png"
+    Image.fromarray(np.dstack([pixels, alpha]), "RGBA").save(source)
+    photo = load_photo(source)
+    save_photo(photo, photo.pixels, tmp_path / "out.png")
+    with Image.open(tmp_path / "out.png") as written:
+        assert written.mode == "RGBA" and np.asarray(written)[..., 3].tolist() == alpha.tolist()
+
+
+def test_gif_becomes_png() -> None:
+    assert output_suffix("GIF", ".gif") == ".png"
+    assert output_suffix("JPEG", ".JPEG") == ".JPEG"
+
+
+@pytest.mark.parametrize(("content", "message"), [(b"not an image", "not a readable image"),
+                                                  (None, "no such file")])
+def test_bad_files_raise_one_line(tmp_path: Path, content: bytes | None, message: str) -> None:
+    path = tmp_path / "bad.jpg"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(PhotoError, match=message) as info:
+        load_photo(path)
+    assert "\n" not in str(info.value)
+
+
+def test_truncated_jpeg_is_reported(tmp_path: Path, pixels: np.ndarray) -> None:
+    path = tmp_path / "cut.jpg"
+    Image.fromarray(pixels).save(path)
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(PhotoError, match="cut.jpg"):
+        load_photo(path)
+
+
+def test_failed_write_leaves_nothing(tmp_path: Path, pixels: np.ndarray, monkeypatch: pytest.MonkeyPatch) -> None:
+    source = tmp_path / "in.png"
+    Image.fromarray(pixels).save(source)
+    photo = load_photo(source)
+
+    def broken_save(self, fp, format=None, **params):  # noqa: A002 - Pillow's parameter name
+        fp.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Image.Image, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_photo(photo, photo.pixels, tmp_path / "out" / "in.png")
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_collect_photos_walks_folders(tmp_path: Path, pixels: np.ndarray) -> None:
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    for name in ("a/x.jpg", "a/b/y.png", "a/notes.txt"):
+        target = tmp_path / name
+        if name.endswith(".txt"):
+            target.write_text("hi")
+        else:
+            Image.fromarray(pixels).save(target)
+    pairs = collect_photos([tmp_path / "a"])
+    assert [str(relative) for _, relative in pairs] == ["b/y.png", "x.jpg"]
+    with pytest.raises(FileNotFoundError, match="input not found"):
+        collect_photos([tmp_path / "missing"])
