@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import comcloak.models as M
+import pytest
+import torch
+from comcloak.models import registry
+
+EXPECTED = ["comodel", "comodel_tiny", "efficientnet_lite0", "mobilenet_v2", "resnet50", "tiny_classifier"]
+
+
+def test_list_models_has_every_family() -> None:
+    assert M.list_models() == EXPECTED
+    assert M.list_models("mobile*") == ["mobilenet_v2"]
+    assert M.list_models("comodel") == ["comodel", "comodel_tiny"]  # substring without wildcards
+    assert M.list_models("nothing*") == []
+
+
+def test_create_model_passes_kwargs() -> None:
+    model = M.create_model("tiny_classifier", num_classes=10)
+    assert isinstance(model, M.ImageClassifier)
+    assert model(torch.rand(2, 3, 40, 56)).shape == (2, 10)
+
+
+def test_unknown_model_error_names_request_and_choices() -> None:
+    with pytest.raises(M.UnknownModelError) as info:
+        M.create_model("resnet5")
+    msg = str(info.value)
+    assert isinstance(info.value, ValueError)
+    assert "\n" not in msg
+    assert "'resnet5'" in msg
+    assert all(name in msg for name in EXPECTED)
+
+
+def test_duplicate_registration_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+
+    def tiny_classifier() -> torch.nn.Module:  # same name as a real model
+        return torch.nn.Identity()
+
+    with pytest.raises(ValueError, match="already registered"):
+        M.register_model(tiny_classifier)
+
+
+def test_register_model_uses_function_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+
+    @M.register_model
+    def my_test_net(scale: int = 1) -> torch.nn.Module:
+        return torch.nn.Linear(scale, scale)
+
+    assert "my_test_net" in M.list_models()
+    assert M.is_model("my_test_net")
+    assert M.create_model("my_test_net", scale=3).in_features == 3
