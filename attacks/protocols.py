@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from comcloak.codecs import Codec
 from comcloak.attacks.loop import AttackConfig, paper_targets, run_attack
+from comcloak.codecs import Codec
 
 logger = logging.getLogger(__name__)
 

@@ -120,7 +120,8 @@ class Cloaker:
         self.device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
         self.classifier_name = classifier if isinstance(classifier, str) else type(classifier).__name__
         self.through_name = through if isinstance(through, str) else type(through).__name__
-        self.classifier = _frozen(load_classifier(classifier) if isinstance(classifier, str) else classifier, self.device)
+        model = load_classifier(classifier) if isinstance(classifier, str) else classifier
+        self.classifier = _frozen(model, self.device)
         self.through = _frozen(make_through(through, seed) if isinstance(through, str) else through, self.device)
         self.num_classes = int(getattr(self.classifier, "num_classes", 1000))
         if target is not None and not 0 <= target < self.num_classes:

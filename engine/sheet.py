@@ -39,7 +39,8 @@ def write_sheet(rows: list[tuple[str, np.ndarray, np.ndarray]], eps: float, dest
     draw = ImageDraw.Draw(sheet)
     top = GAP
     for caption, row in tiles:
-        draw.text((GAP, top), f"{caption}   (original | cloaked | difference x{127 / max(eps, 1e-6):.0f})", fill="black")
+        label = f"{caption}   (original | cloaked | difference x{127 / max(eps, 1e-6):.0f})"
+        draw.text((GAP, top), label, fill="black")
         left = GAP
         for tile in row:
             sheet.paste(tile, (left, top + caption_height))

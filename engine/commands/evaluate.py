@@ -26,7 +26,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--through", default="none,diffjpeg:50",
                         help="comma-separated stand-ins: none, diffjpeg:Q, comodel:PATH, 'mix:A|B' "
                              "(default none,diffjpeg:50)")
-    parser.add_argument("--codecs", default=DEFAULT_CODECS, help=f"comma-separated real codecs (default {DEFAULT_CODECS})")
+    parser.add_argument("--codecs", default=DEFAULT_CODECS,
+                        help=f"comma-separated real codecs (default {DEFAULT_CODECS})")
     parser.add_argument("--limit", type=positive_int, default=None, help="use the first N photos (sorted by path)")
     parser.add_argument("--batch-size", type=positive_int, default=8, help="photos attacked together (default 8)")
     parser.add_argument("--json", metavar="OUT", help="write results as JSON")

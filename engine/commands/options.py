@@ -46,7 +46,8 @@ def add_attack_options(parser: argparse.ArgumentParser, single_attack: bool = Tr
                            help="stand-in for the compressor: none, diffjpeg:Q, comodel:PATH, 'mix:A|B' "
                                 "(default: diffjpeg:50 until trained ComModels ship)")
     group.add_argument("--eps", type=eps_value, default=5.0, help="L-inf budget on the 0-255 scale (default 5)")
-    group.add_argument("--steps", type=positive_int, default=None, help="iterations of bim/mim (default 10; fgsm takes one)")
+    group.add_argument("--steps", type=positive_int, default=None,
+                       help="iterations of bim/mim (default 10; fgsm takes one)")
     group.add_argument("--alpha", type=eps_value, default=None, help="step size, 0-255 scale (default eps/steps)")
     group.add_argument("--momentum", type=float, default=None, help="MIM momentum mu (default 1; MIM only)")
     group.add_argument("--targeted", action="store_true",

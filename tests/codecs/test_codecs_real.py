@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from comcloak.codecs import Codec, CodecUnavailableError, Jpeg, Resize, parse_codec
 from PIL import features
+
+from comcloak.codecs import Codec, CodecUnavailableError, Jpeg, Resize, parse_codec
 
 
 def mae(a: np.ndarray, b: np.ndarray) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from comcloak.codecs import (
     Chain,
     CodecSpecError,

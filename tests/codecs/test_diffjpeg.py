@@ -7,9 +7,10 @@ import io
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+
 from comcloak.codecs import Jpeg
 from comcloak.codecs.diffjpeg import CHROMA_TABLE, LUMA_TABLE, DiffJPEG, diff_round, quality_scaling, scaled_table
-from PIL import Image
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:

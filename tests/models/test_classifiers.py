@@ -2,9 +2,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import comcloak.models as M
 import pytest
 import torch
+
+import comcloak.models as M
 from comcloak.models import mobilenetv2
 
 # ImageNet classes a sensible classifier gives skimage's sample photos.

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
-import comcloak.models as M
 import pytest
 import torch
+
+import comcloak.models as M
 from comcloak.models.padding import same_pad_layer
 
 PARAMS = {"comodel": 6_957_219, "comodel_tiny": 109_847}

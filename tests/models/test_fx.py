@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import operator
 
-import comcloak.models as M
 import pytest
 import torch
 from torch import fx, nn
+
+import comcloak.models as M
 
 ALLOWED_MODULES = (
     nn.Conv2d,

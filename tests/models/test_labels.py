@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from comcloak.models import IMAGENET_NUM_CLASSES, imagenet_class_name
 
 

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
-import comcloak.models as M
 import pytest
 import torch
+
+import comcloak.models as M
 from comcloak.models import registry
 
 EXPECTED = ["comodel", "comodel_tiny", "efficientnet_lite0", "mobilenet_v2", "resnet50", "tiny_classifier"]

@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from comcloak.models import WeightsError, load_state_dict_file, load_weights, save_safetensors
 from torch import nn
+
+from comcloak.models import WeightsError, load_state_dict_file, load_weights, save_safetensors
 
 
 def _small() -> nn.Module:
