@@ -30,13 +30,14 @@ class OneLineArgumentParser(argparse.ArgumentParser):
 def _user_error_types() -> tuple[type[BaseException], ...]:
     # Imported lazily: `comcloak --help` should not pay for importing torch.
     from comcloak.attacks import AttackConfigError, ThroughSpecError
-    from comcloak.codecs import CodecSpecError
+    from comcloak.codecs import CodecSpecError, CodecUnavailableError
     from comcloak.engine.cloaker import CloakerConfigError
     from comcloak.engine.photos import PhotoError
     from comcloak.engine.pipeline import OutputLayoutError
     from comcloak.models import UnknownModelError, WeightsError
 
-    return (UserError, AttackConfigError, ThroughSpecError, CodecSpecError, CloakerConfigError, PhotoError,
+    return (UserError, AttackConfigError, ThroughSpecError, CodecSpecError, CodecUnavailableError,
+            CloakerConfigError, PhotoError,
             OutputLayoutError, UnknownModelError, WeightsError, FileNotFoundError)
 
 

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from comcloak.engine.commands.options import add_attack_options, add_model_options, build_cloaker, positive_int
 
 DEFAULT_CHECK = "jpeg:50"
@@ -47,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     if args.jpeg_quality > 100:
         raise UserError(f"--jpeg-quality must be in 1..100, got {args.jpeg_quality}")
     check_codec = parse_codec(args.check)
+    check_codec.apply(np.zeros((16, 16, 3), np.uint8))  # an unavailable codec (AVIF) fails now, not mid-run
     pairs = collect_photos(args.inputs)
     if not pairs:
         raise UserError(f"no photos found in {', '.join(args.inputs)}")
