@@ -69,6 +69,8 @@ class Cloaker:
     Args:
         classifier: registered classifier name (``comcloak.models.list_models()``) or an ``nn.Module`` mapping
             [0, 1] RGB NCHW to logits. Default ``efficientnet_lite0`` (pretrained, offline).
+        classifier_weights: weights file for a named classifier (required for ``resnet50``, which has no
+            offline weights); default: the offline pretrained weights.
         through: stand-in for the compressor (``none``, ``diffjpeg:Q``, ``comodel:PATH``, ``mix:A|B``) or a module.
         attack: ``fgsm``, ``bim`` or ``mim``.
         eps: L∞ budget on the 0–255 scale (default 5).
@@ -93,6 +95,7 @@ class Cloaker:
     def __init__(
         self,
         classifier: str | nn.Module = DEFAULT_CLASSIFIER,
+        classifier_weights: str | None = None,
         through: str | nn.Module = DEFAULT_THROUGH,
         attack: str = "mim",
         eps: float = 5.0,
@@ -112,6 +115,8 @@ class Cloaker:
             raise CloakerConfigError(f"eps must be in (0, 255] on the 0-255 scale, got {eps}")
         if attack_size < 16:
             raise CloakerConfigError(f"attack_size must be at least 16 pixels, got {attack_size}")
+        if classifier_weights is not None and not isinstance(classifier, str):
+            raise CloakerConfigError("classifier_weights applies to a classifier given by name, not to a module")
         if target is not None and not targeted:
             raise CloakerConfigError("target is only meaningful with targeted=True")
         self.config = attack_config(
@@ -120,7 +125,7 @@ class Cloaker:
         self.device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
         self.classifier_name = classifier if isinstance(classifier, str) else type(classifier).__name__
         self.through_name = through if isinstance(through, str) else type(through).__name__
-        model = load_classifier(classifier) if isinstance(classifier, str) else classifier
+        model = load_classifier(classifier, classifier_weights) if isinstance(classifier, str) else classifier
         self.classifier = _frozen(model, self.device)
         self.through = _frozen(make_through(through, seed) if isinstance(through, str) else through, self.device)
         self.num_classes = int(getattr(self.classifier, "num_classes", 1000))

@@ -71,7 +71,8 @@ def build_cloaker(args: argparse.Namespace):
 
     targeted = args.targeted or args.target is not None
     return Cloaker(
-        classifier=build_classifier(args),
+        classifier=args.classifier,
+        classifier_weights=args.classifier_weights,
         through=args.through or DEFAULT_THROUGH,
         attack=args.attack,
         eps=args.eps,
