@@ -142,26 +142,31 @@ class Jpeg(Codec):
 
 
 @dataclass(frozen=True, repr=False)
-class WebP(Codec):
-    """``webp:Q``: lossy WebP (libwebp) at quality Q."""
+class _QualityCodec(Codec):
+    """A lossy codec with one argument, an integer quality in 0..100 (``NAME:Q``)."""
 
     quality: int
+
+    def __post_init__(self) -> None:
+        _parse_int(str(self.quality), f"{self.name} quality", 0, 100)
+
+    @classmethod
+    def from_args(cls, args: Sequence[str]) -> _QualityCodec:
+        _check_arity(cls.name, args, 1, 1, cls.usage)
+        return cls(_parse_int(args[0], f"{cls.name} quality", 0, 100))
+
+    @property
+    def spec(self) -> str:
+        return f"{self.name}:{self.quality}"
+
+
+@dataclass(frozen=True, repr=False)
+class WebP(_QualityCodec):
+    """``webp:Q``: lossy WebP (libwebp) at quality Q."""
 
     name: ClassVar[str] = "webp"
     usage: ClassVar[str] = "webp:Q"
     help: ClassVar[str] = "lossy WebP, quality Q in 0..100"
-
-    def __post_init__(self) -> None:
-        _parse_int(str(self.quality), "webp quality", 0, 100)
-
-    @classmethod
-    def from_args(cls, args: Sequence[str]) -> WebP:
-        _check_arity(cls.name, args, 1, 1, cls.usage)
-        return cls(_parse_int(args[0], "webp quality", 0, 100))
-
-    @property
-    def spec(self) -> str:
-        return f"webp:{self.quality}"
 
     def apply(self, image: np.ndarray) -> np.ndarray:
         check_image(image)
@@ -209,26 +214,12 @@ class Jpeg2000(Codec):
 
 
 @dataclass(frozen=True, repr=False)
-class Avif(Codec):
+class Avif(_QualityCodec):
     """``avif:Q``: AVIF (libavif) at quality Q; parses everywhere, runs only where Pillow has AVIF support."""
-
-    quality: int
 
     name: ClassVar[str] = "avif"
     usage: ClassVar[str] = "avif:Q"
     help: ClassVar[str] = "AVIF, quality Q in 0..100 (needs a Pillow build with AVIF)"
-
-    def __post_init__(self) -> None:
-        _parse_int(str(self.quality), "avif quality", 0, 100)
-
-    @classmethod
-    def from_args(cls, args: Sequence[str]) -> Avif:
-        _check_arity(cls.name, args, 1, 1, cls.usage)
-        return cls(_parse_int(args[0], "avif quality", 0, 100))
-
-    @property
-    def spec(self) -> str:
-        return f"avif:{self.quality}"
 
     def apply(self, image: np.ndarray) -> np.ndarray:
         check_image(image)

@@ -11,14 +11,13 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from comcloak.attacks import psnr
+from comcloak.attacks import linf, psnr
 from comcloak.codecs import Codec
 from comcloak.engine.cloaker import Cloaker
 from comcloak.engine.photos import Photo, PhotoError, load_photo, output_suffix, save_photo
@@ -92,8 +91,14 @@ def cloak_files(
     records: list[PhotoRecord] = []
     pending: list[tuple[Photo, Path, Path]] = []
 
+    def emit(record: PhotoRecord) -> None:
+        records.append(record)
+        if on_photo_done:
+            on_photo_done(record)
+
     def flush() -> None:
-        records.extend(_cloak_pending(cloaker, pending, check_codec, batch_size, jpeg_quality, on_photo_done))
+        for record in _cloak_pending(cloaker, pending, check_codec, batch_size, jpeg_quality):
+            emit(record)
         pending.clear()
 
     for source, relative in pairs:
@@ -103,18 +108,12 @@ def cloak_files(
                 raise PhotoError(f"{source}: too small to cloak ({photo.pixels.shape[1]}x{photo.pixels.shape[0]}, "
                                  f"need at least {MIN_PHOTO_SIDE} px on each side)")
         except PhotoError as error:
-            record = PhotoRecord(source=str(source), status="failed", error=str(error))
-            records.append(record)
-            if on_photo_done:
-                on_photo_done(record)
+            emit(PhotoRecord(source=str(source), status="failed", error=str(error)))
             continue
         destination = output_dir / relative.with_suffix(output_suffix(photo.format, relative.suffix))
         if destination.exists() and not overwrite:
-            record = PhotoRecord(source=str(source), status="skipped", output=str(destination),
-                                 error="output exists (use --overwrite)")
-            records.append(record)
-            if on_photo_done:
-                on_photo_done(record)
+            emit(PhotoRecord(source=str(source), status="skipped", output=str(destination),
+                             error="output exists (use --overwrite)"))
             continue
         pending.append((photo, source, destination))
         if len(pending) >= batch_size:
@@ -130,10 +129,10 @@ def _cloak_pending(
     check_codec: Codec | None,
     batch_size: int,
     jpeg_quality: int,
-    on_photo_done: Callable[[PhotoRecord], None] | None,
-) -> list[PhotoRecord]:
+) -> Iterator[PhotoRecord]:
+    """Cloak, write and check one batch of loaded photos, yielding a record per photo as it is finished."""
     if not pending:
-        return []
+        return
     started = time.perf_counter()
     try:
         results: list = cloaker.cloak_photos([photo.pixels for photo, _, _ in pending], batch_size=batch_size)
@@ -141,13 +140,9 @@ def _cloak_pending(
         logger.debug("batch failed; retrying photo by photo", exc_info=True)
         results = [_cloak_one(cloaker, photo) for photo, _, _ in pending]
     per_photo = (time.perf_counter() - started) / len(pending)
-    records = []
     for (photo, source, destination), result in zip(pending, results):
         if isinstance(result, str):
-            record = PhotoRecord(source=str(source), status="failed", error=f"{source}: {result}")
-            records.append(record)
-            if on_photo_done:
-                on_photo_done(record)
+            yield PhotoRecord(source=str(source), status="failed", error=f"{source}: {result}")
             continue
         height, width = photo.pixels.shape[:2]
         record = PhotoRecord(source=str(source), status="cloaked", width=width, height=height,
@@ -160,7 +155,7 @@ def _cloak_pending(
             record.output = str(destination)
             written = load_photo(destination).pixels  # score what is on disk, after our own encoder
             record.psnr_db = psnr(photo.pixels, written)
-            record.linf = int(np.abs(photo.pixels.astype(np.int16) - written.astype(np.int16)).max())
+            record.linf = linf(photo.pixels, written)
             record.cloaked_label = int(cloaker.predict(written[None])[0])
             received = check_codec.apply(written) if check_codec is not None else written
             record.check_label = int(cloaker.predict(received[None])[0])
@@ -168,10 +163,7 @@ def _cloak_pending(
                 record.success = record.check_label == record.goal_label
             else:
                 record.success = record.check_label != record.clean_label
-        records.append(record)
-        if on_photo_done:
-            on_photo_done(record)
-    return records
+        yield record
 
 
 def _cloak_one(cloaker: Cloaker, photo: Photo):
