@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from comcloak.attacks import attack_config, make_through, paper_targets, run_attack
-from comcloak.models import create_model
+from comcloak.models import WeightsError, create_model
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,10 @@ def load_classifier(name: str, weights: str | None = None) -> nn.Module:
         return create_model(name, pretrained=weights)
     if name.startswith("tiny_"):
         return create_model(name)
-    return create_model(name, pretrained=True)
+    try:
+        return create_model(name, pretrained=True)
+    except WeightsError as error:
+        raise CloakerConfigError(f"{error} (or give a weights file: --classifier-weights PATH)") from None
 
 
 @dataclass

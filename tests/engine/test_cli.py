@@ -77,7 +77,7 @@ def test_unreadable_file_is_a_record_not_a_crash(photo_dir: Path, tmp_path: Path
         (["--eps", "0"], "argument --eps: must be in (0, 64]"),
         (["--through", "diffjpeg:0"], "diffjpeg quality must be an integer in 1..100"),
         (["--classifier", "alexnet"], "alexnet"),
-        (["--classifier", "resnet50"], "resnet50"),
+        (["--classifier", "resnet50"], "--classifier-weights PATH"),
         (["--attack", "pgd"], "argument --attack: invalid choice: 'pgd'"),
     ],
 )
@@ -128,3 +128,17 @@ def test_eval_paper_protocol_small(tmp_path: Path, photo_dir: Path, capsys) -> N
     assert payload["n_photos"] == 2 and payload["protocol"] == "paper"
     combos = {(r["attack"], r["through"], r["codec"]) for r in payload["results"]}
     assert len(combos) == 2 * 2 * 2 and all(r["n"] == 2 for r in payload["results"])
+
+
+def test_resnet50_from_a_user_weights_file(photo_dir: Path, tmp_path: Path, capsys) -> None:
+    """ResNet50 has no offline weights: a torchvision-layout file given by path is used (random weights here)."""
+    import torch
+
+    from comcloak.models import create_model, save_safetensors
+
+    torch.manual_seed(0)
+    weights = save_safetensors(create_model("resnet50").state_dict(), tmp_path / "resnet50.safetensors")
+    code, stdout, _ = run_cli(["cloak", str(photo_dir / "cat.jpg"), "-o", str(tmp_path / "out"), "--classifier",
+                               "resnet50", "--classifier-weights", str(weights), "--steps", "1", "--attack-size",
+                               "48"], capsys)
+    assert code == 0 and "classifier='resnet50'" in stdout and (tmp_path / "out" / "cat.jpg").exists()
