@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from comcloak.engine.atomic import atomic_writer
 
 logger = logging.getLogger(__name__)
 
@@ -97,15 +98,8 @@ def save_photo(
         options.update(quality=DEFAULT_WEBP_QUALITY)
     elif image_format == "TIFF":
         options["compression"] = "tiff_deflate"
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temp_name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".part", dir=destination.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            image.save(handle, format=image_format, **options)
-        os.replace(temp_name, destination)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    with atomic_writer(destination) as handle:
+        image.save(handle, format=image_format, **options)
     return destination
 
 

@@ -6,7 +6,6 @@ written to.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -19,6 +18,7 @@ import torch
 
 from comcloak.attacks import linf, psnr
 from comcloak.codecs import Codec
+from comcloak.engine.atomic import write_json
 from comcloak.engine.cloaker import Cloaker
 from comcloak.engine.photos import Photo, PhotoError, load_photo, output_suffix, save_photo
 from comcloak.models.labels import imagenet_class_name
@@ -210,7 +210,4 @@ def format_table(records: list[PhotoRecord], check_spec: str) -> str:
 def write_report(records: list[PhotoRecord], path: Path, settings: dict) -> None:
     """Write a JSON report (settings and one record per photo) atomically."""
     payload = {"settings": settings, "torch": torch.__version__, "photos": [record.as_dict() for record in records]}
-    temp = path.with_name(f".{path.name}.part")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp.write_text(json.dumps(payload, indent=2))
-    os.replace(temp, path)
+    write_json(payload, path)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from comcloak.engine.atomic import atomic_writer
 
 TILE_HEIGHT = 224
 GAP = 4
@@ -46,9 +46,6 @@ def write_sheet(rows: list[tuple[str, np.ndarray, np.ndarray]], eps: float, dest
             sheet.paste(tile, (left, top + caption_height))
             left += tile.width + GAP
         top += TILE_HEIGHT + caption_height + GAP
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temp_name = tempfile.mkstemp(prefix=".sheet.", suffix=".part", dir=destination.parent)
-    with os.fdopen(descriptor, "wb") as handle:
+    with atomic_writer(destination) as handle:
         sheet.save(handle, format="PNG")
-    os.replace(temp_name, destination)
     return destination

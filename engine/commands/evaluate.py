@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import time
-from pathlib import Path
 
 from comcloak.engine.commands.options import add_attack_options, add_model_options, positive_int
 
@@ -44,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from comcloak.attacks import make_through
     from comcloak.attacks.protocols import run_paper_protocol
     from comcloak.codecs import parse_codec
+    from comcloak.engine.atomic import write_json
     from comcloak.engine.cli import UserError
     from comcloak.engine.commands.options import build_classifier
     from comcloak.engine.photos import PhotoError, collect_photos, load_photo
@@ -88,11 +86,7 @@ def run(args: argparse.Namespace) -> int:
             "targeted": args.targeted, "n_photos": result.n_photos,
             "results": [row.as_dict() for row in result.rows], "failed_photos": failed, "seconds": seconds,
         }
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temp = path.with_name(f".{path.name}.part")
-        temp.write_text(json.dumps(payload, indent=2))
-        os.replace(temp, path)
+        write_json(payload, args.json)
     print(f"{result.n_photos} photos, {seconds:.0f} s")
     return 0
 

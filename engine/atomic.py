@@ -1,0 +1,35 @@
+"""Atomic file writes: write to a temporary file beside the destination, then rename over it."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+
+@contextmanager
+def atomic_writer(destination: str | os.PathLike) -> Iterator[BinaryIO]:
+    """Yield a binary handle whose content replaces ``destination`` only if the block finishes.
+
+    A crash or a full disk leaves either the old file or none, never a half-written one, and no temp file.
+    """
+    destination = Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temp_name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".part", dir=destination.parent)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            yield handle
+        os.replace(temp_name, destination)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+
+
+def write_json(payload: object, destination: str | os.PathLike) -> None:
+    """Write ``payload`` as indented JSON, atomically."""
+    with atomic_writer(destination) as handle:
+        handle.write(json.dumps(payload, indent=2).encode())
