@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from comcloak.codecs.diffjpeg import DiffJPEG
-from comcloak.models import create_model, load_state_dict_file
+from comcloak.models import create_model, freeze, load_state_dict_file
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +102,4 @@ def make_through(spec: str, seed: int = 0) -> nn.Module:
         raise ThroughSpecError(
             f"unknown --through {spec!r}; available: none, diffjpeg:Q, comodel:PATH, mix:A|B|..."
         )
-    module.eval()
-    for parameter in module.parameters():
-        parameter.requires_grad_(False)
-    return module
+    return freeze(module)

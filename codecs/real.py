@@ -56,21 +56,26 @@ def _roundtrip(image: np.ndarray, fmt: str, **params: Any) -> np.ndarray:
 
 
 @dataclass(frozen=True, repr=False)
-class Identity(Codec):
-    """``none``: returns a copy of the image unchanged."""
-
-    name: ClassVar[str] = "none"
-    usage: ClassVar[str] = "none"
-    help: ClassVar[str] = "no compression (identity)"
+class _NoArgumentCodec(Codec):
+    """A codec spelled by its name alone (``none``, ``png``)."""
 
     @classmethod
-    def from_args(cls, args: Sequence[str]) -> Identity:
+    def from_args(cls, args: Sequence[str]) -> _NoArgumentCodec:
         _check_arity(cls.name, args, 0, 0, cls.usage)
         return cls()
 
     @property
     def spec(self) -> str:
-        return "none"
+        return self.name
+
+
+@dataclass(frozen=True, repr=False)
+class Identity(_NoArgumentCodec):
+    """``none``: returns a copy of the image unchanged."""
+
+    name: ClassVar[str] = "none"
+    usage: ClassVar[str] = "none"
+    help: ClassVar[str] = "no compression (identity)"
 
     def apply(self, image: np.ndarray) -> np.ndarray:
         check_image(image)
@@ -78,21 +83,12 @@ class Identity(Codec):
 
 
 @dataclass(frozen=True, repr=False)
-class Png(Codec):
+class Png(_NoArgumentCodec):
     """``png``: lossless PNG; the decoded image equals the input exactly."""
 
     name: ClassVar[str] = "png"
     usage: ClassVar[str] = "png"
     help: ClassVar[str] = "lossless PNG"
-
-    @classmethod
-    def from_args(cls, args: Sequence[str]) -> Png:
-        _check_arity(cls.name, args, 0, 0, cls.usage)
-        return cls()
-
-    @property
-    def spec(self) -> str:
-        return "png"
 
     def apply(self, image: np.ndarray) -> np.ndarray:
         check_image(image)

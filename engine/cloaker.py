@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from comcloak.attacks import attack_config, make_through, paper_targets, run_attack
-from comcloak.models import WeightsError, create_model
+from comcloak.attacks.protocols import to_tensor
+from comcloak.models import WeightsError, create_model, freeze
 
 logger = logging.getLogger(__name__)
 
@@ -129,8 +130,8 @@ class Cloaker:
         self.classifier_name = classifier if isinstance(classifier, str) else type(classifier).__name__
         self.through_name = through if isinstance(through, str) else type(through).__name__
         model = load_classifier(classifier, classifier_weights) if isinstance(classifier, str) else classifier
-        self.classifier = _frozen(model, self.device)
-        self.through = _frozen(make_through(through, seed) if isinstance(through, str) else through, self.device)
+        self.classifier = freeze(model.to(self.device))
+        self.through = freeze((make_through(through, seed) if isinstance(through, str) else through).to(self.device))
         self.num_classes = int(getattr(self.classifier, "num_classes", 1000))
         if target is not None and not 0 <= target < self.num_classes:
             raise CloakerConfigError(f"target must be a class index in 0..{self.num_classes - 1}, got {target}")
@@ -143,9 +144,6 @@ class Cloaker:
         return (f"Cloaker(classifier={self.classifier_name!r}, through={self.through_name!r}, attack={c.method!r}, "
                 f"eps={c.eps * 255:g}, steps={c.steps}, targeted={c.targeted}, device={str(self.device)!r})")
 
-    def to_tensor(self, batch: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(batch)).to(self.device).permute(0, 3, 1, 2).float() / 255.0
-
     def attack_view(self, images: torch.Tensor) -> torch.Tensor:
         """Resize float NCHW images to the attack view (antialiased, so small detail does not alias)."""
         shape = attack_shape(images.shape[-2], images.shape[-1], self.attack_size)
@@ -156,7 +154,7 @@ class Cloaker:
     @torch.no_grad()
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """Top-1 labels of uint8 NHWC photos, seen through the attack view."""
-        return self.classifier(self.attack_view(self.to_tensor(batch))).argmax(1).cpu().numpy()
+        return self.classifier(self.attack_view(to_tensor(batch, self.device))).argmax(1).cpu().numpy()
 
     def cloak(self, batch: np.ndarray) -> np.ndarray:
         """Cloak a batch of uint8 RGB photos shaped (N, H, W, 3); returns the same shape and dtype."""
@@ -175,7 +173,7 @@ class Cloaker:
         for index, photo in enumerate(photos):
             if photo.ndim != 3 or photo.shape[-1] != 3 or photo.dtype != np.uint8:
                 raise ValueError(f"photo {index}: expected uint8 (H, W, 3), got {photo.dtype} {photo.shape}")
-        views = [self.attack_view(self.to_tensor(photo[None])) for photo in photos]
+        views = [self.attack_view(to_tensor(photo[None], self.device)) for photo in photos]
         groups: dict[tuple[int, int], list[int]] = {}
         for index, view in enumerate(views):
             groups.setdefault(tuple(view.shape[-2:]), []).append(index)
@@ -207,16 +205,9 @@ class Cloaker:
 
     def _compose(self, photo: np.ndarray, delta: torch.Tensor) -> np.ndarray:
         """Upsample the attack-view perturbation to the photo's resolution, add, round and clip to uint8."""
-        full = self.to_tensor(photo[None])
+        full = to_tensor(photo[None], self.device)
         if delta.shape[-2:] != full.shape[-2:]:
             delta = F.interpolate(delta, size=full.shape[-2:], mode="bilinear", align_corners=False)
         # The original is exact on the 0-255 grid, so rounding keeps |change| <= round(eps * 255).
         cloaked = full.mul_(255.0).add_(delta.mul_(255.0)).round_().clamp_(0, 255)
         return cloaked.to(torch.uint8)[0].permute(1, 2, 0).cpu().numpy()
-
-
-def _frozen(module: nn.Module, device: torch.device) -> nn.Module:
-    module = module.to(device).eval()
-    for parameter in module.parameters():
-        parameter.requires_grad_(False)
-    return module

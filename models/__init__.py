@@ -12,7 +12,7 @@ from .padding import same_padding
 from .registry import UnknownModelError, create_model, is_model, list_models, register_model
 from .resnet import ResNet, resnet50
 from .tiny import TinyClassifier, tiny_classifier
-from .weights import WeightsError, load_pretrained, load_state_dict_file, load_weights, save_safetensors
+from .weights import WeightsError, freeze, load_pretrained, load_state_dict_file, load_weights, save_safetensors
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -30,6 +30,7 @@ __all__ = [
     "comodel_tiny",
     "create_model",
     "efficientnet_lite0",
+    "freeze",
     "imagenet_class_name",
     "is_model",
     "list_models",

@@ -154,3 +154,11 @@ def load_pretrained(
             )
         return load_weights(model, default_path())
     return load_weights(model, pretrained)
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """Put ``module`` in eval mode with every parameter's ``requires_grad`` off (attacks differentiate inputs only)."""
+    module.eval()
+    for parameter in module.parameters():
+        parameter.requires_grad_(False)
+    return module

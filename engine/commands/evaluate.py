@@ -45,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from comcloak.engine.cli import UserError
     from comcloak.engine.commands.options import build_classifier
     from comcloak.engine.photos import PhotoError, collect_photos, load_photo
+    from comcloak.models import freeze
 
     if args.backend != "torch":
         raise UserError(f"unknown backend {args.backend!r}; available: torch")
@@ -68,9 +69,7 @@ def run(args: argparse.Namespace) -> int:
     if not photos:
         raise UserError(f"no readable photos in {', '.join(args.photos)}")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    classifier = build_classifier(args).to(device).eval()
-    for parameter in classifier.parameters():
-        parameter.requires_grad_(False)
+    classifier = freeze(build_classifier(args).to(device))
     throughs = {name: module.to(device) for name, module in throughs.items()}
     started = time.perf_counter()
     total = len(photos) * len(attacks) * len(throughs)
