@@ -30,10 +30,14 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
+def logits_of(classifier: nn.Module, images: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
+    """Logits of float NCHW images, computed in chunks of ``batch_size``."""
+    return torch.cat([classifier(chunk) for chunk in images.split(batch_size)])
+
+
 def predict(classifier: nn.Module, images: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
     """Top-1 labels of float NCHW images, computed in chunks of ``batch_size``."""
-    labels = [classifier(chunk).argmax(dim=1) for chunk in images.split(batch_size)]
-    return torch.cat(labels)
+    return logits_of(classifier, images, batch_size).argmax(dim=1)
 
 
 def resize_square(photo: np.ndarray, size: int = PAPER_SIZE) -> np.ndarray:
@@ -92,18 +96,20 @@ def run_paper_protocol(
     if len(targeted_flags) != 1:
         raise ValueError("all attack configurations of one protocol run must agree on targeted")
     targeted = targeted_flags.pop()
+    if not photos:
+        raise ValueError("the paper protocol needs at least one photo")
     views = np.stack([resize_square(photo) for photo in photos])
     clean = to_tensor(views, device)
-    clean_labels = predict(classifier, clean, batch_size)
-    num_classes = int(classifier(clean[:1]).shape[1]) if len(clean) else 1000
-    goal = paper_targets(clean_labels, num_classes) if targeted else clean_labels
+    clean_logits = logits_of(classifier, clean, batch_size)
+    clean_labels = clean_logits.argmax(dim=1)
+    goal = paper_targets(clean_labels, clean_logits.shape[1]) if targeted else clean_labels
     result = ProtocolResult(targeted=targeted, n_photos=len(photos))
     for config in attacks:
         for through_name, through in throughs.items():
             adversarial = torch.cat([
                 _attack_chunk(classifier, chunk, labels, config, through, progress)
                 for chunk, labels in zip(clean.split(batch_size), goal.split(batch_size))
-            ]) if len(clean) else clean
+            ])
             cloaked = to_uint8(adversarial)
             result.cloaked[(config.method, through_name)] = cloaked
             for codec in codecs:
