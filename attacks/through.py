@@ -4,8 +4,10 @@ Spec strings (``--through``):
 
 * ``none`` — identity: the plain FGSM/BIM/MIM baseline.
 * ``diffjpeg:Q`` — differentiable JPEG at quality Q (Shin & Song 2017, the paper's "Diff" baseline).
-* ``comodel:PATH`` — a trained ComModel from a weights file (safetensors or a torch state dict); the width
-  is read from the weights.
+* ``comodel:CODEC`` — the shipped ComModel trained for a codec spec, e.g. ``comodel:jpeg:50``,
+  ``comodel:resize:2048+jpeg:85`` (``comcloak.models.comodel_io.list_shipped_comodels``).
+* ``comodel:PATH`` — a trained ComModel from a weights file (``comcloak train`` output, or a paper-ComModel state
+  dict whose width is read from the weights). An existing file wins over a codec spec of the same spelling.
 * ``mix:A|B|...`` — a random pick from several stand-ins at each step (quote it in a shell).
 """
 
@@ -13,13 +15,15 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from comcloak.codecs import CodecSpecError
 from comcloak.codecs.diffjpeg import DiffJPEG
-from comcloak.models import create_model, freeze, load_state_dict_file
+from comcloak.models import WeightsError, comodel_io, freeze
 
 logger = logging.getLogger(__name__)
 
@@ -61,15 +65,29 @@ class RandomChoiceThrough(nn.Module):
 
 
 def load_comodel(path: str | os.PathLike) -> nn.Module:
-    """Load ComModel weights from ``path``; the width multiplier is inferred from the stem's channel count."""
-    state = load_state_dict_file(path)
-    stem = state.get("stem.conv.weight")
-    if stem is None or stem.dim() != 4:
-        raise ThroughSpecError(f"{path} has no 'stem.conv.weight'; is it a ComModel?")
-    width = stem.shape[0] / 64
-    model = create_model("comodel", width=width)
-    model.load_state_dict({key: value.float() for key, value in state.items()}, strict=True)
-    return model.eval()
+    """Load a trained ComModel (any architecture) from ``path``; raises ThroughSpecError with one line."""
+    try:
+        return comodel_io.load_comodel(path)
+    except WeightsError as exc:
+        raise ThroughSpecError(str(exc)) from None
+
+
+def resolve_comodel(argument: str) -> Path:
+    """The weights file for ``comodel:ARGUMENT``: an existing file, else the shipped ComModel for a codec spec."""
+    if os.path.isfile(argument):
+        return Path(argument)
+    try:
+        comodel_io.canonical_codec(argument)
+    except CodecSpecError:
+        shipped = ", ".join(sorted(comodel_io.list_shipped_comodels())) or "none"
+        raise ThroughSpecError(
+            f"comodel:{argument}: no such weights file, and not a codec spec with a shipped ComModel "
+            f"(shipped: {shipped})"
+        ) from None
+    try:
+        return comodel_io.shipped_comodel_path(argument)
+    except WeightsError as exc:
+        raise ThroughSpecError(str(exc)) from None
 
 
 def make_through(spec: str, seed: int = 0) -> nn.Module:
@@ -89,10 +107,8 @@ def make_through(spec: str, seed: int = 0) -> nn.Module:
         module = DiffJPEG(quality)
     elif name == "comodel":
         if not argument:
-            raise ThroughSpecError("comodel: needs a weights file, e.g. comodel:weights/jpeg50.safetensors")
-        if not os.path.isfile(argument):
-            raise ThroughSpecError(f"comodel weights not found: no file at {argument!r}")
-        module = ComModelThrough(load_comodel(argument))
+            raise ThroughSpecError("comodel: needs a codec spec or a weights file, e.g. comodel:jpeg:50")
+        module = ComModelThrough(load_comodel(resolve_comodel(argument)))
     elif name == "mix":
         parts = [part for part in argument.split("|") if part.strip()]
         if len(parts) < 2:
@@ -100,6 +116,6 @@ def make_through(spec: str, seed: int = 0) -> nn.Module:
         module = RandomChoiceThrough([make_through(part, seed) for part in parts], seed=seed)
     else:
         raise ThroughSpecError(
-            f"unknown --through {spec!r}; available: none, diffjpeg:Q, comodel:PATH, mix:A|B|..."
+            f"unknown --through {spec!r}; available: none, diffjpeg:Q, comodel:CODEC, comodel:PATH, mix:A|B|..."
         )
     return freeze(module)

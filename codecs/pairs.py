@@ -19,7 +19,7 @@ import hashlib
 import logging
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -446,6 +446,9 @@ class PlatformPairs:
     so a platform's downscale is absorbed and ComModel learns the compression as seen at the attack resolution.
     Views use the same RandomResizedCrop scheme as :class:`SimulatedPairs`; a flip mirrors both views alike (the
     platform's compression is fixed, so it cannot come before the flip here).
+
+    ``include`` (original path -> bool) keeps a subset of the matched pairs, e.g. the training or held-out half of
+    :func:`split_held_out`.
     """
 
     def __init__(
@@ -458,8 +461,10 @@ class PlatformPairs:
         flip: bool = True,
         seed: int = 0,
         max_aspect_change: float = 0.02,
+        include: Callable[[Path], bool] | None = None,
     ) -> None:
         self.original_dir = Path(original_dir)
+        self.include = include
         self.compressed_dir = Path(compressed_dir)
         self.scale = _check_view_options(size, views_per_photo, scale, seed)
         if not (isinstance(max_aspect_change, (int, float)) and 0 <= max_aspect_change < math.inf):
@@ -515,6 +520,8 @@ class PlatformPairs:
             if stem not in ambiguous and stem not in original_by_stem:
                 _problem(problems, path, f"no original partner with stem {stem!r} in {str(self.original_dir)!r}")
         pairs.sort(key=lambda pair: pair[0].name)
+        if self.include is not None:
+            pairs = [pair for pair in pairs if self.include(pair[0])]
         return pairs, problems
 
     def _decode_pair(

@@ -42,13 +42,13 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from comcloak.engine.commands import cloak, demo, evaluate
+    from comcloak.engine.commands import cloak, demo, eval_commodel, evaluate, train
 
     parser = OneLineArgumentParser(prog="comcloak", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"comcloak {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     subparsers = parser.add_subparsers(dest="command", required=True, parser_class=OneLineArgumentParser)
-    for module in (cloak, demo, evaluate):
+    for module in (cloak, demo, evaluate, eval_commodel, train):
         module.add_parser(subparsers)
     return parser
 

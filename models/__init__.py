@@ -3,8 +3,10 @@
 Importing this package registers every model: ``create_model("efficientnet_lite0")``, ``list_models()``.
 """
 
+from . import comodel_io
 from .classifier import IMAGENET_MEAN, IMAGENET_STD, ImageClassifier
 from .comodel import ComModel, comodel, comodel_tiny
+from .comodel_tc import TransformComModel, TransformComModelConfig, comodel_tc, comodel_tc_tiny
 from .efficientnet_lite import EfficientNetLite, efficientnet_lite0
 from .labels import IMAGENET_NUM_CLASSES, imagenet_class_name
 from .mobilenetv2 import MobileNetV2, mobilenet_v2
@@ -12,7 +14,15 @@ from .padding import same_padding
 from .registry import UnknownModelError, create_model, is_model, list_models, register_model
 from .resnet import ResNet, resnet50
 from .tiny import TinyClassifier, tiny_classifier
-from .weights import WeightsError, freeze, load_pretrained, load_state_dict_file, load_weights, save_safetensors
+from .weights import (
+    WeightsError,
+    freeze,
+    load_pretrained,
+    load_state_dict_file,
+    load_weights,
+    read_safetensors_metadata,
+    save_safetensors,
+)
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -26,7 +36,12 @@ __all__ = [
     "TinyClassifier",
     "UnknownModelError",
     "WeightsError",
+    "TransformComModel",
+    "TransformComModelConfig",
     "comodel",
+    "comodel_io",
+    "comodel_tc",
+    "comodel_tc_tiny",
     "comodel_tiny",
     "create_model",
     "efficientnet_lite0",
@@ -38,6 +53,7 @@ __all__ = [
     "load_state_dict_file",
     "load_weights",
     "mobilenet_v2",
+    "read_safetensors_metadata",
     "register_model",
     "resnet50",
     "same_padding",

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import torch
+from safetensors import safe_open as _st_safe_open
 from safetensors.torch import load_file as _st_load_file
 from safetensors.torch import save_file as _st_save_file
 from torch import nn
@@ -83,8 +84,30 @@ def load_state_dict_file(path: PathLike) -> dict[str, torch.Tensor]:
     return state
 
 
-def save_safetensors(state_dict: Mapping[str, torch.Tensor], path: PathLike, dtype: torch.dtype | None = None) -> Path:
-    """Write ``state_dict`` as safetensors; ``dtype`` (e.g. ``torch.float16``) casts floating tensors only."""
+def read_safetensors_metadata(path: PathLike) -> dict[str, str]:
+    """The str -> str metadata in a safetensors header ({} for torch checkpoints or files without any)."""
+    p = Path(path)
+    if not p.is_file():
+        raise WeightsError(f"weights file not found: {p}")
+    if not _is_safetensors(p):
+        return {}
+    try:
+        with _st_safe_open(str(p), framework="pt") as handle:
+            return dict(handle.metadata() or {})
+    except Exception as exc:  # a corrupt header becomes one clear line
+        raise WeightsError(f"cannot decode weights file {p}: {_first_line(exc)}") from exc
+
+
+def save_safetensors(
+    state_dict: Mapping[str, torch.Tensor],
+    path: PathLike,
+    dtype: torch.dtype | None = None,
+    metadata: Mapping[str, str] | None = None,
+) -> Path:
+    """Write ``state_dict`` as safetensors; ``dtype`` (e.g. ``torch.float16``) casts floating tensors only.
+
+    ``metadata`` (str -> str) is stored in the file header, e.g. the architecture a ComModel was built with.
+    """
     p = Path(path)
     out: dict[str, torch.Tensor] = {}
     for k, v in state_dict.items():
@@ -94,7 +117,7 @@ def save_safetensors(state_dict: Mapping[str, torch.Tensor], path: PathLike, dty
         # clone: safetensors refuses tensors that share storage (tied weights, views).
         out[k] = t.contiguous().clone()
     p.parent.mkdir(parents=True, exist_ok=True)
-    _st_save_file(out, str(p), metadata={"format": "pt"})
+    _st_save_file(out, str(p), metadata={"format": "pt", **(metadata or {})})
     logger.debug("saved %d tensors to %s", len(out), p)
     return p
 
