@@ -10,7 +10,7 @@ Lossy image codecs share one structure, so this model builds it in and learns it
 4. quantisation with a learned step per coefficient and plane (``log_step``), rounded with Shin & Song's cubic
    approximation ``round(u) + (u - round(u))**3`` (exact values, non-zero gradient);
 5. the inverse block transform (transposed conv), "fancy" triangle chroma upsampling (transposed 4x4 conv, stride
-   2) and the inverse colour transform;
+   2, on edge-replicated chroma as libjpeg does) and the inverse colour transform;
 6. a residual refiner: three full-resolution 3x3 convs on ``[x, coded]`` whose last layer starts at zero, so an
    untrained model equals the structured coder, and training only has to learn what the structure misses
    (libjpeg's integer DCT and range limiting, VP8's prediction and loop filter, wavelet ringing, ...).
@@ -31,6 +31,7 @@ import math
 from dataclasses import asdict, dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from comcloak.codecs.diffjpeg import _RGB_TO_YCBCR, _YCBCR_TO_RGB, CHROMA_TABLE, LUMA_TABLE, scaled_table
@@ -153,7 +154,9 @@ class TransformComModel(nn.Module):
         self.chroma = _PlaneCoder(2, config.block, initial_log_steps(CHROMA_TABLE, config.init_quality, config.block))
         if config.chroma_subsampling == 2:
             self.chroma_down: nn.Module = nn.Conv2d(2, 2, 2, 2, groups=2, bias=False)
-            self.chroma_up: nn.Module = nn.ConvTranspose2d(2, 2, 4, 2, padding=1, groups=2, bias=False)
+            # padding=3 on a 1-pixel replicate-padded input: libjpeg's edge handling (padding=1 on the bare
+            # input would fade the outermost chroma row and column towards grey by a quarter).
+            self.chroma_up: nn.Module = nn.ConvTranspose2d(2, 2, 4, 2, padding=3, groups=2, bias=False)
             triangle = torch.tensor([1.0, 3.0, 3.0, 1.0]) / 4.0
             with torch.no_grad():
                 self.chroma_down.weight.fill_(0.25)
@@ -178,7 +181,10 @@ class TransformComModel(nn.Module):
         """The structured coder alone (no refiner)."""
         ycc = self.colour(x)
         luma = self.luma(ycc[:, :1])
-        chroma = self.chroma_up(self.chroma(self.chroma_down(ycc[:, 1:])))
+        chroma = self.chroma(self.chroma_down(ycc[:, 1:]))
+        if self.config.chroma_subsampling == 2:
+            chroma = F.pad(chroma, (1, 1, 1, 1), mode="replicate")
+        chroma = self.chroma_up(chroma)
         return self.inverse_colour(torch.cat([luma, chroma], 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -76,6 +76,8 @@ class TrainConfig:
             raise ValueError(f"need lr > 0 and 0 < final_lr_fraction <= 1, got {self.lr}, {self.final_lr_fraction}")
         if self.checkpoint_every < 0:
             raise ValueError(f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
 
 
 @dataclass(frozen=True)
@@ -207,6 +209,8 @@ def train_comodel(
     """
     if train_pairs.size < config.crop:
         raise ValueError(f"crop {config.crop} is larger than the training views ({train_pairs.size} px)")
+    if val_pairs.size % _GRID:
+        raise ValueError(f"validation views must be a multiple of {_GRID} px, got {val_pairs.size}")
     optimizer = torch.optim.Adam(_parameter_groups(model, config.lr), lr=config.lr)
     history: list[TrainProgress] = []
     start_step = 0
@@ -279,8 +283,8 @@ def default_comodel_config(codec: Codec | None, pairs: PairSet, tiny: bool = Fal
     Block size and chroma subsampling follow the codec family: JPEG 8x8 with 4:2:0 (or 4:4:4 when asked), WebP
     (VP8) 4x4 with 4:2:0, everything else (JPEG 2000, chains whose resize hides the codec's grid at the attack
     resolution, unknown platforms) 8x8 with full-resolution chroma. The initial quality is the IJG quality whose
-    untrained coder best matches the first views of ``pairs`` (for JPEG that recovers the codec's own quality);
-    training then adapts every step size.
+    untrained coder best matches the first views of ``pairs``; a plain JPEG starts at its own quality. Training
+    then adapts every step size.
     """
     from comcloak.codecs.real import Chain, Jpeg, Resize, WebP
 
@@ -288,11 +292,16 @@ def default_comodel_config(codec: Codec | None, pairs: PairSet, tiny: bool = Fal
     last = elements[-1] if elements else None
     resized = any(isinstance(element, Resize) for element in elements)
     block, subsampling = 8, 1
+    quality = None
     if isinstance(last, Jpeg) and not resized:
+        # The codec's own tables: the untrained coder then is a differentiable JPEG (the calibration grid has no
+        # 25, and a neighbouring table rounds many coefficients differently: several times the error).
         subsampling = 2 if last.subsampling == "420" else 1
+        quality = last.quality
     elif isinstance(last, WebP) and not resized:
         block, subsampling = 4, 2
-    quality = calibrate_init_quality(pairs, block, subsampling)
+    if quality is None:
+        quality = calibrate_init_quality(pairs, block, subsampling)
     return {"block": block, "chroma_subsampling": subsampling, "init_quality": quality,
             "refine_width": 4 if tiny else 32}
 

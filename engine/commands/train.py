@@ -77,7 +77,12 @@ def run(args: argparse.Namespace) -> int:
     )
 
     output = Path(args.output)
-    if output.exists() and not args.overwrite and not args.resume:
+    checkpoint = output.with_name(output.name + ".ckpt")
+    if output.exists() and not args.overwrite and not (args.resume and checkpoint.is_file()):
+        if args.resume:  # the run finished (its checkpoint is removed at the end): nothing to continue
+            print(f"{output} exists and has no checkpoint to resume: already trained (--overwrite retrains)",
+                  file=sys.stderr)
+            return 0
         raise UserError(f"{output} exists; pass --overwrite to replace it")
     if output.suffix != ".safetensors":
         raise UserError(f"output must end in .safetensors, got {output.name!r}")
@@ -88,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
                              validate_every=args.validate_every)
     except ValueError as error:
         raise UserError(str(error)) from None
+    if args.size % 16:
+        raise UserError(f"--size must be a multiple of 16, got {args.size}")
     if args.crop > args.size:
         raise UserError(f"--crop {args.crop} is larger than --size {args.size}")
 
@@ -155,7 +162,6 @@ def run(args: argparse.Namespace) -> int:
                   f"(identity {entry.identity_mae:.3f})  lr {entry.lr:.2e}  {entry.seconds:.0f} s",
                   file=sys.stderr, flush=True)
 
-    checkpoint = output.with_name(output.name + ".ckpt")
     output.parent.mkdir(parents=True, exist_ok=True)
     try:
         result = train_comodel(model, train_pairs, val_pairs, config, codec=codec_name, checkpoint=checkpoint,

@@ -22,10 +22,10 @@ def test_identity_and_diffjpeg() -> None:
     [
         ("diffjpeg:500", "diffjpeg quality must be an integer in 1..100"),
         ("diffjpeg:x", "diffjpeg quality must be an integer in 1..100"),
-        ("comodel:/no/such/file.safetensors", "no file at '/no/such/file.safetensors'"),
-        ("comodel", "comodel: needs a weights file"),
+        ("comodel:/no/such/file.safetensors", "comodel:/no/such/file.safetensors: no such weights file"),
+        ("comodel", "comodel: needs a codec spec or a weights file"),
         ("mix:diffjpeg:50", "needs at least two stand-ins"),
-        ("jpegish", "unknown --through 'jpegish'; available: none, diffjpeg:Q, comodel:PATH"),
+        ("jpegish", "unknown --through 'jpegish'; available: none, diffjpeg:Q, comodel:CODEC, comodel:PATH"),
     ],
 )
 def test_bad_specs(spec: str, message: str) -> None:

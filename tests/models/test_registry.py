@@ -6,13 +6,16 @@ import torch
 import comcloak.models as M
 from comcloak.models import registry
 
-EXPECTED = ["comodel", "comodel_tiny", "efficientnet_lite0", "mobilenet_v2", "resnet50", "tiny_classifier"]
+EXPECTED = [
+    "comodel", "comodel_tc", "comodel_tc_tiny", "comodel_tiny", "efficientnet_lite0", "mobilenet_v2", "resnet50",
+    "tiny_classifier",
+]
 
 
 def test_list_models_has_every_family() -> None:
     assert M.list_models() == EXPECTED
     assert M.list_models("mobile*") == ["mobilenet_v2"]
-    assert M.list_models("comodel") == ["comodel", "comodel_tiny"]  # substring without wildcards
+    assert M.list_models("comodel") == ["comodel", "comodel_tc", "comodel_tc_tiny", "comodel_tiny"]  # a substring
     assert M.list_models("nothing*") == []
 
 
