@@ -43,6 +43,9 @@ logger = logging.getLogger(__name__)
 
 BLOCK_SIZES = (4, 8)
 CHROMA_SUBSAMPLING = (1, 2)
+# Quantisation step of a transparent start (init_quality 0): rounding then moves a coefficient by at most 1/32 on
+# the 0..255 DCT scale, far below one grey level.
+TRANSPARENT_STEP = 1.0 / 16.0
 
 
 @dataclass(frozen=True)
@@ -52,7 +55,10 @@ class TransformComModelConfig:
     Args:
         block: block-transform size, 8 (JPEG) or 4 (VP8/WebP-like). Default 8.
         chroma_subsampling: 2 for 4:2:0 codecs (JPEG, WebP), 1 for full-resolution chroma (JPEG 2000). Default 2.
-        init_quality: IJG quality (1..100) whose quantisation tables initialise the learned steps. Default 50.
+        init_quality: IJG quality (1..100) whose quantisation tables initialise the learned steps, or 0 for a
+            transparent start (every step 1/16, so the coder passes the image through until training grows the
+            steps; for codecs whose artefacts do not look like block quantisation at the attack resolution).
+            Default 50.
         refine_width: channels of the residual refiner; 0 disables it. Default 32.
     """
 
@@ -67,9 +73,9 @@ class TransformComModelConfig:
         if self.chroma_subsampling not in CHROMA_SUBSAMPLING:
             raise ValueError(f"chroma_subsampling must be one of {CHROMA_SUBSAMPLING}, got {self.chroma_subsampling!r}")
         if isinstance(self.init_quality, bool) or not isinstance(self.init_quality, int):
-            raise ValueError(f"init_quality must be an integer in 1..100, got {self.init_quality!r}")
-        if not 1 <= self.init_quality <= 100:
-            raise ValueError(f"init_quality must be an integer in 1..100, got {self.init_quality!r}")
+            raise ValueError(f"init_quality must be an integer in 0..100, got {self.init_quality!r}")
+        if not 0 <= self.init_quality <= 100:
+            raise ValueError(f"init_quality must be an integer in 0..100, got {self.init_quality!r}")
         if isinstance(self.refine_width, bool) or not isinstance(self.refine_width, int) or self.refine_width < 0:
             raise ValueError(f"refine_width must be an integer >= 0, got {self.refine_width!r}")
 
@@ -92,7 +98,12 @@ def dct_basis(block: int) -> torch.Tensor:
 
 
 def initial_log_steps(table: tuple[int, ...], quality: int, block: int) -> torch.Tensor:
-    """log of the IJG ``table`` scaled to ``quality``; for 4x4 blocks every other row and column of the 8x8 table."""
+    """log of the IJG ``table`` scaled to ``quality``; for 4x4 blocks every other row and column of the 8x8 table.
+
+    Quality 0 is the transparent start: every step :data:`TRANSPARENT_STEP`.
+    """
+    if quality == 0:
+        return torch.full((1, block * block, 1, 1), math.log(TRANSPARENT_STEP))
     steps = torch.tensor(scaled_table(table, quality), dtype=torch.float32).view(8, 8)
     stride = 8 // block
     return steps[::stride, ::stride].reshape(1, block * block, 1, 1).log()

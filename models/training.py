@@ -273,7 +273,7 @@ def new_comodel(arch: str, config: dict, seed: int) -> nn.Module:
     return build_comodel(arch, config)
 
 
-CALIBRATION_QUALITIES = (10, 20, 30, 40, 50, 60, 70, 75, 80, 85, 90, 95, 100)
+CALIBRATION_QUALITIES = (0, 10, 20, 30, 40, 50, 60, 70, 75, 80, 85, 90, 95, 100)
 CALIBRATION_VIEWS = 48
 
 
@@ -283,8 +283,8 @@ def default_comodel_config(codec: Codec | None, pairs: PairSet, tiny: bool = Fal
     Block size and chroma subsampling follow the codec family: JPEG 8x8 with 4:2:0 (or 4:4:4 when asked), WebP
     (VP8) 4x4 with 4:2:0, everything else (JPEG 2000, chains whose resize hides the codec's grid at the attack
     resolution, unknown platforms) 8x8 with full-resolution chroma. The initial quality is the IJG quality whose
-    untrained coder best matches the first views of ``pairs``; a plain JPEG starts at its own quality. Training
-    then adapts every step size.
+    untrained coder best matches the first views of ``pairs`` (0, the transparent start, when passing the image
+    through beats every table); a plain JPEG starts at its own quality. Training then adapts every step size.
     """
     from comcloak.codecs.real import Chain, Jpeg, Resize, WebP
 

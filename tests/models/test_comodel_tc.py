@@ -103,8 +103,8 @@ def test_registered_builders() -> None:
     [
         ({"block": 5}, "block must be one of"),
         ({"chroma_subsampling": 3}, "chroma_subsampling must be one of"),
-        ({"init_quality": 0}, "init_quality must be an integer in 1..100"),
-        ({"init_quality": 101}, "init_quality must be an integer in 1..100"),
+        ({"init_quality": -1}, "init_quality must be an integer in 0..100"),
+        ({"init_quality": 101}, "init_quality must be an integer in 0..100"),
         ({"init_quality": True}, "init_quality must be an integer"),
         ({"init_quality": 50.0}, "init_quality must be an integer"),
         ({"refine_width": -1}, "refine_width must be an integer >= 0"),
@@ -120,3 +120,13 @@ def test_config_round_trips_through_a_dict() -> None:
     config = TransformComModelConfig(4, 1, 20, 16)
     assert config.as_dict() == {"block": 4, "chroma_subsampling": 1, "init_quality": 20, "refine_width": 16}
     assert TransformComModelConfig(**config.as_dict()) == config
+
+
+def test_transparent_start_passes_the_image_through() -> None:
+    """init_quality 0: steps of 1/16 leave the coder within a fraction of a grey level of the input."""
+
+    for block, subsampling in ((8, 1), (4, 1)):
+        model = TransformComModel(TransformComModelConfig(block, subsampling, 0, 0))
+        x = torch.rand(2, 3, 32, 48)
+        with torch.no_grad():
+            assert (model(x) - x).abs().max().item() * 255 < 0.2
