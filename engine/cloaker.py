@@ -17,10 +17,33 @@ from comcloak.models import WeightsError, create_model, freeze
 logger = logging.getLogger(__name__)
 
 DEFAULT_CLASSIFIER = "efficientnet_lite0"
-# Until trained ComModel weights ship, the default stand-in for the compressor is differentiable JPEG 50.
-DEFAULT_THROUGH = "diffjpeg:50"
+# The library default: the shipped ComModel for JPEG 50, the paper's main setting. The CLI picks the shipped
+# ComModel for its --check codec instead (default_through).
+DEFAULT_THROUGH = "comodel:jpeg:50"
 DEFAULT_ATTACK_SIZE = 224
 BACKENDS = ("torch",)
+
+
+def default_through(check: str) -> str:
+    """The stand-in to attack through when the photos will meet the codec ``check`` (a spec string).
+
+    The shipped ComModel for that codec when there is one (``comodel:jpeg:50``); ``none`` when the check codec is
+    ``none``; differentiable JPEG at the same quality for a JPEG without a shipped ComModel; otherwise the shipped
+    JPEG-50 ComModel, since most platforms serve JPEG.
+    """
+    from comcloak.codecs import parse_codec
+    from comcloak.codecs.real import Identity, Jpeg
+    from comcloak.models.comodel_io import list_shipped_comodels
+
+    codec = parse_codec(check)
+    if codec.spec in list_shipped_comodels():
+        return f"comodel:{codec.spec}"
+    if isinstance(codec, Identity):
+        return "none"
+    if isinstance(codec, Jpeg):
+        return f"diffjpeg:{codec.quality}"
+    logger.info("no shipped ComModel for %s; attacking through the JPEG-50 ComModel", codec.spec)
+    return DEFAULT_THROUGH
 
 
 class CloakerConfigError(ValueError):
@@ -75,7 +98,8 @@ class Cloaker:
             [0, 1] RGB NCHW to logits. Default ``efficientnet_lite0`` (pretrained, offline).
         classifier_weights: weights file for a named classifier (required for ``resnet50``, which has no
             offline weights); default: the offline pretrained weights.
-        through: stand-in for the compressor (``none``, ``diffjpeg:Q``, ``comodel:PATH``, ``mix:A|B``) or a module.
+        through: stand-in for the compressor (``none``, ``diffjpeg:Q``, ``comodel:CODEC``, ``comodel:PATH``,
+            ``mix:A|B``) or a module.
         attack: ``fgsm``, ``bim`` or ``mim``.
         eps: L∞ budget on the 0–255 scale (default 5).
         steps: iterations (default 10; FGSM: 1).

@@ -46,6 +46,7 @@ CHROMA_SUBSAMPLING = (1, 2)
 # Quantisation step of a transparent start (init_quality 0): rounding then moves a coefficient by at most 1/32 on
 # the 0..255 DCT scale, far below one grey level.
 TRANSPARENT_STEP = 1.0 / 16.0
+MAX_REFINE_LEVELS = 4  # ComModelThrough pads to multiples of 16
 
 
 @dataclass(frozen=True)
@@ -60,12 +61,16 @@ class TransformComModelConfig:
             steps; for codecs whose artefacts do not look like block quantisation at the attack resolution).
             Default 50.
         refine_width: channels of the residual refiner; 0 disables it. Default 32.
+        refine_levels: half-resolution stages added to the refiner (a small U-Net, channels doubling per level),
+            for codecs whose artefacts reach beyond a 7x7 neighbourhood (VP8's loop filter and prediction at low
+            quality). 0 keeps the three full-resolution convs. Default 0.
     """
 
     block: int = 8
     chroma_subsampling: int = 2
     init_quality: int = 50
     refine_width: int = 32
+    refine_levels: int = 0
 
     def __post_init__(self) -> None:
         if self.block not in BLOCK_SIZES:
@@ -78,11 +83,14 @@ class TransformComModelConfig:
             raise ValueError(f"init_quality must be an integer in 0..100, got {self.init_quality!r}")
         if isinstance(self.refine_width, bool) or not isinstance(self.refine_width, int) or self.refine_width < 0:
             raise ValueError(f"refine_width must be an integer >= 0, got {self.refine_width!r}")
+        if isinstance(self.refine_levels, bool) or not isinstance(self.refine_levels, int) or \
+                not 0 <= self.refine_levels <= MAX_REFINE_LEVELS:
+            raise ValueError(f"refine_levels must be an integer in 0..{MAX_REFINE_LEVELS}, got {self.refine_levels!r}")
 
     @property
     def size_multiple(self) -> int:
         """H and W must be multiples of this."""
-        return self.block * self.chroma_subsampling
+        return max(self.block * self.chroma_subsampling, 2**self.refine_levels)
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -140,6 +148,36 @@ class _PlaneCoder(nn.Module):
         return self.synthesis(self.quantise(self.analysis(x)))
 
 
+class _UNetRefiner(nn.Module):
+    """Residual refiner with ``levels`` half-resolution stages: a full-resolution conv in and out, skip additions."""
+
+    def __init__(self, width: int, levels: int) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(6, width, 3, padding=1)
+        self.down = nn.ModuleList()
+        self.up = nn.ModuleList()
+        channels = width
+        for _ in range(levels):
+            self.down.append(nn.Sequential(nn.Conv2d(channels, 2 * channels, 4, 2, padding=1), nn.ReLU(),
+                                           nn.Conv2d(2 * channels, 2 * channels, 3, padding=1), nn.ReLU()))
+            self.up.insert(0, nn.ConvTranspose2d(2 * channels, channels, 4, 2, padding=1))
+            channels *= 2
+        self.fuse = nn.Conv2d(width, width, 3, padding=1)
+        self.head = nn.Conv2d(width, 3, 3, padding=1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.stem(x))
+        skips = []
+        for stage in self.down:
+            skips.append(y)
+            y = stage(y)
+        for stage, skip in zip(self.up, reversed(skips)):
+            y = torch.relu(stage(y)) + skip
+        return self.head(torch.relu(self.fuse(y)))
+
+
 class TransformComModel(nn.Module):
     """Codec-structured ComModel (module docstring). Input and output RGB NCHW in [0, 1]; output linear (clip at use).
 
@@ -176,7 +214,9 @@ class TransformComModel(nn.Module):
             self.chroma_down = nn.Identity()
             self.chroma_up = nn.Identity()
         self.refine: nn.Module | None = None
-        if config.refine_width:
+        if config.refine_width and config.refine_levels:
+            self.refine = _UNetRefiner(config.refine_width, config.refine_levels)
+        elif config.refine_width:
             width = config.refine_width
             self.refine = nn.Sequential(
                 nn.Conv2d(6, width, 3, padding=1),
@@ -213,9 +253,10 @@ def comodel_tc(
     chroma_subsampling: int = 2,
     init_quality: int = 50,
     refine_width: int = 32,
+    refine_levels: int = 0,
 ) -> TransformComModel:
     """Transform-coding ComModel (module docstring); shipped weights are selected by codec (``comodel:jpeg:50``)."""
-    config = TransformComModelConfig(block, chroma_subsampling, init_quality, refine_width)
+    config = TransformComModelConfig(block, chroma_subsampling, init_quality, refine_width, refine_levels)
     return load_pretrained(TransformComModel(config), pretrained, None, "comodel_tc")
 
 

@@ -303,7 +303,7 @@ def default_comodel_config(codec: Codec | None, pairs: PairSet, tiny: bool = Fal
     if quality is None:
         quality = calibrate_init_quality(pairs, block, subsampling)
     return {"block": block, "chroma_subsampling": subsampling, "init_quality": quality,
-            "refine_width": 4 if tiny else 32}
+            "refine_width": 4 if tiny else 32, "refine_levels": 0}
 
 
 @torch.no_grad()

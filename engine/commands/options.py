@@ -43,8 +43,8 @@ def add_attack_options(parser: argparse.ArgumentParser, single_attack: bool = Tr
     if single_attack:
         group.add_argument("--attack", default="mim", choices=("fgsm", "bim", "mim"), help="default: mim")
         group.add_argument("--through", default=None,
-                           help="stand-in for the compressor: none, diffjpeg:Q, comodel:PATH, 'mix:A|B' "
-                                "(default: diffjpeg:50 until trained ComModels ship)")
+                           help="stand-in for the compressor: none, diffjpeg:Q, comodel:CODEC, comodel:PATH, "
+                                "'mix:A|B' (default: the shipped ComModel for the --check codec)")
     group.add_argument("--eps", type=eps_value, default=5.0, help="L-inf budget on the 0-255 scale (default 5)")
     group.add_argument("--steps", type=positive_int, default=None,
                        help="iterations of bim/mim (default 10; fgsm takes one)")
@@ -67,13 +67,13 @@ def build_classifier(args: argparse.Namespace):
 
 
 def build_cloaker(args: argparse.Namespace):
-    from comcloak.engine.cloaker import DEFAULT_THROUGH, Cloaker
+    from comcloak.engine.cloaker import Cloaker, default_through
 
     targeted = args.targeted or args.target is not None
     return Cloaker(
         classifier=args.classifier,
         classifier_weights=args.classifier_weights,
-        through=args.through or DEFAULT_THROUGH,
+        through=args.through or default_through(args.check),
         attack=args.attack,
         eps=args.eps,
         steps=args.steps,

@@ -37,6 +37,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     arch.add_argument("--init-quality", type=int, default=None,
                       help="IJG quality of the initial quantisation steps (default: calibrated on the pairs)")
     arch.add_argument("--refine-width", type=int, default=None, help="refiner channels (default 32)")
+    arch.add_argument("--refine-levels", type=int, default=None,
+                      help="half-resolution refiner stages, a small U-Net (default 0: three full-resolution convs)")
     training = parser.add_argument_group("training")
     training.add_argument("--steps", type=positive_int, default=3000, help="optimiser steps (default 3000)")
     training.add_argument("--batch", type=positive_int, default=16, help="crops per step (default 16)")
@@ -137,13 +139,14 @@ def run(args: argparse.Namespace) -> int:
     if args.arch.startswith("comodel_tc"):
         arch_config = default_comodel_config(codec, train_pairs, tiny=args.arch == "comodel_tc_tiny")
         overrides = {"block": args.block, "chroma_subsampling": args.chroma_subsampling,
-                     "init_quality": args.init_quality, "refine_width": args.refine_width}
+                     "init_quality": args.init_quality, "refine_width": args.refine_width,
+                     "refine_levels": args.refine_levels}
         arch_config.update({key: value for key, value in overrides.items() if value is not None})
         arch = "comodel_tc"
     else:
         if any(value is not None for value in (args.block, args.chroma_subsampling, args.init_quality,
-                                               args.refine_width)):
-            raise UserError(f"--block/--chroma-subsampling/--init-quality/--refine-width apply to comodel_tc, "
+                                               args.refine_width, args.refine_levels)):
+            raise UserError(f"--block/--chroma-subsampling/--init-quality/--refine-* apply to comodel_tc, "
                             f"not {args.arch}")
         arch_config = {"width": 0.125 if args.arch == "comodel_tiny" else 1.0}
         arch = "comodel"

@@ -118,7 +118,8 @@ def test_config_validation(kwargs: dict, message: str) -> None:
 
 def test_config_round_trips_through_a_dict() -> None:
     config = TransformComModelConfig(4, 1, 20, 16)
-    assert config.as_dict() == {"block": 4, "chroma_subsampling": 1, "init_quality": 20, "refine_width": 16}
+    assert config.as_dict() == {"block": 4, "chroma_subsampling": 1, "init_quality": 20, "refine_width": 16,
+                                "refine_levels": 0}
     assert TransformComModelConfig(**config.as_dict()) == config
 
 
@@ -130,3 +131,18 @@ def test_transparent_start_passes_the_image_through() -> None:
         x = torch.rand(2, 3, 32, 48)
         with torch.no_grad():
             assert (model(x) - x).abs().max().item() * 255 < 0.2
+
+
+@pytest.mark.parametrize("levels", [1, 3])
+def test_unet_refiner_starts_at_zero_and_traces(levels: int) -> None:
+    config = TransformComModelConfig(4, 2, 0, 4, levels)
+    model = TransformComModel(config)
+    assert config.size_multiple == max(8, 2**levels)
+    x = torch.rand(1, 3, 32, 48)
+    with torch.no_grad():
+        assert torch.equal(model(x), model.coded(x))
+    traced = fx.symbolic_trace(model)
+    with torch.no_grad():
+        assert torch.equal(traced(x), model(x))
+    with pytest.raises(ValueError, match="refine_levels"):
+        TransformComModelConfig(refine_levels=5)
