@@ -118,6 +118,8 @@ def save_safetensors(
         out[k] = t.contiguous().clone()
     p.parent.mkdir(parents=True, exist_ok=True)
     _st_save_file(out, str(p), metadata={"format": "pt", **(metadata or {})})
+    # safetensors creates the file owner-only (0600); weights are meant to be shared and packaged.
+    p.chmod(0o644)
     logger.debug("saved %d tensors to %s", len(out), p)
     return p
 
