@@ -8,25 +8,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
 from comcloak.attacks.loop import AttackConfig, paper_targets, run_attack
 from comcloak.codecs import Codec
+from comcloak.codecs.pairs import paper_view as resize_square
+from comcloak.codecs.tensors import to_tensor, to_uint8
 
 logger = logging.getLogger(__name__)
 
+__all__ = ["PAPER_SIZE", "ProtocolResult", "ProtocolRow", "logits_of", "predict", "resize_square",
+           "run_paper_protocol", "to_tensor", "to_uint8"]
+
 PAPER_SIZE = 224
-
-
-def to_tensor(batch: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
-    """uint8 NHWC RGB → float NCHW in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(batch)).to(device).permute(0, 3, 1, 2).float().div_(255.0)
-
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """float NCHW in [0, 1] → uint8 NHWC RGB, rounded to nearest."""
-    return images.detach().mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
 @torch.no_grad()
@@ -38,11 +32,6 @@ def logits_of(classifier: nn.Module, images: torch.Tensor, batch_size: int = 32)
 def predict(classifier: nn.Module, images: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
     """Top-1 labels of float NCHW images, computed in chunks of ``batch_size``."""
     return logits_of(classifier, images, batch_size).argmax(dim=1)
-
-
-def resize_square(photo: np.ndarray, size: int = PAPER_SIZE) -> np.ndarray:
-    """The paper protocol's view of a photo: resized (not cropped) to size×size with an antialiased bicubic."""
-    return np.asarray(Image.fromarray(photo).resize((size, size), Image.Resampling.BICUBIC))
 
 
 @dataclass

@@ -28,6 +28,7 @@ from torch import nn
 
 from comcloak.codecs import Codec
 from comcloak.codecs.pairs import PairSet, training_crops
+from comcloak.codecs.tensors import to_tensor
 
 from .comodel_io import build_comodel, comodel_architecture
 from .comodel_tc import TransformComModel, TransformComModelConfig
@@ -103,10 +104,6 @@ class TrainResult:
     history: list[TrainProgress]
 
 
-def _to_tensor(images: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
-
-
 @torch.no_grad()
 def comodel_mae(model: nn.Module, originals: np.ndarray, compressed: np.ndarray, batch_size: int = 16) -> float:
     """MAE (0..255) between the rounded, clipped output of ``model`` on ``originals`` and ``compressed`` (NHWC)."""
@@ -114,8 +111,8 @@ def comodel_mae(model: nn.Module, originals: np.ndarray, compressed: np.ndarray,
     model.eval()
     total = 0.0
     for start in range(0, len(originals), batch_size):
-        out = model(_to_tensor(originals[start : start + batch_size])).clamp(0.0, 1.0).mul(255.0).round()
-        target = _to_tensor(compressed[start : start + batch_size]).mul(255.0)
+        out = model(to_tensor(originals[start : start + batch_size])).clamp(0.0, 1.0).mul(255.0).round()
+        target = to_tensor(compressed[start : start + batch_size]).mul(255.0)
         total += (out - target).abs().sum().item()
     model.train(was_training)
     return total / compressed.size
@@ -241,7 +238,7 @@ def train_comodel(
             group["lr"] = lr * group["scale"]
         rng = np.random.default_rng([config.seed, step])
         originals, compressed = training_crops(train_pairs, config.batch, config.crop, rng, align=_GRID)
-        loss = F.l1_loss(model(_to_tensor(originals)), _to_tensor(compressed))
+        loss = F.l1_loss(model(to_tensor(originals)), to_tensor(compressed))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
