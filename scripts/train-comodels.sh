@@ -13,9 +13,13 @@ shift $(( $# >= 2 ? 2 : 1 ))
 # JPEG 2000 are learned by the refiner and need more.
 declare -A steps=(
   [jpeg:75]=300 [jpeg:50]=300 [jpeg:25]=300
-  [webp:75]=2000 [webp:50]=2000 [webp:25]=2000
+  [webp:75]=2000 [webp:50]=2000 [webp:25]=6000
   [jp2:10]=1000 [jp2:20]=1000
   [resize:2048+jpeg:85]=300
+)
+# WebP 25 needs a wider view than three 3x3 convs: a small U-Net refiner (3 half-resolution levels).
+declare -A extra=(
+  [webp:25]="--refine-width 16 --refine-levels 3"
 )
 codecs=("$@")
 [ ${#codecs[@]} -eq 0 ] && codecs=(jpeg:75 jpeg:50 jpeg:25 webp:75 webp:50 webp:25 jp2:10 jp2:20 resize:2048+jpeg:85)
@@ -24,6 +28,6 @@ for codec in "${codecs[@]}"; do
   name=$(printf '%s' "$codec" | tr ':+' '-_')
   start=$(date +%s)
   comcloak train --codec "$codec" --photos "$photos" -o "$out/comodel-$name.safetensors" \
-    --steps "${steps[$codec]}" --seed 0 --threads 2 --resume 2>&1 | tee "$out/train-$name.log"
+    --steps "${steps[$codec]}" ${extra[$codec]:-} --seed 0 --threads 2 --resume 2>&1 | tee "$out/train-$name.log"
   echo "$codec: $(( $(date +%s) - start )) s" | tee -a "$out/train-$name.log"
 done

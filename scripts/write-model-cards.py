@@ -68,6 +68,9 @@ def main() -> int:
                         "gflops": gflops, "bytes": path.stat().st_size, "steps": int(header["comcloak.train.steps"]),
                         "train_seconds": int(header["comcloak.train.seconds"])})
         config = json.loads(header[comodel_io.CONFIG_KEY])
+        # Architecture flags that differ from what `comcloak train` picks by itself.
+        arch_flags = (f" --refine-width {config['refine_width']} --refine-levels {config['refine_levels']}"
+                      if config.get("refine_levels") else "")
         lines = [
             f"# ComModel for `{codec}` — `{path.name}`",
             "",
@@ -91,7 +94,7 @@ def main() -> int:
             f"seed {header['comcloak.train.seed']}, 2 CPU threads: {header['comcloak.train.seconds']} s on a "
             "2-core CPU (pair building included).",
             f"- command: `comcloak train --codec {codec} --photos DEV_PHOTOS -o {path.name} "
-            f"--steps {header['comcloak.train.steps']} --seed {header['comcloak.train.seed']} --threads 2` "
+            f"--steps {header['comcloak.train.steps']}{arch_flags} --seed {header['comcloak.train.seed']} --threads 2` "
             "(all nine: `scripts/train-comodels.sh DEV_PHOTOS`).",
             "",
             f"## Accuracy on the {len(held_out)} held-out dev photos (MAE, 0–255 scale, 224×224)",
