@@ -64,13 +64,14 @@ def scaled_table(table: tuple[int, ...], quality: int) -> list[int]:
     return [min(max((value * scale + 50) // 100, 1), 255) for value in table]
 
 
-def _dct_matrix() -> torch.Tensor:
-    """Orthonormal 8-point DCT-II matrix; D @ block @ D.T is JPEG's 2-D forward DCT (T.81 A.3.3)."""
-    k = torch.arange(8, dtype=torch.float64).unsqueeze(1)
-    n = torch.arange(8, dtype=torch.float64).unsqueeze(0)
-    matrix = torch.cos((2 * n + 1) * k * math.pi / 16) * math.sqrt(2 / 8)
+def dct_matrix(size: int = 8, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Orthonormal ``size``-point DCT-II matrix (computed in float64); for 8, D @ block @ D.T is JPEG's 2-D forward
+    DCT (T.81 A.3.3)."""
+    k = torch.arange(size, dtype=torch.float64).unsqueeze(1)
+    n = torch.arange(size, dtype=torch.float64).unsqueeze(0)
+    matrix = torch.cos((2 * n + 1) * k * math.pi / (2 * size)) * math.sqrt(2 / size)
     matrix[0] /= math.sqrt(2)
-    return matrix.float()
+    return matrix.to(dtype)
 
 
 def diff_round(x: torch.Tensor) -> torch.Tensor:
@@ -98,7 +99,7 @@ class DiffJPEG(nn.Module):
         self._factor = _SUBSAMPLING[subsampling]
         # Buffers (not parameters): they follow .to(device) but are never trained; not persistent, as they are
         # fully determined by the constructor arguments.
-        self.register_buffer("dct", _dct_matrix(), persistent=False)
+        self.register_buffer("dct", dct_matrix(), persistent=False)
         self.register_buffer(
             "luma_table", torch.tensor(scaled_table(LUMA_TABLE, quality), dtype=torch.float32).view(8, 8), False
         )

@@ -34,7 +34,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from comcloak.codecs.diffjpeg import _RGB_TO_YCBCR, _YCBCR_TO_RGB, CHROMA_TABLE, LUMA_TABLE, scaled_table
+from comcloak.codecs.diffjpeg import (
+    _RGB_TO_YCBCR,
+    _YCBCR_TO_RGB,
+    CHROMA_TABLE,
+    LUMA_TABLE,
+    dct_matrix,
+    scaled_table,
+)
 
 from .registry import register_model
 from .weights import PathLike, load_pretrained
@@ -98,10 +105,7 @@ class TransformComModelConfig:
 
 def dct_basis(block: int) -> torch.Tensor:
     """(block², 1, block, block) orthonormal 2-D DCT-II basis: filter (k, l) is the outer product of rows k and l."""
-    k = torch.arange(block, dtype=torch.float64).unsqueeze(1)
-    n = torch.arange(block, dtype=torch.float64).unsqueeze(0)
-    matrix = torch.cos((2 * n + 1) * k * math.pi / (2 * block)) * math.sqrt(2 / block)
-    matrix[0] /= math.sqrt(2)
+    matrix = dct_matrix(block, torch.float64)
     return torch.einsum("ki,lj->klij", matrix, matrix).reshape(block * block, 1, block, block).float()
 
 

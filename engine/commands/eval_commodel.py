@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     if args.size % 16:
         raise UserError(f"--size must be a multiple of 16, got {args.size}")
     codec = parse_codec(args.codec)
-    weights = resolve_comodel(args.weights) if args.weights else resolve_comodel(codec.spec)
+    weights = resolve_comodel(args.weights or codec.spec)
     model = load_comodel(weights)
     try:
         photos = list_photos(args.photos)
