@@ -31,24 +31,27 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     # Imported lazily: `comcloak --help` should not pay for importing torch.
     from comcloak.attacks import AttackConfigError, ThroughSpecError
     from comcloak.codecs import CodecSpecError, CodecUnavailableError
+    from comcloak.engine.backends import BackendUnavailableError
     from comcloak.engine.cloaker import CloakerConfigError
     from comcloak.engine.photos import PhotoError
     from comcloak.engine.pipeline import OutputLayoutError
+    from comcloak.export import ExportError, OnnxDependencyError, UnsupportedLayerError
     from comcloak.models import UnknownModelError, WeightsError
 
     return (UserError, AttackConfigError, ThroughSpecError, CodecSpecError, CodecUnavailableError,
-            CloakerConfigError, PhotoError,
+            CloakerConfigError, PhotoError, BackendUnavailableError, ExportError, OnnxDependencyError,
+            UnsupportedLayerError,
             OutputLayoutError, UnknownModelError, WeightsError, FileNotFoundError)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from comcloak.engine.commands import cloak, demo, eval_commodel, evaluate, train
+    from comcloak.engine.commands import bench, cloak, demo, eval_commodel, evaluate, export, train
 
     parser = OneLineArgumentParser(prog="comcloak", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"comcloak {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     subparsers = parser.add_subparsers(dest="command", required=True, parser_class=OneLineArgumentParser)
-    for module in (cloak, demo, evaluate, eval_commodel, train):
+    for module in (cloak, demo, evaluate, eval_commodel, train, export, bench):
         module.add_parser(subparsers)
     return parser
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,8 +12,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from comcloak.attacks import attack_config, make_through, paper_targets, run_attack
+from comcloak.attacks import attack_config, make_through, paper_targets
 from comcloak.attacks.protocols import to_tensor
+from comcloak.engine.backends import (
+    BACKENDS,
+    AttackRunner,
+    BackendUnavailableError,
+    StepGraphCache,
+    create_runner,
+    resolve_backend,
+)
 from comcloak.models import WeightsError, create_model, freeze
 
 logger = logging.getLogger(__name__)
@@ -21,7 +31,6 @@ DEFAULT_CLASSIFIER = "efficientnet_lite0"
 # ComModel for its --check codec instead (default_through).
 DEFAULT_THROUGH = "comodel:jpeg:50"
 DEFAULT_ATTACK_SIZE = 224
-BACKENDS = ("torch",)
 
 
 def default_through(check: str) -> str:
@@ -108,12 +117,17 @@ class Cloaker:
         targeted: aim at a class instead of away from the clean label.
         target: the target class when targeted (default: the paper's (clean + 500) mod classes).
         attack_size: shorter side of the attack view in pixels (default 224).
-        backend: ``torch`` (the only backend so far).
+        backend: ``torch`` (eager autograd, the reference), ``onnxruntime`` or ``tensorrt`` (the exported step
+            graph; ``comcloak.engine.backends``), or ``auto`` for the fastest that can run here. The exported
+            backends need a stand-in that exports (``none``, ``comodel:...``); their graph is exported once per
+            attack-view size and cached in ``cache_dir``.
         device: ``cpu``, ``cuda`` or None for CUDA when available.
         seed: seeds the random picks of a ``mix:`` stand-in.
+        cache_dir: where exported step graphs and TensorRT engines are kept (default ``~/.cache/comcloak``).
+        threads: CPU threads of the ONNX Runtime backend (default: one per core).
 
-    Thread safety: a Cloaker holds no per-call state (weights are frozen, each call builds its own tensors), so
-    one instance can serve several threads.
+    Thread safety: weights are frozen and each call builds its own tensors; the exported backends' runners keep
+    static buffers, so each is used under its own lock. One instance can serve several threads.
 
     Example:
         >>> cloaker = Cloaker(eps=5)
@@ -136,6 +150,8 @@ class Cloaker:
         backend: str = "torch",
         device: str | torch.device | None = None,
         seed: int = 0,
+        cache_dir: str | os.PathLike | None = None,
+        threads: int | None = None,
     ) -> None:
         if backend not in BACKENDS:
             raise CloakerConfigError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
@@ -161,12 +177,42 @@ class Cloaker:
             raise CloakerConfigError(f"target must be a class index in 0..{self.num_classes - 1}, got {target}")
         self.target = target
         self.attack_size = attack_size
-        self.backend = backend
+        try:
+            self.backend = resolve_backend(backend, self.device, self.through)
+        except BackendUnavailableError as error:
+            raise CloakerConfigError(str(error)) from None
+        self.threads = threads
+        self._graphs = StepGraphCache(
+            self.classifier, self.through, cache_dir,
+            metadata={"classifier": self.classifier_name, "through": self.through_name},
+        )
+        self._runners: dict[tuple[int, int], tuple[AttackRunner, threading.Lock]] = {}
+        self._runners_lock = threading.Lock()
 
     def __repr__(self) -> str:
         c = self.config
         return (f"Cloaker(classifier={self.classifier_name!r}, through={self.through_name!r}, attack={c.method!r}, "
-                f"eps={c.eps * 255:g}, steps={c.steps}, targeted={c.targeted}, device={str(self.device)!r})")
+                f"eps={c.eps * 255:g}, steps={c.steps}, targeted={c.targeted}, backend={self.backend!r}, "
+                f"device={str(self.device)!r})")
+
+    def _runner(self, height: int, width: int) -> tuple[AttackRunner, threading.Lock]:
+        """The activated runner for attack views of this size (exported graphs are fixed-size)."""
+        key = (height, width) if self.backend != "torch" else (0, 0)
+        with self._runners_lock:
+            entry = self._runners.get(key)
+            if entry is None:
+                runner = create_runner(self.backend, self.classifier, self.through, self.config, height, width,
+                                       self.device, self._graphs, self.threads)
+                runner.activate()
+                entry = self._runners[key] = (runner, threading.Lock())
+        return entry
+
+    def close(self) -> None:
+        """Release the backends' sessions, engines and buffers (a later call re-creates them)."""
+        with self._runners_lock:
+            for runner, _ in self._runners.values():
+                runner.deactivate()
+            self._runners.clear()
 
     def attack_view(self, images: torch.Tensor) -> torch.Tensor:
         """Resize float NCHW images to the attack view (antialiased, so small detail does not alias)."""
@@ -224,7 +270,9 @@ class Cloaker:
             goal = torch.full_like(clean_labels, self.target)
         else:
             goal = paper_targets(clean_labels, self.num_classes)
-        adversarial = run_attack(self.classifier, views, goal, self.config, self.through)
+        runner, lock = self._runner(views.shape[-2], views.shape[-1])
+        with lock:
+            adversarial = runner.infer(views, goal)
         return adversarial - views, clean_labels, goal
 
     def _compose(self, photo: np.ndarray, delta: torch.Tensor) -> np.ndarray:

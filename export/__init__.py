@@ -1,2 +1,38 @@
-"""comcloak.export: VJP rules over ``torch.fx`` graphs, ONNX export and TensorRT engine builds (DESIGN §4).
-Nothing is exported yet; the engine runs the PyTorch reference backend."""
+"""comcloak.export: VJP rules over ``torch.fx`` graphs, the attack step as forward ops, ONNX export (DESIGN §4).
+
+TensorRT engines are built from the exported ONNX by ``comcloak.engine.backends.EngineFromOnnx``.
+"""
+
+from .gradient import AttackStep, InputGradient, StaticSizeThrough, ThroughThenClassify, goal_weights
+from .onnx_export import (
+    GRADIENT_TOLERANCE,
+    TENSORRT_ONNX_OPS,
+    ExportError,
+    ExportReport,
+    OnnxDependencyError,
+    OnnxFromTorch,
+    export_attack_step,
+    read_export_metadata,
+    tensorrt_op_violations,
+)
+from .vjp import UnsupportedLayerError, register_vjp, supported_layers
+
+__all__ = [
+    "GRADIENT_TOLERANCE",
+    "TENSORRT_ONNX_OPS",
+    "AttackStep",
+    "ExportError",
+    "ExportReport",
+    "InputGradient",
+    "OnnxDependencyError",
+    "OnnxFromTorch",
+    "StaticSizeThrough",
+    "ThroughThenClassify",
+    "UnsupportedLayerError",
+    "export_attack_step",
+    "goal_weights",
+    "read_export_metadata",
+    "register_vjp",
+    "supported_layers",
+    "tensorrt_op_violations",
+]

@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from comcloak.models import freeze
 
     if args.backend != "torch":
-        raise UserError(f"unknown backend {args.backend!r}; available: torch")
+        raise UserError(f"eval runs on the torch backend; --backend {args.backend} is for cloak, demo and bench")
     attacks = [_attack(name.strip(), args) for name in args.attacks.split(",") if name.strip()]
     through_specs = [spec.strip() for spec in args.through.split(",") if spec.strip()]
     throughs = {spec: make_through(spec, args.seed) for spec in through_specs}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+# comcloak.engine.backends.BACKENDS, spelled out so that building the parser does not import torch.
+BACKEND_CHOICES = ("auto", "torch", "onnxruntime", "tensorrt")
 MAX_EPS = 64.0  # on the 0-255 scale; beyond this a change is a visible edit, not a cloak
 
 
@@ -35,7 +37,11 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--classifier-weights", metavar="PATH",
                        help="weights file for the classifier (required for resnet50; safetensors or state dict)")
     group.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    group.add_argument("--backend", default="torch", help="execution backend (default: torch)")
+    group.add_argument("--backend", default="torch", choices=BACKEND_CHOICES,
+                       help="torch (eager autograd, default), onnxruntime or tensorrt (the exported step graph, "
+                            "exported once per view size and cached), or auto (the fastest available)")
+    group.add_argument("--cache-dir", metavar="DIR", default=None,
+                       help="where exported step graphs and TensorRT engines are kept (default ~/.cache/comcloak)")
 
 
 def add_attack_options(parser: argparse.ArgumentParser, single_attack: bool = True) -> None:
@@ -85,4 +91,5 @@ def build_cloaker(args: argparse.Namespace):
         backend=args.backend,
         device=args.device,
         seed=args.seed,
+        cache_dir=args.cache_dir,
     )

@@ -1,0 +1,92 @@
+"""``comcloak bench``: images/s and peak memory of the attack backends, ratios to the torch reference."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from comcloak.engine.commands.options import positive_int
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "bench", help="measure cloaking throughput and memory per backend",
+        description="Cloak random 224x224 images with each backend and batch size, each measurement in its own "
+                    "process; report images/s, peak RSS and the ratio to the torch reference of the same run.")
+    parser.add_argument("--backends", default="torch,torch-per-image,onnxruntime",
+                        help="comma-separated: torch, torch-per-image (one image at a time, as the authors' code), "
+                             "onnxruntime, tensorrt (default torch,torch-per-image,onnxruntime)")
+    parser.add_argument("--batch", default="1,8,32", help="comma-separated batch sizes (default 1,8,32)")
+    parser.add_argument("--steps", type=positive_int, default=10, help="attack iterations (default 10)")
+    parser.add_argument("--classifier", default="efficientnet_lite0", help="registered classifier")
+    parser.add_argument("--through", default="comodel:jpeg:50", help="stand-in (default comodel:jpeg:50)")
+    parser.add_argument("--size", type=positive_int, default=224, help="image side (default 224)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    parser.add_argument("--threads", type=positive_int, default=None, help="CPU threads per backend (default all)")
+    parser.add_argument("--min-seconds", type=float, default=5.0, help="time calls for at least this long (default 5)")
+    parser.add_argument("--json", metavar="OUT", required=True, help="results JSON (bench/results/NAME.json)")
+    parser.add_argument("--markdown", metavar="OUT.md", default=None,
+                        help="markdown table (default: the JSON path with .md)")
+    parser.add_argument("--cache-dir", metavar="DIR", default=None, help="step-graph cache (default ~/.cache/comcloak)")
+    parser.set_defaults(run=run)
+
+
+def _int_list(text: str, what: str) -> list[int]:
+    from comcloak.engine.cli import UserError
+
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UserError(f"{what} must be comma-separated positive integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise UserError(f"{what} must be comma-separated positive integers, got {text!r}")
+    return values
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from comcloak.engine.atomic import atomic_writer, write_json
+    from comcloak.engine.bench import (
+        BENCH_BACKENDS,
+        BenchSettings,
+        export_for_bench,
+        markdown_table,
+        measure_in_subprocess,
+        results_payload,
+    )
+    from comcloak.engine.cli import UserError
+
+    backends = [name.strip() for name in args.backends.split(",") if name.strip()]
+    unknown = [name for name in backends if name not in BENCH_BACKENDS]
+    if unknown or not backends:
+        raise UserError(f"unknown backend {', '.join(unknown) or '(none)'}; available: {', '.join(BENCH_BACKENDS)}")
+    batches = _int_list(args.batch, "--batch")
+    settings = BenchSettings(classifier=args.classifier, through=args.through, steps=args.steps, size=args.size,
+                             device=args.device, threads=args.threads, min_seconds=args.min_seconds)
+    onnx_path = None
+    if any(name in ("onnxruntime", "tensorrt") for name in backends):
+        print("exporting the step graph ...", file=sys.stderr)
+        onnx_path = str(export_for_bench(settings, args.cache_dir))
+    results = []
+    for batch in batches:
+        for backend in backends:
+            try:
+                result = measure_in_subprocess(backend, batch, settings, onnx_path)
+            except RuntimeError as error:
+                print(f"skipped: {error}", file=sys.stderr)
+                continue
+            print(f"{backend:16s} batch {batch:4d}: {result.images_per_s:8.3f} images/s, "
+                  f"peak RSS {result.peak_rss_mb:.0f} MB ({result.calls} calls, {result.seconds:.1f} s)",
+                  file=sys.stderr)
+            results.append(result)
+    if not results:
+        raise UserError("no backend could be measured")
+    payload = results_payload(results, settings)
+    write_json(payload, args.json)
+    table = markdown_table(payload)
+    markdown = Path(args.markdown) if args.markdown else Path(args.json).with_suffix(".md")
+    with atomic_writer(markdown) as handle:
+        handle.write(table.encode())
+    print(table)
+    return 0

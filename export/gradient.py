@@ -1,0 +1,230 @@
+"""The input gradient of a model as a module of forward ops, and the whole attack step built on it (DESIGN §4).
+
+:class:`InputGradient` traces a model with ``torch.fx``, checks at build time that every node has a VJP rule
+(:mod:`comcloak.export.vjp`), and at run time evaluates the forward graph, keeping each activation, then walks it
+backwards calling the rules. No autograd is involved, so the same ops trace into ONNX for runtimes without one.
+
+:class:`AttackStep` is one iteration of the attack loop of DESIGN §2 as a single module
+``(x, x0, m, w, eps, alpha, mu) -> (x_next, m_next, logits, loss)``. ``w`` is a float weight per class:
+the one-hot target (targeted) or minus the one-hot label (untargeted); the loss ``-sum(w * log_softmax(logits))``
+is then always descended, so one graph serves both modes.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from comcloak.attacks.through import COMODEL_MULTIPLE, ComModelThrough
+
+from .vjp import NodeValues, UnsupportedLayerError, VjpRule, describe_node, rules_for
+
+logger = logging.getLogger(__name__)
+
+# The L1 normalisation's floor, as in comcloak.attacks.loop.run_attack: an all-zero gradient gives no NaNs.
+NORM_FLOOR = 1e-12
+
+
+def _map_args(value: Any, env: dict[fx.Node, Any]) -> Any:
+    return fx.node.map_arg(value, lambda node: env[node])
+
+
+class InputGradient(nn.Module):
+    """``forward(x, grad_output) -> (output, grad_x)`` for a single-input, single-output model, without autograd.
+
+    Args:
+        model: an eval-mode module that ``torch.fx.symbolic_trace`` can trace; every node must have a VJP rule.
+
+    Raises:
+        UnsupportedLayerError: at construction, naming the first layer without a rule.
+
+    Example:
+        >>> grad = InputGradient(create_model("tiny_classifier"))
+        >>> logits, grad_x = grad(x, torch.ones(2, 1000))
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        try:
+            self.graph_module = fx.symbolic_trace(model)
+        except Exception as exc:  # fx raises TraceError, TypeError, ... for untraceable Python
+            raise UnsupportedLayerError(f"{type(model).__name__} cannot be traced by torch.fx: {exc}") from None
+        graph = self.graph_module.graph
+        placeholders = [node for node in graph.nodes if node.op == "placeholder"]
+        if len(placeholders) != 1:
+            raise UnsupportedLayerError(f"{type(model).__name__}: the gradient graph needs exactly one input")
+        output = next(node for node in graph.nodes if node.op == "output")
+        if not isinstance(output.args[0], fx.Node):
+            raise UnsupportedLayerError(f"{type(model).__name__}: the gradient graph needs exactly one output tensor")
+        self.input_node = placeholders[0]
+        self.output_node: fx.Node = output.args[0]
+        self.rules: dict[fx.Node, VjpRule] = dict(rules_for(self.graph_module))
+        self.needs_grad = self._gradient_path()
+        self.modules_by_name = dict(self.graph_module.named_modules())
+
+    def _gradient_path(self) -> set[fx.Node]:
+        """Nodes that depend on the input and feed the output: the only ones whose gradient is computed."""
+        reachable = {self.input_node}
+        for node in self.graph_module.graph.nodes:
+            if any(arg in reachable for arg in node.all_input_nodes):
+                reachable.add(node)
+        feeding = {self.output_node}
+        for node in reversed(list(self.graph_module.graph.nodes)):
+            if node in feeding:
+                feeding.update(node.all_input_nodes)
+        return reachable & feeding
+
+    def run_forward(self, x: torch.Tensor) -> dict[fx.Node, Any]:
+        """Evaluate the traced graph on ``x``; returns every node's value (the activations the rules read)."""
+        env: dict[fx.Node, Any] = {}
+        for node in self.graph_module.graph.nodes:
+            if node.op == "placeholder":
+                env[node] = x
+            elif node.op == "get_attr":
+                value: Any = self.graph_module
+                for part in str(node.target).split("."):
+                    value = getattr(value, part)
+                env[node] = value
+            elif node.op == "call_module":
+                env[node] = self.modules_by_name[node.target](*_map_args(node.args, env), **_map_args(node.kwargs, env))
+            elif node.op == "call_function":
+                env[node] = node.target(*_map_args(node.args, env), **_map_args(node.kwargs, env))
+            elif node.op == "call_method":
+                args = _map_args(node.args, env)
+                env[node] = getattr(args[0], node.target)(*args[1:], **_map_args(node.kwargs, env))
+        return env
+
+    def run_backward(self, env: dict[fx.Node, Any], grad_output: torch.Tensor) -> torch.Tensor:
+        """The gradient of ``sum(output * grad_output)`` with respect to the input, from ``run_forward``'s values."""
+        grads: dict[fx.Node, torch.Tensor] = {self.output_node: grad_output}
+        for node in reversed(list(self.graph_module.graph.nodes)):
+            if node not in self.needs_grad or node is self.input_node or node not in grads:
+                continue
+            gradient = grads.pop(node)
+            values = NodeValues(
+                node=node,
+                module=self.modules_by_name.get(node.target) if node.op == "call_module" else None,
+                args=_map_args(node.args, env),
+                kwargs=_map_args(node.kwargs, env),
+                output=env[node],
+                needs_grad=self.needs_grad,
+            )
+            for source, source_grad in self.rules[node](values, gradient):
+                if source_grad.shape != env[source].shape:
+                    raise RuntimeError(  # an internal bug in a rule, not a user error
+                        f"VJP rule for {describe_node(node, values.module)} gave a {tuple(source_grad.shape)} gradient "
+                        f"for a {tuple(env[source].shape)} input"
+                    )
+                grads[source] = grads[source] + source_grad if source in grads else source_grad
+        if self.input_node not in grads:
+            return torch.zeros_like(env[self.input_node])
+        return grads[self.input_node]
+
+    def forward(self, x: torch.Tensor, grad_output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        env = self.run_forward(x)
+        return env[self.output_node], self.run_backward(env, grad_output)
+
+
+class StaticSizeThrough(nn.Module):
+    """A ComModel stand-in for one fixed input size: static edge padding to a multiple of 16, crop back, clip.
+
+    ``ComModelThrough`` decides its padding from the input's shape at run time, which ``torch.fx`` cannot trace;
+    an exported graph has a fixed height and width, so the padding is decided here, once.
+    """
+
+    def __init__(self, comodel: nn.Module, height: int, width: int) -> None:
+        super().__init__()
+        self.comodel = comodel
+        self.height, self.width = height, width
+        self.pad_bottom = (-height) % COMODEL_MULTIPLE
+        self.pad_right = (-width) % COMODEL_MULTIPLE
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pad_bottom or self.pad_right:
+            x = F.pad(x, (0, self.pad_right, 0, self.pad_bottom), mode="replicate")
+            return self.comodel(x)[:, :, : self.height, : self.width].clamp(0.0, 1.0)
+        return self.comodel(x).clamp(0.0, 1.0)
+
+
+class ThroughThenClassify(nn.Module):
+    """``classifier(through(x))`` as one traceable module (the function whose input gradient the attack needs)."""
+
+    def __init__(self, classifier: nn.Module, through: nn.Module | None = None) -> None:
+        super().__init__()
+        self.through = through if through is not None else nn.Identity()
+        self.classifier = classifier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.through(x))
+
+
+def traceable_through(through: nn.Module | None, height: int, width: int) -> nn.Module:
+    """The stand-in as a module ``torch.fx`` can trace for ``height`` x ``width`` inputs.
+
+    Identity and ComModel stand-ins (``none``, ``comodel:...``) are supported; others (diff-JPEG, ``mix:``) have
+    shape-dependent or random Python control flow and raise :class:`UnsupportedLayerError`.
+    """
+    if through is None or isinstance(through, nn.Identity):
+        return nn.Identity()
+    if isinstance(through, ComModelThrough):
+        return StaticSizeThrough(through.comodel, height, width)
+    raise UnsupportedLayerError(
+        f"the stand-in {type(through).__name__} cannot be exported; exportable stand-ins: none, comodel:CODEC, "
+        "comodel:PATH"
+    )
+
+
+class AttackStep(nn.Module):
+    """One attack iteration ``(x, x0, m, w, eps, alpha, mu) -> (x_next, m_next, logits, loss)`` of forward ops.
+
+    Args:
+        model: ``classifier(through(x))`` (e.g. :class:`ThroughThenClassify`), traceable, eval mode.
+
+    Inputs (N images, K classes, float32):
+        x, x0, m: (N, 3, H, W) — current image, clean image, momentum (zeros at the first step).
+        w: (N, K) — one-hot target (targeted) or minus the one-hot label (untargeted).
+        eps, alpha, mu: (1,) — L∞ budget and step size on the [0, 1] scale, momentum μ (0 for BIM/FGSM).
+
+    Outputs:
+        x_next: ``clip(x - alpha * sign(m_next), max(x0 - eps, 0), min(x0 + eps, 1))``.
+        m_next: ``mu * m + g / mean(|g|)`` per image, ``g`` the gradient of the per-image loss.
+        logits: (N, K) at ``x``; loss: (N,) ``-sum(w * log_softmax(logits))`` at ``x``.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.gradient = InputGradient(model)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        x0: torch.Tensor,
+        m: torch.Tensor,
+        w: torch.Tensor,
+        eps: torch.Tensor,
+        alpha: torch.Tensor,
+        mu: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        env = self.gradient.run_forward(x)
+        logits = env[self.gradient.output_node]
+        log_probs = F.log_softmax(logits, dim=1)
+        loss = -(w * log_probs).sum(dim=1)
+        # d loss / d logits = softmax * sum(w) - w
+        grad_logits = torch.exp(log_probs) * w.sum(dim=1, keepdim=True) - w
+        grad = self.gradient.run_backward(env, grad_logits)
+        scale = grad.abs().mean(dim=(1, 2, 3), keepdim=True).clamp_min(NORM_FLOOR)
+        m_next = mu * m + grad / scale
+        lower = (x0 - eps).clamp_min(0.0)
+        upper = (x0 + eps).clamp_max(1.0)
+        x_next = torch.minimum(torch.maximum(x - alpha * torch.sign(m_next), lower), upper)
+        return x_next, m_next, logits, loss
+
+
+def goal_weights(goal: torch.Tensor, num_classes: int, targeted: bool, dtype: torch.dtype = torch.float32):
+    """The ``w`` input of :class:`AttackStep`: one-hot ``goal`` (targeted) or its negative (untargeted)."""
+    one_hot = F.one_hot(goal, num_classes).to(dtype)
+    return one_hot if targeted else -one_hot

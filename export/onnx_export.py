@@ -1,0 +1,317 @@
+"""ONNX export of the attack step, with the self-checks every export runs (DESIGN §4).
+
+``OnnxFromTorch`` (a lazy loader in Polygraphy's style: build it cheaply, call it to do the work) writes the graph
+of :class:`comcloak.export.gradient.AttackStep` for one classifier, one stand-in and one attack-view size, with a
+dynamic batch, and returns the file's path. Before the file appears (it is written to a temporary name and
+renamed), the export checks itself:
+
+1. ``onnx.checker`` (full check, with shape inference);
+2. an op whitelist of what TensorRT's ONNX parser accepts (:data:`TENSORRT_ONNX_OPS`; no Scatter, MaxPool
+   without its indices output, Conv/ConvTranspose weights constant);
+3. ONNX Runtime against ``torch.autograd.grad`` in float64 on fresh random inputs: the normalised gradient
+   (``m_next`` with ``m = 0, mu = 0``), logits and loss, relative error at most :data:`GRADIENT_TOLERANCE`.
+
+Relative error is ``mean|a - b| / mean|b|``. A max-norm error is not usable for gradients of these networks: a
+ReLU6 mask or a ComModel rounding step that flips between float32 and float64 moves single pixels of the gradient,
+so even torch's own float32 autograd is up to 4e-2 from float64 in max norm (1e-4 in this measure), while a wrong
+VJP rule is off by order 1 in both.
+
+The ONNX packages (``onnx``, ``onnxscript`` for ``torch.onnx``'s exporter, ``onnxruntime`` for the check) are the
+``onnx`` extra; they are imported only here, when an export runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .gradient import AttackStep, ThroughThenClassify, goal_weights, traceable_through
+
+logger = logging.getLogger(__name__)
+
+OPSET = 18
+INPUT_NAMES = ("x", "x0", "m", "w", "eps", "alpha", "mu")
+OUTPUT_NAMES = ("x_next", "m_next", "logits", "loss")
+BATCHED = ("x", "x0", "m", "w")
+GRADIENT_TOLERANCE = 1e-3  # relative: mean |error| / mean |reference| (module docstring)
+METADATA_PREFIX = "comcloak."
+EPS_SEMANTICS = (
+    "x, x0 in [0,1] NCHW; eps and alpha on the [0,1] scale (comcloak's --eps 5 is 5/255); "
+    "w = one-hot target (targeted) or minus one-hot clean label (untargeted); "
+    "loss = -sum(w * log_softmax(logits)) per image, always descended: "
+    "m_next = mu*m + g/mean|g|, x_next = clip(x - alpha*sign(m_next), max(x0-eps,0), min(x0+eps,1))"
+)
+
+# Operators the TensorRT ONNX parser (onnx-tensorrt, TensorRT 10) imports, restricted to what float graphs of
+# this kind can need. Anything else in an exported step graph fails the export.
+TENSORRT_ONNX_OPS = frozenset({
+    "Abs", "Add", "And", "AveragePool", "BatchNormalization", "Cast", "Ceil", "Clip", "Concat", "Constant",
+    "ConstantOfShape", "Conv", "ConvTranspose", "Div", "Equal", "Exp", "Expand", "Flatten", "Floor", "Gather", "Gemm",
+    "GlobalAveragePool", "Greater", "GreaterOrEqual", "Identity", "Less", "LessOrEqual", "Log", "LogSoftmax",
+    "MatMul", "Max", "MaxPool", "Min", "Mul", "Neg", "Not", "Or", "Pad", "Pow", "ReduceMax", "ReduceMean",
+    "ReduceSum", "Relu", "Reshape", "Round", "Shape", "Sigmoid", "Sign", "Slice", "Softmax", "Split", "Sqrt",
+    "Squeeze", "Sub", "Sum", "Tanh", "Tile", "Transpose", "Unsqueeze", "Where",
+})
+
+
+class ExportError(RuntimeError):
+    """An export could not be written or failed one of its self-checks."""
+
+
+class OnnxDependencyError(ImportError):
+    """The ONNX packages (the ``onnx`` extra) are not installed."""
+
+
+def import_optional(module: str, extra: str = "onnx") -> Any:
+    """Import an optional dependency, or fail with the install command that provides it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise OnnxDependencyError(
+            f"{module} is not installed; install comcloak's '{extra}' extra: pip install 'comcloak[{extra}]'"
+        ) from None
+
+
+@dataclass
+class ExportReport:
+    """What an export wrote and what its self-checks measured."""
+
+    path: Path
+    metadata: dict[str, str]
+    gradient_rel_error: float
+    logits_rel_error: float
+    ops: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def tensorrt_op_violations(model: Any) -> list[str]:
+    """Reasons the ONNX ``model`` (a ModelProto) would not pass TensorRT's ONNX parser; empty when it would."""
+    constants = {init.name for init in model.graph.initializer}
+    constants |= {out for node in model.graph.node if node.op_type == "Constant" for out in node.output}
+    problems = []
+    for node in model.graph.node:
+        where = f"{node.op_type} node {node.name!r}"
+        if node.domain not in ("", "ai.onnx"):
+            problems.append(f"{where}: custom domain {node.domain!r}")
+        elif node.op_type not in TENSORRT_ONNX_OPS:
+            problems.append(f"{where}: operator not in the TensorRT whitelist")
+        elif node.op_type == "MaxPool" and len([out for out in node.output if out]) > 1:
+            problems.append(f"{where}: MaxPool with an indices output")
+        elif node.op_type in ("Conv", "ConvTranspose") and node.input[1] not in constants:
+            problems.append(f"{where}: weights are not a constant initializer")
+    if len(model.functions):
+        problems.append("graph contains ONNX functions (TensorRT needs them inlined)")
+    return problems
+
+
+def relative_error(value: np.ndarray | torch.Tensor, reference: torch.Tensor) -> float:
+    """``mean|value - reference| / mean|reference|`` in float64."""
+    value = torch.as_tensor(np.asarray(value), dtype=torch.float64)
+    reference = reference.detach().to(torch.float64)
+    return float((value - reference).abs().mean() / reference.abs().mean().clamp_min(1e-30))
+
+
+def autograd_reference(
+    classifier: nn.Module, through: nn.Module | None, x: torch.Tensor, w: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(normalised gradient, logits, per-image loss) of ``-sum(w log_softmax(classifier(through(x))))`` by autograd,
+    in the dtype of ``x`` (the modules are used as they are; pass float64 copies for a float64 reference)."""
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        logits = classifier(through(x) if through is not None else x)
+        loss = -(w * F.log_softmax(logits, dim=1)).sum(dim=1)
+        (gradient,) = torch.autograd.grad(loss.sum(), x)
+    scale = gradient.abs().mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
+    return gradient / scale, logits.detach(), loss.detach()
+
+
+class OnnxFromTorch:
+    """Lazy loader: exports the attack step of ``classifier(through(x))`` to ``path`` when called.
+
+    Args:
+        classifier: eval-mode classifier module mapping [0, 1] RGB NCHW to logits.
+        through: the stand-in module (``make_through``'s ``none`` / ``comodel:...``), or None for none.
+        height, width: the attack view's size; the graph is fixed to it (batch is dynamic).
+        path: where to write the ``.onnx`` file (one self-contained file, weights included).
+        metadata: extra ``key -> value`` strings for the model's metadata (stored as ``comcloak.<key>``);
+            the loader adds ``height``, ``width``, ``num_classes``, ``eps_semantics``, ``inputs`` and ``outputs``.
+        check: run the self-checks (on by default; an export that fails them is not written).
+        seed: seeds the check's random inputs.
+
+    Example:
+        >>> path = OnnxFromTorch(classifier, through, 224, 224, "step.onnx", {"classifier": "efficientnet_lite0"})()
+    """
+
+    def __init__(
+        self,
+        classifier: nn.Module,
+        through: nn.Module | None,
+        height: int,
+        width: int,
+        path: str | os.PathLike,
+        metadata: dict[str, str] | None = None,
+        check: bool = True,
+        seed: int = 0,
+    ) -> None:
+        self.classifier = classifier
+        self.through = through
+        self.height, self.width = int(height), int(width)
+        self.path = Path(path)
+        self.metadata = dict(metadata or {})
+        self.check = check
+        self.seed = seed
+        self.report: ExportReport | None = None
+
+    def __call__(self) -> Path:
+        self.report = export_attack_step(
+            self.classifier, self.through, self.height, self.width, self.path, self.metadata, self.check, self.seed
+        )
+        return self.report.path
+
+
+def _example_inputs(batch: int, height: int, width: int, classes: int, generator: torch.Generator):
+    x0 = torch.rand(batch, 3, height, width, generator=generator)
+    x = (x0 + (torch.rand(x0.shape, generator=generator) - 0.5) * (8 / 255)).clamp(0, 1)
+    goal = torch.randint(classes, (batch,), generator=generator)
+    w = goal_weights(goal, classes, targeted=bool(torch.rand(1, generator=generator) < 0.5))
+    scalars = (torch.tensor([5 / 255]), torch.tensor([0.5 / 255]), torch.tensor([0.0]))
+    return (x, x0, torch.zeros_like(x0), w, *scalars)
+
+
+def export_attack_step(
+    classifier: nn.Module,
+    through: nn.Module | None,
+    height: int,
+    width: int,
+    path: str | os.PathLike,
+    metadata: dict[str, str] | None = None,
+    check: bool = True,
+    seed: int = 0,
+) -> ExportReport:
+    """Export and self-check the attack step (see :class:`OnnxFromTorch`, which wraps this)."""
+    import time
+
+    onnx = import_optional("onnx")
+    import_optional("onnxscript")
+    began = time.perf_counter()
+    path = Path(path)
+    classifier = classifier.eval()
+    static_through = traceable_through(through, height, width)
+    step = AttackStep(ThroughThenClassify(classifier, static_through)).eval()
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        classes = int(classifier(torch.zeros(1, 3, height, width)).shape[1])
+    example = _example_inputs(2, height, width, classes, generator)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    dynamic = {name: ({0: batch} if name in BATCHED else None) for name in INPUT_NAMES}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".export-") as scratch:
+        scratch_file = Path(scratch) / "step.onnx"
+        try:
+            with torch.no_grad():
+                torch.onnx.export(
+                    step, example, str(scratch_file), input_names=list(INPUT_NAMES),
+                    output_names=list(OUTPUT_NAMES), opset_version=OPSET, dynamo=True, external_data=False,
+                    dynamic_shapes=dynamic, verbose=False,
+                )
+        except Exception as exc:  # the exporter raises many types; the message is what matters
+            raise ExportError(f"torch.onnx.export of the attack step failed: {exc}") from exc
+        model = onnx.load(str(scratch_file))
+        info = {
+            "height": str(height),
+            "width": str(width),
+            "num_classes": str(classes),
+            "eps_semantics": EPS_SEMANTICS,
+            "inputs": ",".join(INPUT_NAMES),
+            "outputs": ",".join(OUTPUT_NAMES),
+            **{key: str(value) for key, value in (metadata or {}).items()},
+        }
+        del model.metadata_props[:]
+        for key, value in info.items():
+            entry = model.metadata_props.add()
+            entry.key, entry.value = METADATA_PREFIX + key, value
+        onnx.save(model, str(scratch_file))
+        ops: dict[str, int] = {}
+        for node in model.graph.node:
+            ops[node.op_type] = ops.get(node.op_type, 0) + 1
+        gradient_error = logits_error = float("nan")
+        if check:
+            try:
+                onnx.checker.check_model(str(scratch_file), full_check=True)
+            except Exception as exc:
+                raise ExportError(f"onnx.checker rejected the exported step graph: {exc}") from exc
+            violations = tensorrt_op_violations(model)
+            if violations:
+                raise ExportError("the exported step graph fails the TensorRT op whitelist: " + "; ".join(violations))
+            gradient_error, logits_error = _check_against_autograd(
+                scratch_file, classifier, through, height, width, classes, generator
+            )
+        os.replace(scratch_file, path)
+    seconds = time.perf_counter() - began
+    logger.info("exported %s (%d nodes) in %.1f s; gradient rel error %.2e", path, len(model.graph.node), seconds,
+                gradient_error)
+    return ExportReport(path, info, gradient_error, logits_error, ops, seconds)
+
+
+def _check_against_autograd(
+    onnx_file: Path, classifier: nn.Module, through: nn.Module | None, height: int, width: int, classes: int,
+    generator: torch.Generator,
+) -> tuple[float, float]:
+    ort = import_optional("onnxruntime")
+    session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
+    # A batch size the export never saw, so the dynamic batch is exercised too.
+    inputs = _example_inputs(3, height, width, classes, generator)
+    feed = {name: value.numpy() for name, value in zip(INPUT_NAMES, inputs)}
+    x_next, m_next, logits, loss = session.run(list(OUTPUT_NAMES), feed)
+    classifier64 = copy.deepcopy(classifier).double()
+    through64 = copy.deepcopy(through).double() if through is not None else None
+    gradient, reference_logits, reference_loss = autograd_reference(
+        classifier64, through64, inputs[0].double(), inputs[3].double()
+    )
+    gradient_error = relative_error(m_next, gradient)
+    logits_error = max(relative_error(logits, reference_logits), relative_error(loss, reference_loss))
+    if not gradient_error <= GRADIENT_TOLERANCE or not logits_error <= GRADIENT_TOLERANCE:
+        raise ExportError(
+            f"ONNX Runtime disagrees with torch.autograd: gradient relative error {gradient_error:.2e}, "
+            f"logits/loss {logits_error:.2e} (tolerance {GRADIENT_TOLERANCE:g})"
+        )
+    return gradient_error, logits_error
+
+
+def read_export_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The ``comcloak.*`` metadata of an exported step graph (prefix removed)."""
+    onnx = import_optional("onnx")
+    model = onnx.load(str(path), load_external_data=False)
+    return {
+        entry.key[len(METADATA_PREFIX):]: entry.value
+        for entry in model.metadata_props
+        if entry.key.startswith(METADATA_PREFIX)
+    }
+
+
+def model_fingerprint(*modules: nn.Module | None, extra: dict[str, Any] | None = None) -> str:
+    """A hash of the modules' weights, types and ``extra``: the cache key of an exported graph."""
+    digest = hashlib.sha256()
+    for module in modules:
+        if module is None:
+            digest.update(b"none")
+            continue
+        digest.update(type(module).__qualname__.encode())
+        for name, tensor in module.state_dict().items():
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    digest.update(json.dumps(extra or {}, sort_keys=True).encode())
+    return digest.hexdigest()[:16]
