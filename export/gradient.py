@@ -62,8 +62,9 @@ class InputGradient(nn.Module):
             raise UnsupportedLayerError(f"{type(model).__name__}: the gradient graph needs exactly one output tensor")
         self.input_node = placeholders[0]
         self.output_node: fx.Node = output.args[0]
-        self.rules: dict[fx.Node, VjpRule] = dict(rules_for(self.graph_module))
         self.needs_grad = self._gradient_path()
+        # Only nodes on the gradient path need a rule; the rest (buffer arithmetic, ...) just run forward.
+        self.rules: dict[fx.Node, VjpRule] = dict(rules_for(self.graph_module, self.needs_grad))
         self.modules_by_name = dict(self.graph_module.named_modules())
 
     def _gradient_path(self) -> set[fx.Node]:

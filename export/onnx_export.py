@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -221,7 +222,9 @@ def export_attack_step(
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".export-") as scratch:
         scratch_file = Path(scratch) / "step.onnx"
         try:
-            with torch.no_grad():
+            with torch.no_grad(), warnings.catch_warnings():
+                # torch's exporter warns about its own internals (pytree deprecations, axis renaming) on every call
+                warnings.simplefilter("ignore", (FutureWarning, UserWarning, DeprecationWarning))
                 torch.onnx.export(
                     step, example, str(scratch_file), input_names=list(INPUT_NAMES),
                     output_names=list(OUTPUT_NAMES), opset_version=OPSET, dynamo=True, external_data=False,

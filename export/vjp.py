@@ -466,6 +466,26 @@ def _zero_gradient(values: NodeValues, gradient: torch.Tensor) -> list[tuple[fx.
     return []
 
 
+@register_vjp(torch.mean, "mean")
+def _mean(values: NodeValues, gradient: torch.Tensor) -> list[tuple[fx.Node, torch.Tensor]]:
+    x = values.args[0]
+    dims = values.arg(1, "dim")
+    keepdim = values.arg(2, "keepdim", False)
+    if values.kwargs.get("dtype") is not None:
+        raise UnsupportedLayerError(f"{values.describe()}: mean with a dtype")
+    if dims is None:
+        return _only(values, gradient.expand_as(x) / x.numel() if gradient.dim() == 0 else
+                     gradient.reshape([1] * x.dim()).expand_as(x) / x.numel())
+    dims = [d % x.dim() for d in ((dims,) if isinstance(dims, int) else dims)]
+    count = 1
+    for d in dims:
+        count *= x.shape[d]
+    if not keepdim:
+        for d in sorted(dims):
+            gradient = gradient.unsqueeze(d)
+    return _only(values, gradient.expand_as(x) / count)
+
+
 @register_vjp(torch.cat, torch.concat)
 def _cat(values: NodeValues, gradient: torch.Tensor) -> list[tuple[fx.Node, torch.Tensor]]:
     tensors = values.arg(0, "tensors")
@@ -517,9 +537,12 @@ def _getitem(values: NodeValues, gradient: torch.Tensor) -> list[tuple[fx.Node, 
     return [(values.node.args[0], F.pad(gradient, flat) if flat else gradient)]
 
 
-def rules_for(graph: fx.GraphModule) -> Iterator[tuple[fx.Node, VjpRule]]:
-    """Each computing node of ``graph`` with its rule; raises UnsupportedLayerError at the first uncovered node."""
+def rules_for(graph: fx.GraphModule, nodes: set[fx.Node] | None = None) -> Iterator[tuple[fx.Node, VjpRule]]:
+    """Each computing node of ``graph`` (of ``nodes`` when given) with its rule; raises UnsupportedLayerError at the
+    first node without one."""
     modules = dict(graph.named_modules())
     for node in graph.graph.nodes:
+        if nodes is not None and node not in nodes:
+            continue
         if node.op in ("call_module", "call_function", "call_method"):
             yield node, find_rule(node, modules.get(node.target) if node.op == "call_module" else None)
