@@ -21,7 +21,7 @@ from torch import fx, nn
 
 from comcloak.attacks.through import COMODEL_MULTIPLE, ComModelThrough
 
-from .vjp import NodeValues, UnsupportedLayerError, VjpRule, describe_node, rules_for
+from .vjp import NodeValues, UnsupportedLayerError, VjpRule, describe_node, prepare_constants, rules_for
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +66,16 @@ class InputGradient(nn.Module):
         # Only nodes on the gradient path need a rule; the rest (buffer arithmetic, ...) just run forward.
         self.rules: dict[fx.Node, VjpRule] = dict(rules_for(self.graph_module, self.needs_grad))
         self.modules_by_name = dict(self.graph_module.named_modules())
+        # Build-time constants of the rules, kept as buffers so that they follow .to() and export as initializers.
+        self.constant_names: dict[fx.Node, dict[str, str]] = {}
+        for index, node in enumerate(self.rules):
+            module = self.modules_by_name.get(node.target) if node.op == "call_module" else None
+            names = {}
+            for key, tensor in prepare_constants(module).items():
+                names[key] = f"vjp_constant_{index}_{key}"
+                self.register_buffer(names[key], tensor, persistent=False)
+            if names:
+                self.constant_names[node] = names
 
     def _gradient_path(self) -> set[fx.Node]:
         """Nodes that depend on the input and feed the output: the only ones whose gradient is computed."""
@@ -113,6 +123,7 @@ class InputGradient(nn.Module):
                 kwargs=_map_args(node.kwargs, env),
                 output=env[node],
                 needs_grad=self.needs_grad,
+                constants={key: getattr(self, name) for key, name in self.constant_names.get(node, {}).items()},
             )
             for source, source_grad in self.rules[node](values, gradient):
                 if source_grad.shape != env[source].shape:

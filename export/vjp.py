@@ -2,11 +2,12 @@
 
 Inference runtimes (ONNX Runtime, TensorRT) have no autograd. For every node kind a model's traced graph contains,
 a rule here emits the forward ops that turn the gradient of the node's output into gradients of its inputs:
-Conv2d -> conv_transpose2d with the same weights, ConvTranspose2d -> conv2d, eval BatchNorm -> a per-channel scale,
-ReLU/ReLU6/clamp -> a mask multiply, MaxPool -> per-tap "first maximum" masks scattered back by a one-hot
-ConvTranspose (no Scatter, no pooling indices), cat -> slices, add -> pass-through, pooling/linear -> their
-transposes, padding -> slices (replicate padding also folds the border back), and the transform-coding ComModel's
-quantiser ops (exp, pow, mul, round/detach).
+Conv2d -> conv_transpose2d with the same weights (a conv with the flipped kernel when the stride is 1),
+ConvTranspose2d -> conv2d, eval BatchNorm -> a per-channel scale, ReLU/ReLU6/clamp -> a mask multiply,
+MaxPool -> per-tap "first maximum" masks scattered back by a one-hot ConvTranspose (no Scatter, no pooling
+indices), cat -> slices, add -> pass-through, pooling/linear -> their transposes, padding -> slices (replicate
+padding also folds the border back), and the transform-coding ComModel's quantiser ops (exp, pow, mul,
+round/detach).
 
 Rules are registered per module type (``call_module``), function (``call_function``) or tensor method name
 (``call_method``) with :func:`register_vjp`; :func:`find_rule` fails at build time with the layer named when a node
@@ -43,6 +44,7 @@ class NodeValues:
     kwargs: dict[str, Any]
     output: Any
     needs_grad: set[fx.Node] = field(default_factory=set)
+    constants: dict[str, torch.Tensor] = field(default_factory=dict)  # from the module's preparer, if any
 
     def wants(self, position: int) -> bool:
         """Whether positional argument ``position`` is a graph node on the input's gradient path."""
@@ -66,6 +68,30 @@ VjpRule = Callable[[NodeValues, torch.Tensor], list[tuple[fx.Node, torch.Tensor]
 _MODULE_RULES: dict[type, VjpRule] = {}
 _FUNCTION_RULES: dict[Callable, VjpRule] = {}
 _METHOD_RULES: dict[str, VjpRule] = {}
+# Tensors a module's rule needs that derive from its frozen weights alone (a transposed kernel, ...). They are
+# computed once, when the gradient graph is built, so that exports see constants (TensorRT needs Conv weights to
+# be initializers) instead of ops on the weights.
+_PREPARERS: dict[type, Callable[[nn.Module], dict[str, torch.Tensor]]] = {}
+
+
+def register_preparer(module_type: type) -> Callable:
+    """Register ``fn(module) -> {name: tensor}``, run once per layer at build time (decorator)."""
+
+    def decorate(fn: Callable[[nn.Module], dict[str, torch.Tensor]]) -> Callable:
+        _PREPARERS[module_type] = fn
+        return fn
+
+    return decorate
+
+
+def prepare_constants(module: nn.Module | None) -> dict[str, torch.Tensor]:
+    """The build-time constants of a layer's rule (empty for most layers)."""
+    if module is None:
+        return {}
+    for cls in type(module).__mro__:
+        if cls in _PREPARERS:
+            return _PREPARERS[cls](module)
+    return {}
 
 
 def register_vjp(*targets: type | Callable | str) -> Callable[[VjpRule], VjpRule]:
@@ -162,6 +188,25 @@ def _conv_output_padding(
     )
 
 
+@register_preparer(nn.Conv2d)
+def _conv2d_constants(conv: nn.Module) -> dict[str, torch.Tensor]:
+    """A stride-1 conv's transpose is itself a conv with the kernel flipped and in/out channels swapped per group;
+    runtimes run Conv (1x1 as a GEMM, depthwise in blocked layouts) much faster than ConvTranspose."""
+    assert isinstance(conv, nn.Conv2d)
+    if isinstance(conv.padding, str) or conv.stride not in (1, (1, 1)):
+        return {}
+    kernel, padding, dilation = (tuple(v) if not isinstance(v, int) else (v, v)
+                                 for v in (conv.kernel_size, conv.padding, conv.dilation))
+    if any(dil * (k - 1) - pad < 0 for k, pad, dil in zip(kernel, padding, dilation)):
+        return {}
+    groups = conv.groups
+    out_channels, in_per_group = conv.weight.shape[0], conv.weight.shape[1]
+    with torch.no_grad():
+        weight = conv.weight.reshape(groups, out_channels // groups, in_per_group, *kernel).transpose(1, 2)
+        weight = weight.reshape(groups * in_per_group, out_channels // groups, *kernel).flip(-2, -1)
+    return {"flipped_weight": weight.contiguous()}
+
+
 @register_vjp(nn.Conv2d)
 def _conv2d(values: NodeValues, gradient: torch.Tensor) -> list[tuple[fx.Node, torch.Tensor]]:
     conv = values.module
@@ -175,6 +220,11 @@ def _conv2d(values: NodeValues, gradient: torch.Tensor) -> list[tuple[fx.Node, t
     x = values.args[0]
     kernel, stride = _pair(conv.kernel_size, "kernel", values), _pair(conv.stride, "stride", values)
     padding, dilation = _pair(conv.padding, "padding", values), _pair(conv.dilation, "dilation", values)
+    flipped = values.constants.get("flipped_weight")
+    if flipped is not None:
+        full = tuple(dil * (k - 1) - pad for k, pad, dil in zip(kernel, padding, dilation))
+        grad_x = F.conv2d(gradient, flipped, None, 1, full, dilation, conv.groups)
+        return [(values.node.args[0], grad_x)]
     output_padding = _conv_output_padding(tuple(x.shape[-2:]), kernel, stride, padding, dilation)
     grad_x = F.conv_transpose2d(gradient, conv.weight, None, stride, padding, output_padding, conv.groups, dilation)
     return [(values.node.args[0], grad_x)]

@@ -26,8 +26,8 @@ ALLOWED_MODULES = (
 ALLOWED_FUNCTIONS = {torch.cat, torch.flatten, operator.add, operator.sub, operator.truediv}
 INPUT = {"comodel": (64, 96), "comodel_tiny": (64, 96)}
 # The transform-coding ComModel also needs plane slicing, the learned quantiser (exp, neg, mul, round with a
-# detached straight-through term, cubic pow) and the replicate padding of its chroma upsampling: the export's VJP
-# rules must cover these before comodel_tc can be exported.
+# detached straight-through term, cubic pow) and the replicate padding of its chroma upsampling; the export's VJP
+# rules cover them (tests/export/test_gradient.py checks every shipped ComModel against autograd).
 TRANSFORM_CODING_FUNCTIONS = {operator.getitem, operator.mul, operator.neg, operator.pow, torch.exp, torch.round,
                               F.pad}
 TRANSFORM_CODING_METHODS = {"detach"}

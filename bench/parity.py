@@ -1,0 +1,112 @@
+"""Parity of the onnxruntime backend with the torch reference on real photos (EfficientNet-Lite0 through a ComModel).
+
+Three measures per attack configuration, on the paper view (224x224) of each photo:
+
+* end to end: the fraction of uint8 pixels within 1/255 between the onnxruntime cloak and the torch cloak;
+* the float noise floor: the same fraction between torch in float32 and torch in float64 — two implementations
+  that differ only by rounding, so any two float32 backends can be expected to agree about this much;
+* step by step (teacher-forced): every step of the reference is fed to the exported step graph, and its x_next is
+  compared with the reference's next iterate — whether the two compute the same step function.
+
+Usage: python bench/parity.py PHOTOS [--limit N] [--through comodel:jpeg:50] [--json bench/results/parity-cpu.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from comcloak.attacks import attack_config, loss_and_gradient, make_through, run_attack
+from comcloak.attacks.protocols import to_tensor
+from comcloak.codecs.pairs import list_photos, load_rgb, paper_view
+from comcloak.engine.backends import OnnxRuntimeRunner, StepGraphCache
+from comcloak.engine.bench import library_versions, machine_description
+from comcloak.engine.cloaker import load_classifier
+from comcloak.export.gradient import goal_weights
+from comcloak.export.onnx_export import INPUT_NAMES
+from comcloak.models import freeze
+
+CONFIGS = [(method, targeted) for method in ("fgsm", "bim", "mim") for targeted in (False, True)]
+
+
+def within(a: torch.Tensor, b: torch.Tensor) -> float:
+    qa, qb = (a * 255).round(), (b * 255).round()
+    return float(((qa - qb).abs() <= 1).float().mean())
+
+
+def teacher_forced(session, classifier, through, x0, goal, config) -> float:
+    """Mean over steps of the fraction of pixels where the exported step's x_next equals the reference's."""
+    lower, upper = (x0 - config.eps).clamp_min(0), (x0 + config.eps).clamp_max(1)
+    direction = -1.0 if config.targeted else 1.0
+    w = goal_weights(goal, 1000, config.targeted).numpy()
+    x, momentum, agree = x0.clone(), torch.zeros_like(x0), []
+    scalars = [np.array([v], np.float32) for v in (config.eps, config.alpha, config.momentum)]
+    for _ in range(config.steps):
+        # The graph always descends -sum(w log p); untargeted, that is the reference's momentum negated.
+        feed = dict(zip(INPUT_NAMES, [x.numpy(), x0.numpy(), (-direction * momentum).numpy(), w, *scalars]))
+        x_graph = torch.from_numpy(session.run(["x_next"], feed)[0])
+        _, gradient, _ = loss_and_gradient(classifier, through, x, goal)
+        scale = gradient.abs().mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
+        momentum = config.momentum * momentum + gradient / scale
+        x = torch.minimum(torch.maximum(x + direction * config.alpha * momentum.sign(), lower), upper)
+        agree.append(within(x_graph, x))
+    return float(np.mean(agree))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("photos")
+    parser.add_argument("--limit", type=int, default=8)
+    parser.add_argument("--classifier", default="efficientnet_lite0")
+    parser.add_argument("--through", default="comodel:jpeg:50")
+    parser.add_argument("--eps", type=float, default=5.0)
+    parser.add_argument("--json", default="bench/results/parity-cpu.json")
+    parser.add_argument("--cache-dir", default=None)
+    args = parser.parse_args()
+
+    began = time.perf_counter()
+    classifier = freeze(load_classifier(args.classifier))
+    through = freeze(make_through(args.through))
+    photos = [paper_view(load_rgb(path)) for path in list_photos(args.photos)[: args.limit]]
+    x0 = to_tensor(np.stack(photos))
+    with torch.no_grad():
+        clean = classifier(through(x0)).argmax(1)
+    graph = StepGraphCache(classifier, through, args.cache_dir).path_for(224, 224)
+    classifier64, through64 = copy.deepcopy(classifier).double(), copy.deepcopy(through).double()
+    rows = []
+    for method, targeted in CONFIGS:
+        config = attack_config(method, args.eps / 255, targeted=targeted)
+        goal = (clean + 500) % 1000 if targeted else clean
+        reference = run_attack(classifier, x0, goal, config, through)
+        reference64 = run_attack(classifier64, x0.double(), goal, config, through64).float()
+        with OnnxRuntimeRunner(graph, config) as runner:
+            cloaked = runner.infer(x0, goal)
+            step_agree = teacher_forced(runner.session, classifier, through, x0, goal, config)
+        row = {"attack": method, "targeted": targeted, "end_to_end": within(cloaked, reference),
+               "float32_vs_float64": within(reference, reference64), "per_step": step_agree}
+        rows.append(row)
+        print(json.dumps(row))
+    payload = {"machine": machine_description(), "versions": library_versions(), "classifier": args.classifier,
+               "through": args.through, "eps": args.eps, "n_photos": len(photos), "results": rows,
+               "seconds": time.perf_counter() - began}
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(payload, indent=2))
+    lines = [f"Parity on {len(photos)} photos, {args.classifier} through {args.through}, eps {args.eps:g}: fraction "
+             "of uint8 pixels within 1/255", "", "| attack | targeted | onnxruntime vs torch (end to end) | "
+             "torch fp32 vs fp64 (end to end) | onnxruntime vs torch (per step) |", "|---|---|---:|---:|---:|"]
+    for row in rows:
+        lines.append(f"| {row['attack']} | {row['targeted']} | {100 * row['end_to_end']:.2f}% | "
+                     f"{100 * row['float32_vs_float64']:.2f}% | {100 * row['per_step']:.3f}% |")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
