@@ -71,6 +71,11 @@ def main() -> int:
         # Architecture flags that differ from what `comcloak train` picks by itself.
         arch_flags = (f" --refine-width {config['refine_width']} --refine-levels {config['refine_levels']}"
                       if config.get("refine_levels") else "")
+        # Files trained before these keys were recorded used the defaults: 24 views per photo, 2 threads.
+        views_per_photo = int(header.get("comcloak.train.views_per_photo", 24))
+        threads = int(header.get("comcloak.train.threads", 2))
+        if views_per_photo != 24:
+            arch_flags += f" --views-per-photo {views_per_photo}"
         lines = [
             f"# ComModel for `{codec}` — `{path.name}`",
             "",
@@ -87,14 +92,16 @@ def main() -> int:
             f"- photos: {header['comcloak.train.photos']} training photos from {PROVENANCE}; "
             f"{len(train_photos)} in the training split, {len(held_out)} held out by name "
             "(`comcloak.codecs.pairs.split_held_out`: SHA-1 of the file name, first byte mod 3 == 0).",
-            "- pairs: 24 random views per photo (RandomResizedCrop, area 0.3–1, flipped at random before "
-            "compression), resized to 224×224 and compressed there by the real codec (Pillow); training crops of "
-            "128 px at offsets that are multiples of 16, so the codec's block grid stays aligned.",
+            f"- pairs: {views_per_photo} random views per photo (RandomResizedCrop, area 0.3–1, flipped at random "
+            "before compression), resized to 224×224 and compressed there by the real codec (Pillow); training "
+            "crops of 128 px at offsets that are multiples of 16, so the codec's block grid stays aligned.",
             f"- {header['comcloak.train.steps']} steps of Adam, batch 16, L1 loss, cosine decay from 1e-3 to 1e-5, "
-            f"seed {header['comcloak.train.seed']}, 2 CPU threads: {header['comcloak.train.seconds']} s on a "
+            f"seed {header['comcloak.train.seed']}, {threads} CPU thread{'s' if threads > 1 else ''}: "
+            f"{header['comcloak.train.seconds']} s on a "
             "2-core CPU (pair building included).",
             f"- command: `comcloak train --codec {codec} --photos DEV_PHOTOS -o {path.name} "
-            f"--steps {header['comcloak.train.steps']}{arch_flags} --seed {header['comcloak.train.seed']} --threads 2` "
+            f"--steps {header['comcloak.train.steps']}{arch_flags} --seed {header['comcloak.train.seed']} "
+            f"--threads {threads}` "
             "(all nine: `scripts/train-comodels.sh DEV_PHOTOS`).",
             "",
             f"## Accuracy on the {len(held_out)} held-out dev photos (MAE, 0–255 scale, 224×224)",

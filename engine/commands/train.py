@@ -179,7 +179,10 @@ def run(args: argparse.Namespace) -> int:
         "comcloak.train.photos": str(len(set(train_pairs.names))),
         "comcloak.train.held_out": str(len(val_pairs)),
         "comcloak.train.seed": str(args.seed),
+        "comcloak.train.threads": str(torch.get_num_threads()),
     }
+    if args.photos is not None:
+        extra["comcloak.train.views_per_photo"] = str(args.views_per_photo)
     temporary = output.with_name(f".{output.name}.tmp.safetensors")
     try:
         comodel_io.save_comodel(result.model, temporary, codec=codec_name, dtype=torch.float16, extra=extra)
