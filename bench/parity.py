@@ -6,7 +6,8 @@ Three measures per attack configuration, on the paper view (224x224) of each pho
 * the float noise floor: the same fraction between torch in float32 and torch in float64 — two implementations
   that differ only by rounding, so any two float32 backends can be expected to agree about this much;
 * step by step (teacher-forced): every step of the reference is fed to the exported step graph, and its x_next is
-  compared with the reference's next iterate — whether the two compute the same step function.
+  compared with the reference's next iterate — whether the two compute the same step function;
+* the outcome: success rates of both backends' cloaks after real JPEG 50 (paper protocol).
 
 Usage: python bench/parity.py PHOTOS [--limit N] [--through comodel:jpeg:50] [--json bench/results/parity-cpu.json]
 """
@@ -23,7 +24,8 @@ import numpy as np
 import torch
 
 from comcloak.attacks import attack_config, loss_and_gradient, make_through, run_attack
-from comcloak.attacks.protocols import to_tensor
+from comcloak.attacks.protocols import to_tensor, to_uint8
+from comcloak.codecs import parse_codec
 from comcloak.codecs.pairs import list_photos, load_rgb, paper_view
 from comcloak.engine.backends import OnnxRuntimeRunner, StepGraphCache
 from comcloak.engine.bench import library_versions, machine_description
@@ -38,6 +40,14 @@ CONFIGS = [(method, targeted) for method in ("fgsm", "bim", "mim") for targeted 
 def within(a: torch.Tensor, b: torch.Tensor) -> float:
     qa, qb = (a * 255).round(), (b * 255).round()
     return float(((qa - qb).abs() <= 1).float().mean())
+
+
+def success_after(classifier, codec, cloaked: torch.Tensor, goal: torch.Tensor, targeted: bool) -> float:
+    """Paper protocol: round to uint8, compress with the real codec, classify; success = target / not clean."""
+    compressed = np.stack([codec.apply(image) for image in to_uint8(cloaked)])
+    with torch.no_grad():
+        labels = classifier(to_tensor(compressed)).argmax(1)
+    return float((labels == goal).float().mean() if targeted else (labels != goal).float().mean())
 
 
 def teacher_forced(session, classifier, through, x0, goal, config) -> float:
@@ -66,6 +76,7 @@ def main() -> None:
     parser.add_argument("--classifier", default="efficientnet_lite0")
     parser.add_argument("--through", default="comodel:jpeg:50")
     parser.add_argument("--eps", type=float, default=5.0)
+    parser.add_argument("--codec", default="jpeg:50", help="real codec for the success rates (default jpeg:50)")
     parser.add_argument("--json", default="bench/results/parity-cpu.json")
     parser.add_argument("--cache-dir", default=None)
     args = parser.parse_args()
@@ -75,8 +86,9 @@ def main() -> None:
     through = freeze(make_through(args.through))
     photos = [paper_view(load_rgb(path)) for path in list_photos(args.photos)[: args.limit]]
     x0 = to_tensor(np.stack(photos))
+    codec = parse_codec(args.codec)
     with torch.no_grad():
-        clean = classifier(through(x0)).argmax(1)
+        clean = classifier(x0).argmax(1)
     graph = StepGraphCache(classifier, through, args.cache_dir).path_for(224, 224)
     classifier64, through64 = copy.deepcopy(classifier).double(), copy.deepcopy(through).double()
     rows = []
@@ -89,21 +101,25 @@ def main() -> None:
             cloaked = runner.infer(x0, goal)
             step_agree = teacher_forced(runner.session, classifier, through, x0, goal, config)
         row = {"attack": method, "targeted": targeted, "end_to_end": within(cloaked, reference),
-               "float32_vs_float64": within(reference, reference64), "per_step": step_agree}
+               "float32_vs_float64": within(reference, reference64), "per_step": step_agree,
+               "success_torch": success_after(classifier, codec, reference, goal, targeted),
+               "success_onnxruntime": success_after(classifier, codec, cloaked, goal, targeted)}
         rows.append(row)
         print(json.dumps(row))
     payload = {"machine": machine_description(), "versions": library_versions(), "classifier": args.classifier,
-               "through": args.through, "eps": args.eps, "n_photos": len(photos), "results": rows,
+               "through": args.through, "codec": args.codec, "eps": args.eps, "n_photos": len(photos), "results": rows,
                "seconds": time.perf_counter() - began}
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(payload, indent=2))
     lines = [f"Parity on {len(photos)} photos, {args.classifier} through {args.through}, eps {args.eps:g}: fraction "
              "of uint8 pixels within 1/255", "", "| attack | targeted | onnxruntime vs torch (end to end) | "
-             "torch fp32 vs fp64 (end to end) | onnxruntime vs torch (per step) |", "|---|---|---:|---:|---:|"]
+             f"torch fp32 vs fp64 (end to end) | onnxruntime vs torch (per step) | success after {args.codec}: "
+             "torch / onnxruntime |", "|---|---|---:|---:|---:|---:|"]
     for row in rows:
         lines.append(f"| {row['attack']} | {row['targeted']} | {100 * row['end_to_end']:.2f}% | "
-                     f"{100 * row['float32_vs_float64']:.2f}% | {100 * row['per_step']:.3f}% |")
+                     f"{100 * row['float32_vs_float64']:.2f}% | {100 * row['per_step']:.3f}% | "
+                     f"{100 * row['success_torch']:.0f}% / {100 * row['success_onnxruntime']:.0f}% |")
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -79,6 +79,22 @@ def library_versions() -> dict[str, str]:
     return found
 
 
+def peak_rss_megabytes() -> float:
+    """This process's peak resident memory in MiB.
+
+    Linux: ``VmHWM`` from ``/proc/self/status``, which starts afresh at exec; ``ru_maxrss`` would not do here,
+    because a spawned child inherits its parent's maximum across fork and exec.
+    """
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux, bytes on macOS
+
+
 def _measure(backend: str, batch: int, settings: BenchSettings, onnx_path: str | None) -> BenchResult:
     """Runs in the child process: build the runner, warm up, time calls."""
     import torch
@@ -120,7 +136,7 @@ def _measure(backend: str, batch: int, settings: BenchSettings, onnx_path: str |
             elapsed = time.perf_counter() - began
             if elapsed >= settings.min_seconds:
                 break
-    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
+    peak_rss_mb = peak_rss_megabytes()
     peak_gpu = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
     return BenchResult(backend, batch, batch * calls / elapsed, peak_rss_mb, elapsed, calls, peak_gpu)
 

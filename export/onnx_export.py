@@ -22,6 +22,7 @@ The ONNX packages (``onnx``, ``onnxscript`` for ``torch.onnx``'s exporter, ``onn
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import importlib
@@ -30,6 +31,7 @@ import logging
 import os
 import tempfile
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,6 +68,17 @@ TENSORRT_ONNX_OPS = frozenset({
     "ReduceSum", "Relu", "Reshape", "Round", "Shape", "Sigmoid", "Sign", "Slice", "Softmax", "Split", "Sqrt",
     "Squeeze", "Sub", "Sum", "Tanh", "Tile", "Transpose", "Unsqueeze", "Where",
 })
+
+
+@contextlib.contextmanager
+def _quiet_logger(name: str) -> Iterator[None]:
+    log = logging.getLogger(name)
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 class ExportError(RuntimeError):
@@ -222,8 +235,9 @@ def export_attack_step(
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".export-") as scratch:
         scratch_file = Path(scratch) / "step.onnx"
         try:
-            with torch.no_grad(), warnings.catch_warnings():
-                # torch's exporter warns about its own internals (pytree deprecations, axis renaming) on every call
+            with torch.no_grad(), warnings.catch_warnings(), _quiet_logger("torch.onnx"):
+                # torch's exporter warns about its own internals (pytree deprecations, axis renaming, absent
+                # torchvision ops) on every call
                 warnings.simplefilter("ignore", (FutureWarning, UserWarning, DeprecationWarning))
                 torch.onnx.export(
                     step, example, str(scratch_file), input_names=list(INPUT_NAMES),
