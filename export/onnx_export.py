@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -216,8 +217,6 @@ def export_attack_step(
     seed: int = 0,
 ) -> ExportReport:
     """Export and self-check the attack step (see :class:`OnnxFromTorch`, which wraps this)."""
-    import time
-
     onnx = import_optional("onnx")
     import_optional("onnxscript")
     began = time.perf_counter()
