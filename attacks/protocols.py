@@ -11,13 +11,15 @@ import torch
 from torch import nn
 
 from comcloak.attacks.loop import AttackConfig, paper_targets, run_attack
+from comcloak.attacks.metrics import linf, psnr, ssim
+from comcloak.attacks.through import CodecMatchedThroughs
 from comcloak.codecs import Codec
 from comcloak.codecs.pairs import paper_view as resize_square
 from comcloak.codecs.tensors import to_tensor, to_uint8
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PAPER_SIZE", "ProtocolResult", "ProtocolRow", "logits_of", "predict", "resize_square",
+__all__ = ["PAPER_SIZE", "ProtocolResult", "ProtocolRow", "cloak_passes", "logits_of", "predict", "resize_square",
            "run_paper_protocol", "to_tensor", "to_uint8"]
 
 PAPER_SIZE = 224
@@ -53,10 +55,30 @@ class ProtocolRow:
 
 @dataclass
 class ProtocolResult:
+    """Success counts per (attack, through, codec), and every cloak, keyed by (attack, stand-in spec).
+
+    For ``comodel:auto`` the cloaks are keyed by the stand-in each codec resolved to (``comodel:jpeg:50``, ...).
+    """
+
     targeted: bool
     n_photos: int
     rows: list[ProtocolRow] = field(default_factory=list)
     cloaked: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+    clean_views: np.ndarray | None = None  # uint8 (N, 224, 224, 3), what was cloaked
+
+    def quality(self) -> dict[str, float]:
+        """Image quality over every cloak against its clean view: mean and 5th-percentile PSNR (dB), mean SSIM,
+        largest L-inf change (0-255)."""
+        if self.clean_views is None or not self.cloaked:
+            raise ValueError("no cloaks to measure")
+        psnrs, ssims, worst = [], [], 0
+        for cloaks in self.cloaked.values():
+            for original, cloak in zip(self.clean_views, cloaks):
+                psnrs.append(min(psnr(original, cloak), 99.0))  # identical images: cap inf for the statistics
+                ssims.append(ssim(original, cloak))
+                worst = max(worst, linf(original, cloak))
+        return {"psnr_mean": float(np.mean(psnrs)), "psnr_p05": float(np.percentile(psnrs, 5)),
+                "ssim_mean": float(np.mean(ssims)), "linf_max": float(worst)}
 
     def rate(self, attack: str, through: str, codec: str) -> float:
         for row in self.rows:
@@ -69,7 +91,7 @@ def run_paper_protocol(
     classifier: nn.Module,
     photos: Sequence[np.ndarray],
     attacks: Sequence[AttackConfig],
-    throughs: dict[str, nn.Module],
+    throughs: dict[str, nn.Module | CodecMatchedThroughs],
     codecs: Sequence[Codec],
     batch_size: int = 8,
     device: torch.device | str = "cpu",
@@ -80,6 +102,9 @@ def run_paper_protocol(
     Clean label = top-1 on the 224×224 photo. Untargeted success: label after the codec ≠ clean label;
     targeted success: label after the codec = (clean + 500) mod classes. All ``attacks`` must agree on
     ``targeted``. ``progress`` is called with the number of photos finished for each attack batch.
+
+    A :class:`CodecMatchedThroughs` value (``comodel:auto``) cloaks for each codec through the stand-in matched to
+    it; codecs that share a stand-in share the cloak.
     """
     targeted_flags = {config.targeted for config in attacks}
     if len(targeted_flags) != 1:
@@ -92,23 +117,47 @@ def run_paper_protocol(
     clean_logits = logits_of(classifier, clean, batch_size)
     clean_labels = clean_logits.argmax(dim=1)
     goal = paper_targets(clean_labels, clean_logits.shape[1]) if targeted else clean_labels
-    result = ProtocolResult(targeted=targeted, n_photos=len(photos))
+    result = ProtocolResult(targeted=targeted, n_photos=len(photos), clean_views=views)
     for config in attacks:
         for through_name, through in throughs.items():
-            adversarial = torch.cat([
-                _attack_chunk(classifier, chunk, labels, config, through, progress)
-                for chunk, labels in zip(clean.split(batch_size), goal.split(batch_size))
-            ])
-            cloaked = to_uint8(adversarial)
-            result.cloaked[(config.method, through_name)] = cloaked
-            for codec in codecs:
-                received = to_tensor(codec.apply_batch(cloaked), device)
-                labels = predict(classifier, received, batch_size)
-                hits = labels == goal if targeted else labels != clean_labels
-                result.rows.append(ProtocolRow(config.method, through_name, codec.spec, int(hits.sum()), len(hits)))
-                logger.info("%s through %s, %s: %d/%d", config.method, through_name, codec.spec,
-                            int(hits.sum()), len(hits))
+            for stand_in, module, group in _cloak_groups(through_name, through, codecs):
+                adversarial = torch.cat([
+                    _attack_chunk(classifier, chunk, labels, config, module, progress)
+                    for chunk, labels in zip(clean.split(batch_size), goal.split(batch_size))
+                ])
+                cloaked = to_uint8(adversarial)
+                result.cloaked[(config.method, stand_in)] = cloaked
+                _score(result, classifier, cloaked, group, config.method, through_name, goal, clean_labels,
+                       targeted, batch_size, device)
     return result
+
+
+def _cloak_groups(
+    through_name: str, through: nn.Module | CodecMatchedThroughs, codecs: Sequence[Codec]
+) -> list[tuple[str, nn.Module, list[Codec]]]:
+    """(stand-in spec, module, codecs scored on its cloak): one group, or one per distinct matched stand-in."""
+    if not isinstance(through, CodecMatchedThroughs):
+        return [(through_name, through, list(codecs))]
+    groups: dict[str, tuple[nn.Module, list[Codec]]] = {}
+    for codec in codecs:
+        spec, module = through.for_codec(codec.spec)
+        groups.setdefault(spec, (module, []))[1].append(codec)
+    return [(spec, module, group) for spec, (module, group) in groups.items()]
+
+
+def cloak_passes(throughs: dict[str, nn.Module | CodecMatchedThroughs], codecs: Sequence[Codec]) -> int:
+    """How many times each photo is cloaked per attack (for progress totals)."""
+    return sum(len(_cloak_groups(name, through, codecs)) for name, through in throughs.items())
+
+
+def _score(result, classifier, cloaked, codecs, method, through_name, goal, clean_labels, targeted, batch_size,
+           device) -> None:
+    for codec in codecs:
+        received = to_tensor(codec.apply_batch(cloaked), device)
+        labels = predict(classifier, received, batch_size)
+        hits = labels == goal if targeted else labels != clean_labels
+        result.rows.append(ProtocolRow(method, through_name, codec.spec, int(hits.sum()), len(hits)))
+        logger.info("%s through %s, %s: %d/%d", method, through_name, codec.spec, int(hits.sum()), len(hits))
 
 
 def _attack_chunk(classifier, chunk, labels, config, through, progress) -> torch.Tensor:

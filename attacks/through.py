@@ -9,6 +9,9 @@ Spec strings (``--through``):
 * ``comodel:PATH`` — a trained ComModel from a weights file (``comcloak train`` output, or a paper-ComModel state
   dict whose width is read from the weights). An existing file wins over a codec spec of the same spelling.
 * ``mix:A|B|...`` — a random pick from several stand-ins at each step (quote it in a shell).
+
+In evaluations, ``comodel:auto`` stands for :func:`matched_through_spec` of each codec evaluated: the paper's setting,
+in which the platform's compressor is approximated by a ComModel trained for it.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from comcloak.models import WeightsError, comodel_io, freeze
 logger = logging.getLogger(__name__)
 
 COMODEL_MULTIPLE = 16  # four stride-2 stages: ComModel needs H and W divisible by 16
+AUTO_THROUGH = "comodel:auto"
+FALLBACK_THROUGH = "comodel:jpeg:50"  # most platforms serve JPEG
 
 
 class ThroughSpecError(ValueError):
@@ -90,6 +95,50 @@ def resolve_comodel(argument: str) -> Path:
         raise ThroughSpecError(str(exc)) from None
 
 
+def matched_through_spec(codec_spec: str) -> str:
+    """The stand-in that imitates the codec chain ``codec_spec``.
+
+    The shipped ComModel for that codec when there is one (``comodel:jpeg:50``); ``none`` for the codec ``none``;
+    differentiable JPEG at the same quality for a JPEG without a shipped ComModel; otherwise the JPEG-50 ComModel.
+    """
+    from comcloak.codecs import parse_codec
+    from comcloak.codecs.real import Identity, Jpeg
+
+    codec = parse_codec(codec_spec)
+    if codec.spec in comodel_io.list_shipped_comodels():
+        return f"comodel:{codec.spec}"
+    if isinstance(codec, Identity):
+        return "none"
+    if isinstance(codec, Jpeg):
+        return f"diffjpeg:{codec.quality}"
+    logger.info("no shipped ComModel for %s; using %s", codec.spec, FALLBACK_THROUGH)
+    return FALLBACK_THROUGH
+
+
+class CodecMatchedThroughs:
+    """``comodel:auto``: for each codec evaluated, the stand-in matched to it (:func:`matched_through_spec`).
+
+    Modules are built once per stand-in spec and moved to the device given to :meth:`to`.
+    """
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+        self.device: torch.device | str = "cpu"
+        self._built: dict[str, nn.Module] = {}
+
+    def to(self, device: torch.device | str) -> CodecMatchedThroughs:
+        self.device = device
+        self._built = {spec: module.to(device) for spec, module in self._built.items()}
+        return self
+
+    def for_codec(self, codec_spec: str) -> tuple[str, nn.Module]:
+        """(stand-in spec, module) for the codec chain ``codec_spec``."""
+        spec = matched_through_spec(codec_spec)
+        if spec not in self._built:
+            self._built[spec] = make_through(spec, self.seed).to(self.device)
+        return spec, self._built[spec]
+
+
 def make_through(spec: str, seed: int = 0) -> nn.Module:
     """Build the stand-in named by ``spec`` (see the module docstring), in eval mode with frozen weights."""
     spec = spec.strip()
@@ -105,6 +154,10 @@ def make_through(spec: str, seed: int = 0) -> nn.Module:
         if not 1 <= quality <= 100:
             raise ThroughSpecError(f"diffjpeg quality must be an integer in 1..100, got {argument!r}")
         module = DiffJPEG(quality)
+    elif name == "comodel" and argument.lower() == "auto":
+        raise ThroughSpecError(
+            "comodel:auto picks the ComModel of each codec evaluated; it only applies to comcloak eval --through"
+        )
     elif name == "comodel":
         if not argument:
             raise ThroughSpecError("comodel: needs a codec spec or a weights file, e.g. comodel:jpeg:50")

@@ -14,6 +14,7 @@ from torch import nn
 
 from comcloak.attacks import attack_config, make_through, paper_targets
 from comcloak.attacks.protocols import to_tensor
+from comcloak.attacks.through import FALLBACK_THROUGH, matched_through_spec
 from comcloak.engine.backends import (
     BACKENDS,
     AttackRunner,
@@ -29,30 +30,14 @@ logger = logging.getLogger(__name__)
 DEFAULT_CLASSIFIER = "efficientnet_lite0"
 # The library default: the shipped ComModel for JPEG 50, the paper's main setting. The CLI picks the shipped
 # ComModel for its --check codec instead (default_through).
-DEFAULT_THROUGH = "comodel:jpeg:50"
+DEFAULT_THROUGH = FALLBACK_THROUGH
 DEFAULT_ATTACK_SIZE = 224
 
 
 def default_through(check: str) -> str:
-    """The stand-in to attack through when the photos will meet the codec ``check`` (a spec string).
-
-    The shipped ComModel for that codec when there is one (``comodel:jpeg:50``); ``none`` when the check codec is
-    ``none``; differentiable JPEG at the same quality for a JPEG without a shipped ComModel; otherwise the shipped
-    JPEG-50 ComModel, since most platforms serve JPEG.
-    """
-    from comcloak.codecs import parse_codec
-    from comcloak.codecs.real import Identity, Jpeg
-    from comcloak.models.comodel_io import list_shipped_comodels
-
-    codec = parse_codec(check)
-    if codec.spec in list_shipped_comodels():
-        return f"comodel:{codec.spec}"
-    if isinstance(codec, Identity):
-        return "none"
-    if isinstance(codec, Jpeg):
-        return f"diffjpeg:{codec.quality}"
-    logger.info("no shipped ComModel for %s; attacking through the JPEG-50 ComModel", codec.spec)
-    return DEFAULT_THROUGH
+    """The stand-in to attack through when the photos will meet the codec ``check`` (a spec string): the shipped
+    ComModel for it, else a fallback (:func:`comcloak.attacks.through.matched_through_spec`)."""
+    return matched_through_spec(check)
 
 
 class CloakerConfigError(ValueError):

@@ -20,9 +20,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("photos", nargs="+", metavar="PHOTOS", help="photo files or folders")
     parser.add_argument("--protocol", default="paper", choices=("paper",), help="evaluation protocol (paper)")
     parser.add_argument("--attacks", default="mim", help="comma-separated: fgsm,bim,mim (default mim)")
-    parser.add_argument("--through", default="none,diffjpeg:50",
-                        help="comma-separated stand-ins: none, diffjpeg:Q, comodel:PATH, 'mix:A|B' "
-                             "(default none,diffjpeg:50)")
+    parser.add_argument("--through", default="none,diffjpeg:50,comodel:auto",
+                        help="comma-separated stand-ins: none, diffjpeg:Q, comodel:CODEC, comodel:PATH, 'mix:A|B', "
+                             "comodel:auto (for each codec evaluated, the ComModel trained for it: the paper's "
+                             "setting) (default none,diffjpeg:50,comodel:auto)")
     parser.add_argument("--codecs", default=DEFAULT_CODECS,
                         help=f"comma-separated real codecs (default {DEFAULT_CODECS})")
     parser.add_argument("--limit", type=positive_int, default=None, help="use the first N photos (sorted by path)")
@@ -39,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from comcloak.attacks import make_through
-    from comcloak.attacks.protocols import run_paper_protocol
+    from comcloak.attacks.protocols import cloak_passes, run_paper_protocol
+    from comcloak.attacks.through import AUTO_THROUGH, CodecMatchedThroughs
     from comcloak.codecs import parse_codec
     from comcloak.engine.atomic import write_json
     from comcloak.engine.cli import UserError
@@ -51,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"eval runs on the torch backend; --backend {args.backend} is for cloak, demo and bench")
     attacks = [_attack(name.strip(), args) for name in args.attacks.split(",") if name.strip()]
     through_specs = [spec.strip() for spec in args.through.split(",") if spec.strip()]
-    throughs = {spec: make_through(spec, args.seed) for spec in through_specs}
+    throughs = {spec: CodecMatchedThroughs(args.seed) if spec.lower() == AUTO_THROUGH else make_through(spec, args.seed)
+                for spec in through_specs}
     codecs = [parse_codec(spec.strip()) for spec in args.codecs.split(",") if spec.strip()]
     if not attacks or not throughs or not codecs:
         raise UserError("--attacks, --through and --codecs each need at least one entry")
@@ -72,18 +75,22 @@ def run(args: argparse.Namespace) -> int:
     classifier = freeze(build_classifier(args).to(device))
     throughs = {name: module.to(device) for name, module in throughs.items()}
     started = time.perf_counter()
-    total = len(photos) * len(attacks) * len(throughs)
+    total = len(photos) * len(attacks) * cloak_passes(throughs, codecs)
     with tqdm(total=total, unit="cloak", disable=args.quiet, file=sys.stderr, dynamic_ncols=True) as bar:
         result = run_paper_protocol(classifier, photos, attacks, throughs, codecs, batch_size=args.batch_size,
                                     device=device, progress=bar.update)
     seconds = time.perf_counter() - started
+    quality = result.quality()
     print(format_results(result, [c.spec for c in codecs], args))
+    print(f"quality of the cloaks: PSNR mean {quality['psnr_mean']:.1f} dB (5th percentile {quality['psnr_p05']:.1f}), "
+          f"SSIM mean {quality['ssim_mean']:.4f}, max L-inf {quality['linf_max']:.0f}/255")
     if args.json:
         payload = {
             "protocol": args.protocol, "classifier": args.classifier, "eps": args.eps,
             "steps": attacks[0].steps if len({a.steps for a in attacks}) == 1 else None,
             "targeted": args.targeted, "n_photos": result.n_photos,
-            "results": [row.as_dict() for row in result.rows], "failed_photos": failed, "seconds": seconds,
+            "results": [row.as_dict() for row in result.rows], "quality": quality, "failed_photos": failed,
+            "seconds": seconds,
         }
         write_json(payload, args.json)
     print(f"{result.n_photos} photos, {seconds:.0f} s")

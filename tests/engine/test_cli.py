@@ -128,6 +128,19 @@ def test_eval_paper_protocol_small(tmp_path: Path, photo_dir: Path, capsys) -> N
     assert payload["n_photos"] == 2 and payload["protocol"] == "paper"
     combos = {(r["attack"], r["through"], r["codec"]) for r in payload["results"]}
     assert len(combos) == 2 * 2 * 2 and all(r["n"] == 2 for r in payload["results"])
+    assert set(payload["quality"]) == {"psnr_mean", "psnr_p05", "ssim_mean", "linf_max"}
+    assert payload["quality"]["linf_max"] <= 5 and "quality of the cloaks: PSNR mean" in stdout
+
+
+def test_eval_comodel_auto(tmp_path: Path, photo_dir: Path, capsys) -> None:
+    out = tmp_path / "eval.json"
+    code, stdout, _ = run_cli(["eval", str(photo_dir), "--classifier", "tiny_classifier", "--attacks", "mim",
+                               "--through", "comodel:auto", "--codecs", "jpeg:50,webp:50", "--steps", "2",
+                               "--targeted", "--json", str(out), "-q"], capsys)
+    assert code == 0 and "targeted success" in stdout
+    payload = json.loads(out.read_text())
+    assert {(r["through"], r["codec"]) for r in payload["results"]} == {("comodel:auto", "jpeg:50"),
+                                                                        ("comodel:auto", "webp:50")}
 
 
 def test_resnet50_from_a_user_weights_file(photo_dir: Path, tmp_path: Path, capsys) -> None:
