@@ -65,6 +65,8 @@ class ProtocolResult:
     rows: list[ProtocolRow] = field(default_factory=list)
     cloaked: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
     clean_views: np.ndarray | None = None  # uint8 (N, 224, 224, 3), what was cloaked
+    # codec -> photos whose *uncloaked* label survives the codec: how much the codec alone changes the labels
+    clean_agreement: dict[str, int] = field(default_factory=dict)
 
     def quality(self) -> dict[str, float]:
         """Image quality over every cloak against its clean view: mean and 5th-percentile PSNR (dB), mean SSIM,
@@ -118,6 +120,9 @@ def run_paper_protocol(
     clean_labels = clean_logits.argmax(dim=1)
     goal = paper_targets(clean_labels, clean_logits.shape[1]) if targeted else clean_labels
     result = ProtocolResult(targeted=targeted, n_photos=len(photos), clean_views=views)
+    for codec in codecs:
+        labels = predict(classifier, to_tensor(codec.apply_batch(views), device), batch_size)
+        result.clean_agreement[codec.spec] = int((labels == clean_labels).sum())
     for config in attacks:
         for through_name, through in throughs.items():
             for stand_in, module, group in _cloak_groups(through_name, through, codecs):

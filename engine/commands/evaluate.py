@@ -29,6 +29,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--limit", type=positive_int, default=None, help="use the first N photos (sorted by path)")
     parser.add_argument("--batch-size", type=positive_int, default=8, help="photos attacked together (default 8)")
     parser.add_argument("--json", metavar="OUT", help="write results as JSON")
+    parser.add_argument("--report", metavar="OUT.md", help="write the tables as markdown")
+    parser.add_argument("--plot", metavar="OUT.png", help="write a grouped bar chart of the success rates")
+    parser.add_argument("--examples", metavar="OUT.png",
+                        help="write an example grid: the first 4 photos, each cloak and its amplified difference")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_attack_options(parser, single_attack=False)
     add_model_options(parser)
@@ -43,9 +47,10 @@ def run(args: argparse.Namespace) -> int:
     from comcloak.attacks.protocols import cloak_passes, run_paper_protocol
     from comcloak.attacks.through import AUTO_THROUGH, CodecMatchedThroughs
     from comcloak.codecs import parse_codec
-    from comcloak.engine.atomic import write_json
+    from comcloak.engine.atomic import atomic_writer, write_json
     from comcloak.engine.cli import UserError
     from comcloak.engine.commands.options import build_classifier
+    from comcloak.engine.eval_report import markdown_report, write_bar_chart, write_example_grid
     from comcloak.engine.photos import PhotoError, collect_photos, load_photo
     from comcloak.models import freeze
 
@@ -84,15 +89,24 @@ def run(args: argparse.Namespace) -> int:
     print(format_results(result, [c.spec for c in codecs], args))
     print(f"quality of the cloaks: PSNR mean {quality['psnr_mean']:.1f} dB (5th percentile {quality['psnr_p05']:.1f}), "
           f"SSIM mean {quality['ssim_mean']:.4f}, max L-inf {quality['linf_max']:.0f}/255")
+    payload = {
+        "protocol": args.protocol, "classifier": args.classifier, "eps": args.eps,
+        "steps": max(a.steps for a in attacks),  # of the iterative attacks; FGSM always takes one
+        "targeted": args.targeted, "n_photos": result.n_photos,
+        "results": [row.as_dict() for row in result.rows], "quality": quality,
+        "clean_agreement": [{"codec": spec, "agreement": agree / result.n_photos, "n": result.n_photos}
+                            for spec, agree in result.clean_agreement.items()],
+        "failed_photos": failed, "seconds": seconds,
+    }
     if args.json:
-        payload = {
-            "protocol": args.protocol, "classifier": args.classifier, "eps": args.eps,
-            "steps": attacks[0].steps if len({a.steps for a in attacks}) == 1 else None,
-            "targeted": args.targeted, "n_photos": result.n_photos,
-            "results": [row.as_dict() for row in result.rows], "quality": quality, "failed_photos": failed,
-            "seconds": seconds,
-        }
         write_json(payload, args.json)
+    if args.report:
+        with atomic_writer(args.report) as handle:
+            handle.write(markdown_report(payload).encode())
+    if args.plot:
+        write_bar_chart(payload, args.plot)
+    if args.examples:
+        write_example_grid(result.clean_views, result.cloaked, args.eps, args.examples)
     print(f"{result.n_photos} photos, {seconds:.0f} s")
     return 0
 

@@ -132,15 +132,26 @@ def test_eval_paper_protocol_small(tmp_path: Path, photo_dir: Path, capsys) -> N
     assert payload["quality"]["linf_max"] <= 5 and "quality of the cloaks: PSNR mean" in stdout
 
 
-def test_eval_comodel_auto(tmp_path: Path, photo_dir: Path, capsys) -> None:
+def test_eval_comodel_auto_with_report_plot_and_examples(tmp_path: Path, photo_dir: Path, capsys) -> None:
     out = tmp_path / "eval.json"
+    outputs = {"--report": tmp_path / "r.md", "--plot": tmp_path / "bars.png", "--examples": tmp_path / "grid.png"}
     code, stdout, _ = run_cli(["eval", str(photo_dir), "--classifier", "tiny_classifier", "--attacks", "mim",
-                               "--through", "comodel:auto", "--codecs", "jpeg:50,webp:50", "--steps", "2",
-                               "--targeted", "--json", str(out), "-q"], capsys)
+                               "--through", "none,comodel:auto", "--codecs", "jpeg:50,webp:50", "--steps", "2",
+                               "--targeted", "--json", str(out), "-q",
+                               *(arg for flag, path in outputs.items() for arg in (flag, str(path)))], capsys)
     assert code == 0 and "targeted success" in stdout
     payload = json.loads(out.read_text())
-    assert {(r["through"], r["codec"]) for r in payload["results"]} == {("comodel:auto", "jpeg:50"),
-                                                                        ("comodel:auto", "webp:50")}
+    assert {(r["through"], r["codec"]) for r in payload["results"]} == {
+        (through, codec) for through in ("none", "comodel:auto") for codec in ("jpeg:50", "webp:50")}
+    assert [row["codec"] for row in payload["clean_agreement"]] == ["jpeg:50", "webp:50"]
+    assert all(0 <= row["agreement"] <= 1 and row["n"] == 2 for row in payload["clean_agreement"])
+    report = outputs["--report"].read_text()
+    assert "| mim | `comodel:auto` |" in report and "| clean | (no cloak) |" in report and "PSNR mean" in report
+    with Image.open(outputs["--plot"]) as chart:
+        assert chart.size == (1200, 520)
+    with Image.open(outputs["--examples"]) as grid:
+        # clean + (cloak, difference) for none, comodel:jpeg:50 and comodel:webp:50; one row per photo (2)
+        assert grid.width == 4 + 7 * (224 + 4) and grid.height == 14 + 4 + 2 * (224 + 4)
 
 
 def test_resnet50_from_a_user_weights_file(photo_dir: Path, tmp_path: Path, capsys) -> None:
