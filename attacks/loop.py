@@ -111,17 +111,21 @@ def loss_and_gradient(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Cross-entropy of ``classifier(through(x))`` against ``labels`` and its gradient with respect to ``x``.
 
-    The loss is summed over the batch so that each image's gradient does not depend on the batch size.
+    The loss is summed over the batch so that each image's gradient does not depend on the batch size. With an
+    expectation stand-in (``eot:``, whose output stacks ``through.copies`` transformed batches) it is the mean over
+    the transformations, and the logits returned are their mean.
 
     Returns:
         ``(loss, gradient, logits)``: scalar loss, gradient shaped like ``x``, logits ``(N, classes)``.
     """
     x = x.detach().requires_grad_(True)
+    # An expectation stand-in (eot:) returns `copies` transformed batches stacked: the loss is their mean.
+    copies = getattr(through, "copies", 1)
     with torch.enable_grad():
         logits = classifier(through(x))
-        loss = F.cross_entropy(logits, labels, reduction="sum")
+        loss = F.cross_entropy(logits, labels.repeat(copies), reduction="sum") / copies
         (gradient,) = torch.autograd.grad(loss, x)
-    return loss.detach(), gradient, logits.detach()
+    return loss.detach(), gradient, logits.detach().view(copies, *labels.shape, -1).mean(0)
 
 
 def run_attack(

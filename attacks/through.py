@@ -9,6 +9,8 @@ Spec strings (``--through``):
 * ``comodel:PATH`` — a trained ComModel from a weights file (``comcloak train`` output, or a paper-ComModel state
   dict whose width is read from the weights). An existing file wins over a codec spec of the same spelling.
 * ``mix:A|B|...`` — a random pick from several stand-ins at each step (quote it in a shell).
+* ``eot:A|B|...`` — expectation over transformations: every step's loss is the mean over all the stand-ins, so
+  the gradient is their average (Shin & Song's ensemble of JPEG qualities, or several ComModels).
 
 In evaluations, ``comodel:auto`` stands for :func:`matched_through_spec` of each codec evaluated: the paper's setting,
 in which the platform's compressor is approximated by a ComModel trained for it.
@@ -67,6 +69,24 @@ class RandomChoiceThrough(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         index = int(torch.randint(len(self.choices), (1,), generator=self.generator))
         return self.choices[index](x)
+
+
+class ExpectationThrough(nn.Module):
+    """``eot:``: all stand-ins at once. The output stacks their outputs along the batch, ``copies`` blocks of N;
+    the attack loop averages the loss over the blocks (``comcloak.attacks.loop.loss_and_gradient``)."""
+
+    def __init__(self, choices: list[nn.Module]) -> None:
+        super().__init__()
+        if not choices:
+            raise ThroughSpecError("eot: needs at least one stand-in")
+        self.choices = nn.ModuleList(choices)
+
+    @property
+    def copies(self) -> int:
+        return len(self.choices)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([choice(x) for choice in self.choices])
 
 
 def load_comodel(path: str | os.PathLike) -> nn.Module:
@@ -162,13 +182,15 @@ def make_through(spec: str, seed: int = 0) -> nn.Module:
         if not argument:
             raise ThroughSpecError("comodel: needs a codec spec or a weights file, e.g. comodel:jpeg:50")
         module = ComModelThrough(load_comodel(resolve_comodel(argument)))
-    elif name == "mix":
+    elif name in ("mix", "eot"):
         parts = [part for part in argument.split("|") if part.strip()]
         if len(parts) < 2:
-            raise ThroughSpecError(f"mix: needs at least two stand-ins separated by '|', got {argument!r}")
-        module = RandomChoiceThrough([make_through(part, seed) for part in parts], seed=seed)
+            raise ThroughSpecError(f"{name}: needs at least two stand-ins separated by '|', got {argument!r}")
+        choices = [make_through(part, seed) for part in parts]
+        module = RandomChoiceThrough(choices, seed=seed) if name == "mix" else ExpectationThrough(choices)
     else:
         raise ThroughSpecError(
-            f"unknown --through {spec!r}; available: none, diffjpeg:Q, comodel:CODEC, comodel:PATH, mix:A|B|..."
+            f"unknown --through {spec!r}; available: none, diffjpeg:Q, comodel:CODEC, comodel:PATH, mix:A|B|..., "
+            "eot:A|B|..."
         )
     return freeze(module)

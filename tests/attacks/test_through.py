@@ -57,3 +57,23 @@ def test_mixture_picks_are_seeded() -> None:
         x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
         picks.append(torch.stack([mixture(x) for _ in range(6)]))
     torch.testing.assert_close(picks[0], picks[1])
+
+
+def test_expectation_over_stand_ins_averages_their_gradients() -> None:
+    import comcloak.models as M
+    from comcloak.attacks import loss_and_gradient
+    from comcloak.attacks.through import ExpectationThrough
+
+    classifier = M.create_model("tiny_classifier")
+    x = torch.rand(2, 3, 32, 32)
+    labels = torch.tensor([3, 9])
+    parts = ["diffjpeg:25", "diffjpeg:75", "comodel:jpeg:50"]
+    eot = make_through("eot:" + "|".join(parts))
+    assert isinstance(eot, ExpectationThrough) and eot.copies == 3
+    loss, gradient, logits = loss_and_gradient(classifier, eot, x, labels)
+    singles = [loss_and_gradient(classifier, make_through(part), x, labels) for part in parts]
+    torch.testing.assert_close(loss, sum(s[0] for s in singles) / 3)
+    torch.testing.assert_close(gradient, sum(s[1] for s in singles) / 3)
+    torch.testing.assert_close(logits, sum(s[2] for s in singles) / 3)
+    with pytest.raises(ThroughSpecError, match="eot: needs at least two"):
+        make_through("eot:diffjpeg:50")
