@@ -26,6 +26,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                              "setting) (default none,diffjpeg:50,comodel:auto)")
     parser.add_argument("--codecs", default=DEFAULT_CODECS,
                         help=f"comma-separated real codecs (default {DEFAULT_CODECS})")
+    parser.add_argument("--cross", action="store_true",
+                        help="also cloak through the stand-in matched to each codec evaluated (comodel:jpeg:50, ...) "
+                             "and score every such cloak on every codec: the mismatch matrix")
     parser.add_argument("--limit", type=positive_int, default=None, help="use the first N photos (sorted by path)")
     parser.add_argument("--batch-size", type=positive_int, default=8, help="photos attacked together (default 8)")
     parser.add_argument("--json", metavar="OUT", help="write results as JSON")
@@ -45,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
 
     from comcloak.attacks import make_through
     from comcloak.attacks.protocols import cloak_passes, run_paper_protocol
-    from comcloak.attacks.through import AUTO_THROUGH, CodecMatchedThroughs
+    from comcloak.attacks.through import AUTO_THROUGH, CodecMatchedThroughs, matched_through_spec
     from comcloak.codecs import parse_codec
     from comcloak.engine.atomic import atomic_writer, write_json
     from comcloak.engine.cli import UserError
@@ -58,9 +61,12 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"eval runs on the torch backend; --backend {args.backend} is for cloak, demo and bench")
     attacks = [_attack(name.strip(), args) for name in args.attacks.split(",") if name.strip()]
     through_specs = [spec.strip() for spec in args.through.split(",") if spec.strip()]
+    codecs = [parse_codec(spec.strip()) for spec in args.codecs.split(",") if spec.strip()]
+    if args.cross:  # one row per matched stand-in: cloak with codec A's ComModel, score on every codec B
+        through_specs += [spec for spec in dict.fromkeys(matched_through_spec(c.spec) for c in codecs)
+                          if spec not in through_specs and spec != "none"]
     throughs = {spec: CodecMatchedThroughs(args.seed) if spec.lower() == AUTO_THROUGH else make_through(spec, args.seed)
                 for spec in through_specs}
-    codecs = [parse_codec(spec.strip()) for spec in args.codecs.split(",") if spec.strip()]
     if not attacks or not throughs or not codecs:
         raise UserError("--attacks, --through and --codecs each need at least one entry")
     pairs = collect_photos(args.photos)

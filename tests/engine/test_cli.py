@@ -132,6 +132,18 @@ def test_eval_paper_protocol_small(tmp_path: Path, photo_dir: Path, capsys) -> N
     assert payload["quality"]["linf_max"] <= 5 and "quality of the cloaks: PSNR mean" in stdout
 
 
+def test_eval_cross_adds_the_mismatch_matrix(tmp_path: Path, photo_dir: Path, capsys) -> None:
+    out = tmp_path / "eval.json"
+    code, _, _ = run_cli(["eval", str(photo_dir), "--classifier", "tiny_classifier", "--attacks", "fgsm",
+                          "--through", "none", "--codecs", "none,jpeg:50,webp:75", "--cross", "--json", str(out),
+                          "-q"], capsys)
+    assert code == 0
+    payload = json.loads(out.read_text())
+    pairs = {(r["through"], r["codec"]) for r in payload["results"]}
+    assert pairs == {(through, codec) for through in ("none", "comodel:jpeg:50", "comodel:webp:75")
+                     for codec in ("none", "jpeg:50", "webp:75")}
+
+
 def test_eval_comodel_auto_with_report_plot_and_examples(tmp_path: Path, photo_dir: Path, capsys) -> None:
     out = tmp_path / "eval.json"
     outputs = {"--report": tmp_path / "r.md", "--plot": tmp_path / "bars.png", "--examples": tmp_path / "grid.png"}
