@@ -6,11 +6,11 @@ import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 _SSIM_SIGMA = 1.5
 _SSIM_RADIUS = 5  # 11-tap Gaussian window, as in Wang et al. 2004
 _SSIM_K1, _SSIM_K2 = 0.01, 0.03
+_SSIM_BAND = 64  # output rows per band
 
 
 def _check_pair(original: np.ndarray, other: np.ndarray) -> None:
@@ -38,22 +38,35 @@ def ssim(original: np.ndarray, other: np.ndarray) -> float:
     use_sample_covariance=False, data_range=255, channel_axis=-1)``.
     """
     _check_pair(original, other)
-    a = torch.from_numpy(np.ascontiguousarray(original)).double().permute(2, 0, 1)[:, None]
-    b = torch.from_numpy(np.ascontiguousarray(other)).double().permute(2, 0, 1)[:, None]
+    if min(original.shape[:2]) < 2 * _SSIM_RADIUS + 1:
+        raise ValueError(f"SSIM needs images of at least {2 * _SSIM_RADIUS + 1}x{2 * _SSIM_RADIUS + 1} pixels")
+    # Float64 on the 0-255 scale (float32 loses the variance of smooth regions to cancellation), in bands of rows
+    # so that the five blurred statistics stay in cache for multi-megapixel photos.
     taps = torch.arange(-_SSIM_RADIUS, _SSIM_RADIUS + 1, dtype=torch.float64)
     kernel_1d = torch.exp(-(taps**2) / (2 * _SSIM_SIGMA**2))
     kernel_1d /= kernel_1d.sum()
-
-    def blur(t: torch.Tensor) -> torch.Tensor:  # separable Gaussian, valid region only (as skimage crops)
-        t = F.conv2d(t, kernel_1d.view(1, 1, 1, -1))
-        return F.conv2d(t, kernel_1d.view(1, 1, -1, 1))
-
-    if min(a.shape[-2:]) < 2 * _SSIM_RADIUS + 1:
-        raise ValueError(f"SSIM needs images of at least {2 * _SSIM_RADIUS + 1}x{2 * _SSIM_RADIUS + 1} pixels")
     c1, c2 = (_SSIM_K1 * 255) ** 2, (_SSIM_K2 * 255) ** 2
-    mu_a, mu_b = blur(a), blur(b)
-    var_a = blur(a * a) - mu_a**2
-    var_b = blur(b * b) - mu_b**2
-    cov = blur(a * b) - mu_a * mu_b
-    ssim_map = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
-    return float(ssim_map.mean())
+    valid_rows = original.shape[0] - 2 * _SSIM_RADIUS
+    total, count = 0.0, 0
+    for top in range(0, valid_rows, _SSIM_BAND):
+        rows = slice(top, min(top + _SSIM_BAND, valid_rows) + 2 * _SSIM_RADIUS)
+        a = torch.from_numpy(np.ascontiguousarray(original[rows])).double().permute(2, 0, 1)
+        b = torch.from_numpy(np.ascontiguousarray(other[rows])).double().permute(2, 0, 1)
+        stack = torch.stack([a, b, a * a, b * b, a * b])  # (5, 3, band, W)
+        mu_a, mu_b, aa, bb, ab = _blur(_blur(stack, -1, kernel_1d), -2, kernel_1d)  # valid region, as skimage
+        var_a = aa - mu_a**2
+        var_b = bb - mu_b**2
+        cov = ab - mu_a * mu_b
+        ssim_map = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+        total += float(ssim_map.sum())
+        count += ssim_map.numel()
+    return total / count
+
+
+def _blur(t: torch.Tensor, dim: int, kernel_1d: torch.Tensor) -> torch.Tensor:
+    """Valid 1-D Gaussian filter along ``dim`` as shifted multiply-adds (faster than conv2d on large planes)."""
+    length = t.shape[dim] - 2 * _SSIM_RADIUS
+    out = t.narrow(dim, 0, length) * kernel_1d[0]
+    for tap in range(1, 2 * _SSIM_RADIUS + 1):
+        out += t.narrow(dim, tap, length) * kernel_1d[tap]
+    return out

@@ -51,7 +51,9 @@ def markdown_report(payload: dict) -> str:
                       "before: how much the codec alone changes the classifier's answer."]
     quality = payload.get("quality")
     if quality:
-        lines += ["", "Quality of the cloaks (224×224, against the clean view): "
+        where = ("full resolution, against the original photo" if payload["protocol"] == "archive"
+                 else "224×224, against the clean view")
+        lines += ["", f"Quality of the cloaks ({where}): "
                       f"PSNR mean {quality['psnr_mean']:.2f} dB, 5th percentile {quality['psnr_p05']:.2f} dB; "
                       f"SSIM mean {quality['ssim_mean']:.4f}; "
                       f"max L∞ {quality['linf_max']:.0f}/255."]

@@ -9,23 +9,28 @@ import time
 from comcloak.engine.commands.options import add_attack_options, add_model_options, positive_int
 
 DEFAULT_CODECS = "none,jpeg:75,jpeg:50,jpeg:25,webp:75,webp:50,webp:25,jp2:10,jp2:20"
+DEFAULT_CHAINS = "none,resize:2048+jpeg:85"  # the archive protocol's default platform chains
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "eval", help="measure cloak success after real codecs (paper protocol)",
+        "eval", help="measure cloak success after real codecs (paper or archive protocol)",
         description="Paper protocol: each photo resized to 224x224, clean label = classifier top-1, cloaked, rounded "
-                    "to uint8, compressed by the real codec, classified. Each cloak is computed once and scored "
-                    "against every codec.")
+                    "to uint8, compressed by the real codec, classified. Archive protocol: each photo cloaked at full "
+                    "resolution, passed through a platform chain (--codecs, e.g. resize:2048+jpeg:85), resized and "
+                    "centre-cropped as an attacker would (256, 224), classified. Each cloak is computed once and "
+                    "scored against every codec.")
     parser.add_argument("photos", nargs="+", metavar="PHOTOS", help="photo files or folders")
-    parser.add_argument("--protocol", default="paper", choices=("paper",), help="evaluation protocol (paper)")
+    parser.add_argument("--protocol", default="paper", choices=("paper", "archive"),
+                        help="paper (224x224 views, default) or archive (full resolution, platform chains)")
     parser.add_argument("--attacks", default="mim", help="comma-separated: fgsm,bim,mim (default mim)")
     parser.add_argument("--through", default="none,diffjpeg:50,comodel:auto",
                         help="comma-separated stand-ins: none, diffjpeg:Q, comodel:CODEC, comodel:PATH, 'mix:A|B', "
                              "comodel:auto (for each codec evaluated, the ComModel trained for it: the paper's "
                              "setting) (default none,diffjpeg:50,comodel:auto)")
-    parser.add_argument("--codecs", default=DEFAULT_CODECS,
-                        help=f"comma-separated real codecs (default {DEFAULT_CODECS})")
+    parser.add_argument("--codecs", default=None,
+                        help=f"comma-separated real codecs (default: paper {DEFAULT_CODECS}; archive "
+                             f"{DEFAULT_CHAINS})")
     parser.add_argument("--cross", action="store_true",
                         help="also cloak through the stand-in matched to each codec evaluated (comodel:jpeg:50, ...) "
                              "and score every such cloak on every codec: the mismatch matrix")
@@ -50,8 +55,10 @@ def run(args: argparse.Namespace) -> int:
     from comcloak.attacks.protocols import cloak_passes, run_paper_protocol
     from comcloak.attacks.through import AUTO_THROUGH, CodecMatchedThroughs, matched_through_spec
     from comcloak.codecs import parse_codec
+    from comcloak.engine.archive_protocol import run_archive_protocol
     from comcloak.engine.atomic import atomic_writer, write_json
     from comcloak.engine.cli import UserError
+    from comcloak.engine.cloaker import Cloaker
     from comcloak.engine.commands.options import build_classifier
     from comcloak.engine.eval_report import markdown_report, write_bar_chart, write_example_grid
     from comcloak.engine.photos import PhotoError, collect_photos, load_photo
@@ -59,9 +66,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.backend != "torch":
         raise UserError(f"eval runs on the torch backend; --backend {args.backend} is for cloak, demo and bench")
+    if args.examples and args.protocol != "paper":
+        raise UserError("--examples shows 224x224 paper-protocol cloaks; it does not apply to --protocol archive")
     attacks = [_attack(name.strip(), args) for name in args.attacks.split(",") if name.strip()]
     through_specs = [spec.strip() for spec in args.through.split(",") if spec.strip()]
-    codecs = [parse_codec(spec.strip()) for spec in args.codecs.split(",") if spec.strip()]
+    codec_list = args.codecs or (DEFAULT_CHAINS if args.protocol == "archive" else DEFAULT_CODECS)
+    codecs = [parse_codec(spec.strip()) for spec in codec_list.split(",") if spec.strip()]
     if args.cross:  # one row per matched stand-in: cloak with codec A's ComModel, score on every codec B
         through_specs += [spec for spec in dict.fromkeys(matched_through_spec(c.spec) for c in codecs)
                           if spec not in through_specs and spec != "none"]
@@ -88,8 +98,18 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     total = len(photos) * len(attacks) * cloak_passes(throughs, codecs)
     with tqdm(total=total, unit="cloak", disable=args.quiet, file=sys.stderr, dynamic_ncols=True) as bar:
-        result = run_paper_protocol(classifier, photos, attacks, throughs, codecs, batch_size=args.batch_size,
-                                    device=device, progress=bar.update)
+        if args.protocol == "archive":
+            def make_cloaker(config, through):
+                return Cloaker(classifier=classifier, through=through, attack=config.method, eps=config.eps * 255,
+                               steps=None if config.method == "fgsm" else config.steps, alpha=config.alpha * 255,
+                               momentum=config.momentum if config.method == "mim" else None,
+                               targeted=config.targeted, device=device, seed=args.seed)
+
+            result = run_archive_protocol(classifier, photos, attacks, throughs, codecs, make_cloaker, device,
+                                          progress=bar.update, batch_size=args.batch_size)
+        else:
+            result = run_paper_protocol(classifier, photos, attacks, throughs, codecs, batch_size=args.batch_size,
+                                        device=device, progress=bar.update)
     seconds = time.perf_counter() - started
     quality = result.quality()
     print(format_results(result, [c.spec for c in codecs], args))

@@ -38,3 +38,12 @@ def test_ssim_matches_scikit_image(pair: tuple[np.ndarray, np.ndarray]) -> None:
 def test_shape_mismatch_is_an_error() -> None:
     with pytest.raises(ValueError, match="differ in shape"):
         psnr(np.zeros((4, 4, 3), np.uint8), np.zeros((4, 5, 3), np.uint8))
+
+
+def test_ssim_matches_scikit_image_on_a_whole_photo(sample_photos: dict[str, np.ndarray]) -> None:
+    original = sample_photos["coffee"]  # 400 rows: several of ssim's row bands
+    noisy = np.clip(original.astype(int) + np.random.default_rng(1).integers(-4, 5, original.shape), 0, 255)
+    noisy = noisy.astype(np.uint8)
+    reference = structural_similarity(original, noisy, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+                                      data_range=255, channel_axis=-1)
+    assert ssim(original, noisy) == pytest.approx(reference, abs=1e-6)

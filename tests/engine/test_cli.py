@@ -178,3 +178,21 @@ def test_resnet50_from_a_user_weights_file(photo_dir: Path, tmp_path: Path, caps
                                "resnet50", "--classifier-weights", str(weights), "--steps", "1", "--attack-size",
                                "48"], capsys)
     assert code == 0 and "classifier='resnet50'" in stdout and (tmp_path / "out" / "cat.jpg").exists()
+
+
+def test_eval_archive_protocol(tmp_path: Path, photo_dir: Path, capsys) -> None:
+    out = tmp_path / "archive.json"
+    code, stdout, _ = run_cli(["eval", str(photo_dir), "--protocol", "archive", "--classifier", "tiny_classifier",
+                               "--attacks", "fgsm", "--through", "none,comodel:auto", "--codecs",
+                               "none,resize:256+jpeg:85", "--json", str(out), "--report", str(tmp_path / "a.md"),
+                               "-q"], capsys)
+    assert code == 0 and "untargeted success" in stdout
+    payload = json.loads(out.read_text())
+    assert payload["protocol"] == "archive" and payload["n_photos"] == 2
+    assert {(r["through"], r["codec"]) for r in payload["results"]} == {
+        (through, codec) for through in ("none", "comodel:auto") for codec in ("none", "resize:256+jpeg:85")}
+    assert payload["quality"]["linf_max"] <= 5 and payload["quality"]["psnr_mean"] > 30
+    assert "full resolution" in (tmp_path / "a.md").read_text()
+    code, _, err = run_cli(["eval", str(photo_dir), "--protocol", "archive", "--classifier", "tiny_classifier",
+                            "--examples", str(tmp_path / "x.png")], capsys)
+    assert code == 2 and "does not apply to --protocol archive" in err

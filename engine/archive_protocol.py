@@ -1,0 +1,121 @@
+"""The archive protocol (DESIGN §3): cloak full-resolution photos, pass them through a platform chain, classify
+them the way an attacker would.
+
+Each photo is cloaked at full resolution by a :class:`comcloak.engine.cloaker.Cloaker` (the attack view, the
+upsampled perturbation, rounding), then compressed by the platform chain (e.g. ``resize:2048+jpeg:85``), then
+prepared as an attacker does (shorter side resized to 256, centre crop 224) and classified. Untargeted success: the
+top-1 differs from the clean photo's top-1 under the same chain. Targeted success: the top-1 is the cloak's target.
+Quality: PSNR and SSIM of the full-resolution output against the original.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from comcloak.attacks import AttackConfig
+from comcloak.attacks.metrics import linf, psnr, ssim
+from comcloak.attacks.protocols import ProtocolRow, to_tensor
+from comcloak.attacks.through import CodecMatchedThroughs
+from comcloak.codecs import Codec
+
+logger = logging.getLogger(__name__)
+
+ATTACKER_RESIZE = 256
+ATTACKER_CROP = 224
+
+
+def attacker_view(photo: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Shorter side to 256 (antialiased bilinear), centre crop 224x224: float (1, 3, 224, 224) in [0, 1]."""
+    image = to_tensor(photo[None], device)
+    height, width = image.shape[-2:]
+    scale = ATTACKER_RESIZE / min(height, width)
+    size = (max(ATTACKER_CROP, round(height * scale)), max(ATTACKER_CROP, round(width * scale)))
+    image = F.interpolate(image, size=size, mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+    top, left = (size[0] - ATTACKER_CROP) // 2, (size[1] - ATTACKER_CROP) // 2
+    return image[..., top : top + ATTACKER_CROP, left : left + ATTACKER_CROP]
+
+
+@dataclass
+class ArchiveResult:
+    targeted: bool
+    n_photos: int
+    rows: list[ProtocolRow] = field(default_factory=list)
+    psnrs: list[float] = field(default_factory=list)
+    ssims: list[float] = field(default_factory=list)
+    linf_max: int = 0
+    clean_agreement: dict[str, int] = field(default_factory=dict)
+
+    def quality(self) -> dict[str, float]:
+        """PSNR mean / 5th percentile, SSIM mean and max L-inf of the full-resolution outputs."""
+        return {"psnr_mean": float(np.mean(self.psnrs)), "psnr_p05": float(np.percentile(self.psnrs, 5)),
+                "ssim_mean": float(np.mean(self.ssims)), "linf_max": float(self.linf_max)}
+
+
+def run_archive_protocol(
+    classifier: nn.Module,
+    photos: Sequence[np.ndarray],
+    attacks: Sequence[AttackConfig],
+    throughs: dict[str, nn.Module | CodecMatchedThroughs],
+    chains: Sequence[Codec],
+    make_cloaker: Callable[[AttackConfig, nn.Module], object],
+    device: torch.device | str = "cpu",
+    progress: Callable[[int], None] | None = None,
+    batch_size: int = 8,
+) -> ArchiveResult:
+    """Score full-resolution cloaks after platform ``chains`` (see the module docstring).
+
+    ``make_cloaker(config, through_module)`` returns a Cloaker for one attack and stand-in (the caller owns its
+    classifier, size and backend). ``comodel:auto`` (a :class:`CodecMatchedThroughs`) cloaks for each chain through
+    the stand-in matched to it. Photos are cloaked ``batch_size`` at a time (attack views of equal shape are
+    attacked together). ``progress`` is called with the number of photos cloaked.
+    """
+    if not photos:
+        raise ValueError("the archive protocol needs at least one photo")
+    targeted_flags = {config.targeted for config in attacks}
+    if len(targeted_flags) != 1:
+        raise ValueError("all attack configurations of one protocol run must agree on targeted")
+    targeted = targeted_flags.pop()
+    result = ArchiveResult(targeted=targeted, n_photos=len(photos))
+
+    @torch.no_grad()
+    def label_after(chain: Codec, photo: np.ndarray) -> int:
+        return int(classifier(attacker_view(chain.apply(photo), device)).argmax(1))
+
+    clean = {chain.spec: [label_after(chain, photo) for photo in photos] for chain in chains}
+    with torch.no_grad():
+        originals = [int(classifier(attacker_view(photo, device)).argmax(1)) for photo in photos]
+    for chain in chains:
+        result.clean_agreement[chain.spec] = sum(a == b for a, b in zip(clean[chain.spec], originals))
+    for config in attacks:
+        for through_name, through in throughs.items():
+            groups: dict[str, tuple[nn.Module, list[Codec]]] = {}
+            for chain in chains:
+                spec, module = through.for_codec(chain.spec) if isinstance(through, CodecMatchedThroughs) else (
+                    through_name, through)
+                groups.setdefault(spec, (module, []))[1].append(chain)
+            for module, group in groups.values():
+                cloaker = make_cloaker(config, module)
+                hits = {chain.spec: 0 for chain in group}
+                for start in range(0, len(photos), batch_size):
+                    chunk = photos[start : start + batch_size]
+                    for offset, (photo, cloak) in enumerate(zip(chunk, cloaker.cloak_photos(list(chunk), batch_size))):
+                        result.psnrs.append(min(psnr(photo, cloak.cloaked), 99.0))
+                        result.ssims.append(ssim(photo, cloak.cloaked))
+                        result.linf_max = max(result.linf_max, linf(photo, cloak.cloaked))
+                        for chain in group:
+                            label = label_after(chain, cloak.cloaked)
+                            clean_label = clean[chain.spec][start + offset]
+                            hits[chain.spec] += int(label == cloak.goal_label if targeted else label != clean_label)
+                    if progress is not None:
+                        progress(len(chunk))
+                for chain in group:
+                    result.rows.append(ProtocolRow(config.method, through_name, chain.spec, hits[chain.spec],
+                                                   len(photos)))
+    return result
