@@ -23,7 +23,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("photos", nargs="+", metavar="PHOTOS", help="photo files or folders")
     parser.add_argument("--protocol", default="paper", choices=("paper", "archive"),
                         help="paper (224x224 views, default) or archive (full resolution, platform chains)")
-    parser.add_argument("--attacks", default="mim", help="comma-separated: fgsm,bim,mim (default mim)")
+    parser.add_argument("--attacks", default="fgsm,bim,mim", help="comma-separated: fgsm,bim,mim (default all three)")
     parser.add_argument("--through", default="none,diffjpeg:50,comodel:auto",
                         help="comma-separated stand-ins: none, diffjpeg:Q, comodel:CODEC, comodel:PATH, 'mix:A|B', "
                              "comodel:auto (for each codec evaluated, the ComModel trained for it: the paper's "
