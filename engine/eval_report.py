@@ -41,7 +41,8 @@ def markdown_report(payload: dict) -> str:
             cell = cells.get((attack, through, codec))
             values.append("" if cell is None else
                           f"{100 * cell['success_rate']:.0f}% ({round(cell['success_rate'] * cell['n'])}/{cell['n']})")
-        lines.append(f"| {attack} | `{through}` | " + " | ".join(values) + " |")
+        through_cell = through.replace("|", "\\|")  # a mix:/eot: spec's bars would split the table's columns
+        lines.append(f"| {attack} | `{through_cell}` | " + " | ".join(values) + " |")
     agreement = {row["codec"]: row for row in payload.get("clean_agreement", [])}
     if agreement:
         values = [f"{100 * agreement[c]['agreement']:.0f}% ({round(agreement[c]['agreement'] * agreement[c]['n'])}"
