@@ -11,6 +11,18 @@ from pathlib import Path
 from typing import BinaryIO
 
 
+def default_file_mode() -> int:
+    """The mode ``open()`` would give a new file: 0o666 less the process umask (read without changing it)."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o644
+
+
 @contextmanager
 def atomic_writer(destination: str | os.PathLike) -> Iterator[BinaryIO]:
     """Yield a binary handle whose content replaces ``destination`` only if the block finishes.
@@ -23,6 +35,8 @@ def atomic_writer(destination: str | os.PathLike) -> Iterator[BinaryIO]:
     try:
         with os.fdopen(descriptor, "wb") as handle:
             yield handle
+        # mkstemp creates the file 0600; the result should have the permissions any new file would get.
+        os.chmod(temp_name, default_file_mode())
         os.replace(temp_name, destination)
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
