@@ -19,8 +19,8 @@ from comcloak.codecs.tensors import to_tensor, to_uint8
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PAPER_SIZE", "ProtocolResult", "ProtocolRow", "cloak_passes", "logits_of", "predict", "resize_square",
-           "run_paper_protocol", "to_tensor", "to_uint8"]
+__all__ = ["PAPER_SIZE", "ProtocolResult", "ProtocolRow", "cloak_groups", "cloak_passes", "common_targeted",
+           "logits_of", "predict", "resize_square", "run_paper_protocol", "to_tensor", "to_uint8"]
 
 PAPER_SIZE = 224
 
@@ -108,10 +108,7 @@ def run_paper_protocol(
     A :class:`CodecMatchedThroughs` value (``comodel:auto``) cloaks for each codec through the stand-in matched to
     it; codecs that share a stand-in share the cloak.
     """
-    targeted_flags = {config.targeted for config in attacks}
-    if len(targeted_flags) != 1:
-        raise ValueError("all attack configurations of one protocol run must agree on targeted")
-    targeted = targeted_flags.pop()
+    targeted = common_targeted(attacks)
     if not photos:
         raise ValueError("the paper protocol needs at least one photo")
     views = np.stack([resize_square(photo) for photo in photos])
@@ -125,7 +122,7 @@ def run_paper_protocol(
         result.clean_agreement[codec.spec] = int((labels == clean_labels).sum())
     for config in attacks:
         for through_name, through in throughs.items():
-            for stand_in, module, group in _cloak_groups(through_name, through, codecs):
+            for stand_in, module, group in cloak_groups(through_name, through, codecs):
                 adversarial = torch.cat([
                     _attack_chunk(classifier, chunk, labels, config, module, progress)
                     for chunk, labels in zip(clean.split(batch_size), goal.split(batch_size))
@@ -137,7 +134,15 @@ def run_paper_protocol(
     return result
 
 
-def _cloak_groups(
+def common_targeted(attacks: Sequence[AttackConfig]) -> bool:
+    """Whether the attacks of one protocol run are targeted; they must all agree."""
+    flags = {config.targeted for config in attacks}
+    if len(flags) != 1:
+        raise ValueError("all attack configurations of one protocol run must agree on targeted")
+    return flags.pop()
+
+
+def cloak_groups(
     through_name: str, through: nn.Module | CodecMatchedThroughs, codecs: Sequence[Codec]
 ) -> list[tuple[str, nn.Module, list[Codec]]]:
     """(stand-in spec, module, codecs scored on its cloak): one group, or one per distinct matched stand-in."""
@@ -152,7 +157,7 @@ def _cloak_groups(
 
 def cloak_passes(throughs: dict[str, nn.Module | CodecMatchedThroughs], codecs: Sequence[Codec]) -> int:
     """How many times each photo is cloaked per attack (for progress totals)."""
-    return sum(len(_cloak_groups(name, through, codecs)) for name, through in throughs.items())
+    return sum(len(cloak_groups(name, through, codecs)) for name, through in throughs.items())
 
 
 def _score(result, classifier, cloaked, codecs, method, through_name, goal, clean_labels, targeted, batch_size,

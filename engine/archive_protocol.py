@@ -21,7 +21,7 @@ from torch import nn
 
 from comcloak.attacks import AttackConfig
 from comcloak.attacks.metrics import linf, psnr, ssim
-from comcloak.attacks.protocols import ProtocolRow, to_tensor
+from comcloak.attacks.protocols import ProtocolRow, cloak_groups, common_targeted, to_tensor
 from comcloak.attacks.through import CodecMatchedThroughs
 from comcloak.codecs import Codec
 
@@ -78,10 +78,7 @@ def run_archive_protocol(
     """
     if not photos:
         raise ValueError("the archive protocol needs at least one photo")
-    targeted_flags = {config.targeted for config in attacks}
-    if len(targeted_flags) != 1:
-        raise ValueError("all attack configurations of one protocol run must agree on targeted")
-    targeted = targeted_flags.pop()
+    targeted = common_targeted(attacks)
     result = ArchiveResult(targeted=targeted, n_photos=len(photos))
 
     @torch.no_grad()
@@ -95,12 +92,7 @@ def run_archive_protocol(
         result.clean_agreement[chain.spec] = sum(a == b for a, b in zip(clean[chain.spec], originals))
     for config in attacks:
         for through_name, through in throughs.items():
-            groups: dict[str, tuple[nn.Module, list[Codec]]] = {}
-            for chain in chains:
-                spec, module = through.for_codec(chain.spec) if isinstance(through, CodecMatchedThroughs) else (
-                    through_name, through)
-                groups.setdefault(spec, (module, []))[1].append(chain)
-            for module, group in groups.values():
+            for _, module, group in cloak_groups(through_name, through, chains):
                 cloaker = make_cloaker(config, module)
                 hits = {chain.spec: 0 for chain in group}
                 for start in range(0, len(photos), batch_size):
