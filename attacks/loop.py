@@ -128,6 +128,27 @@ def loss_and_gradient(
     return loss.detach(), gradient, logits.detach().view(copies, *labels.shape, -1).mean(0)
 
 
+def attack_update(
+    x: torch.Tensor,
+    momentum: torch.Tensor,
+    gradient: torch.Tensor,
+    config: AttackConfig,
+    lower: torch.Tensor,
+    upper: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One update of the loop: ``m = μ·m + g / mean(|g|)``, ``x = clip(x ± α·sign(m), lower, upper)``.
+
+    ``lower``/``upper`` are ``max(x0 - eps, 0)`` and ``min(x0 + eps, 1)``; + untargeted, − targeted.
+    Returns ``(x_next, m_next)``.
+    """
+    # L1 normalisation per image (MIM); the clamp keeps an all-zero gradient from producing NaNs.
+    scale = gradient.abs().mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
+    momentum = config.momentum * momentum + gradient / scale
+    direction = -1.0 if config.targeted else 1.0
+    x = torch.minimum(torch.maximum(x + direction * config.alpha * momentum.sign(), lower), upper)
+    return x, momentum
+
+
 def run_attack(
     classifier: nn.Module,
     x0: torch.Tensor,
@@ -165,7 +186,6 @@ def run_attack(
     if labels.shape != (x0.shape[0],):
         raise ValueError(f"labels must be shaped ({x0.shape[0]},), got {tuple(labels.shape)}")
     through = nn.Identity() if through is None else through
-    direction = -1.0 if config.targeted else 1.0
     x0 = x0.detach()
     lower = (x0 - config.eps).clamp_min(0.0)
     upper = (x0 + config.eps).clamp_max(1.0)
@@ -173,9 +193,6 @@ def run_attack(
     momentum = torch.zeros_like(x0)
     for step in range(config.steps):
         loss, gradient, _ = loss_and_gradient(classifier, through, x, labels)
-        # L1 normalisation per image (MIM); the clamp keeps an all-zero gradient from producing NaNs.
-        scale = gradient.abs().mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
-        momentum = config.momentum * momentum + gradient / scale
-        x = torch.minimum(torch.maximum(x + direction * config.alpha * momentum.sign(), lower), upper)
+        x, momentum = attack_update(x, momentum, gradient, config, lower, upper)
         logger.debug("attack step %d/%d loss %.4f", step + 1, config.steps, loss.item())
     return x.detach()

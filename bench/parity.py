@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from comcloak.attacks import attack_config, loss_and_gradient, make_through, run_attack
+from comcloak.attacks.loop import attack_update
 from comcloak.attacks.protocols import to_tensor, to_uint8
 from comcloak.codecs import parse_codec
 from comcloak.codecs.pairs import list_photos, load_rgb, paper_view
@@ -62,9 +63,7 @@ def teacher_forced(session, classifier, through, x0, goal, config) -> float:
         feed = dict(zip(INPUT_NAMES, [x.numpy(), x0.numpy(), (-direction * momentum).numpy(), w, *scalars]))
         x_graph = torch.from_numpy(session.run(["x_next"], feed)[0])
         _, gradient, _ = loss_and_gradient(classifier, through, x, goal)
-        scale = gradient.abs().mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
-        momentum = config.momentum * momentum + gradient / scale
-        x = torch.minimum(torch.maximum(x + direction * config.alpha * momentum.sign(), lower), upper)
+        x, momentum = attack_update(x, momentum, gradient, config, lower, upper)
         agree.append(within(x_graph, x))
     return float(np.mean(agree))
 
