@@ -8,6 +8,10 @@ Spec strings (``--through``):
   ``comodel:resize:2048+jpeg:85`` (``comcloak.models.comodel_io.list_shipped_comodels``).
 * ``comodel:PATH`` — a trained ComModel from a weights file (``comcloak train`` output, or a paper-ComModel state
   dict whose width is read from the weights). An existing file wins over a codec spec of the same spelling.
+  A transform-coding ComModel is differentiated through its continuous rounding relaxation
+  (``comcloak.models.comodel_tc``): it gives attacks a much better path than the cubic it was trained with.
+* ``comodel-cubic:CODEC`` / ``comodel-cubic:PATH`` — the same ComModel with the cubic rounding it was trained with
+  (Shin & Song's, as in the "Diff" baseline): the ablation of the relaxation.
 * ``mix:A|B|...`` — a random pick from several stand-ins at each step (quote it in a shell).
 * ``eot:A|B|...`` — expectation over transformations: every step's loss is the mean over all the stand-ins, so
   the gradient is their average (Shin & Song's ensemble of JPEG qualities, or several ComModels).
@@ -29,12 +33,14 @@ from torch import nn
 from comcloak.codecs import CodecSpecError
 from comcloak.codecs.diffjpeg import DiffJPEG
 from comcloak.models import WeightsError, comodel_io, freeze
+from comcloak.models.comodel_tc import TransformComModel
 
 logger = logging.getLogger(__name__)
 
 COMODEL_MULTIPLE = 16  # four stride-2 stages: ComModel needs H and W divisible by 16
 AUTO_THROUGH = "comodel:auto"
 FALLBACK_THROUGH = "comodel:jpeg:50"  # most platforms serve JPEG
+ATTACK_ROUNDING = "continuous"
 
 
 class ThroughSpecError(ValueError):
@@ -42,11 +48,19 @@ class ThroughSpecError(ValueError):
 
 
 class ComModelThrough(nn.Module):
-    """Runs a ComModel on any image size: edge-pads to a multiple of 16, crops back, clips to [0, 1]."""
+    """Runs a ComModel on any image size: edge-pads to a multiple of 16, crops back, clips to [0, 1].
 
-    def __init__(self, comodel: nn.Module) -> None:
+    Args:
+        comodel: a ComModel. A transform-coding one is switched, in place, to ``rounding``.
+        rounding: ``"continuous"`` (default, :data:`ATTACK_ROUNDING`) or ``"cubic"``; see
+            ``comcloak.models.comodel_tc``. Ignored by the paper's ComModel, which has no rounding step.
+    """
+
+    def __init__(self, comodel: nn.Module, rounding: str = ATTACK_ROUNDING) -> None:
         super().__init__()
         self.comodel = comodel
+        if isinstance(comodel, TransformComModel):
+            comodel.set_rounding(rounding)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
@@ -178,10 +192,11 @@ def make_through(spec: str, seed: int = 0) -> nn.Module:
         raise ThroughSpecError(
             "comodel:auto picks the ComModel of each codec evaluated; it only applies to comcloak eval --through"
         )
-    elif name == "comodel":
+    elif name in ("comodel", "comodel-cubic"):
         if not argument:
-            raise ThroughSpecError("comodel: needs a codec spec or a weights file, e.g. comodel:jpeg:50")
-        module = ComModelThrough(load_comodel(resolve_comodel(argument)))
+            raise ThroughSpecError(f"{name}: needs a codec spec or a weights file, e.g. {name}:jpeg:50")
+        rounding = "cubic" if name == "comodel-cubic" else ATTACK_ROUNDING
+        module = ComModelThrough(load_comodel(resolve_comodel(argument)), rounding)
     elif name in ("mix", "eot"):
         parts = [part for part in argument.split("|") if part.strip()]
         if len(parts) < 2:
@@ -190,7 +205,7 @@ def make_through(spec: str, seed: int = 0) -> nn.Module:
         module = RandomChoiceThrough(choices, seed=seed) if name == "mix" else ExpectationThrough(choices)
     else:
         raise ThroughSpecError(
-            f"unknown --through {spec!r}; available: none, diffjpeg:Q, comodel:CODEC, comodel:PATH, mix:A|B|..., "
-            "eot:A|B|..."
+            f"unknown --through {spec!r}; available: none, diffjpeg:Q, comodel:CODEC, comodel:PATH, "
+            "comodel-cubic:CODEC, comodel-cubic:PATH, mix:A|B|..., eot:A|B|..."
         )
     return freeze(module)

@@ -319,13 +319,15 @@ def read_export_metadata(path: str | os.PathLike) -> dict[str, str]:
 
 
 def model_fingerprint(*modules: nn.Module | None, extra: dict[str, Any] | None = None) -> str:
-    """A hash of the modules' weights, types and ``extra``: the cache key of an exported graph."""
+    """A hash of the modules' weights, structure (``repr``: types and layer settings) and ``extra``: the cache key
+    of an exported graph."""
     digest = hashlib.sha256()
     for module in modules:
         if module is None:
             digest.update(b"none")
             continue
         digest.update(type(module).__qualname__.encode())
+        digest.update(repr(module).encode())
         for name, tensor in module.state_dict().items():
             digest.update(name.encode())
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())

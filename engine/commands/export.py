@@ -45,8 +45,9 @@ def run(args: argparse.Namespace) -> int:
     classifier = freeze(load_classifier(args.classifier, args.classifier_weights))
     through = freeze(make_through(args.through))
     metadata = {"classifier": args.classifier, "through": args.through}
-    if args.through.startswith("comodel:"):
-        metadata["codec"] = args.through.partition(":")[2]
+    stand_in, _, argument = args.through.partition(":")
+    if stand_in in ("comodel", "comodel-cubic"):
+        metadata["codec"] = argument
     if args.format == "onnx":
         loader = OnnxFromTorch(classifier, through, args.height, args.width, output, metadata)
         loader()

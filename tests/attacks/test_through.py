@@ -49,6 +49,19 @@ def test_comodel_from_weights_file_runs_on_any_size(tmp_path) -> None:
     assert not any(parameter.requires_grad for parameter in through.parameters())
 
 
+def test_shipped_comodel_is_differentiated_through_its_continuous_rounding() -> None:
+    """comodel:CODEC uses the continuous relaxation; comodel-cubic:CODEC keeps the cubic it was trained with."""
+    relaxed = make_through("comodel:jpeg:50")
+    cubic = make_through("comodel-cubic:jpeg:50")
+    assert relaxed.comodel.rounding == "continuous" and cubic.comodel.rounding == "cubic"
+    torch.testing.assert_close(relaxed.comodel.state_dict(), cubic.comodel.state_dict())
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 32, 32)
+    assert (relaxed(x) - cubic(x)).abs().max() > 1e-3
+    with pytest.raises(ThroughSpecError, match="comodel-cubic: needs a codec spec"):
+        make_through("comodel-cubic:")
+
+
 def test_mixture_picks_are_seeded() -> None:
     picks = []
     for _ in range(2):

@@ -146,3 +146,37 @@ def test_unet_refiner_starts_at_zero_and_traces(levels: int) -> None:
         assert torch.equal(traced(x), model(x))
     with pytest.raises(ValueError, match="refine_levels"):
         TransformComModelConfig(refine_levels=5)
+
+
+def test_continuous_rounding_is_exact_at_integers_continuous_and_monotone() -> None:
+    """The attack-time relaxation: equal to round() at integers, meets itself at half-integers, never decreases."""
+    model = TransformComModel(TransformComModelConfig(8, 2, 50, 0))
+    assert model.rounding == "cubic"
+    quantiser = model.luma.quantise
+    step = torch.exp(quantiser.log_step).view(-1)[0]
+    u = torch.linspace(-3, 3, 6001, dtype=torch.float64)
+    z = (u * step).view(1, 1, 1, -1).expand(1, 64, 1, u.numel()).contiguous()
+
+    def rounded() -> torch.Tensor:
+        return (quantiser(z) / step)[0, 0, 0]
+
+    cubic = rounded()
+    assert model.set_rounding("continuous") is model and model.rounding == "continuous"
+    continuous = rounded()
+    integers = u == u.round()
+    torch.testing.assert_close(continuous[integers], u[integers], rtol=0, atol=1e-5)
+    torch.testing.assert_close(cubic[integers], u[integers], rtol=0, atol=1e-5)
+    # The cubic jumps by 3/4 of a step at the half-integers; the continuous form moves by at most its slope there.
+    assert cubic.diff().max() > 0.7
+    assert continuous.diff().max() < 3.5 * 6 / 6000 and continuous.diff().min() >= -1e-9
+    with pytest.raises(ValueError, match="rounding must be one of cubic, continuous"):
+        model.set_rounding("linear")
+
+
+def test_rounding_shows_in_the_repr_that_export_caches_hash() -> None:
+    from comcloak.export.onnx_export import model_fingerprint
+
+    model = TransformComModel(TransformComModelConfig(8, 2, 50, 4))
+    cubic = model_fingerprint(model)
+    assert model_fingerprint(model.set_rounding("continuous")) != cubic
+    assert model_fingerprint(model.set_rounding("cubic")) == cubic
