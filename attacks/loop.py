@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from comcloak import kernels
+
 logger = logging.getLogger(__name__)
 
 ATTACK_METHODS = ("fgsm", "bim", "mim")
@@ -107,13 +109,15 @@ def paper_targets(clean_labels: torch.Tensor, num_classes: int = 1000) -> torch.
 
 
 def loss_and_gradient(
-    classifier: nn.Module, through: nn.Module, x: torch.Tensor, labels: torch.Tensor
+    classifier: nn.Module, through: nn.Module, x: torch.Tensor, labels: torch.Tensor, loss_scale: float = 1.0
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Cross-entropy of ``classifier(through(x))`` against ``labels`` and its gradient with respect to ``x``.
 
     The loss is summed over the batch so that each image's gradient does not depend on the batch size. With an
     expectation stand-in (``eot:``, whose output stacks ``through.copies`` transformed batches) it is the mean over
-    the transformations, and the logits returned are their mean.
+    the transformations, and the logits returned are their mean. ``loss_scale`` multiplies the loss before the
+    backward pass and divides the gradient after it: under fp16 autocast it keeps small gradients from flushing to
+    zero (the update only uses the gradient's direction and per-image scale, so this changes nothing else).
 
     Returns:
         ``(loss, gradient, logits)``: scalar loss, gradient shaped like ``x``, logits ``(N, classes)``.
@@ -124,7 +128,9 @@ def loss_and_gradient(
     with torch.enable_grad():
         logits = classifier(through(x))
         loss = F.cross_entropy(logits, labels.repeat(copies), reduction="sum") / copies
-        (gradient,) = torch.autograd.grad(loss, x)
+        (gradient,) = torch.autograd.grad(loss * loss_scale if loss_scale != 1.0 else loss, x)
+    if loss_scale != 1.0:
+        gradient = gradient / loss_scale
     return loss.detach(), gradient, logits.detach().view(copies, *labels.shape, -1).mean(0)
 
 
@@ -135,18 +141,19 @@ def attack_update(
     config: AttackConfig,
     lower: torch.Tensor,
     upper: torch.Tensor,
+    fused: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One update of the loop: ``m = μ·m + g / mean(|g|)``, ``x = clip(x ± α·sign(m), lower, upper)``.
 
-    ``lower``/``upper`` are ``max(x0 - eps, 0)`` and ``min(x0 + eps, 1)``; + untargeted, − targeted.
+    ``lower``/``upper`` are ``max(x0 - eps, 0)`` and ``min(x0 + eps, 1)``; + untargeted, − targeted. The maths is
+    ``comcloak.kernels.attack_update_reference``; ``fused`` runs it as the fused CUDA kernel instead when the
+    tensors are on a GPU and the kernel library is built (``comcloak.kernels``), and as the reference otherwise.
     Returns ``(x_next, m_next)``.
     """
-    # L1 normalisation per image (MIM); the clamp keeps an all-zero gradient from producing NaNs.
-    scale = gradient.abs().mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
-    momentum = config.momentum * momentum + gradient / scale
-    direction = -1.0 if config.targeted else 1.0
-    x = torch.minimum(torch.maximum(x + direction * config.alpha * momentum.sign(), lower), upper)
-    return x, momentum
+    step = (-1.0 if config.targeted else 1.0) * config.alpha
+    if fused:
+        return kernels.attack_update(x, momentum, gradient, lower, upper, step, config.momentum)
+    return kernels.attack_update_reference(x, momentum, gradient, lower, upper, step, config.momentum)
 
 
 def run_attack(
@@ -155,6 +162,9 @@ def run_attack(
     labels: torch.Tensor,
     config: AttackConfig,
     through: nn.Module | None = None,
+    *,
+    fused_update: bool = False,
+    loss_scale: float = 1.0,
 ) -> torch.Tensor:
     """Run the attack loop of DESIGN §2 and return the adversarial images.
 
@@ -173,6 +183,11 @@ def run_attack(
         config: see :func:`attack_config`.
         through: the differentiable stand-in ``T`` for the compressor (identity when None): a ComModel,
             diff-JPEG or a random mixture of several.
+        fused_update: run each update as the fused CUDA kernel when on a GPU (:func:`attack_update`). Default False.
+        loss_scale: loss scaling for fp16 autocast (:func:`loss_and_gradient`). Default 1.
+
+    The loop never synchronises with the host, so it can be captured whole in a CUDA graph
+    (``comcloak.engine.backends.CudaGraphTorchRunner``).
 
     Returns:
         Adversarial images, float NCHW in [0, 1], with ``|x - x0|∞ ≤ eps``.
@@ -191,8 +206,10 @@ def run_attack(
     upper = (x0 + config.eps).clamp_max(1.0)
     x = x0.clone()
     momentum = torch.zeros_like(x0)
+    debug = logger.isEnabledFor(logging.DEBUG)  # loss.item() waits for the device: only when asked for
     for step in range(config.steps):
-        loss, gradient, _ = loss_and_gradient(classifier, through, x, labels)
-        x, momentum = attack_update(x, momentum, gradient, config, lower, upper)
-        logger.debug("attack step %d/%d loss %.4f", step + 1, config.steps, loss.item())
+        loss, gradient, _ = loss_and_gradient(classifier, through, x, labels, loss_scale)
+        x, momentum = attack_update(x, momentum, gradient, config, lower, upper, fused_update)
+        if debug:
+            logger.debug("attack step %d/%d loss %.4f", step + 1, config.steps, loss.item())
     return x.detach()

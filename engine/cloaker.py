@@ -12,11 +12,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from comcloak import kernels
 from comcloak.attacks import attack_config, make_through, paper_targets
 from comcloak.attacks.protocols import to_tensor
 from comcloak.attacks.through import FALLBACK_THROUGH, matched_through_spec
 from comcloak.engine.backends import (
     BACKENDS,
+    TORCH_BACKENDS,
     AttackRunner,
     BackendUnavailableError,
     StepGraphCache,
@@ -102,10 +104,12 @@ class Cloaker:
         targeted: aim at a class instead of away from the clean label.
         target: the target class when targeted (default: the paper's (clean + 500) mod classes).
         attack_size: shorter side of the attack view in pixels (default 224).
-        backend: ``torch`` (eager autograd, the reference), ``onnxruntime`` or ``tensorrt`` (the exported step
-            graph; ``comcloak.engine.backends``), or ``auto`` for the fastest that can run here. The exported
-            backends need a stand-in that exports (``none``, ``comodel:...``); their graph is exported once per
-            attack-view size and cached in ``cache_dir``.
+        backend: ``torch`` (eager autograd, the reference), ``torch-cudagraph`` (the whole loop captured in CUDA
+            graphs; GPU only), ``onnxruntime`` or ``tensorrt`` (the exported step graph;
+            ``comcloak.engine.backends``), or ``auto`` for the fastest that can run here. The exported backends need
+            a stand-in that exports (``none``, ``comodel:...``); their graph is exported once per attack-view size
+            and cached in ``cache_dir``.
+        precision: ``fp32`` (default), or ``bf16``/``fp16`` autocast of the classifier on the torch backends.
         device: ``cpu``, ``cuda`` or None for CUDA when available.
         seed: seeds the random picks of a ``mix:`` stand-in.
         cache_dir: where exported step graphs and TensorRT engines are kept (default ``~/.cache/comcloak``).
@@ -137,6 +141,7 @@ class Cloaker:
         seed: int = 0,
         cache_dir: str | os.PathLike | None = None,
         threads: int | None = None,
+        precision: str = "fp32",
     ) -> None:
         if backend not in BACKENDS:
             raise CloakerConfigError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
@@ -163,10 +168,11 @@ class Cloaker:
         self.target = target
         self.attack_size = attack_size
         try:
-            self.backend = resolve_backend(backend, self.device, self.through)
+            self.backend = resolve_backend(backend, self.device, self.through, precision)
         except BackendUnavailableError as error:
             raise CloakerConfigError(str(error)) from None
         self.threads = threads
+        self.precision = precision
         self._graphs = StepGraphCache(
             self.classifier, self.through, cache_dir,
             metadata={"classifier": self.classifier_name, "through": self.through_name},
@@ -178,16 +184,16 @@ class Cloaker:
         c = self.config
         return (f"Cloaker(classifier={self.classifier_name!r}, through={self.through_name!r}, attack={c.method!r}, "
                 f"eps={c.eps * 255:g}, steps={c.steps}, targeted={c.targeted}, backend={self.backend!r}, "
-                f"device={str(self.device)!r})")
+                f"precision={self.precision!r}, device={str(self.device)!r})")
 
     def _runner(self, height: int, width: int) -> tuple[AttackRunner, threading.Lock]:
         """The activated runner for attack views of this size (exported graphs are fixed-size)."""
-        key = (height, width) if self.backend != "torch" else (0, 0)
+        key = (0, 0) if self.backend in TORCH_BACKENDS else (height, width)
         with self._runners_lock:
             entry = self._runners.get(key)
             if entry is None:
                 runner = create_runner(self.backend, self.classifier, self.through, self.config, height, width,
-                                       self.device, self._graphs, self.threads)
+                                       self.device, self._graphs, self.threads, self.precision)
                 runner.activate()
                 entry = self._runners[key] = (runner, threading.Lock())
         return entry
@@ -261,10 +267,10 @@ class Cloaker:
         return adversarial - views, clean_labels, goal
 
     def _compose(self, photo: np.ndarray, delta: torch.Tensor) -> np.ndarray:
-        """Upsample the attack-view perturbation to the photo's resolution, add, round and clip to uint8."""
-        full = to_tensor(photo[None], self.device)
-        if delta.shape[-2:] != full.shape[-2:]:
-            delta = F.interpolate(delta, size=full.shape[-2:], mode="bilinear", align_corners=False)
-        # The original is exact on the 0-255 grid, so rounding keeps |change| <= round(eps * 255).
-        cloaked = full.mul_(255.0).add_(delta.mul_(255.0)).round_().clamp_(0, 255)
-        return cloaked.to(torch.uint8)[0].permute(1, 2, 0).cpu().numpy()
+        """Upsample the attack-view perturbation to the photo's resolution, add, round and clip to uint8.
+
+        ``comcloak.kernels.compose``: the CUDA kernel on a GPU when built, its torch reference otherwise. The
+        original is exact on the 0-255 grid, so rounding keeps ``|change| <= round(eps * 255)``.
+        """
+        full = torch.from_numpy(np.ascontiguousarray(photo)).to(self.device)[None]
+        return kernels.compose(full, delta.to(self.device))[0].cpu().numpy()

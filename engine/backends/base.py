@@ -12,6 +12,11 @@ from comcloak.attacks import AttackConfig
 logger = logging.getLogger(__name__)
 
 
+def batch_bucket(batch: int) -> int:
+    """The power of two at or above ``batch``: the batch size static buffers and CUDA graphs are built for."""
+    return 1 << max(0, (batch - 1).bit_length())
+
+
 class BackendUnavailableError(RuntimeError):
     """A backend was asked for but cannot run here (package missing, no GPU, stand-in not exportable)."""
 

@@ -20,11 +20,12 @@ from comcloak.export.vjp import UnsupportedLayerError
 from .base import AttackRunner, BackendUnavailableError
 from .onnxruntime_runner import CUDA_PROVIDER, OnnxRuntimeRunner, onnxruntime_providers
 from .tensorrt_runner import TensorRTRunner, tensorrt_available
-from .torch_runner import TorchRunner
+from .torch_runner import PRECISIONS, CudaGraphTorchRunner, TorchRunner, capturable
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
+BACKENDS = ("auto", "torch", "torch-cudagraph", "onnxruntime", "tensorrt")
+TORCH_BACKENDS = ("torch", "torch-cudagraph")  # the ones with a precision other than fp32
 GRAPH_FORMAT_VERSION = "1"  # bump when the exported step graph changes meaning
 
 
@@ -47,12 +48,17 @@ def is_exportable(through: nn.Module | None) -> bool:
     return True
 
 
-def available_backends(device: torch.device, through: nn.Module | None = None) -> list[str]:
-    """The backends that can run the attack here, fastest first (``torch`` is always last and always there)."""
+def available_backends(device: torch.device, through: nn.Module | None = None, precision: str = "fp32") -> list[str]:
+    """The backends that can run the attack here, fastest first (``torch`` is always last and always there).
+
+    The exported backends run float32 graphs, so another ``precision`` leaves only the torch backends.
+    """
     found = []
-    exportable = is_exportable(through)
+    exportable = is_exportable(through) and precision == "fp32"
     if exportable and device.type == "cuda" and _onnx_export_installed() and tensorrt_available():
         found.append("tensorrt")
+    if device.type == "cuda" and torch.cuda.is_available() and capturable(through):
+        found.append("torch-cudagraph")
     if exportable and _onnx_export_installed():
         providers = onnxruntime_providers()
         # On a GPU, ONNX Runtime only helps with its CUDA provider; CPU ONNX Runtime would lose to CUDA torch.
@@ -62,16 +68,28 @@ def available_backends(device: torch.device, through: nn.Module | None = None) -
     return found
 
 
-def resolve_backend(name: str, device: torch.device, through: nn.Module | None = None) -> str:
+def resolve_backend(
+    name: str, device: torch.device, through: nn.Module | None = None, precision: str = "fp32"
+) -> str:
     """The backend ``name`` stands for here (``auto``: the fastest available); raises when it cannot run."""
     if name not in BACKENDS:
         raise BackendUnavailableError(f"unknown backend {name!r}; available: {', '.join(BACKENDS)}")
-    found = available_backends(device, through)
+    if precision not in PRECISIONS:
+        raise BackendUnavailableError(f"unknown precision {precision!r}; available: {', '.join(PRECISIONS)}")
+    found = available_backends(device, through, precision)
     if name == "auto":
         return found[0]
     if name in found:
         return name
-    if name != "torch" and not is_exportable(through):
+    if name == "torch-cudagraph" and device.type != "cuda":
+        reason = f"it needs a CUDA device, and the device is {device}"
+    elif name == "torch-cudagraph" and not torch.cuda.is_available():
+        reason = "torch sees no CUDA device"
+    elif name == "torch-cudagraph":
+        reason = "a random stand-in (mix:) cannot be replayed from a CUDA graph; eot: can"
+    elif precision != "fp32":
+        reason = f"precision {precision} applies to the torch backends ({', '.join(TORCH_BACKENDS)})"
+    elif not is_exportable(through):
         reason = f"the stand-in {type(through).__name__} cannot be exported (exportable: none, comodel:...)"
     elif name in ("onnxruntime", "tensorrt") and not _onnx_export_installed():
         reason = "onnx, onnxscript and onnxruntime are not installed (pip install 'comcloak[onnx]')"
@@ -127,10 +145,18 @@ def create_runner(
     device: torch.device,
     graphs: StepGraphCache | None = None,
     threads: int | None = None,
+    precision: str = "fp32",
 ) -> AttackRunner:
-    """A runner (not yet activated) for ``height`` x ``width`` attack views; ``backend`` must be resolved."""
+    """A runner (not yet activated) for ``height`` x ``width`` attack views; ``backend`` must be resolved.
+
+    The torch backends serve every view size with one runner (``height``/``width`` are unused by them).
+    """
     if backend == "torch":
-        return TorchRunner(classifier, through, config)
+        return TorchRunner(classifier, through, config, precision)
+    if backend == "torch-cudagraph":
+        return CudaGraphTorchRunner(classifier, through, config, device, precision)
+    if precision != "fp32":
+        raise BackendUnavailableError(f"precision {precision} applies to the torch backends, not {backend!r}")
     if graphs is None:
         graphs = StepGraphCache(classifier, through)
     loader = lambda: graphs.path_for(height, width)  # noqa: E731 - exported lazily, at activation

@@ -27,7 +27,7 @@ from comcloak.attacks import AttackConfig
 from comcloak.export.gradient import goal_weights
 from comcloak.export.onnx_export import import_optional, read_export_metadata
 
-from .base import AttackRunner, BackendUnavailableError
+from .base import AttackRunner, BackendUnavailableError, batch_bucket
 
 logger = logging.getLogger(__name__)
 
@@ -42,11 +42,6 @@ def onnxruntime_providers() -> list[str]:
     except ImportError:
         return []
     return list(onnxruntime.get_available_providers())
-
-
-def batch_bucket(batch: int) -> int:
-    """The power of two at or above ``batch``: the batch size static buffers and CUDA graphs are built for."""
-    return 1 << max(0, (batch - 1).bit_length())
 
 
 @dataclass

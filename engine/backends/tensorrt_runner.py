@@ -31,8 +31,7 @@ from comcloak.engine.atomic import atomic_writer
 from comcloak.export.gradient import goal_weights
 from comcloak.export.onnx_export import BATCHED, INPUT_NAMES, import_optional, read_export_metadata
 
-from .base import AttackRunner, BackendUnavailableError
-from .onnxruntime_runner import batch_bucket
+from .base import AttackRunner, BackendUnavailableError, batch_bucket
 
 logger = logging.getLogger(__name__)
 

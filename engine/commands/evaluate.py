@@ -66,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.backend != "torch":
         raise UserError(f"eval runs on the torch backend; --backend {args.backend} is for cloak, demo and bench")
+    if args.precision != "fp32":
+        raise UserError(f"eval runs in fp32; --precision {args.precision} is for cloak, demo and bench")
     if args.examples and args.protocol != "paper":
         raise UserError("--examples shows 224x224 paper-protocol cloaks; it does not apply to --protocol archive")
     attacks = [_attack(name.strip(), args) for name in args.attacks.split(",") if name.strip()]

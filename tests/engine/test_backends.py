@@ -15,6 +15,8 @@ import comcloak.models as M
 from comcloak.attacks import attack_config, make_through
 from comcloak.attacks.through import ComModelThrough
 from comcloak.engine.backends import (
+    BACKENDS,
+    PRECISIONS,
     BackendUnavailableError,
     OnnxRuntimeRunner,
     StepGraphCache,
@@ -23,9 +25,10 @@ from comcloak.engine.backends import (
     create_runner,
     resolve_backend,
 )
-from comcloak.engine.backends.onnxruntime_runner import CUDA_PROVIDER, batch_bucket, onnxruntime_providers
+from comcloak.engine.backends.base import batch_bucket
+from comcloak.engine.backends.onnxruntime_runner import CUDA_PROVIDER, onnxruntime_providers
 from comcloak.engine.cloaker import Cloaker, CloakerConfigError
-from comcloak.engine.commands.options import BACKEND_CHOICES
+from comcloak.engine.commands.options import BACKEND_CHOICES, PRECISION_CHOICES
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -107,7 +110,7 @@ def test_step_graphs_are_cached_by_content(graphs, models) -> None:
 def test_backend_selection() -> None:
     cpu = torch.device("cpu")
     comodel = make_through("comodel:jpeg:50")
-    assert set(BACKEND_CHOICES) == {"auto", "torch", "onnxruntime", "tensorrt"}
+    assert BACKEND_CHOICES == BACKENDS and PRECISION_CHOICES == tuple(PRECISIONS)
     assert resolve_backend("auto", cpu, comodel) == "onnxruntime"
     assert resolve_backend("auto", cpu, make_through("diffjpeg:50")) == "torch"
     assert resolve_backend("torch", cpu, comodel) == "torch"
@@ -116,6 +119,14 @@ def test_backend_selection() -> None:
     with pytest.raises(BackendUnavailableError, match="'tensorrt' cannot run here.*available: onnxruntime, torch"):
         resolve_backend("tensorrt", cpu, comodel)
     assert [batch_bucket(n) for n in (1, 2, 3, 8, 9)] == [1, 2, 4, 8, 16]
+    with pytest.raises(BackendUnavailableError, match="'torch-cudagraph' cannot run here: it needs a CUDA device"):
+        resolve_backend("torch-cudagraph", cpu, comodel)
+    # Other precisions run on the torch backends only.
+    assert resolve_backend("auto", cpu, comodel, "bf16") == "torch"
+    with pytest.raises(BackendUnavailableError, match="precision bf16 applies to the torch backends"):
+        resolve_backend("onnxruntime", cpu, comodel, "bf16")
+    with pytest.raises(BackendUnavailableError, match="unknown precision 'fp8'"):
+        resolve_backend("torch", cpu, comodel, "fp8")
 
 
 def test_cloaker_on_onnxruntime_matches_torch(sample_photos, tmp_path: Path) -> None:
