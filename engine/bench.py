@@ -4,6 +4,14 @@ Every (backend, batch) pair runs in a fresh ``spawn``ed process, so its peak res
 its own and no backend warms caches for another. The parent exports the step graph once (the exported backends
 load it from disk, as they would from the cache) and writes the results as JSON and a markdown table whose
 speed-ups are ratios to the ``torch`` reference measured in the same run.
+
+Backends: ``torch`` (eager fp32, the reference; also spelled ``torch-eager-fp32``), ``torch-eager-bf16``/``-fp16``
+(eager with autocast), ``torch-cudagraph-fp32``/``-bf16``/``-fp16`` (the whole loop in CUDA graphs, GPU only),
+``torch-per-image``, ``onnxruntime`` (named ``onnxruntime-cuda`` in the results when run on a GPU) and ``tensorrt``.
+
+The physical floor: the attack's FLOPs per image (``torch.utils.flop_counter`` over one forward and input-gradient
+pass, times the steps) and the device's measured dense matmul rate (bf16 on a GPU, fp32 on a CPU). Each row reports
+the fraction of that rate it reaches: ``images/s x FLOPs per image / matmul FLOP/s``.
 """
 
 from __future__ import annotations
@@ -19,8 +27,10 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-BENCH_BACKENDS = ("torch", "torch-per-image", "onnxruntime", "tensorrt")
-REFERENCE_BACKEND = "torch"
+BENCH_BACKENDS = ("torch", "torch-eager-fp32", "torch-eager-bf16", "torch-eager-fp16", "torch-cudagraph-fp32",
+                  "torch-cudagraph-bf16", "torch-cudagraph-fp16", "torch-per-image", "onnxruntime", "tensorrt")
+REFERENCE_BACKENDS = ("torch", "torch-eager-fp32")  # eager fp32: the ratios' denominator
+MATMUL_SIDE = 8192  # square matmul for the device's rate (4096 on a CPU)
 
 
 @dataclass(frozen=True)
@@ -35,6 +45,7 @@ class BenchSettings:
     threads: int | None = None
     min_seconds: float = 5.0  # keep timing calls until this much time has passed (at least one call)
     seed: int = 0
+    random_weights: bool = False  # speed only: classifiers without shipped weights (resnet50)
 
 
 @dataclass
@@ -100,8 +111,13 @@ def _measure(backend: str, batch: int, settings: BenchSettings, onnx_path: str |
     import torch
 
     from comcloak.attacks import attack_config, make_through
-    from comcloak.engine.backends import OnnxRuntimeRunner, PerImageTorchRunner, TensorRTRunner, TorchRunner
-    from comcloak.engine.cloaker import load_classifier
+    from comcloak.engine.backends import (
+        CudaGraphTorchRunner,
+        OnnxRuntimeRunner,
+        PerImageTorchRunner,
+        TensorRTRunner,
+        TorchRunner,
+    )
     from comcloak.models import freeze
 
     if settings.threads:
@@ -111,11 +127,16 @@ def _measure(backend: str, batch: int, settings: BenchSettings, onnx_path: str |
     generator = torch.Generator().manual_seed(settings.seed)
     x0 = torch.rand(batch, 3, settings.size, settings.size, generator=generator).to(device)
     goal = torch.randint(1000, (batch,), generator=generator).to(device)
-    if backend in ("torch", "torch-per-image"):
-        classifier = freeze(load_classifier(settings.classifier).to(device))
+    if backend.startswith("torch"):
+        classifier = freeze(bench_classifier(settings).to(device))
         through = freeze(make_through(settings.through, settings.seed).to(device))
-        runner_type = TorchRunner if backend == "torch" else PerImageTorchRunner
-        runner = runner_type(classifier, through, config)
+        kind, precision = split_precision(backend)
+        if kind == "torch-cudagraph":
+            runner = CudaGraphTorchRunner(classifier, through, config, device, precision, max_batch=max(batch, 1))
+        elif kind == "torch-per-image":
+            runner = PerImageTorchRunner(classifier, through, config)
+        else:
+            runner = TorchRunner(classifier, through, config, precision, channels_last=device.type == "cuda")
     elif backend == "onnxruntime":
         runner = OnnxRuntimeRunner(onnx_path, config, device=device, threads=settings.threads)
     elif backend == "tensorrt":
@@ -138,7 +159,77 @@ def _measure(backend: str, batch: int, settings: BenchSettings, onnx_path: str |
                 break
     peak_rss_mb = peak_rss_megabytes()
     peak_gpu = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
+    if backend == "onnxruntime" and device.type == "cuda":
+        backend = "onnxruntime-cuda"
     return BenchResult(backend, batch, batch * calls / elapsed, peak_rss_mb, elapsed, calls, peak_gpu)
+
+
+def split_precision(backend: str) -> tuple[str, str]:
+    """``torch-cudagraph-bf16`` -> (``torch-cudagraph``, ``bf16``); names without a precision are fp32."""
+    kind, _, suffix = backend.rpartition("-")
+    return (kind, suffix) if suffix in ("fp32", "bf16", "fp16") else (backend, "fp32")
+
+
+def bench_classifier(settings: BenchSettings):  # -> nn.Module (torch imported lazily)
+    """The classifier to time: shipped weights, or random ones with ``random_weights`` (speed does not depend on
+    the values; ResNet50 ships none)."""
+    from comcloak.engine.cloaker import load_classifier
+    from comcloak.models import create_model
+
+    if settings.random_weights:
+        return create_model(settings.classifier).eval()
+    return load_classifier(settings.classifier)
+
+
+def attack_flops_per_image(settings: BenchSettings) -> int:
+    """FLOPs of one image's whole attack: one forward + input-gradient pass (``torch.utils.flop_counter``, which
+    counts a multiply-add as 2), times the steps. Counted on the CPU at batch 1."""
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from comcloak.attacks import make_through
+    from comcloak.models import freeze
+
+    classifier = freeze(bench_classifier(settings))
+    through = freeze(make_through(settings.through, settings.seed))
+    x = torch.rand(1, 3, settings.size, settings.size, requires_grad=True)
+    # loss_and_gradient's pass, with backward() instead of autograd.grad (which FlopCounterMode's module tracker
+    # rejects); the weights are frozen, so both compute the input gradient only.
+    with FlopCounterMode(display=False) as counter:
+        loss = F.cross_entropy(classifier(through(x)), torch.zeros(1, dtype=torch.long), reduction="sum")
+        loss.backward()
+    steps = 1 if settings.attack == "fgsm" else settings.steps
+    return int(counter.get_total_flops()) * steps
+
+
+def measure_matmul_rate(device: str = "cpu", seconds: float = 2.0) -> tuple[float, str]:
+    """The device's dense matmul rate in FLOP/s, and its dtype: bf16 on a GPU (tensor cores), fp32 on a CPU."""
+    import torch
+
+    cuda = device.startswith("cuda")
+    dtype = torch.bfloat16 if cuda else torch.float32
+    side = MATMUL_SIDE if cuda else MATMUL_SIDE // 2
+    a = torch.randn(side, side, device=device, dtype=dtype)
+    b = torch.randn(side, side, device=device, dtype=dtype)
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize(device)
+
+    for _ in range(3):
+        a @ b
+    sync()
+    calls, began = 0, time.perf_counter()
+    while time.perf_counter() - began < seconds or calls == 0:
+        a @ b
+        calls += 1
+        if cuda and calls % 10:
+            continue
+        sync()
+    sync()
+    elapsed = time.perf_counter() - began
+    return 2.0 * side**3 * calls / elapsed, str(dtype).removeprefix("torch.")
 
 
 def _child(queue: multiprocessing.Queue, backend: str, batch: int, settings: BenchSettings, onnx: str | None) -> None:
@@ -150,6 +241,8 @@ def _child(queue: multiprocessing.Queue, backend: str, batch: int, settings: Ben
 
 def measure_in_subprocess(backend: str, batch: int, settings: BenchSettings, onnx_path: str | None) -> BenchResult:
     """One measurement in a fresh process; raises RuntimeError with the child's error."""
+    if backend not in BENCH_BACKENDS:
+        raise ValueError(f"unknown bench backend {backend!r}; available: {', '.join(BENCH_BACKENDS)}")
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
     process = context.Process(target=_child, args=(queue, backend, batch, settings, onnx_path))
@@ -177,41 +270,70 @@ def export_for_bench(settings: BenchSettings, cache_dir: str | os.PathLike | Non
     return graphs.path_for(settings.size, settings.size)
 
 
-def results_payload(results: list[BenchResult], settings: BenchSettings) -> dict:
-    """The JSON document: ``{"machine", "results": [{"backend", "batch", "images_per_s", "peak_rss_mb"}], ...}``."""
+def results_payload(
+    results: list[BenchResult],
+    settings: BenchSettings,
+    flops_per_image: int | None = None,
+    matmul: tuple[float, str] | None = None,
+) -> dict:
+    """The JSON document: ``{"machine", "results": [{"backend", "batch", "images_per_s", "peak_rss_mb"}], ...}``.
+
+    GPU rows add ``peak_gpu_mb``; with ``flops_per_image`` and ``matmul`` (rate, dtype) every row adds
+    ``fraction_of_matmul_rate`` and the document ``flops_per_image``, ``matmul_flops_per_s`` and ``matmul_dtype``.
+    """
     rows = []
     for result in results:
         row = {"backend": result.backend, "batch": result.batch, "images_per_s": round(result.images_per_s, 4),
                "peak_rss_mb": round(result.peak_rss_mb, 1)}
         if result.peak_gpu_mb is not None:
             row["peak_gpu_mb"] = round(result.peak_gpu_mb, 1)
+        if flops_per_image and matmul:
+            row["fraction_of_matmul_rate"] = round(result.images_per_s * flops_per_image / matmul[0], 5)
         rows.append(row)
-    return {
+    payload = {
         "machine": machine_description(settings.device),
         "results": rows,
         "versions": library_versions(),
         "settings": asdict(settings),
     }
+    if flops_per_image and matmul:
+        payload.update(flops_per_image=flops_per_image, matmul_flops_per_s=round(matmul[0]), matmul_dtype=matmul[1])
+    return payload
 
 
 def markdown_table(payload: dict) -> str:
     """Markdown: machine and versions, then one row per measurement with its ratio to torch at the same batch."""
-    reference = {row["batch"]: row["images_per_s"] for row in payload["results"] if row["backend"] == REFERENCE_BACKEND}
+    reference = {row["batch"]: row["images_per_s"] for row in payload["results"]
+                 if row["backend"] in REFERENCE_BACKENDS}
     settings = payload.get("settings", {})
     versions = ", ".join(f"{name} {value}" for name, value in payload.get("versions", {}).items())
+    weights = ", random weights" if settings.get("random_weights") else ""
     lines = [
         f"Machine: {payload['machine']}  ",
         f"Versions: {versions}  ",
-        f"Workload: {settings.get('classifier')} through {settings.get('through')}, {settings.get('attack')}, "
-        f"{settings.get('steps')} steps, {settings.get('size')}x{settings.get('size')}, device "
-        f"{settings.get('device')}, threads {settings.get('threads') or 'default'}",
-        "",
-        "| backend | batch | images/s | vs torch | peak RSS (MB) |",
-        "|---|---:|---:|---:|---:|",
+        f"Workload: {settings.get('classifier')}{weights} through {settings.get('through')}, "
+        f"{settings.get('attack')}, {settings.get('steps')} steps, {settings.get('size')}x{settings.get('size')}, "
+        f"device {settings.get('device')}, threads {settings.get('threads') or 'default'}  ",
     ]
+    floor = "flops_per_image" in payload
+    if floor:
+        lines.append(f"Floor: {payload['flops_per_image'] / 1e9:.2f} GFLOP per image (whole attack); measured "
+                     f"{payload['matmul_dtype']} matmul rate {payload['matmul_flops_per_s'] / 1e12:.2f} TFLOP/s  ")
+    gpu = any("peak_gpu_mb" in row for row in payload["results"])
+    header = "| backend | batch | images/s | vs eager fp32 | peak RSS (MB) |"
+    rule = "|---|---:|---:|---:|---:|"
+    if gpu:
+        header, rule = header + " peak GPU (MB) |", rule + "---:|"
+    if floor:
+        header, rule = header + " of matmul rate |", rule + "---:|"
+    lines += ["", header, rule]
     for row in payload["results"]:
         base = reference.get(row["batch"])
         ratio = f"{row['images_per_s'] / base:.2f}x" if base else "–"
-        lines.append(f"| {row['backend']} | {row['batch']} | {row['images_per_s']:.3f} | {ratio} | "
-                     f"{row['peak_rss_mb']:.0f} |")
+        line = f"| {row['backend']} | {row['batch']} | {row['images_per_s']:.3f} | {ratio} | {row['peak_rss_mb']:.0f} |"
+        if gpu:
+            line += f" {row['peak_gpu_mb']:.0f} |" if "peak_gpu_mb" in row else " – |"
+        if floor:
+            line += f" {100 * row['fraction_of_matmul_rate']:.1f}% |"
+        lines.append(line)
     return "\n".join(lines) + "\n"

@@ -12,14 +12,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "bench", help="measure cloaking throughput and memory per backend",
         description="Cloak random 224x224 images with each backend and batch size, each measurement in its own "
-                    "process; report images/s, peak RSS and the ratio to the torch reference of the same run.")
+                    "process; report images/s, peak memory, the ratio to eager fp32 torch of the same run, and the "
+                    "fraction of the device's measured matmul rate reached (FLOPs per image from "
+                    "torch.utils.flop_counter).")
     parser.add_argument("--backends", default="torch,torch-per-image,onnxruntime",
-                        help="comma-separated: torch, torch-per-image (one image at a time, as the authors' code), "
-                             "onnxruntime, tensorrt (default torch,torch-per-image,onnxruntime)")
+                        help="comma-separated: torch (= torch-eager-fp32), torch-eager-bf16/-fp16, "
+                             "torch-cudagraph-fp32/-bf16/-fp16 (GPU), torch-per-image (one image at a time, as the "
+                             "authors' code), onnxruntime, tensorrt (default torch,torch-per-image,onnxruntime)")
     parser.add_argument("--batch", default="1,8,32", help="comma-separated batch sizes (default 1,8,32)")
     parser.add_argument("--steps", type=positive_int, default=10, help="attack iterations (default 10)")
     parser.add_argument("--classifier", default="efficientnet_lite0", help="registered classifier")
     parser.add_argument("--through", default="comodel:jpeg:50", help="stand-in (default comodel:jpeg:50)")
+    parser.add_argument("--random-weights", action="store_true",
+                        help="time the classifier with random weights (speed does not depend on them; resnet50 "
+                             "ships none)")
     parser.add_argument("--size", type=positive_int, default=224, help="image side (default 224)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--threads", type=positive_int, default=None, help="CPU threads per backend (default all)")
@@ -50,9 +56,11 @@ def run(args: argparse.Namespace) -> int:
     from comcloak.engine.bench import (
         BENCH_BACKENDS,
         BenchSettings,
+        attack_flops_per_image,
         export_for_bench,
         markdown_table,
         measure_in_subprocess,
+        measure_matmul_rate,
         results_payload,
     )
     from comcloak.engine.cli import UserError
@@ -63,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"unknown backend {', '.join(unknown) or '(none)'}; available: {', '.join(BENCH_BACKENDS)}")
     batches = _int_list(args.batch, "--batch")
     settings = BenchSettings(classifier=args.classifier, through=args.through, steps=args.steps, size=args.size,
-                             device=args.device, threads=args.threads, min_seconds=args.min_seconds)
+                             device=args.device, threads=args.threads, min_seconds=args.min_seconds,
+                             random_weights=args.random_weights)
     onnx_path = None
     if any(name in ("onnxruntime", "tensorrt") for name in backends):
         print("exporting the step graph ...", file=sys.stderr)
@@ -82,7 +91,11 @@ def run(args: argparse.Namespace) -> int:
             results.append(result)
     if not results:
         raise UserError("no backend could be measured")
-    payload = results_payload(results, settings)
+    flops = attack_flops_per_image(settings)
+    matmul = measure_matmul_rate(settings.device)
+    print(f"floor: {flops / 1e9:.2f} GFLOP per image, {matmul[1]} matmul {matmul[0] / 1e12:.2f} TFLOP/s",
+          file=sys.stderr)
+    payload = results_payload(results, settings, flops, matmul)
     write_json(payload, args.json)
     table = markdown_table(payload)
     markdown = Path(args.markdown) if args.markdown else Path(args.json).with_suffix(".md")

@@ -168,7 +168,8 @@ def test_cloak_cli_with_the_onnxruntime_backend(sample_photos, tmp_path: Path) -
 
 def test_bench_cli_writes_json_and_markdown(tmp_path: Path) -> None:
     output = tmp_path / "results" / "cpu.json"
-    result = run_cli(["bench", "--backends", "torch,torch-per-image,onnxruntime", "--batch", "1,2", "--steps", "2",
+    result = run_cli(["bench", "--backends", "torch,torch-per-image,onnxruntime,torch-eager-bf16,torch-cudagraph-bf16",
+                      "--batch", "1,2", "--steps", "2",
                       "--classifier", "tiny_classifier", "--through", "none", "--size", "32", "--min-seconds", "0",
                       "--threads", "1", "--json", str(output), "--cache-dir", str(tmp_path / "cache")])
     assert result.returncode == 0, result.stderr
@@ -176,15 +177,33 @@ def test_bench_cli_writes_json_and_markdown(tmp_path: Path) -> None:
     assert isinstance(payload["machine"], str) and payload["machine"]
     rows = payload["results"]
     assert [(r["backend"], r["batch"]) for r in rows] == [
-        (backend, batch) for batch in (1, 2) for backend in ("torch", "torch-per-image", "onnxruntime")
+        (backend, batch) for batch in (1, 2) for backend in ("torch", "torch-per-image", "onnxruntime",
+                                                             "torch-eager-bf16")
     ]
+    # The CUDA graph needs a GPU: reported and skipped, the bench goes on.
+    assert "skipped: torch-cudagraph-bf16 at batch 1: BackendUnavailableError" in result.stderr
     for row in rows:
-        assert set(row) == {"backend", "batch", "images_per_s", "peak_rss_mb"}
-        assert row["images_per_s"] > 0 and row["peak_rss_mb"] > 50
+        assert set(row) == {"backend", "batch", "images_per_s", "peak_rss_mb", "fraction_of_matmul_rate"}
+        assert row["images_per_s"] > 0 and row["peak_rss_mb"] > 50 and 0 < row["fraction_of_matmul_rate"] < 1
+    assert payload["matmul_dtype"] == "float32" and payload["matmul_flops_per_s"] > 1e8
+    assert payload["flops_per_image"] > 0
     table = output.with_suffix(".md").read_text()
     assert "| onnxruntime | 2 |" in table and "1.00x" in table and "torch" in payload["versions"]
+    assert "GFLOP per image" in table and "of matmul rate" in table
     bad = run_cli(["bench", "--backends", "cuda-magic", "--json", str(tmp_path / "x.json")])
     assert bad.returncode == 2 and "unknown backend cuda-magic" in bad.stderr
+
+
+def test_attack_flops_scale_with_steps_and_model_size() -> None:
+    from comcloak.engine.bench import BenchSettings, attack_flops_per_image, split_precision
+
+    tiny = BenchSettings(classifier="tiny_classifier", through="none", steps=2, size=32)
+    flops = attack_flops_per_image(tiny)
+    assert flops > 0 and attack_flops_per_image(BenchSettings(**{**tiny.__dict__, "steps": 4})) == 2 * flops
+    through = attack_flops_per_image(BenchSettings(**{**tiny.__dict__, "through": "comodel:jpeg:50"}))
+    assert through > flops
+    assert split_precision("torch-cudagraph-bf16") == ("torch-cudagraph", "bf16")
+    assert split_precision("torch-per-image") == ("torch-per-image", "fp32")
 
 
 @pytest.mark.gpu
