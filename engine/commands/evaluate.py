@@ -25,9 +25,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="paper (224x224 views, default) or archive (full resolution, platform chains)")
     parser.add_argument("--attacks", default="fgsm,bim,mim", help="comma-separated: fgsm,bim,mim (default all three)")
     parser.add_argument("--through", default="none,diffjpeg:50,comodel:auto",
-                        help="comma-separated stand-ins: none, diffjpeg:Q, comodel:CODEC, comodel:PATH, 'mix:A|B', "
-                             "comodel:auto (for each codec evaluated, the ComModel trained for it: the paper's "
-                             "setting) (default none,diffjpeg:50,comodel:auto)")
+                        help="comma-separated stand-ins: none, diffjpeg:Q, comodel:CODEC, comodel:PATH, "
+                             "comodel-cubic:CODEC (the ComModel's trained cubic rounding instead of its continuous "
+                             "relaxation), 'mix:A|B', 'eot:A|B', comodel:auto (for each codec evaluated, the "
+                             "ComModel trained for it: the paper's setting) (default none,diffjpeg:50,comodel:auto)")
     parser.add_argument("--codecs", default=None,
                         help=f"comma-separated real codecs (default: paper {DEFAULT_CODECS}; archive "
                              f"{DEFAULT_CHAINS})")

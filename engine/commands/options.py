@@ -54,7 +54,8 @@ def add_attack_options(parser: argparse.ArgumentParser, single_attack: bool = Tr
         group.add_argument("--attack", default="mim", choices=("fgsm", "bim", "mim"), help="default: mim")
         group.add_argument("--through", default=None,
                            help="stand-in for the compressor: none, diffjpeg:Q, comodel:CODEC, comodel:PATH, "
-                                "'mix:A|B' (default: the shipped ComModel for the --check codec)")
+                                "comodel-cubic:CODEC, 'mix:A|B', 'eot:A|B' (default: the shipped ComModel for the "
+                                "--check codec)")
     group.add_argument("--eps", type=eps_value, default=5.0, help="L-inf budget on the 0-255 scale (default 5)")
     group.add_argument("--steps", type=positive_int, default=None,
                        help="iterations of bim/mim (default 10; fgsm takes one)")
