@@ -9,6 +9,7 @@ replays it: one launch per batch instead of thousands of kernel launches and the
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
@@ -137,6 +138,8 @@ class CudaGraphTorchRunner(TorchRunner):
         device: the CUDA device.
         max_batch: the largest bucket. Default 256.
         fused_update: use the fused update kernel when built. Default True.
+        max_graphs: captured graphs kept at once; each holds its own memory pool (activations of a whole bucket),
+            so an archive with many aspect ratios evicts the least recently used. Default 8.
 
     Example:
         >>> with CudaGraphTorchRunner(classifier, through, config, torch.device("cuda"), precision="bf16") as r:
@@ -155,14 +158,18 @@ class CudaGraphTorchRunner(TorchRunner):
         channels_last: bool = True,
         max_batch: int = 256,
         fused_update: bool = True,
+        max_graphs: int = 8,
     ) -> None:
         super().__init__(classifier, through, config, precision, channels_last)
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
+        if max_graphs < 1:
+            raise ValueError(f"max_graphs must be at least 1, got {max_graphs}")
         self.device = torch.device(device)
         self.max_batch = max_batch
         self.fused_update = fused_update
-        self._captured: dict[tuple[int, int, int], _CapturedLoop] = {}
+        self.max_graphs = max_graphs
+        self._captured: OrderedDict[tuple[int, int, int], _CapturedLoop] = OrderedDict()
 
     def activate_impl(self) -> None:
         if not capturable(self.through):
@@ -207,7 +214,11 @@ class CudaGraphTorchRunner(TorchRunner):
             key = (min(batch_bucket(count), self.max_batch), chunk.shape[2], chunk.shape[3])
             captured = self._captured.get(key)
             if captured is None:
+                while len(self._captured) >= self.max_graphs:
+                    evicted, _ = self._captured.popitem(last=False)
+                    logger.info("released the captured loop for batch %d at %dx%d", *evicted)
                 captured = self._captured[key] = self._capture(*key)
+            self._captured.move_to_end(key)
             captured.x0[:count].copy_(chunk)
             captured.goal[:count].copy_(chunk_goal)
             if count < key[0]:

@@ -95,6 +95,8 @@ def test_cudagraph_runner_checks_what_it_cannot_capture(models) -> None:
         CudaGraphTorchRunner(classifier, through, config, torch.device("cpu")).activate()
     with pytest.raises(ValueError, match="max_batch must be at least 1"):
         CudaGraphTorchRunner(classifier, through, config, torch.device("cuda"), max_batch=0)
+    with pytest.raises(ValueError, match="max_graphs must be at least 1"):
+        CudaGraphTorchRunner(classifier, through, config, torch.device("cuda"), max_graphs=0)
 
 
 @pytest.mark.gpu
@@ -118,6 +120,11 @@ def test_cudagraph_fp32_matches_eager_reference(models, method, targeted) -> Non
             assert within_one_level(adversarial, reference) >= PARITY_FRACTION
         assert sorted(runner._captured) == [(1, 32, 32), (4, 32, 32)]
     assert not runner._captured
+    # At most max_graphs captures are kept: the least recently used is released.
+    with CudaGraphTorchRunner(classifier_gpu, through_gpu, config, device, max_graphs=2) as small:
+        for size in (32, 48, 32, 64):
+            small.infer(smooth_images(2, 5, size).to(device), torch.zeros(2, dtype=torch.long, device=device))
+        assert list(small._captured) == [(2, 32, 32), (2, 64, 64)]
 
 
 @pytest.mark.gpu
