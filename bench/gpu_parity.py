@@ -17,9 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from parity import success_after, within, write_results  # bench/parity.py, beside this script
 
 from comcloak.attacks import attack_config, make_through, run_attack
-from comcloak.attacks.protocols import to_tensor, to_uint8
+from comcloak.attacks.protocols import to_tensor
 from comcloak.codecs import parse_codec
 from comcloak.codecs.pairs import list_photos, load_rgb, paper_view
 from comcloak.engine.backends import CudaGraphTorchRunner
@@ -28,17 +29,6 @@ from comcloak.engine.cloaker import load_classifier
 from comcloak.models import freeze
 
 CONFIGS = [("mim", True), ("mim", False), ("bim", True), ("fgsm", False)]
-
-
-def within(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((((a * 255).round() - (b * 255).round()).abs() <= 1).float().mean())
-
-
-def success_after(classifier, codec, cloaked: torch.Tensor, goal: torch.Tensor, targeted: bool) -> float:
-    compressed = np.stack([codec.apply(image) for image in to_uint8(cloaked.cpu())])
-    with torch.no_grad():
-        labels = classifier(to_tensor(compressed, goal.device)).argmax(1)
-    return float((labels == goal).float().mean() if targeted else (labels != goal).float().mean())
 
 
 def load_views(source: str, mirror: bool) -> np.ndarray:
@@ -85,9 +75,6 @@ def main() -> None:
     payload = {"machine": machine_description("cuda"), "versions": library_versions(), "classifier": args.classifier,
                "through": args.through, "codec": args.codec, "eps": args.eps, "n_views": len(x0), "results": rows,
                "seconds": time.perf_counter() - began}
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(payload, indent=2))
     lines = [f"CUDA-graph parity on {len(x0)} paper views, {args.classifier} through {args.through}, eps "
              f"{args.eps:g}, success after {args.codec}", "",
              "| attack | targeted | eager fp32 | cudagraph fp32 | cudagraph bf16 | pixels within 1/255: fp32 / bf16 |",
@@ -96,8 +83,7 @@ def main() -> None:
         lines.append(f"| {row['attack']} | {row['targeted']} | {100 * row['success_eager_fp32']:.1f}% | "
                      f"{100 * row['success_cudagraph_fp32']:.1f}% | {100 * row['success_cudagraph_bf16']:.1f}% | "
                      f"{100 * row['pixels_within_1_fp32']:.2f}% / {100 * row['pixels_within_1_bf16']:.2f}% |")
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(args.json, payload, lines)
 
 
 if __name__ == "__main__":

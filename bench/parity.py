@@ -44,11 +44,22 @@ def within(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def success_after(classifier, codec, cloaked: torch.Tensor, goal: torch.Tensor, targeted: bool) -> float:
-    """Paper protocol: round to uint8, compress with the real codec, classify; success = target / not clean."""
-    compressed = np.stack([codec.apply(image) for image in to_uint8(cloaked)])
+    """Paper protocol: round to uint8, compress with the real codec, classify; success = target / not clean.
+
+    The classifier and ``goal`` share a device (CPU or GPU); the codec runs on the host."""
+    compressed = np.stack([codec.apply(image) for image in to_uint8(cloaked.cpu())])
     with torch.no_grad():
-        labels = classifier(to_tensor(compressed)).argmax(1)
+        labels = classifier(to_tensor(compressed, goal.device)).argmax(1)
     return float((labels == goal).float().mean() if targeted else (labels != goal).float().mean())
+
+
+def write_results(path: str | Path, payload: dict, table_lines: list[str]) -> None:
+    """The JSON document and, beside it, the markdown table (also printed)."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(payload, indent=2))
+    out.with_suffix(".md").write_text("\n".join(table_lines) + "\n")
+    print("\n".join(table_lines))
 
 
 def teacher_forced(session, classifier, through, x0, goal, config) -> float:
@@ -108,9 +119,6 @@ def main() -> None:
     payload = {"machine": machine_description(), "versions": library_versions(), "classifier": args.classifier,
                "through": args.through, "codec": args.codec, "eps": args.eps, "n_photos": len(photos), "results": rows,
                "seconds": time.perf_counter() - began}
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(payload, indent=2))
     lines = [f"Parity on {len(photos)} photos, {args.classifier} through {args.through}, eps {args.eps:g}: fraction "
              "of uint8 pixels within 1/255", "", "| attack | targeted | onnxruntime vs torch (end to end) | "
              f"torch fp32 vs fp64 (end to end) | onnxruntime vs torch (per step) | success after {args.codec}: "
@@ -119,8 +127,7 @@ def main() -> None:
         lines.append(f"| {row['attack']} | {row['targeted']} | {100 * row['end_to_end']:.2f}% | "
                      f"{100 * row['float32_vs_float64']:.2f}% | {100 * row['per_step']:.3f}% | "
                      f"{100 * row['success_torch']:.0f}% / {100 * row['success_onnxruntime']:.0f}% |")
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results(args.json, payload, lines)
 
 
 if __name__ == "__main__":
