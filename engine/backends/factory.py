@@ -25,7 +25,7 @@ from .torch_runner import PRECISIONS, CudaGraphTorchRunner, TorchRunner, captura
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "torch", "torch-cudagraph", "onnxruntime", "tensorrt")
-TORCH_BACKENDS = ("torch", "torch-cudagraph")  # the ones with a precision other than fp32
+TORCH_BACKENDS = ("torch", "torch-cudagraph")  # any precision; one runner serves every view size
 GRAPH_FORMAT_VERSION = "1"  # bump when the exported step graph changes meaning
 
 
