@@ -8,13 +8,21 @@ renamed), the export checks itself:
 1. ``onnx.checker`` (full check, with shape inference);
 2. an op whitelist of what TensorRT's ONNX parser accepts (:data:`TENSORRT_ONNX_OPS`; no Scatter, MaxPool
    without its indices output, Conv/ConvTranspose weights constant);
-3. ONNX Runtime against ``torch.autograd.grad`` in float64 on fresh random inputs: the normalised gradient
-   (``m_next`` with ``m = 0, mu = 0``), logits and loss, relative error at most :data:`GRADIENT_TOLERANCE`.
+3. ONNX Runtime against ``torch.autograd.grad`` in float64 on :data:`CHECK_BATCH` fresh random images: the
+   normalised gradient (``m_next`` with ``m = 0, mu = 0``), logits and loss. The check is *calibrated*: torch's own
+   float32 autograd is measured against the same float64 reference on the same images, and ONNX Runtime passes when
+   its typical error (the median over the images) is at most ``max(GRADIENT_TOLERANCE, FLOAT32_ERROR_FACTOR x
+   torch's)`` and its worst image at most ``max(WORST_IMAGE_TOLERANCE, FLOAT32_ERROR_FACTOR x torch's worst)``
+   (:class:`SelfCheck`).
 
-Relative error is ``mean|a - b| / mean|b|``. A max-norm error is not usable for gradients of these networks: a
-ReLU6 mask or a ComModel rounding step that flips between float32 and float64 moves single pixels of the gradient,
-so even torch's own float32 autograd is up to 4e-2 from float64 in max norm (1e-4 in this measure), while a wrong
-VJP rule is off by order 1 in both.
+Each image's error is ``mean|a - b| / mean|b|``. A max-norm error is not usable for gradients of these networks: a
+ReLU6 mask or a ComModel clip that flips between float32 and float64 moves a patch of the gradient, so even torch's
+own float32 autograd is up to 0.1 from float64 in single pixels. Such flips are rare events: measured at 224x224
+through ``comodel:jpeg:50`` with EfficientNet-Lite0 (18 images), an image without one is 2e-6 from float64, an
+image with one up to 2.7e-3, in about a third of the images, for torch float32 and ONNX Runtime alike but on
+different images (ONNX Runtime fuses and reorders the same arithmetic). A fixed 1e-3 on the batch mean therefore
+failed exports of the default stand-in at random; the median over images and the calibrated bounds do not, while
+a wrong VJP rule (a ReLU that lets every gradient through) is off by more than 0.1 on every image.
 
 The ONNX packages (``onnx``, ``onnxscript`` for ``torch.onnx``'s exporter, ``onnxruntime`` for the check) are the
 ``onnx`` extra; they are imported only here, when an export runs.
@@ -50,7 +58,11 @@ OPSET = 18
 INPUT_NAMES = ("x", "x0", "m", "w", "eps", "alpha", "mu")
 OUTPUT_NAMES = ("x_next", "m_next", "logits", "loss")
 BATCHED = ("x", "x0", "m", "w")
-GRADIENT_TOLERANCE = 1e-3  # relative: mean |error| / mean |reference| (module docstring)
+GRADIENT_TOLERANCE = 1e-3  # per image mean |error| / mean |reference|: floor of the bound on the median image
+WORST_IMAGE_TOLERANCE = 1e-2  # floor of the bound on the worst image (a float32 flip reaches 2.7e-3, a bug 0.1)
+# ONNX Runtime may be this many times further from float64 than torch's own float32 autograd on the same images.
+FLOAT32_ERROR_FACTOR = 3.0
+CHECK_BATCH = 5  # images of the runtime check: odd (a median), and a batch size the export never saw
 METADATA_PREFIX = "comcloak."
 EPS_SEMANTICS = (
     "x, x0 in [0,1] NCHW; eps and alpha on the [0,1] scale (comcloak's --eps 5 is 5/255); "
@@ -102,14 +114,23 @@ def import_optional(module: str, extra: str = "onnx") -> Any:
 
 @dataclass
 class ExportReport:
-    """What an export wrote and what its self-checks measured."""
+    """What an export wrote and what its self-checks measured (``check`` is None when they were skipped)."""
 
     path: Path
     metadata: dict[str, str]
-    gradient_rel_error: float
-    logits_rel_error: float
     ops: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    check: SelfCheck | None = None
+
+    @property
+    def gradient_rel_error(self) -> float:
+        """ONNX Runtime's gradient error against float64 autograd on the median check image (nan: not checked)."""
+        return self.check.gradient_error if self.check is not None else float("nan")
+
+    @property
+    def logits_rel_error(self) -> float:
+        """ONNX Runtime's largest logits/loss error against float64 autograd (nan: not checked)."""
+        return self.check.logits_error if self.check is not None else float("nan")
 
 
 def tensorrt_op_violations(model: Any) -> list[str]:
@@ -137,6 +158,76 @@ def relative_error(value: np.ndarray | torch.Tensor, reference: torch.Tensor) ->
     value = torch.as_tensor(np.asarray(value), dtype=torch.float64)
     reference = reference.detach().to(torch.float64)
     return float((value - reference).abs().mean() / reference.abs().mean().clamp_min(1e-30))
+
+
+def calibrated_tolerance(torch_float32_error: float, floor: float = GRADIENT_TOLERANCE) -> float:
+    """The error ONNX Runtime may have against float64: ``max(floor, FLOAT32_ERROR_FACTOR x torch's float32 error on
+    the same images)``, so float32 rounding passes and a wrong rule (off by order 1) does not."""
+    return max(floor, FLOAT32_ERROR_FACTOR * torch_float32_error)
+
+
+@dataclass(frozen=True)
+class SelfCheck:
+    """What the export's runtime check measured, per image: ONNX Runtime's and torch float32's relative errors
+    against float64 autograd (``*_errors``: gradient; ``*_output_errors``: the larger of logits and loss)."""
+
+    errors: tuple[float, ...]
+    output_errors: tuple[float, ...]
+    torch_errors: tuple[float, ...]
+    torch_output_errors: tuple[float, ...]
+
+    @property
+    def gradient_error(self) -> float:
+        """ONNX Runtime's typical (median image) gradient error."""
+        return float(np.median(self.errors))
+
+    @property
+    def torch_gradient_error(self) -> float:
+        return float(np.median(self.torch_errors))
+
+    @property
+    def logits_error(self) -> float:
+        return max(self.output_errors)
+
+    @property
+    def torch_logits_error(self) -> float:
+        return max(self.torch_output_errors)
+
+    @property
+    def gradient_tolerance(self) -> float:
+        return calibrated_tolerance(self.torch_gradient_error)
+
+    @property
+    def worst_tolerance(self) -> float:
+        return calibrated_tolerance(max(self.torch_errors), WORST_IMAGE_TOLERANCE)
+
+    @property
+    def logits_tolerance(self) -> float:
+        return calibrated_tolerance(self.torch_logits_error)
+
+    @property
+    def passed(self) -> bool:
+        return (self.gradient_error <= self.gradient_tolerance and max(self.errors) <= self.worst_tolerance
+                and self.logits_error <= self.logits_tolerance)
+
+    def failure_message(self) -> str:
+        return (
+            f"ONNX Runtime's attack step disagrees with float64 torch.autograd beyond float32 rounding, on "
+            f"{len(self.errors)} random images: gradient relative error {self.gradient_error:.2e} on the median "
+            f"image and {max(self.errors):.2e} on the worst (torch's own float32 autograd on the same images: "
+            f"{self.torch_gradient_error:.2e} and {max(self.torch_errors):.2e}; allowed {self.gradient_tolerance:.2e} "
+            f"and {self.worst_tolerance:.2e}, {FLOAT32_ERROR_FACTOR:g} x torch's or at least "
+            f"{GRADIENT_TOLERANCE:g} and {WORST_IMAGE_TOLERANCE:g}), logits/loss {self.logits_error:.2e} (torch "
+            f"{self.torch_logits_error:.2e}, allowed {self.logits_tolerance:.2e}). That is a bug in a VJP rule or in "
+            f"the exporter, not rounding; nothing was written. Use --backend torch meanwhile, and report the "
+            f"classifier and stand-in"
+        )
+
+
+def per_image_relative_errors(value: np.ndarray | torch.Tensor, reference: torch.Tensor) -> tuple[float, ...]:
+    """:func:`relative_error` of each image (row) of a batch."""
+    value = torch.as_tensor(np.asarray(value))
+    return tuple(relative_error(value[i : i + 1], reference[i : i + 1]) for i in range(reference.shape[0]))
 
 
 def autograd_reference(
@@ -263,7 +354,7 @@ def export_attack_step(
         ops: dict[str, int] = {}
         for node in model.graph.node:
             ops[node.op_type] = ops.get(node.op_type, 0) + 1
-        gradient_error = logits_error = float("nan")
+        measured: SelfCheck | None = None
         if check:
             try:
                 onnx.checker.check_model(str(scratch_file), full_check=True)
@@ -272,24 +363,28 @@ def export_attack_step(
             violations = tensorrt_op_violations(model)
             if violations:
                 raise ExportError("the exported step graph fails the TensorRT op whitelist: " + "; ".join(violations))
-            gradient_error, logits_error = _check_against_autograd(
-                scratch_file, classifier, through, height, width, classes, generator
-            )
+            measured = check_against_autograd(scratch_file, classifier, through, height, width, classes, generator)
+            if not measured.passed:
+                raise ExportError(measured.failure_message())
         os.replace(scratch_file, path)
     seconds = time.perf_counter() - began
-    logger.info("exported %s (%d nodes) in %.1f s; gradient rel error %.2e", path, len(model.graph.node), seconds,
-                gradient_error)
-    return ExportReport(path, info, gradient_error, logits_error, ops, seconds)
+    report = ExportReport(path, info, ops, seconds, measured)
+    logger.info("exported %s (%d nodes) in %.1f s; gradient rel error %.2e (torch float32 %.2e)", path,
+                len(model.graph.node), seconds, report.gradient_rel_error,
+                measured.torch_gradient_error if measured is not None else float("nan"))
+    return report
 
 
-def _check_against_autograd(
+def check_against_autograd(
     onnx_file: Path, classifier: nn.Module, through: nn.Module | None, height: int, width: int, classes: int,
     generator: torch.Generator,
-) -> tuple[float, float]:
+) -> SelfCheck:
+    """Run the exported step with ONNX Runtime on :data:`CHECK_BATCH` fresh images and measure it, and torch's
+    float32 autograd, against float64 autograd (the module docstring's check 3). The caller decides with
+    :attr:`SelfCheck.passed`."""
     ort = import_optional("onnxruntime")
     session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
-    # A batch size the export never saw, so the dynamic batch is exercised too.
-    inputs = _example_inputs(3, height, width, classes, generator)
+    inputs = _example_inputs(CHECK_BATCH, height, width, classes, generator)
     feed = {name: value.numpy() for name, value in zip(INPUT_NAMES, inputs)}
     x_next, m_next, logits, loss = session.run(list(OUTPUT_NAMES), feed)
     classifier64 = copy.deepcopy(classifier).double()
@@ -297,14 +392,19 @@ def _check_against_autograd(
     gradient, reference_logits, reference_loss = autograd_reference(
         classifier64, through64, inputs[0].double(), inputs[3].double()
     )
-    gradient_error = relative_error(m_next, gradient)
-    logits_error = max(relative_error(logits, reference_logits), relative_error(loss, reference_loss))
-    if not gradient_error <= GRADIENT_TOLERANCE or not logits_error <= GRADIENT_TOLERANCE:
-        raise ExportError(
-            f"ONNX Runtime disagrees with torch.autograd: gradient relative error {gradient_error:.2e}, "
-            f"logits/loss {logits_error:.2e} (tolerance {GRADIENT_TOLERANCE:g})"
-        )
-    return gradient_error, logits_error
+    gradient32, logits32, loss32 = autograd_reference(classifier, through, inputs[0], inputs[3])
+
+    def output_errors(got_logits, got_loss) -> tuple[float, ...]:
+        pairs = zip(per_image_relative_errors(got_logits, reference_logits),
+                    per_image_relative_errors(np.asarray(got_loss)[:, None], reference_loss[:, None]))
+        return tuple(max(pair) for pair in pairs)
+
+    return SelfCheck(
+        errors=per_image_relative_errors(m_next, gradient),
+        output_errors=output_errors(logits, loss),
+        torch_errors=per_image_relative_errors(gradient32, gradient),
+        torch_output_errors=output_errors(logits32, loss32),
+    )
 
 
 def read_export_metadata(path: str | os.PathLike) -> dict[str, str]:

@@ -69,6 +69,10 @@ def run(args: argparse.Namespace) -> int:
     assert report is not None
     nodes = sum(report.ops.values())
     print(f"wrote {output}: {nodes} nodes, {len(report.ops)} operator types, {report.seconds:.1f} s")
-    print(f"checks: onnx checker ok, TensorRT op whitelist ok, ONNX Runtime vs torch autograd (float64): "
-          f"gradient relative error {report.gradient_rel_error:.2e}, logits {report.logits_rel_error:.2e}")
+    check = report.check
+    print(f"checks: onnx checker ok, TensorRT op whitelist ok, ONNX Runtime vs float64 torch autograd on "
+          f"{len(check.errors)} images: gradient relative error {check.gradient_error:.2e} median image, "
+          f"{max(check.errors):.2e} worst (torch float32: {check.torch_gradient_error:.2e}, "
+          f"{max(check.torch_errors):.2e}; allowed {check.gradient_tolerance:.2e}, {check.worst_tolerance:.2e}), "
+          f"logits {check.logits_error:.2e} (allowed {check.logits_tolerance:.2e})")
     return 0
