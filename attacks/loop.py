@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from comcloak import kernels
+from comcloak.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ DEFAULT_STEPS = 10
 PAPER_TARGET_OFFSET = 500
 
 
-class AttackConfigError(ValueError):
+class AttackConfigError(UserError, ValueError):
     """A user-supplied attack parameter is out of range or inconsistent."""
 
 

@@ -32,6 +32,7 @@ from torch import nn
 
 from comcloak.codecs import CodecSpecError
 from comcloak.codecs.diffjpeg import DiffJPEG
+from comcloak.errors import UserError
 from comcloak.models import WeightsError, comodel_io, freeze
 from comcloak.models.comodel_tc import TransformComModel
 
@@ -43,7 +44,7 @@ FALLBACK_THROUGH = "comodel:jpeg:50"  # most platforms serve JPEG
 ATTACK_ROUNDING = "continuous"
 
 
-class ThroughSpecError(ValueError):
+class ThroughSpecError(UserError, ValueError):
     """A ``--through`` spec string is malformed or names something that does not exist."""
 
 

@@ -6,12 +6,14 @@ import abc
 
 import numpy as np
 
+from comcloak.errors import UserError
 
-class CodecSpecError(ValueError):
+
+class CodecSpecError(UserError, ValueError):
     """A codec spec string could not be parsed; the message is one line naming what was asked and what is valid."""
 
 
-class CodecUnavailableError(RuntimeError):
+class CodecUnavailableError(UserError, RuntimeError):
     """The codec parsed fine but this Pillow build cannot run it (e.g. no AVIF support)."""
 
 

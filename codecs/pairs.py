@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from comcloak.errors import UserError
+
 from .base import Codec, CodecUnavailableError, check_image
 from .spec import parse_codec
 
@@ -58,7 +60,7 @@ _CROP_TRIES = 10
 _CODEC_ERRORS = (ValueError, OSError, Image.DecompressionBombError)
 
 
-class PairDataError(ValueError):
+class PairDataError(UserError, ValueError):
     """The request as a whole cannot produce pairs (folder missing, no usable photo); the message is one line."""
 
 

@@ -1,7 +1,7 @@
 """The ``comcloak`` command line. One module per subcommand under ``comcloak.engine.commands``.
 
-User errors (bad arguments, missing inputs, unknown names) print one line to stderr and exit with status 2;
-anything else is an internal bug and keeps its traceback.
+User errors (:class:`comcloak.errors.UserError`: bad arguments, missing inputs, unknown names) print one line to
+stderr and exit with status 2; anything else is an internal bug and keeps its traceback (exit status 1).
 """
 
 from __future__ import annotations
@@ -12,12 +12,9 @@ import sys
 from collections.abc import Sequence
 
 from comcloak import __version__
+from comcloak.errors import UserError
 
 EXIT_USER_ERROR = 2
-
-
-class UserError(Exception):
-    """An error in what the user asked for; shown as one line, exit status 2."""
 
 
 class OneLineArgumentParser(argparse.ArgumentParser):
@@ -25,23 +22,6 @@ class OneLineArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-def _user_error_types() -> tuple[type[BaseException], ...]:
-    # Imported lazily: `comcloak --help` should not pay for importing torch.
-    from comcloak.attacks import AttackConfigError, ThroughSpecError
-    from comcloak.codecs import CodecSpecError, CodecUnavailableError
-    from comcloak.engine.backends import BackendUnavailableError
-    from comcloak.engine.cloaker import CloakerConfigError
-    from comcloak.engine.photos import PhotoError
-    from comcloak.engine.pipeline import OutputLayoutError
-    from comcloak.export import ExportError, OnnxDependencyError, UnsupportedLayerError
-    from comcloak.models import UnknownModelError, WeightsError
-
-    return (UserError, AttackConfigError, ThroughSpecError, CodecSpecError, CodecUnavailableError,
-            CloakerConfigError, PhotoError, BackendUnavailableError, ExportError, OnnxDependencyError,
-            UnsupportedLayerError,
-            OutputLayoutError, UnknownModelError, WeightsError, FileNotFoundError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.run(args) or 0)
-    except _user_error_types() as error:
+    except UserError as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         print(f"comcloak {args.command}: error: {message}", file=sys.stderr)
         return EXIT_USER_ERROR

@@ -25,6 +25,7 @@ from comcloak.engine.backends import (
     create_runner,
     resolve_backend,
 )
+from comcloak.errors import UserError
 from comcloak.models import WeightsError, create_model, freeze
 
 logger = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ def default_through(check: str) -> str:
     return matched_through_spec(check)
 
 
-class CloakerConfigError(ValueError):
+class CloakerConfigError(UserError, ValueError):
     """A Cloaker argument is invalid (user error)."""
 
 

@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from comcloak.engine.atomic import atomic_writer
+from comcloak.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +24,7 @@ DEFAULT_WEBP_QUALITY = 95
 _SAVE_FORMATS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "TIFF": ".tif", "BMP": ".bmp"}
 
 
-class PhotoError(ValueError):
+class PhotoError(UserError, ValueError):
     """A photo could not be read (missing, not an image, corrupt, or too large)."""
 
 
@@ -107,7 +108,7 @@ def collect_photos(inputs: list[str | os.PathLike]) -> list[tuple[Path, Path]]:
     """Expand files and folders into ``(photo_path, relative_output_path)`` pairs, sorted, without duplicates.
 
     Files named directly keep their name; photos found in a folder keep their path relative to that folder.
-    Raises :class:`FileNotFoundError` naming the first input that does not exist.
+    Raises :class:`PhotoError` naming the first input that does not exist.
     """
     found: dict[Path, Path] = {}
     for item in inputs:
@@ -119,5 +120,5 @@ def collect_photos(inputs: list[str | os.PathLike]) -> list[tuple[Path, Path]]:
         elif path.is_file():
             found.setdefault(path.resolve(), Path(path.name))
         else:
-            raise FileNotFoundError(f"input not found: {path}")
+            raise PhotoError(f"input not found: {path}")
     return sorted(found.items(), key=lambda pair: str(pair[1]))

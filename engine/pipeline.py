@@ -21,6 +21,7 @@ from comcloak.codecs import Codec
 from comcloak.engine.atomic import write_json
 from comcloak.engine.cloaker import Cloaker
 from comcloak.engine.photos import Photo, PhotoError, load_photo, output_suffix, save_photo
+from comcloak.errors import UserError
 from comcloak.models.labels import imagenet_class_name
 
 logger = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ logger = logging.getLogger(__name__)
 MIN_PHOTO_SIDE = 32  # below this the classifiers' strided stages have nothing left to look at
 
 
-class OutputLayoutError(ValueError):
+class OutputLayoutError(UserError, ValueError):
     """The output folder would overwrite or live inside the inputs."""
 
 

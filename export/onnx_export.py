@@ -50,6 +50,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from comcloak.errors import UserError
+
 from .gradient import AttackStep, ThroughThenClassify, goal_weights, traceable_through
 
 logger = logging.getLogger(__name__)
@@ -94,11 +96,11 @@ def _quiet_logger(name: str) -> Iterator[None]:
         log.setLevel(level)
 
 
-class ExportError(RuntimeError):
+class ExportError(UserError, RuntimeError):
     """An export could not be written or failed one of its self-checks."""
 
 
-class OnnxDependencyError(ImportError):
+class OnnxDependencyError(UserError, ImportError):
     """The ONNX packages (the ``onnx`` extra) are not installed."""
 
 

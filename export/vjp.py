@@ -27,10 +27,12 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from comcloak.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 
-class UnsupportedLayerError(ValueError):
+class UnsupportedLayerError(UserError, ValueError):
     """A traced model contains a layer (module, function or method) or a layer setting with no VJP rule."""
 
 

@@ -9,6 +9,8 @@ from typing import TypeVar
 
 from torch import nn
 
+from comcloak.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 _F = TypeVar("_F", bound=Callable[..., nn.Module])
@@ -16,7 +18,7 @@ _F = TypeVar("_F", bound=Callable[..., nn.Module])
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
 
-class UnknownModelError(ValueError):
+class UnknownModelError(UserError, ValueError):
     """Raised by :func:`create_model` for a name that no factory was registered under."""
 
     def __init__(self, name: str, available: list[str]) -> None:

@@ -14,6 +14,8 @@ from safetensors.torch import load_file as _st_load_file
 from safetensors.torch import save_file as _st_save_file
 from torch import nn
 
+from comcloak.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike[str]
@@ -24,7 +26,7 @@ _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module")
 _LIST_LIMIT = 5  # how many offending keys an error message names before summarising
 
 
-class WeightsError(ValueError):
+class WeightsError(UserError, ValueError):
     """A weights file is missing, undecodable, or does not fit the model; the message is one line."""
 
 

@@ -8,6 +8,7 @@ from abc import ABC, abstractmethod
 import torch
 
 from comcloak.attacks import AttackConfig
+from comcloak.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -17,7 +18,7 @@ def batch_bucket(batch: int) -> int:
     return 1 << max(0, (batch - 1).bit_length())
 
 
-class BackendUnavailableError(RuntimeError):
+class BackendUnavailableError(UserError, RuntimeError):
     """A backend was asked for but cannot run here (package missing, no GPU, stand-in not exportable)."""
 
 

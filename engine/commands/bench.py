@@ -38,7 +38,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _int_list(text: str, what: str) -> list[int]:
-    from comcloak.engine.cli import UserError
+    from comcloak.errors import UserError
 
     try:
         values = [int(part) for part in text.split(",") if part.strip()]
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         measure_matmul_rate,
         results_payload,
     )
-    from comcloak.engine.cli import UserError
+    from comcloak.errors import UserError
 
     backends = [name.strip() for name in args.backends.split(",") if name.strip()]
     unknown = [name for name in backends if name not in BENCH_BACKENDS]

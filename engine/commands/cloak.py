@@ -42,9 +42,9 @@ def add_output_options(parser: argparse.ArgumentParser, overwrite_option: bool =
 
 def run(args: argparse.Namespace) -> int:
     from comcloak.codecs import parse_codec
-    from comcloak.engine.cli import UserError
     from comcloak.engine.photos import collect_photos
     from comcloak.engine.pipeline import plan_outputs
+    from comcloak.errors import UserError
 
     if args.jpeg_quality > 100:
         raise UserError(f"--jpeg-quality must be in 1..100, got {args.jpeg_quality}")

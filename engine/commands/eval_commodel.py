@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from comcloak.codecs.pairs import PairDataError, held_out_views, list_photos, split_held_out
     from comcloak.codecs.real import Jpeg
     from comcloak.engine.atomic import write_json
-    from comcloak.engine.cli import UserError
+    from comcloak.errors import UserError
     from comcloak.models.training import comodel_mae, identity_mae
 
     if args.size % 16:

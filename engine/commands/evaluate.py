@@ -58,11 +58,11 @@ def run(args: argparse.Namespace) -> int:
     from comcloak.codecs import parse_codec
     from comcloak.engine.archive_protocol import run_archive_protocol
     from comcloak.engine.atomic import atomic_writer, write_json
-    from comcloak.engine.cli import UserError
     from comcloak.engine.cloaker import Cloaker
     from comcloak.engine.commands.options import build_classifier
     from comcloak.engine.eval_report import markdown_report, write_bar_chart, write_example_grid
     from comcloak.engine.photos import PhotoError, collect_photos, load_photo
+    from comcloak.errors import UserError
     from comcloak.models import freeze
 
     if args.backend != "torch":

@@ -34,8 +34,8 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from comcloak.attacks import make_through
-    from comcloak.engine.cli import UserError
     from comcloak.engine.cloaker import load_classifier
+    from comcloak.errors import UserError
     from comcloak.export.onnx_export import OnnxFromTorch
     from comcloak.models import freeze
 

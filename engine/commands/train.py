@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         list_photos,
         split_held_out,
     )
-    from comcloak.engine.cli import UserError
+    from comcloak.errors import UserError
     from comcloak.models import comodel_io
     from comcloak.models.training import (
         TrainConfig,

@@ -98,5 +98,5 @@ def test_collect_photos_walks_folders(tmp_path: Path, pixels: np.ndarray) -> Non
             Image.fromarray(pixels).save(target)
     pairs = collect_photos([tmp_path / "a"])
     assert [str(relative) for _, relative in pairs] == ["b/y.png", "x.jpg"]
-    with pytest.raises(FileNotFoundError, match="input not found"):
+    with pytest.raises(PhotoError, match="input not found"):
         collect_photos([tmp_path / "missing"])
