@@ -12,11 +12,11 @@ out=${2:-bench/results}
 mkdir -p "$out"
 cmake -S . -B build -DCMAKE_CUDA_ARCHITECTURES=native > "$out/gpu-build.log" 2>&1 && cmake --build build -j >> "$out/gpu-build.log" 2>&1
 python -m pytest -q -m gpu tests/kernels tests/engine/test_torch_runners.py 2>&1 | tail -15 | tee "$out/gpu-tests.log"
-backends=torch-eager-fp32,torch-cudagraph-fp32,torch-cudagraph-bf16
+backends=torch,torch-cudagraph
 python -c "import onnxruntime as o; assert 'CUDAExecutionProvider' in o.get_available_providers()" 2>/dev/null \
   && backends=$backends,onnxruntime
 for classifier in efficientnet_lite0 resnet50; do
   comcloak bench --device cuda --classifier "$classifier" --random-weights --through comodel:jpeg:50 \
-    --backends "$backends" --batch 32,128,256 --min-seconds 3 --json "$out/gpu-$classifier-comodel_jpeg50.json"
+    --backends "$backends" --precision fp32,bf16 --batch 32,128,256 --min-seconds 3 --json "$out/gpu-$classifier-comodel_jpeg50.json"
 done
 python bench/gpu_parity.py "$views" --mirror --json "$out/parity-gpu.json"

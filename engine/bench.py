@@ -1,13 +1,13 @@
 """Throughput and memory of the attack backends, each measured in its own process (``comcloak bench``).
 
-Every (backend, batch) pair runs in a fresh ``spawn``ed process, so its peak resident memory (``ru_maxrss``) is
+Every (backend, precision, batch) runs in a fresh ``spawn``ed process, so its peak resident memory (``ru_maxrss``) is
 its own and no backend warms caches for another. The parent exports the step graph once (the exported backends
 load it from disk, as they would from the cache) and writes the results as JSON and a markdown table whose
 speed-ups are ratios to the ``torch`` reference measured in the same run.
 
-Backends: ``torch`` (eager fp32, the reference; also spelled ``torch-eager-fp32``), ``torch-eager-bf16``/``-fp16``
-(eager with autocast), ``torch-cudagraph-fp32``/``-bf16``/``-fp16`` (the whole loop in CUDA graphs, GPU only),
-``torch-per-image``, ``onnxruntime`` (named ``onnxruntime-cuda`` in the results when run on a GPU) and ``tensorrt``.
+Backends and precisions are the registry's (:mod:`comcloak.engine.backends.registry`), the same names as
+``comcloak cloak --backend/--precision``: ``torch`` at ``fp32`` is the reference; ``onnxruntime`` is named
+``onnxruntime-cuda`` in the results when run on a GPU.
 
 The physical floor: the attack's FLOPs per image (``torch.utils.flop_counter`` over one forward and input-gradient
 pass, times the steps) and the device's measured dense matmul rate (bf16 on a GPU, fp32 on a CPU). Each row reports
@@ -25,11 +25,11 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from comcloak.engine.backends.registry import BackendInfo, get_backend, register_backend
+
 logger = logging.getLogger(__name__)
 
-BENCH_BACKENDS = ("torch", "torch-eager-fp32", "torch-eager-bf16", "torch-eager-fp16", "torch-cudagraph-fp32",
-                  "torch-cudagraph-bf16", "torch-cudagraph-fp16", "torch-per-image", "onnxruntime", "tensorrt")
-REFERENCE_BACKENDS = ("torch", "torch-eager-fp32")  # eager fp32: the ratios' denominator
+REFERENCE = ("torch", "fp32")  # eager fp32: the ratios' denominator
 MATMUL_SIDE = 8192  # square matmul for the device's rate (4096 on a CPU)
 
 
@@ -51,6 +51,7 @@ class BenchSettings:
 @dataclass
 class BenchResult:
     backend: str
+    precision: str
     batch: int
     images_per_s: float
     peak_rss_mb: float
@@ -106,18 +107,15 @@ def peak_rss_megabytes() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux, bytes on macOS
 
 
-def _measure(backend: str, batch: int, settings: BenchSettings, onnx_path: str | None) -> BenchResult:
-    """Runs in the child process: build the runner, warm up, time calls."""
+def _measure(backend: str, precision: str, batch: int, settings: BenchSettings,
+             onnx_path: str | None) -> BenchResult:
+    """Runs in the child process: build the runner from the registry, warm up, time calls."""
     import torch
 
     from comcloak.attacks import attack_config, make_through
-    from comcloak.engine.backends import (
-        CudaGraphTorchRunner,
-        OnnxRuntimeRunner,
-        PerImageTorchRunner,
-        TensorRTRunner,
-        TorchRunner,
-    )
+    from comcloak.engine.backends import get_backend
+    from comcloak.engine.backends.base import RunnerContext
+    from comcloak.engine.backends.factory import create_runner, resolve_backend
     from comcloak.models import freeze
 
     if settings.threads:
@@ -127,22 +125,16 @@ def _measure(backend: str, batch: int, settings: BenchSettings, onnx_path: str |
     generator = torch.Generator().manual_seed(settings.seed)
     x0 = torch.rand(batch, 3, settings.size, settings.size, generator=generator).to(device)
     goal = torch.randint(1000, (batch,), generator=generator).to(device)
-    if backend.startswith("torch"):
-        classifier = freeze(bench_classifier(settings).to(device))
-        through = freeze(make_through(settings.through, settings.seed).to(device))
-        kind, precision = split_precision(backend)
-        if kind == "torch-cudagraph":
-            runner = CudaGraphTorchRunner(classifier, through, config, device, precision, max_batch=max(batch, 1))
-        elif kind == "torch-per-image":
-            runner = PerImageTorchRunner(classifier, through, config)
-        else:
-            runner = TorchRunner(classifier, through, config, precision, channels_last=device.type == "cuda")
-    elif backend == "onnxruntime":
-        runner = OnnxRuntimeRunner(onnx_path, config, device=device, threads=settings.threads)
-    elif backend == "tensorrt":
-        runner = TensorRTRunner(onnx_path, config, device=device, max_batch=max(batch, 1))
+    context = RunnerContext(config=config, device=device, precision=precision, height=settings.size,
+                            width=settings.size, threads=settings.threads, max_batch=batch,
+                            channels_last=device.type == "cuda")
+    if get_backend(backend).exported:  # the graph the parent exported; no torch modules in this process
+        context.step_graph = lambda height, width: Path(onnx_path)
     else:
-        raise ValueError(f"unknown bench backend {backend!r}; available: {', '.join(BENCH_BACKENDS)}")
+        context.classifier = freeze(bench_classifier(settings).to(device))
+        context.through = freeze(make_through(settings.through, settings.seed).to(device))
+    resolve_backend(backend, device, context.through, precision)  # the registry's reason, if it cannot run here
+    runner = create_runner(backend, context)
     with runner:
         runner.infer(x0, goal)  # warm-up: lazy allocation, graph capture, kernel selection
         if device.type == "cuda":
@@ -161,13 +153,7 @@ def _measure(backend: str, batch: int, settings: BenchSettings, onnx_path: str |
     peak_gpu = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
     if backend == "onnxruntime" and device.type == "cuda":
         backend = "onnxruntime-cuda"
-    return BenchResult(backend, batch, batch * calls / elapsed, peak_rss_mb, elapsed, calls, peak_gpu)
-
-
-def split_precision(backend: str) -> tuple[str, str]:
-    """``torch-cudagraph-bf16`` -> (``torch-cudagraph``, ``bf16``); names without a precision are fp32."""
-    kind, _, suffix = backend.rpartition("-")
-    return (kind, suffix) if suffix in ("fp32", "bf16", "fp16") else (backend, "fp32")
+    return BenchResult(backend, precision, batch, batch * calls / elapsed, peak_rss_mb, elapsed, calls, peak_gpu)
 
 
 def bench_classifier(settings: BenchSettings):  # -> nn.Module (torch imported lazily)
@@ -232,27 +218,29 @@ def measure_matmul_rate(device: str = "cpu", seconds: float = 2.0) -> tuple[floa
     return 2.0 * side**3 * calls / elapsed, str(dtype).removeprefix("torch.")
 
 
-def _child(queue: multiprocessing.Queue, backend: str, batch: int, settings: BenchSettings, onnx: str | None) -> None:
+def _child(queue: multiprocessing.Queue, info: BackendInfo, precision: str, batch: int, settings: BenchSettings,
+           onnx: str | None) -> None:
+    register_backend(info)  # the parent's entry: a backend registered at run time is known here too
     try:
-        queue.put(("ok", asdict(_measure(backend, batch, settings, onnx))))
+        queue.put(("ok", asdict(_measure(info.name, precision, batch, settings, onnx))))
     except Exception as exc:  # reported to the parent as one line; the bench goes on with the next measurement
         queue.put(("error", f"{type(exc).__name__}: {exc}"))
 
 
-def measure_in_subprocess(backend: str, batch: int, settings: BenchSettings, onnx_path: str | None) -> BenchResult:
+def measure_in_subprocess(backend: str, precision: str, batch: int, settings: BenchSettings,
+                          onnx_path: str | None) -> BenchResult:
     """One measurement in a fresh process; raises RuntimeError with the child's error."""
-    if backend not in BENCH_BACKENDS:
-        raise ValueError(f"unknown bench backend {backend!r}; available: {', '.join(BENCH_BACKENDS)}")
+    info = get_backend(backend)  # an unknown name fails here, before a process is spawned
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
-    process = context.Process(target=_child, args=(queue, backend, batch, settings, onnx_path))
+    process = context.Process(target=_child, args=(queue, info, precision, batch, settings, onnx_path))
     process.start()
     try:
         status, payload = queue.get()
     finally:
         process.join()
     if status != "ok":
-        raise RuntimeError(f"{backend} at batch {batch}: {payload}")
+        raise RuntimeError(f"{backend} {precision} at batch {batch}: {payload}")
     return BenchResult(**payload)
 
 
@@ -276,15 +264,16 @@ def results_payload(
     flops_per_image: int | None = None,
     matmul: tuple[float, str] | None = None,
 ) -> dict:
-    """The JSON document: ``{"machine", "results": [{"backend", "batch", "images_per_s", "peak_rss_mb"}], ...}``.
+    """The JSON document: ``{"machine", "results": [{"backend", "precision", "batch", "images_per_s",
+    "peak_rss_mb"}], ...}``.
 
     GPU rows add ``peak_gpu_mb``; with ``flops_per_image`` and ``matmul`` (rate, dtype) every row adds
     ``fraction_of_matmul_rate`` and the document ``flops_per_image``, ``matmul_flops_per_s`` and ``matmul_dtype``.
     """
     rows = []
     for result in results:
-        row = {"backend": result.backend, "batch": result.batch, "images_per_s": round(result.images_per_s, 4),
-               "peak_rss_mb": round(result.peak_rss_mb, 1)}
+        row = {"backend": result.backend, "precision": result.precision, "batch": result.batch,
+               "images_per_s": round(result.images_per_s, 4), "peak_rss_mb": round(result.peak_rss_mb, 1)}
         if result.peak_gpu_mb is not None:
             row["peak_gpu_mb"] = round(result.peak_gpu_mb, 1)
         if flops_per_image and matmul:
@@ -304,7 +293,7 @@ def results_payload(
 def markdown_table(payload: dict) -> str:
     """Markdown: machine and versions, then one row per measurement with its ratio to torch at the same batch."""
     reference = {row["batch"]: row["images_per_s"] for row in payload["results"]
-                 if row["backend"] in REFERENCE_BACKENDS}
+                 if (row["backend"], row.get("precision", "fp32")) == REFERENCE}
     settings = payload.get("settings", {})
     versions = ", ".join(f"{name} {value}" for name, value in payload.get("versions", {}).items())
     weights = ", random weights" if settings.get("random_weights") else ""
@@ -320,8 +309,8 @@ def markdown_table(payload: dict) -> str:
         lines.append(f"Floor: {payload['flops_per_image'] / 1e9:.2f} GFLOP per image (whole attack); measured "
                      f"{payload['matmul_dtype']} matmul rate {payload['matmul_flops_per_s'] / 1e12:.2f} TFLOP/s  ")
     gpu = any("peak_gpu_mb" in row for row in payload["results"])
-    header = "| backend | batch | images/s | vs eager fp32 | peak RSS (MB) |"
-    rule = "|---|---:|---:|---:|---:|"
+    header = "| backend | precision | batch | images/s | vs torch fp32 | peak RSS (MB) |"
+    rule = "|---|---|---:|---:|---:|---:|"
     if gpu:
         header, rule = header + " peak GPU (MB) |", rule + "---:|"
     if floor:
@@ -330,7 +319,8 @@ def markdown_table(payload: dict) -> str:
     for row in payload["results"]:
         base = reference.get(row["batch"])
         ratio = f"{row['images_per_s'] / base:.2f}x" if base else "–"
-        line = f"| {row['backend']} | {row['batch']} | {row['images_per_s']:.3f} | {ratio} | {row['peak_rss_mb']:.0f} |"
+        line = (f"| {row['backend']} | {row.get('precision', 'fp32')} | {row['batch']} | {row['images_per_s']:.3f} "
+                f"| {ratio} | {row['peak_rss_mb']:.0f} |")
         if gpu:
             line += f" {row['peak_gpu_mb']:.0f} |" if "peak_gpu_mb" in row else " – |"
         if floor:

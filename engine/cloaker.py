@@ -16,15 +16,9 @@ from comcloak import kernels
 from comcloak.attacks import attack_config, make_through, paper_targets
 from comcloak.attacks.protocols import to_tensor
 from comcloak.attacks.through import FALLBACK_THROUGH, matched_through_spec
-from comcloak.engine.backends import (
-    BACKENDS,
-    TORCH_BACKENDS,
-    AttackRunner,
-    BackendUnavailableError,
-    StepGraphCache,
-    create_runner,
-    resolve_backend,
-)
+from comcloak.engine.backends import BackendUnavailableError, backend_choices, get_backend
+from comcloak.engine.backends.base import AttackRunner, RunnerContext
+from comcloak.engine.backends.factory import StepGraphCache, create_runner, resolve_backend
 from comcloak.errors import UserError
 from comcloak.models import WeightsError, create_model, freeze
 
@@ -144,8 +138,8 @@ class Cloaker:
         threads: int | None = None,
         precision: str = "fp32",
     ) -> None:
-        if backend not in BACKENDS:
-            raise CloakerConfigError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
+        if backend not in backend_choices():
+            raise CloakerConfigError(f"unknown backend {backend!r}; available: {', '.join(backend_choices())}")
         if not 0 < eps <= 255:
             raise CloakerConfigError(f"eps must be in (0, 255] on the 0-255 scale, got {eps}")
         if attack_size < 16:
@@ -189,12 +183,16 @@ class Cloaker:
 
     def _runner(self, height: int, width: int) -> tuple[AttackRunner, threading.Lock]:
         """The activated runner for attack views of this size (exported graphs are fixed-size)."""
-        key = (0, 0) if self.backend in TORCH_BACKENDS else (height, width)
+        key = (height, width) if get_backend(self.backend).exported else (0, 0)
         with self._runners_lock:
             entry = self._runners.get(key)
             if entry is None:
-                runner = create_runner(self.backend, self.classifier, self.through, self.config, height, width,
-                                       self.device, self._graphs, self.threads, self.precision)
+                context = RunnerContext(
+                    config=self.config, device=self.device, classifier=self.classifier, through=self.through,
+                    precision=self.precision, height=height, width=width, step_graph=self._graphs.path_for,
+                    cache_dir=self._graphs.cache_dir, threads=self.threads,
+                )
+                runner = create_runner(self.backend, context)
                 runner.activate()
                 entry = self._runners[key] = (runner, threading.Lock())
         return entry

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import logging
+import os
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+from torch import nn
 
 from comcloak.attacks import AttackConfig
-from comcloak.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -18,8 +22,39 @@ def batch_bucket(batch: int) -> int:
     return 1 << max(0, (batch - 1).bit_length())
 
 
-class BackendUnavailableError(UserError, RuntimeError):
-    """A backend was asked for but cannot run here (package missing, no GPU, stand-in not exportable)."""
+@dataclass
+class RunnerContext:
+    """Everything a runner may be built from (:meth:`AttackRunner.from_context`); each runner takes what it needs.
+
+    Attributes:
+        config: the attack.
+        device: where the attack runs.
+        classifier, through: the modules (the torch backends run them; the exported ones run ``step_graph``).
+        precision: ``fp32``, ``bf16`` or ``fp16`` (registry.PRECISIONS; each backend accepts its own subset).
+        height, width: the attack-view size (exported backends: their graph is fixed to it).
+        step_graph: returns the exported step graph for ``(height, width)`` (exported backends; called at activation).
+        cache_dir: where TensorRT keeps engines.
+        threads: CPU threads (ONNX Runtime).
+        max_batch: the largest batch one replay or engine profile serves (None: the runner's default).
+        channels_last: channels_last images and weights (None: the runner's default).
+    """
+
+    config: AttackConfig
+    device: torch.device
+    classifier: nn.Module | None = None
+    through: nn.Module | None = None
+    precision: str = "fp32"
+    height: int = 0
+    width: int = 0
+    step_graph: Callable[[int, int], Path] | None = None
+    cache_dir: str | os.PathLike | None = None
+    threads: int | None = None
+    max_batch: int | None = None
+    channels_last: bool | None = None
+
+    def options(self, **names: str) -> dict:
+        """The optional settings that are set, as keyword arguments under the runner's own names."""
+        return {keyword: getattr(self, field) for keyword, field in names.items() if getattr(self, field) is not None}
 
 
 class AttackRunner(ABC):
@@ -32,6 +67,17 @@ class AttackRunner(ABC):
     """
 
     name: str = "runner"
+
+    @classmethod
+    def unavailable_reason(cls, device: torch.device, through: nn.Module | None, precision: str) -> str | None:
+        """Why this runner cannot attack through ``through`` on ``device`` here (a missing package, no GPU, a
+        stand-in it cannot run), or None when it can. The registry checks device type and precision before."""
+        return None
+
+    @classmethod
+    @abstractmethod
+    def from_context(cls, context: RunnerContext) -> AttackRunner:
+        """Build a runner (not yet activated) from ``context``."""
 
     def __init__(self, config: AttackConfig) -> None:
         self.config = config

@@ -1,4 +1,5 @@
-"""Backend selection (``auto`` included), the on-disk cache of exported step graphs, and runner construction."""
+"""Backend selection (``auto`` included) over the registry, the on-disk cache of exported step graphs, and runner
+construction."""
 
 from __future__ import annotations
 
@@ -7,25 +8,21 @@ import importlib.util
 import logging
 import os
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from comcloak.attacks import AttackConfig
 from comcloak.export.gradient import traceable_through
 from comcloak.export.onnx_export import OPSET, OnnxFromTorch, model_fingerprint
 from comcloak.export.vjp import UnsupportedLayerError
 
-from .base import AttackRunner, BackendUnavailableError
-from .onnxruntime_runner import CUDA_PROVIDER, OnnxRuntimeRunner, onnxruntime_providers
-from .tensorrt_runner import TensorRTRunner, tensorrt_available
-from .torch_runner import PRECISIONS, CudaGraphTorchRunner, TorchRunner, capturable
+from .base import AttackRunner, RunnerContext
+from .registry import AUTO, PRECISIONS, BackendUnavailableError, get_backend, registered
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = ("auto", "torch", "torch-cudagraph", "onnxruntime", "tensorrt")
-TORCH_BACKENDS = ("torch", "torch-cudagraph")  # any precision; one runner serves every view size
 GRAPH_FORMAT_VERSION = "1"  # bump when the exported step graph changes meaning
 
 
@@ -48,55 +45,37 @@ def is_exportable(through: nn.Module | None) -> bool:
     return True
 
 
-def available_backends(device: torch.device, through: nn.Module | None = None, precision: str = "fp32") -> list[str]:
-    """The backends that can run the attack here, fastest first (``torch`` is always last and always there).
+def unavailable_reason(
+    name: str, device: torch.device, through: nn.Module | None = None, precision: str = "fp32"
+) -> str | None:
+    """Why the registered backend ``name`` cannot run here, or None when it can."""
+    info = get_backend(name)
+    if device.type not in info.devices:
+        return f"it needs a {' or '.join(kind.upper() for kind in info.devices)} device, and the device is {device}"
+    if precision not in info.precisions:
+        offering = [other.name for other in registered() if precision in other.precisions]
+        return f"precision {precision} applies to the {', '.join(offering)} backends"
+    return info.runner_class().unavailable_reason(device, through, precision)
 
-    The exported backends run float32 graphs, so another ``precision`` leaves only the torch backends.
-    """
-    found = []
-    exportable = is_exportable(through) and precision == "fp32"
-    if exportable and device.type == "cuda" and _onnx_export_installed() and tensorrt_available():
-        found.append("tensorrt")
-    if device.type == "cuda" and torch.cuda.is_available() and capturable(through):
-        found.append("torch-cudagraph")
-    if exportable and _onnx_export_installed():
-        providers = onnxruntime_providers()
-        # On a GPU, ONNX Runtime only helps with its CUDA provider; CPU ONNX Runtime would lose to CUDA torch.
-        if device.type == "cpu" or CUDA_PROVIDER in providers:
-            found.append("onnxruntime")
-    found.append("torch")
-    return found
+
+def available_backends(device: torch.device, through: nn.Module | None = None, precision: str = "fp32") -> list[str]:
+    """The backends ``auto`` may pick here, fastest first (the registry's ``auto_rank``; ``torch`` is always there)."""
+    ranked = sorted((info for info in registered() if info.auto_rank is not None), key=lambda info: info.auto_rank)
+    return [info.name for info in ranked if unavailable_reason(info.name, device, through, precision) is None]
 
 
 def resolve_backend(
     name: str, device: torch.device, through: nn.Module | None = None, precision: str = "fp32"
 ) -> str:
     """The backend ``name`` stands for here (``auto``: the fastest available); raises when it cannot run."""
-    if name not in BACKENDS:
-        raise BackendUnavailableError(f"unknown backend {name!r}; available: {', '.join(BACKENDS)}")
     if precision not in PRECISIONS:
         raise BackendUnavailableError(f"unknown precision {precision!r}; available: {', '.join(PRECISIONS)}")
-    found = available_backends(device, through, precision)
-    if name == "auto":
-        return found[0]
-    if name in found:
+    if name == AUTO:
+        return available_backends(device, through, precision)[0]
+    reason = unavailable_reason(name, device, through, precision)
+    if reason is None:
         return name
-    if name == "torch-cudagraph" and device.type != "cuda":
-        reason = f"it needs a CUDA device, and the device is {device}"
-    elif name == "torch-cudagraph" and not torch.cuda.is_available():
-        reason = "torch sees no CUDA device"
-    elif name == "torch-cudagraph":
-        reason = "a random stand-in (mix:) cannot be replayed from a CUDA graph; eot: can"
-    elif precision != "fp32":
-        reason = f"precision {precision} applies to the torch backends ({', '.join(TORCH_BACKENDS)})"
-    elif not is_exportable(through):
-        reason = f"the stand-in {type(through).__name__} cannot be exported (exportable: none, comodel:...)"
-    elif name in ("onnxruntime", "tensorrt") and not _onnx_export_installed():
-        reason = "onnx, onnxscript and onnxruntime are not installed (pip install 'comcloak[onnx]')"
-    elif name == "tensorrt":
-        reason = "TensorRT needs the tensorrt package and a CUDA GPU"
-    else:
-        reason = "onnxruntime on a GPU needs onnxruntime-gpu (pip install 'comcloak[gpu]')"
+    found = available_backends(device, through, precision)
     raise BackendUnavailableError(f"backend {name!r} cannot run here: {reason}; available: {', '.join(found)}")
 
 
@@ -135,33 +114,20 @@ class StepGraphCache:
         return path
 
 
-def create_runner(
-    backend: str,
-    classifier: nn.Module,
-    through: nn.Module | None,
-    config: AttackConfig,
-    height: int,
-    width: int,
-    device: torch.device,
-    graphs: StepGraphCache | None = None,
-    threads: int | None = None,
-    precision: str = "fp32",
-) -> AttackRunner:
-    """A runner (not yet activated) for ``height`` x ``width`` attack views; ``backend`` must be resolved.
+def create_runner(name: str, context: RunnerContext) -> AttackRunner:
+    """A runner (not yet activated) of the registered backend ``name`` (resolved: not ``auto``), built from
+    ``context``. An exported backend given no ``step_graph`` exports one through a :class:`StepGraphCache`."""
+    info = get_backend(name)
+    if info.exported and context.step_graph is None:
+        context = replace(context, step_graph=StepGraphCache(context.classifier, context.through,
+                                                             context.cache_dir).path_for)
+    return info.runner_class().from_context(context)
 
-    The torch backends serve every view size with one runner (``height``/``width`` are unused by them).
-    """
-    if backend == "torch":
-        return TorchRunner(classifier, through, config, precision)
-    if backend == "torch-cudagraph":
-        return CudaGraphTorchRunner(classifier, through, config, device, precision)
-    if precision != "fp32":
-        raise BackendUnavailableError(f"precision {precision} applies to the torch backends, not {backend!r}")
-    if graphs is None:
-        graphs = StepGraphCache(classifier, through)
-    loader = lambda: graphs.path_for(height, width)  # noqa: E731 - exported lazily, at activation
-    if backend == "onnxruntime":
-        return OnnxRuntimeRunner(loader, config, device=device, threads=threads)
-    if backend == "tensorrt":
-        return TensorRTRunner(loader, config, device=device, cache_dir=graphs.cache_dir)
-    raise BackendUnavailableError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
+
+def exportable_reason(through: nn.Module | None) -> str | None:
+    """Why the exported backends cannot run this stand-in here (not exportable, ONNX packages missing), or None."""
+    if not is_exportable(through):
+        return f"the stand-in {type(through).__name__} cannot be exported (exportable: none, comodel:...)"
+    if not _onnx_export_installed():
+        return "onnx, onnxscript and onnxruntime are not installed (pip install 'comcloak[onnx]')"
+    return None

@@ -27,7 +27,9 @@ from comcloak.attacks import AttackConfig
 from comcloak.export.gradient import goal_weights
 from comcloak.export.onnx_export import import_optional, read_export_metadata
 
-from .base import AttackRunner, BackendUnavailableError, batch_bucket
+from .base import AttackRunner, RunnerContext, batch_bucket
+from .factory import exportable_reason
+from .registry import BackendUnavailableError
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +86,19 @@ class OnnxRuntimeRunner(AttackRunner):
         self.shape = (0, 0)
         self._buffers: dict[int, _Buffers] = {}
         self._graph_ids: dict[tuple[int, int], str] = {}
+
+    @classmethod
+    def unavailable_reason(cls, device: torch.device, through: torch.nn.Module | None, precision: str) -> str | None:
+        reason = exportable_reason(through)
+        if reason is None and device.type == "cuda" and CUDA_PROVIDER not in onnxruntime_providers():
+            # CPU ONNX Runtime would lose to CUDA torch
+            reason = "onnxruntime on a GPU needs onnxruntime-gpu (pip install 'comcloak[gpu]')"
+        return reason
+
+    @classmethod
+    def from_context(cls, context: RunnerContext) -> OnnxRuntimeRunner:
+        return cls(lambda: context.step_graph(context.height, context.width), context.config, device=context.device,
+                   threads=context.threads)
 
     def activate_impl(self) -> None:
         ort = import_optional("onnxruntime")

@@ -31,7 +31,9 @@ from comcloak.engine.atomic import atomic_writer
 from comcloak.export.gradient import goal_weights
 from comcloak.export.onnx_export import BATCHED, INPUT_NAMES, import_optional, read_export_metadata
 
-from .base import AttackRunner, BackendUnavailableError, batch_bucket
+from .base import AttackRunner, RunnerContext, batch_bucket
+from .factory import default_cache_dir, exportable_reason
+from .registry import BackendUnavailableError
 
 logger = logging.getLogger(__name__)
 
@@ -165,6 +167,18 @@ class TensorRTRunner(AttackRunner):
         self.engine: Any = None
         self.metadata: dict[str, str] = {}
         self._buckets: dict[int, _Bucket] = {}
+
+    @classmethod
+    def unavailable_reason(cls, device: torch.device, through: torch.nn.Module | None, precision: str) -> str | None:
+        reason = exportable_reason(through)
+        if reason is None and not tensorrt_available():
+            reason = "TensorRT needs the tensorrt package and a CUDA GPU"
+        return reason
+
+    @classmethod
+    def from_context(cls, context: RunnerContext) -> TensorRTRunner:
+        return cls(lambda: context.step_graph(context.height, context.width), context.config, device=context.device,
+                   cache_dir=context.cache_dir or default_cache_dir(), **context.options(max_batch="max_batch"))
 
     def activate_impl(self) -> None:
         if self.device.type != "cuda" or not torch.cuda.is_available():

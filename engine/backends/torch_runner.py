@@ -18,11 +18,13 @@ from torch import nn
 from comcloak.attacks import AttackConfig, run_attack
 from comcloak.attacks.through import RandomChoiceThrough
 
-from .base import AttackRunner, BackendUnavailableError, batch_bucket
+from .base import AttackRunner, RunnerContext, batch_bucket
+from .registry import BackendUnavailableError
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# The autocast dtype of each of the registry's precisions (registry.PRECISIONS; a test keeps the two in step).
+PRECISION_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 # fp16 gradients of small losses flush to zero without it; a power of two, so the scaling itself is exact. The update
 # uses only the gradient's signs and per-image scale, so the value does not change results unless it overflows.
 FP16_LOSS_SCALE = 1024.0
@@ -48,8 +50,8 @@ class AutocastClassifier(nn.Module):
 
 
 def check_precision(precision: str) -> None:
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; available: {', '.join(PRECISIONS)}")
+    if precision not in PRECISION_DTYPES:
+        raise ValueError(f"unknown precision {precision!r}; available: {', '.join(PRECISION_DTYPES)}")
 
 
 class TorchRunner(AttackRunner):
@@ -79,13 +81,18 @@ class TorchRunner(AttackRunner):
         self.precision = precision
         self.channels_last = channels_last
 
+    @classmethod
+    def from_context(cls, context: RunnerContext) -> TorchRunner:
+        return cls(context.classifier, context.through, context.config, context.precision,
+                   **context.options(channels_last="channels_last"))
+
     def activate_impl(self) -> None:
         if self.channels_last:
             self.classifier.to(memory_format=torch.channels_last)
 
     @property
     def attacked_classifier(self) -> nn.Module:
-        dtype = PRECISIONS[self.precision]
+        dtype = PRECISION_DTYPES[self.precision]
         return self.classifier if dtype is None else AutocastClassifier(self.classifier, dtype)
 
     def attack(self, x0: torch.Tensor, goal: torch.Tensor, fused_update: bool = False) -> torch.Tensor:
@@ -170,6 +177,19 @@ class CudaGraphTorchRunner(TorchRunner):
         self.fused_update = fused_update
         self.max_graphs = max_graphs
         self._captured: OrderedDict[tuple[int, int, int], _CapturedLoop] = OrderedDict()
+
+    @classmethod
+    def unavailable_reason(cls, device: torch.device, through: nn.Module | None, precision: str) -> str | None:
+        if not torch.cuda.is_available():
+            return "torch sees no CUDA device"
+        if not capturable(through):
+            return "a random stand-in (mix:) cannot be replayed from a CUDA graph; eot: can"
+        return None
+
+    @classmethod
+    def from_context(cls, context: RunnerContext) -> CudaGraphTorchRunner:
+        return cls(context.classifier, context.through, context.config, context.device, context.precision,
+                   **context.options(channels_last="channels_last", max_batch="max_batch"))
 
     def activate_impl(self) -> None:
         if not capturable(self.through):

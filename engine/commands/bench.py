@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from comcloak.engine.backends.registry import PRECISIONS, backend_names
 from comcloak.engine.commands.options import positive_int
 
 
@@ -16,9 +17,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "fraction of the device's measured matmul rate reached (FLOPs per image from "
                     "torch.utils.flop_counter).")
     parser.add_argument("--backends", default="torch,torch-per-image,onnxruntime",
-                        help="comma-separated: torch (= torch-eager-fp32), torch-eager-bf16/-fp16, "
-                             "torch-cudagraph-fp32/-bf16/-fp16 (GPU), torch-per-image (one image at a time, as the "
-                             "authors' code), onnxruntime, tensorrt (default torch,torch-per-image,onnxruntime)")
+                        help=f"comma-separated, the names of --backend: {', '.join(backend_names())} (default "
+                             "torch,torch-per-image,onnxruntime); each is measured at every --precision it offers")
+    parser.add_argument("--precision", default="fp32",
+                        help=f"comma-separated: {', '.join(PRECISIONS)} (default fp32); torch fp32 is the reference "
+                             "of the ratios")
     parser.add_argument("--batch", default="1,8,32", help="comma-separated batch sizes (default 1,8,32)")
     parser.add_argument("--steps", type=positive_int, default=10, help="attack iterations (default 10)")
     parser.add_argument("--classifier", default="efficientnet_lite0", help="registered classifier")
@@ -53,8 +56,8 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from comcloak.engine.atomic import atomic_writer, write_json
+    from comcloak.engine.backends.registry import get_backend
     from comcloak.engine.bench import (
-        BENCH_BACKENDS,
         BenchSettings,
         attack_flops_per_image,
         export_for_bench,
@@ -66,26 +69,37 @@ def run(args: argparse.Namespace) -> int:
     from comcloak.errors import UserError
 
     backends = [name.strip() for name in args.backends.split(",") if name.strip()]
-    unknown = [name for name in backends if name not in BENCH_BACKENDS]
+    unknown = [name for name in backends if name not in backend_names()]
     if unknown or not backends:
-        raise UserError(f"unknown backend {', '.join(unknown) or '(none)'}; available: {', '.join(BENCH_BACKENDS)}")
+        raise UserError(f"unknown backend {', '.join(unknown) or '(none)'}; available: {', '.join(backend_names())}")
+    precisions = [name.strip() for name in args.precision.split(",") if name.strip()]
+    if not precisions or set(precisions) - set(PRECISIONS):
+        raise UserError(f"--precision takes comma-separated {', '.join(PRECISIONS)}, got {args.precision!r}")
+    measurements = []
+    for backend in backends:
+        for precision in precisions:
+            if precision in get_backend(backend).precisions:
+                measurements.append((backend, precision))
+            else:
+                print(f"skipped: {backend} {precision}: {backend} runs in "
+                      f"{', '.join(get_backend(backend).precisions)}", file=sys.stderr)
     batches = _int_list(args.batch, "--batch")
     settings = BenchSettings(classifier=args.classifier, through=args.through, steps=args.steps, size=args.size,
                              device=args.device, threads=args.threads, min_seconds=args.min_seconds,
                              random_weights=args.random_weights)
     onnx_path = None
-    if any(name in ("onnxruntime", "tensorrt") for name in backends):
+    if any(get_backend(name).exported for name, _ in measurements):
         print("exporting the step graph ...", file=sys.stderr)
         onnx_path = str(export_for_bench(settings, args.cache_dir))
     results = []
     for batch in batches:
-        for backend in backends:
+        for backend, precision in measurements:
             try:
-                result = measure_in_subprocess(backend, batch, settings, onnx_path)
+                result = measure_in_subprocess(backend, precision, batch, settings, onnx_path)
             except RuntimeError as error:
                 print(f"skipped: {error}", file=sys.stderr)
                 continue
-            print(f"{backend:16s} batch {batch:4d}: {result.images_per_s:8.3f} images/s, "
+            print(f"{backend:16s} {precision} batch {batch:4d}: {result.images_per_s:8.3f} images/s, "
                   f"peak RSS {result.peak_rss_mb:.0f} MB ({result.calls} calls, {result.seconds:.1f} s)",
                   file=sys.stderr)
             results.append(result)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-# comcloak.engine.backends.BACKENDS, spelled out so that building the parser does not import torch.
-BACKEND_CHOICES = ("auto", "torch", "torch-cudagraph", "onnxruntime", "tensorrt")
-PRECISION_CHOICES = ("fp32", "bf16", "fp16")  # comcloak.engine.backends.torch_runner.PRECISIONS
+from comcloak.engine.backends.registry import PRECISIONS, backend_choices, describe_backends
+
 MAX_EPS = 64.0  # on the 0-255 scale; beyond this a change is a visible edit, not a cloak
 
 
@@ -38,12 +37,11 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--classifier-weights", metavar="PATH",
                        help="weights file for the classifier (required for resnet50; safetensors or state dict)")
     group.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    group.add_argument("--backend", default="torch", choices=BACKEND_CHOICES,
-                       help="torch (eager autograd, default), torch-cudagraph (the whole loop in CUDA graphs, GPU "
-                            "only), onnxruntime or tensorrt (the exported step graph, exported once per view size "
-                            "and cached), or auto (the fastest available)")
-    group.add_argument("--precision", default="fp32", choices=PRECISION_CHOICES,
-                       help="fp32 (default), or bf16/fp16 autocast of the classifier (torch backends only)")
+    group.add_argument("--backend", default="torch", choices=backend_choices(),
+                       help=f"{describe_backends()}; or auto, the fastest that can run here (default torch). "
+                            "Exported graphs are exported once per attack-view size and cached")
+    group.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                       help="fp32 (default), or bf16/fp16 autocast of the classifier (torch backends)")
     group.add_argument("--cache-dir", metavar="DIR", default=None,
                        help="where exported step graphs and TensorRT engines are kept (default ~/.cache/comcloak)")
 

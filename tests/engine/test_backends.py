@@ -15,10 +15,10 @@ import comcloak.models as M
 from comcloak.attacks import attack_config, make_through
 from comcloak.attacks.through import ComModelThrough
 from comcloak.engine.backends import (
-    BACKENDS,
     PRECISIONS,
     BackendUnavailableError,
     OnnxRuntimeRunner,
+    RunnerContext,
     StepGraphCache,
     TensorRTRunner,
     TorchRunner,
@@ -27,8 +27,8 @@ from comcloak.engine.backends import (
 )
 from comcloak.engine.backends.base import batch_bucket
 from comcloak.engine.backends.onnxruntime_runner import CUDA_PROVIDER, onnxruntime_providers
+from comcloak.engine.backends.torch_runner import PRECISION_DTYPES
 from comcloak.engine.cloaker import Cloaker, CloakerConfigError
-from comcloak.engine.commands.options import BACKEND_CHOICES, PRECISION_CHOICES
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -72,7 +72,8 @@ def test_onnxruntime_cloaks_equal_the_torch_reference(models, graphs, method: st
     goal = torch.tensor([1, 500, 999, 0])
     with TorchRunner(classifier, through, config) as torch_runner:
         reference = uint8(torch_runner.infer(x0, goal))
-    runner = create_runner("onnxruntime", classifier, through, config, SIZE, SIZE, torch.device("cpu"), graphs)
+    runner = create_runner("onnxruntime", RunnerContext(config, torch.device("cpu"), classifier, through, height=SIZE,
+                                                        width=SIZE, step_graph=graphs.path_for))
     with runner:
         assert isinstance(runner, OnnxRuntimeRunner)
         cloaked = uint8(runner.infer(x0, goal))
@@ -85,7 +86,8 @@ def test_onnxruntime_cloaks_equal_the_torch_reference(models, graphs, method: st
 
 def test_runner_lifecycle_and_input_checks(graphs, models) -> None:
     config = attack_config("bim", 4 / 255, steps=2)
-    runner = create_runner("onnxruntime", *models, config, SIZE, SIZE, torch.device("cpu"), graphs)
+    runner = create_runner("onnxruntime", RunnerContext(config, torch.device("cpu"), *models, height=SIZE, width=SIZE,
+                                                        step_graph=graphs.path_for))
     with pytest.raises(RuntimeError, match="before activate"):
         runner.infer(torch.rand(1, 3, SIZE, SIZE), torch.tensor([1]))
     with runner:
@@ -110,7 +112,7 @@ def test_step_graphs_are_cached_by_content(graphs, models) -> None:
 def test_backend_selection() -> None:
     cpu = torch.device("cpu")
     comodel = make_through("comodel:jpeg:50")
-    assert BACKEND_CHOICES == BACKENDS and PRECISION_CHOICES == tuple(PRECISIONS)
+    assert tuple(PRECISION_DTYPES) == PRECISIONS  # the torch backends map every registered precision
     assert resolve_backend("auto", cpu, comodel) == "onnxruntime"
     assert resolve_backend("auto", cpu, make_through("diffjpeg:50")) == "torch"
     assert resolve_backend("torch", cpu, comodel) == "torch"
@@ -123,7 +125,8 @@ def test_backend_selection() -> None:
         resolve_backend("torch-cudagraph", cpu, comodel)
     # Other precisions run on the torch backends only.
     assert resolve_backend("auto", cpu, comodel, "bf16") == "torch"
-    with pytest.raises(BackendUnavailableError, match="precision bf16 applies to the torch backends"):
+    with pytest.raises(BackendUnavailableError,
+                       match="precision bf16 applies to the torch, torch-cudagraph, torch-per-image backends"):
         resolve_backend("onnxruntime", cpu, comodel, "bf16")
     with pytest.raises(BackendUnavailableError, match="unknown precision 'fp8'"):
         resolve_backend("torch", cpu, comodel, "fp8")
@@ -168,42 +171,43 @@ def test_cloak_cli_with_the_onnxruntime_backend(sample_photos, tmp_path: Path) -
 
 def test_bench_cli_writes_json_and_markdown(tmp_path: Path) -> None:
     output = tmp_path / "results" / "cpu.json"
-    result = run_cli(["bench", "--backends", "torch,torch-per-image,onnxruntime,torch-eager-bf16,torch-cudagraph-bf16",
-                      "--batch", "1,2", "--steps", "2",
+    result = run_cli(["bench", "--backends", "torch,torch-per-image,onnxruntime,torch-cudagraph",
+                      "--precision", "fp32,bf16", "--batch", "1,2", "--steps", "2",
                       "--classifier", "tiny_classifier", "--through", "none", "--size", "32", "--min-seconds", "0",
                       "--threads", "1", "--json", str(output), "--cache-dir", str(tmp_path / "cache")])
     assert result.returncode == 0, result.stderr
     payload = json.loads(output.read_text())
     assert isinstance(payload["machine"], str) and payload["machine"]
     rows = payload["results"]
-    assert [(r["backend"], r["batch"]) for r in rows] == [
-        (backend, batch) for batch in (1, 2) for backend in ("torch", "torch-per-image", "onnxruntime",
-                                                             "torch-eager-bf16")
+    assert [(r["backend"], r["precision"], r["batch"]) for r in rows] == [
+        (backend, precision, batch) for batch in (1, 2)
+        for backend, precision in (("torch", "fp32"), ("torch", "bf16"), ("torch-per-image", "fp32"),
+                                   ("torch-per-image", "bf16"), ("onnxruntime", "fp32"))
     ]
-    # The CUDA graph needs a GPU: reported and skipped, the bench goes on.
-    assert "skipped: torch-cudagraph-bf16 at batch 1: BackendUnavailableError" in result.stderr
+    # One vocabulary: onnxruntime offers fp32 only (said once, up front); the CUDA graph needs a GPU (reported per
+    # measurement, and the bench goes on).
+    assert "skipped: onnxruntime bf16: onnxruntime runs in fp32" in result.stderr
+    assert "skipped: torch-cudagraph bf16 at batch 1: BackendUnavailableError" in result.stderr
     for row in rows:
-        assert set(row) == {"backend", "batch", "images_per_s", "peak_rss_mb", "fraction_of_matmul_rate"}
+        assert set(row) == {"backend", "precision", "batch", "images_per_s", "peak_rss_mb", "fraction_of_matmul_rate"}
         assert row["images_per_s"] > 0 and row["peak_rss_mb"] > 50 and 0 < row["fraction_of_matmul_rate"] < 1
     assert payload["matmul_dtype"] == "float32" and payload["matmul_flops_per_s"] > 1e8
     assert payload["flops_per_image"] > 0
     table = output.with_suffix(".md").read_text()
-    assert "| onnxruntime | 2 |" in table and "1.00x" in table and "torch" in payload["versions"]
+    assert "| onnxruntime | fp32 | 2 |" in table and "1.00x" in table and "torch" in payload["versions"]
     assert "GFLOP per image" in table and "of matmul rate" in table
     bad = run_cli(["bench", "--backends", "cuda-magic", "--json", str(tmp_path / "x.json")])
     assert bad.returncode == 2 and "unknown backend cuda-magic" in bad.stderr
 
 
 def test_attack_flops_scale_with_steps_and_model_size() -> None:
-    from comcloak.engine.bench import BenchSettings, attack_flops_per_image, split_precision
+    from comcloak.engine.bench import BenchSettings, attack_flops_per_image
 
     tiny = BenchSettings(classifier="tiny_classifier", through="none", steps=2, size=32)
     flops = attack_flops_per_image(tiny)
     assert flops > 0 and attack_flops_per_image(BenchSettings(**{**tiny.__dict__, "steps": 4})) == 2 * flops
     through = attack_flops_per_image(BenchSettings(**{**tiny.__dict__, "through": "comodel:jpeg:50"}))
     assert through > flops
-    assert split_precision("torch-cudagraph-bf16") == ("torch-cudagraph", "bf16")
-    assert split_precision("torch-per-image") == ("torch-per-image", "fp32")
 
 
 @pytest.mark.gpu

@@ -81,7 +81,7 @@ def test_unreadable_file_is_a_record_not_a_crash(photo_dir: Path, tmp_path: Path
         (["--attack", "pgd"], "argument --attack: invalid choice: 'pgd'"),
         (["--precision", "fp8"], "argument --precision: invalid choice: 'fp8'"),
         (["--backend", "torch-cudagraph", "--device", "cpu"], "'torch-cudagraph' cannot run here: it needs a CUDA"),
-        (["--backend", "onnxruntime", "--precision", "bf16"], "precision bf16 applies to the torch backends"),
+        (["--backend", "onnxruntime", "--precision", "bf16"], "precision bf16 applies to the torch, torch-cudagraph"),
     ],
 )
 def test_user_errors_are_one_line_exit_2(photo_dir: Path, tmp_path: Path, capsys, extra, message) -> None:

@@ -73,7 +73,8 @@ def test_targeted_uses_the_paper_rule_or_a_given_class() -> None:
     ("kwargs", "message"),
     [
         ({"eps": 0}, "eps must be in"),
-        ({"backend": "tpu"}, "unknown backend 'tpu'; available: auto, torch, torch-cudagraph, onnxruntime, tensorrt"),
+        ({"backend": "tpu"},
+         "unknown backend 'tpu'; available: auto, torch, torch-cudagraph, torch-per-image, onnxruntime, tensorrt"),
         ({"target": 3}, "target is only meaningful with targeted=True"),
         ({"targeted": True, "target": 5000}, "target must be a class index in 0..999"),
         ({"attack_size": 8}, "attack_size must be at least 16"),
