@@ -60,6 +60,16 @@ OPSET = 18
 INPUT_NAMES = ("x", "x0", "m", "w", "eps", "alpha", "mu")
 OUTPUT_NAMES = ("x_next", "m_next", "logits", "loss")
 BATCHED = ("x", "x0", "m", "w")
+# The iterate and momentum feed the next step: x_next -> x, m_next -> m (ping-pong buffers in the runners).
+CARRIED = {"x_next": "x", "m_next": "m"}
+SCALARS = ("eps", "alpha", "mu")
+
+
+def step_tensor_shapes(batch: int, height: int, width: int, classes: int) -> dict[str, tuple[int, ...]]:
+    """The shape of every input and output of the exported step graph, by name: the graph's I/O schema."""
+    image = (batch, 3, height, width)
+    return {"x": image, "x0": image, "m": image, "w": (batch, classes), **{name: (1,) for name in SCALARS},
+            "x_next": image, "m_next": image, "logits": (batch, classes), "loss": (batch,)}
 GRADIENT_TOLERANCE = 1e-3  # per image mean |error| / mean |reference|: floor of the bound on the median image
 WORST_IMAGE_TOLERANCE = 1e-2  # floor of the bound on the worst image (a float32 flip reaches 2.7e-3, a bug 0.1)
 # ONNX Runtime may be this many times further from float64 than torch's own float32 autograd on the same images.

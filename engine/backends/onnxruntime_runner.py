@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +23,10 @@ import numpy as np
 import torch
 
 from comcloak.attacks import AttackConfig
-from comcloak.export.gradient import goal_weights
-from comcloak.export.onnx_export import import_optional, read_export_metadata
+from comcloak.export.onnx_export import OUTPUT_NAMES, import_optional
 
-from .base import AttackRunner, RunnerContext, batch_bucket
+from .base import RunnerContext
+from .exported import ExportedStepRunner, StepBuffers
 from .factory import exportable_reason
 from .registry import BackendUnavailableError
 
@@ -46,16 +45,7 @@ def onnxruntime_providers() -> list[str]:
     return list(onnxruntime.get_available_providers())
 
 
-@dataclass
-class _Buffers:
-    """Static input/output buffers for one batch size, and the two bindings between them."""
-
-    batch: int
-    tensors: dict[str, Any]
-    bindings: tuple[Any, Any]
-
-
-class OnnxRuntimeRunner(AttackRunner):
+class OnnxRuntimeRunner(ExportedStepRunner):
     """Runs the attack loop on an exported step graph with ONNX Runtime.
 
     Args:
@@ -76,15 +66,11 @@ class OnnxRuntimeRunner(AttackRunner):
         cuda_graphs: bool = True,
         threads: int | None = None,
     ) -> None:
-        super().__init__(config)
-        self.onnx = onnx
-        self.device = torch.device(device)
-        self.cuda_graphs = cuda_graphs and self.device.type == "cuda"
+        cuda_graphs = cuda_graphs and torch.device(device).type == "cuda"
+        super().__init__(onnx, config, device, bucketed=cuda_graphs)
+        self.cuda_graphs = cuda_graphs
         self.threads = threads
         self.session: Any = None
-        self.num_classes = 0
-        self.shape = (0, 0)
-        self._buffers: dict[int, _Buffers] = {}
         self._graph_ids: dict[tuple[int, int], str] = {}
 
     @classmethod
@@ -102,15 +88,7 @@ class OnnxRuntimeRunner(AttackRunner):
 
     def activate_impl(self) -> None:
         ort = import_optional("onnxruntime")
-        path = Path(self.onnx() if callable(self.onnx) else self.onnx)
-        if not path.is_file():
-            raise BackendUnavailableError(f"onnxruntime: no step graph at {path}")
-        metadata = read_export_metadata(path)
-        try:
-            self.num_classes = int(metadata["num_classes"])
-            self.shape = (int(metadata["height"]), int(metadata["width"]))
-        except (KeyError, ValueError):
-            raise BackendUnavailableError(f"onnxruntime: {path} is not a comcloak step graph (no metadata)") from None
+        path = self.graph_path()
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if self.threads:
@@ -131,56 +109,21 @@ class OnnxRuntimeRunner(AttackRunner):
         logger.info("onnxruntime session on %s for %s", self.session.get_providers()[0], path)
 
     def deactivate_impl(self) -> None:
-        self._buffers.clear()
+        super().deactivate_impl()
         self._graph_ids.clear()
         self.session = None
 
-    # ----------------------------------------------------------------------------------------------- buffers
-
-    def _new_tensor(self, shape: tuple[int, ...]) -> Any:
-        if self.device.type == "cuda":
-            return torch.zeros(shape, dtype=torch.float32, device=self.device)
-        return np.zeros(shape, dtype=np.float32)
-
-    def _bind(self, binding: Any, name: str, tensor: Any, output: bool) -> None:
+    def _bind(self, binding: Any, name: str, tensor: torch.Tensor) -> None:
+        output = name in OUTPUT_NAMES
         if self.device.type == "cuda":
             bind = binding.bind_output if output else binding.bind_input
             bind(name, "cuda", self.device.index or 0, np.float32, tuple(tensor.shape), tensor.data_ptr())
         else:
-            value = self._ort.OrtValue.ortvalue_from_numpy(tensor)  # shares the array's memory on CPU
+            value = self._ort.OrtValue.ortvalue_from_numpy(tensor.numpy())  # shares the buffer's memory on CPU
             if output:
                 binding.bind_ortvalue_output(name, value)
             else:
                 binding.bind_ortvalue_input(name, value)
-
-    def _buffers_for(self, batch: int, height: int, width: int) -> _Buffers:
-        key = batch_bucket(batch) if self.cuda_graphs else batch
-        buffers = self._buffers.get(key)
-        if buffers is not None:
-            return buffers
-        image = (key, 3, height, width)
-        tensors = {
-            "x0": self._new_tensor(image), "w": self._new_tensor((key, self.num_classes)),
-            "eps": self._new_tensor((1,)), "alpha": self._new_tensor((1,)), "mu": self._new_tensor((1,)),
-            "x_a": self._new_tensor(image), "x_b": self._new_tensor(image),
-            "m_a": self._new_tensor(image), "m_b": self._new_tensor(image),
-            "logits": self._new_tensor((key, self.num_classes)), "loss": self._new_tensor((key,)),
-        }
-        bindings = []
-        for source, target in (("a", "b"), ("b", "a")):
-            binding = self.session.io_binding()
-            for name in ("x0", "w", "eps", "alpha", "mu"):
-                self._bind(binding, name, tensors[name], output=False)
-            self._bind(binding, "x", tensors[f"x_{source}"], output=False)
-            self._bind(binding, "m", tensors[f"m_{source}"], output=False)
-            self._bind(binding, "x_next", tensors[f"x_{target}"], output=True)
-            self._bind(binding, "m_next", tensors[f"m_{target}"], output=True)
-            self._bind(binding, "logits", tensors["logits"], output=True)
-            self._bind(binding, "loss", tensors["loss"], output=True)
-            bindings.append(binding)
-        buffers = _Buffers(key, tensors, (bindings[0], bindings[1]))
-        self._buffers[key] = buffers
-        return buffers
 
     def _run_options(self, bucket: int, parity: int) -> Any:
         options = self._ort.RunOptions()
@@ -190,40 +133,22 @@ class OnnxRuntimeRunner(AttackRunner):
             options.add_run_config_entry("gpu_graph_id", graph_id)
         return options
 
-    # ---------------------------------------------------------------------------------------------- the loop
+    def bind(self, buffers: StepBuffers) -> None:
+        """Two IOBindings, A -> B for even steps and B -> A for odd ones, with their run options."""
+        bindings = []
+        for parity in (0, 1):
+            binding = self.session.io_binding()
+            for name, tensor in self.binding_for_step(buffers, parity).items():
+                self._bind(binding, name, tensor)
+            bindings.append(binding)
+        buffers.bound["bindings"] = bindings
+        buffers.bound["options"] = [self._run_options(buffers.batch, parity) for parity in (0, 1)]
 
-    def infer_impl(self, x0: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
-        batch, _, height, width = x0.shape
-        if (height, width) != self.shape:
-            raise ValueError(f"this step graph is for {self.shape[0]}x{self.shape[1]} images, got {height}x{width}")
-        weights = goal_weights(goal, self.num_classes, self.config.targeted)
-        buffers = self._buffers_for(batch, height, width)
-        t = buffers.tensors
-        cfg = self.config
-        scalars = {"eps": cfg.eps, "alpha": cfg.alpha, "mu": cfg.momentum}
+    def run_steps(self, buffers: StepBuffers) -> None:
         if self.device.type == "cuda":
-            t["x0"].zero_()
-            t["w"].zero_()
-            t["x0"][:batch].copy_(x0)
-            t["w"][:batch].copy_(weights)
-            t["x_a"].copy_(t["x0"])
-            t["m_a"].zero_()
-            for name, value in scalars.items():
-                t[name].fill_(value)
-            torch.cuda.synchronize(self.device)  # ONNX Runtime runs on its own stream
-        else:
-            t["x0"][...] = x0.detach().cpu().numpy()
-            t["w"][...] = weights.cpu().numpy()
-            t["x_a"][...] = t["x0"]
-            t["m_a"][...] = 0.0
-            for name, value in scalars.items():
-                t[name][...] = value
-        options = [self._run_options(buffers.batch, parity) for parity in (0, 1)]
-        for step in range(cfg.steps):
-            parity = step % 2
-            self.session.run_with_iobinding(buffers.bindings[parity], options[parity])
-        final = t["x_b"] if cfg.steps % 2 else t["x_a"]
+            torch.cuda.synchronize(self.device)  # the staging ran on torch's stream; ONNX Runtime runs on its own
+        bindings, options = buffers.bound["bindings"], buffers.bound["options"]
+        for step in range(self.config.steps):
+            self.session.run_with_iobinding(bindings[step % 2], options[step % 2])
         if self.device.type == "cuda":
             torch.cuda.current_stream(self.device).synchronize()
-            return final[:batch].clone().to(x0.device)
-        return torch.from_numpy(final[:batch].copy()).to(x0.device)

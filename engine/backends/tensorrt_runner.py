@@ -20,7 +20,6 @@ import hashlib
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +27,10 @@ import torch
 
 from comcloak.attacks import AttackConfig
 from comcloak.engine.atomic import atomic_writer
-from comcloak.export.gradient import goal_weights
-from comcloak.export.onnx_export import BATCHED, INPUT_NAMES, import_optional, read_export_metadata
+from comcloak.export.onnx_export import BATCHED, INPUT_NAMES, import_optional, read_export_metadata, step_tensor_shapes
 
-from .base import AttackRunner, RunnerContext, batch_bucket
+from .base import RunnerContext
+from .exported import ExportedStepRunner, StepBuffers
 from .factory import default_cache_dir, exportable_reason
 from .registry import BackendUnavailableError
 
@@ -48,12 +47,6 @@ def tensorrt_available() -> bool:
     except ImportError:
         return False
     return torch.cuda.is_available()
-
-
-def _input_shapes(metadata: dict[str, str], batch: int) -> dict[str, tuple[int, ...]]:
-    height, width, classes = int(metadata["height"]), int(metadata["width"]), int(metadata["num_classes"])
-    image = (batch, 3, height, width)
-    return {"x": image, "x0": image, "m": image, "w": (batch, classes), "eps": (1,), "alpha": (1,), "mu": (1,)}
 
 
 class EngineFromOnnx:
@@ -117,7 +110,8 @@ class EngineFromOnnx:
         config = builder.create_builder_config()
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, self.workspace)
         profile = builder.create_optimization_profile()
-        smallest, largest = _input_shapes(metadata, 1), _input_shapes(metadata, self.max_batch)
+        view = (int(metadata["height"]), int(metadata["width"]), int(metadata["num_classes"]))
+        smallest, largest = step_tensor_shapes(1, *view), step_tensor_shapes(self.max_batch, *view)
         for name in INPUT_NAMES:
             profile.set_shape(name, smallest[name], largest[name] if name in BATCHED else smallest[name],
                               largest[name])
@@ -130,15 +124,7 @@ class EngineFromOnnx:
         return serialized
 
 
-@dataclass
-class _Bucket:
-    batch: int
-    context: Any  # one execution context per bucket: its shapes and scratch memory stay as captured
-    tensors: dict[str, torch.Tensor]
-    graph: torch.cuda.CUDAGraph
-
-
-class TensorRTRunner(AttackRunner):
+class TensorRTRunner(ExportedStepRunner):
     """Runs the attack loop with a TensorRT engine, all steps of a batch bucket replayed as one CUDA graph.
 
     Args:
@@ -159,14 +145,9 @@ class TensorRTRunner(AttackRunner):
         max_batch: int = DEFAULT_MAX_BATCH,
         cache_dir: str | os.PathLike | None = None,
     ) -> None:
-        super().__init__(config)
-        self.onnx = onnx
-        self.device = torch.device(device)
-        self.max_batch = max_batch
+        super().__init__(onnx, config, device, max_batch=max_batch, bucketed=True)
         self.cache_dir = cache_dir
         self.engine: Any = None
-        self.metadata: dict[str, str] = {}
-        self._buckets: dict[int, _Bucket] = {}
 
     @classmethod
     def unavailable_reason(cls, device: torch.device, through: torch.nn.Module | None, precision: str) -> str | None:
@@ -183,77 +164,42 @@ class TensorRTRunner(AttackRunner):
     def activate_impl(self) -> None:
         if self.device.type != "cuda" or not torch.cuda.is_available():
             raise BackendUnavailableError("tensorrt needs a CUDA GPU")
-        path = Path(self.onnx() if callable(self.onnx) else self.onnx)
-        self.metadata = read_export_metadata(path)
+        path = self.graph_path()
         with torch.cuda.device(self.device):
             self.engine = EngineFromOnnx(path, self.max_batch, self.cache_dir)()
         self.stream = torch.cuda.Stream(self.device)
 
     def deactivate_impl(self) -> None:
-        self._buckets.clear()
+        super().deactivate_impl()
         self.engine = None
 
-    def _execute_steps(self, context: Any, tensors: dict[str, torch.Tensor], stream: torch.cuda.Stream) -> None:
-        """Enqueue all K steps on ``stream``, alternating the ping-pong buffers."""
+    def _execute_steps(self, buffers: StepBuffers) -> None:
+        """Enqueue all K steps on the runner's stream, alternating the ping-pong buffers."""
+        context = buffers.bound["context"]
         for step in range(self.config.steps):
-            source, target = ("a", "b") if step % 2 == 0 else ("b", "a")
-            addresses = {
-                "x": tensors[f"x_{source}"], "m": tensors[f"m_{source}"],
-                "x_next": tensors[f"x_{target}"], "m_next": tensors[f"m_{target}"],
-                **{name: tensors[name] for name in ("x0", "w", "eps", "alpha", "mu", "logits", "loss")},
-            }
-            for name, tensor in addresses.items():
+            for name, tensor in self.binding_for_step(buffers, step).items():
                 context.set_tensor_address(name, tensor.data_ptr())
-            if not context.execute_async_v3(stream.cuda_stream):
+            if not context.execute_async_v3(self.stream.cuda_stream):
                 raise RuntimeError("tensorrt execute_async_v3 failed")
 
-    def _bucket(self, batch: int) -> _Bucket:
-        size = min(batch_bucket(batch), self.max_batch)
-        bucket = self._buckets.get(size)
-        if bucket is not None:
-            return bucket
-        shapes = _input_shapes(self.metadata, size)
+    def bind(self, buffers: StepBuffers) -> None:
+        """An execution context for the bucket (its shapes and scratch memory stay as captured), a warm-up run
+        outside capture (TensorRT allocates and tunes lazily on the first enqueue), then all K steps captured in
+        one CUDA graph."""
+        shapes = step_tensor_shapes(buffers.batch, *self.shape, self.num_classes)
         with torch.cuda.device(self.device):
             context = self.engine.create_execution_context()
         for name in INPUT_NAMES:
             context.set_input_shape(name, shapes[name])
-        image = shapes["x"]
-        tensors = {name: torch.zeros(shape, device=self.device) for name, shape in shapes.items() if name != "x"}
-        for name in ("x_a", "x_b", "m_a", "m_b"):
-            tensors[name] = torch.zeros(image, device=self.device)
-        tensors["logits"] = torch.zeros(shapes["w"], device=self.device)
-        tensors["loss"] = torch.zeros((size,), device=self.device)
-        # Warm up outside capture (TensorRT allocates and tunes lazily on the first enqueue), then capture.
+        buffers.bound["context"] = context
         self.stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(self.stream):
-            self._execute_steps(context, tensors, self.stream)
+            self._execute_steps(buffers)
         self.stream.synchronize()
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, stream=self.stream):
-            self._execute_steps(context, tensors, self.stream)
-        bucket = _Bucket(size, context, tensors, graph)
-        self._buckets[size] = bucket
-        return bucket
+            self._execute_steps(buffers)
+        buffers.bound["graph"] = graph
 
-    def infer_impl(self, x0: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
-        if x0.shape[0] > self.max_batch:
-            return torch.cat([
-                self.infer_impl(x0[i : i + self.max_batch], goal[i : i + self.max_batch])
-                for i in range(0, x0.shape[0], self.max_batch)
-            ])
-        batch = x0.shape[0]
-        bucket = self._bucket(batch)
-        t = bucket.tensors
-        classes = int(self.metadata["num_classes"])
-        t["x0"].zero_()
-        t["w"].zero_()
-        t["x0"][:batch].copy_(x0)
-        t["w"][:batch].copy_(goal_weights(goal.to(self.device), classes, self.config.targeted))
-        t["x_a"].copy_(t["x0"])
-        t["m_a"].zero_()
-        t["eps"].fill_(self.config.eps)
-        t["alpha"].fill_(self.config.alpha)
-        t["mu"].fill_(self.config.momentum)
-        bucket.graph.replay()
-        final = t["x_b"] if self.config.steps % 2 else t["x_a"]
-        return final[:batch].clone().to(x0.device)
+    def run_steps(self, buffers: StepBuffers) -> None:
+        buffers.bound["graph"].replay()

@@ -1,0 +1,174 @@
+"""What the backends that run the exported step graph share (ONNX Runtime, TensorRT): its I/O schema, static
+buffers per batch bucket, staging a batch into them, the ping-pong between steps and reading out the final iterate.
+
+The graph computes one step ``(x, x0, m, w, eps, alpha, mu) -> (x_next, m_next, logits, loss)``
+(:func:`comcloak.export.onnx_export.step_tensor_shapes`). A runner keeps, per batch size, static buffers for every
+tensor and two of the carried ones: step ``k`` reads ``x``/``m`` from pair ``a`` and writes ``x_next``/``m_next`` into
+pair ``b`` when ``k`` is even, the other way round when odd (:func:`ping_pong`), so no data moves between steps. A
+subclass says how to bind a buffer set and how to run the steps on it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from abc import abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from comcloak.attacks import AttackConfig
+from comcloak.export.gradient import goal_weights
+from comcloak.export.onnx_export import CARRIED, read_export_metadata, step_tensor_shapes
+
+from .base import AttackRunner, batch_bucket
+from .registry import BackendUnavailableError
+
+logger = logging.getLogger(__name__)
+
+PAIRS = ("a", "b")
+
+
+def ping_pong(step: int) -> dict[str, str]:
+    """Which buffer each carried input and output of step ``step`` (0-based) uses: ``{"x": "x_a", "x_next": "x_b",
+    ...}`` on even steps, the other way round on odd ones."""
+    source, target = PAIRS if step % 2 == 0 else PAIRS[::-1]
+    binding = {}
+    for output, carried_input in CARRIED.items():
+        binding[carried_input] = f"{carried_input}_{source}"
+        binding[output] = f"{carried_input}_{target}"
+    return binding
+
+
+def final_iterate_name(steps: int) -> str:
+    """The buffer holding ``x`` after ``steps`` steps (step ``steps - 1`` wrote it)."""
+    return ping_pong(steps - 1)["x_next"]
+
+
+@dataclass
+class StepBuffers:
+    """Static buffers for one batch size (``tensors``: every graph tensor but the carried ones, plus ``x_a``, ``x_b``,
+    ``m_a``, ``m_b``) and whatever the runner bound to them (ONNX Runtime bindings, a TensorRT context and graph)."""
+
+    batch: int
+    tensors: dict[str, torch.Tensor]
+    bound: dict[str, Any] = field(default_factory=dict)
+
+
+class ExportedStepRunner(AttackRunner):
+    """Base of the runners of the exported step graph (:mod:`module docstring <comcloak.engine.backends.exported>`).
+
+    Args:
+        onnx: the step graph's path, or a loader returning it (called at activation, so exporting is lazy).
+        config: the attack; its eps, alpha, momentum, steps and targeted are fed to the graph.
+        device: where the buffers live.
+        max_batch: the largest batch one buffer set serves (larger calls are split); None: any.
+        bucketed: round batch sizes up to powers of two (buffers and captured graphs are reused).
+    """
+
+    def __init__(
+        self,
+        onnx: str | os.PathLike | Callable[[], Path],
+        config: AttackConfig,
+        device: str | torch.device,
+        max_batch: int | None = None,
+        bucketed: bool = False,
+    ) -> None:
+        super().__init__(config)
+        self.onnx = onnx
+        self.device = torch.device(device)
+        self.max_batch = max_batch
+        self.bucketed = bucketed
+        self.metadata: dict[str, str] = {}
+        self.num_classes = 0
+        self.shape = (0, 0)
+        self._buffers: dict[int, StepBuffers] = {}
+
+    # ------------------------------------------------------------------------------------------ activation
+
+    def graph_path(self) -> Path:
+        """The step graph (exported now if ``onnx`` is a loader), with its metadata read."""
+        path = Path(self.onnx() if callable(self.onnx) else self.onnx)
+        if not path.is_file():
+            raise BackendUnavailableError(f"{self.name}: no step graph at {path}")
+        self.metadata = read_export_metadata(path)
+        try:
+            self.num_classes = int(self.metadata["num_classes"])
+            self.shape = (int(self.metadata["height"]), int(self.metadata["width"]))
+        except (KeyError, ValueError):
+            raise BackendUnavailableError(f"{self.name}: {path} is not a comcloak step graph (no metadata)") from None
+        return path
+
+    def deactivate_impl(self) -> None:
+        self._buffers.clear()
+
+    # ---------------------------------------------------------------------------------------------- buffers
+
+    def new_tensor(self, shape: tuple[int, ...]) -> torch.Tensor:
+        """One static float32 buffer on the runner's device."""
+        return torch.zeros(shape, dtype=torch.float32, device=self.device)
+
+    def buffers_for(self, batch: int) -> StepBuffers:
+        """The buffer set for ``batch`` images (its bucket), allocated and bound on first use."""
+        size = batch_bucket(batch) if self.bucketed else batch
+        if self.max_batch is not None:
+            size = min(size, self.max_batch)
+        buffers = self._buffers.get(size)
+        if buffers is None:
+            shapes = step_tensor_shapes(size, *self.shape, self.num_classes)
+            tensors = {name: self.new_tensor(shape) for name, shape in shapes.items()
+                       if name not in CARRIED and name not in CARRIED.values()}
+            for carried in CARRIED.values():
+                for pair in PAIRS:
+                    tensors[f"{carried}_{pair}"] = self.new_tensor(shapes[carried])
+            buffers = StepBuffers(size, tensors)
+            self.bind(buffers)
+            self._buffers[size] = buffers
+        return buffers
+
+    def stage(self, buffers: StepBuffers, x0: torch.Tensor, goal: torch.Tensor) -> None:
+        """Copy a batch into the static inputs: images and goal weights (zero padding past the batch), ``x = x0``,
+        ``m = 0`` and the scalars."""
+        t, batch = buffers.tensors, x0.shape[0]
+        t["x0"].zero_()
+        t["w"].zero_()
+        t["x0"][:batch].copy_(x0)
+        t["w"][:batch].copy_(goal_weights(goal.to(self.device), self.num_classes, self.config.targeted))
+        t["x_a"].copy_(t["x0"])
+        t["m_a"].zero_()
+        for name, value in (("eps", self.config.eps), ("alpha", self.config.alpha), ("mu", self.config.momentum)):
+            t[name].fill_(value)
+
+    def binding_for_step(self, buffers: StepBuffers, step: int) -> dict[str, torch.Tensor]:
+        """Every graph input and output of step ``step``, by name, as the buffer it reads or writes."""
+        names = ping_pong(step)
+        t = buffers.tensors
+        fixed = {name: tensor for name, tensor in t.items() if name[-2:] not in ("_a", "_b")}
+        return {**fixed, **{name: t[buffer] for name, buffer in names.items()}}
+
+    # ------------------------------------------------------------------------------------------------ the loop
+
+    def infer_impl(self, x0: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+        if (x0.shape[2], x0.shape[3]) != self.shape:
+            raise ValueError(f"this step graph is for {self.shape[0]}x{self.shape[1]} images, got "
+                             f"{x0.shape[2]}x{x0.shape[3]}")
+        if self.max_batch is not None and x0.shape[0] > self.max_batch:
+            return torch.cat([self.infer_impl(x0[i : i + self.max_batch], goal[i : i + self.max_batch])
+                              for i in range(0, x0.shape[0], self.max_batch)])
+        buffers = self.buffers_for(x0.shape[0])
+        self.stage(buffers, x0, goal)
+        self.run_steps(buffers)
+        final = buffers.tensors[final_iterate_name(self.config.steps)]
+        return final[: x0.shape[0]].clone().to(x0.device)
+
+    @abstractmethod
+    def bind(self, buffers: StepBuffers) -> None:
+        """Bind a freshly allocated buffer set (store what is bound in ``buffers.bound``)."""
+
+    @abstractmethod
+    def run_steps(self, buffers: StepBuffers) -> None:
+        """Run all ``config.steps`` steps on a staged buffer set; on return the final iterate is readable."""
+
