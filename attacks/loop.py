@@ -12,96 +12,17 @@ References:
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from comcloak import kernels
-from comcloak.errors import UserError
+from comcloak.attacks.config import AttackConfig
 
 logger = logging.getLogger(__name__)
 
-ATTACK_METHODS = ("fgsm", "bim", "mim")
-DEFAULT_STEPS = 10
 PAPER_TARGET_OFFSET = 500
-
-
-class AttackConfigError(UserError, ValueError):
-    """A user-supplied attack parameter is out of range or inconsistent."""
-
-
-@dataclass(frozen=True)
-class AttackConfig:
-    """One configuration of the L∞ attack loop.
-
-    Attributes:
-        method: ``"fgsm"``, ``"bim"`` or ``"mim"`` (informational; the numbers below define the loop).
-        eps: L∞ budget on the [0, 1] scale (the CLI's ``--eps 5`` is ``5/255``).
-        steps: number of gradient steps.
-        alpha: step size on the [0, 1] scale.
-        momentum: μ of MIM; 0 gives BIM (and FGSM with one step of size eps).
-        targeted: descend the loss of a target class instead of ascending the loss of the true label.
-    """
-
-    method: str
-    eps: float
-    steps: int
-    alpha: float
-    momentum: float
-    targeted: bool = False
-
-    def with_targeted(self, targeted: bool) -> AttackConfig:
-        return replace(self, targeted=targeted)
-
-
-def attack_config(
-    method: str,
-    eps: float,
-    steps: int | None = None,
-    alpha: float | None = None,
-    momentum: float | None = None,
-    targeted: bool = False,
-) -> AttackConfig:
-    """Build an :class:`AttackConfig` from a method name and the paper's defaults.
-
-    Args:
-        method: ``fgsm`` (one step of size eps, no momentum), ``bim`` (μ = 0) or ``mim`` (μ = 1 by default).
-        eps: L∞ budget on the [0, 1] scale, in (0, 1].
-        steps: defaults to 1 for FGSM and 10 otherwise; FGSM accepts only 1.
-        alpha: step size; defaults to eps for FGSM and eps/steps otherwise (the paper's α = ε/10).
-        momentum: μ; defaults to 1.0 for MIM and 0 otherwise; only MIM accepts a non-zero value.
-        targeted: targeted (descend towards a class) instead of untargeted.
-
-    Example:
-        >>> attack_config("mim", eps=5 / 255)
-        AttackConfig(method='mim', eps=0.0196..., steps=10, alpha=0.00196..., momentum=1.0, targeted=False)
-    """
-    method = method.lower()
-    if method not in ATTACK_METHODS:
-        raise AttackConfigError(f"unknown attack {method!r}; available: {', '.join(ATTACK_METHODS)}")
-    if not 0 < eps <= 1:
-        raise AttackConfigError(f"eps must be in (0, 1] on the [0, 1] scale, got {eps}")
-    if method == "fgsm":
-        if steps not in (None, 1):
-            raise AttackConfigError(f"fgsm takes exactly one step, got steps={steps}; use bim or mim for more")
-        if momentum not in (None, 0, 0.0):
-            raise AttackConfigError("fgsm has no momentum; use mim")
-        return AttackConfig("fgsm", eps, 1, eps if alpha is None else alpha, 0.0, targeted)
-    steps = DEFAULT_STEPS if steps is None else steps
-    if steps < 1:
-        raise AttackConfigError(f"steps must be at least 1, got {steps}")
-    if method == "bim" and momentum not in (None, 0, 0.0):
-        raise AttackConfigError("bim has no momentum; use mim")
-    alpha = eps / steps if alpha is None else alpha
-    if not 0 < alpha <= 1:
-        raise AttackConfigError(f"alpha must be in (0, 1] on the [0, 1] scale, got {alpha}")
-    if momentum is None:
-        momentum = 1.0 if method == "mim" else 0.0
-    if momentum < 0:
-        raise AttackConfigError(f"momentum must be non-negative, got {momentum}")
-    return AttackConfig(method, eps, steps, alpha, float(momentum), targeted)
 
 
 def paper_targets(clean_labels: torch.Tensor, num_classes: int = 1000) -> torch.Tensor:

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from comcloak import defaults
 from comcloak.codecs import CodecSpecError
 from comcloak.codecs.diffjpeg import DiffJPEG
 from comcloak.errors import UserError
@@ -40,7 +41,6 @@ logger = logging.getLogger(__name__)
 
 COMODEL_MULTIPLE = 16  # four stride-2 stages: ComModel needs H and W divisible by 16
 AUTO_THROUGH = "comodel:auto"
-FALLBACK_THROUGH = "comodel:jpeg:50"  # most platforms serve JPEG
 ATTACK_ROUNDING = "continuous"
 
 
@@ -146,8 +146,8 @@ def matched_through_spec(codec_spec: str) -> str:
         return "none"
     if isinstance(codec, Jpeg):
         return f"diffjpeg:{codec.quality}"
-    logger.info("no shipped ComModel for %s; using %s", codec.spec, FALLBACK_THROUGH)
-    return FALLBACK_THROUGH
+    logger.info("no shipped ComModel for %s; using %s", codec.spec, defaults.THROUGH)
+    return defaults.THROUGH
 
 
 class CodecMatchedThroughs:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -92,8 +92,8 @@ def run_archive_protocol(
         result.clean_agreement[chain.spec] = sum(a == b for a, b in zip(clean[chain.spec], originals))
     for config in attacks:
         for through_name, through in throughs.items():
-            for _, module, group in cloak_groups(through_name, through, chains):
-                cloaker = make_cloaker(config, module)
+            for stand_in, module, group in cloak_groups(through_name, through, chains):
+                cloaker = make_cloaker(replace(config, through=stand_in), module)
                 hits = {chain.spec: 0 for chain in group}
                 for start in range(0, len(photos), batch_size):
                     chunk = photos[start : start + batch_size]

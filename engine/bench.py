@@ -25,6 +25,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from comcloak import defaults
 from comcloak.engine.backends.registry import BackendInfo, get_backend, register_backend
 
 logger = logging.getLogger(__name__)
@@ -35,17 +36,29 @@ MATMUL_SIDE = 8192  # square matmul for the device's rate (4096 on a CPU)
 
 @dataclass(frozen=True)
 class BenchSettings:
-    classifier: str = "efficientnet_lite0"
-    through: str = "comodel:jpeg:50"
-    attack: str = "mim"
-    eps: float = 5.0
-    steps: int = 10
-    size: int = 224
+    """What one bench run measures (JSON ``settings``); :attr:`config` is the attack it times."""
+
+    classifier: str = defaults.CLASSIFIER
+    through: str = defaults.THROUGH
+    attack: str = defaults.ATTACK
+    eps: float = defaults.EPS  # 0-255 scale
+    steps: int = defaults.STEPS
+    size: int = defaults.ATTACK_SIZE  # the random images' side: the attack view
+    classifier_weights: str | None = None
     device: str = "cpu"
     threads: int | None = None
     min_seconds: float = 5.0  # keep timing calls until this much time has passed (at least one call)
     seed: int = 0
     random_weights: bool = False  # speed only: classifiers without shipped weights (resnet50)
+
+    @property
+    def config(self):  # -> AttackConfig
+        from comcloak.attacks import AttackConfig
+
+        return AttackConfig.from_user(self.attack, self.eps, self.steps if self.attack != "fgsm" else None,
+                                      through=self.through, classifier=self.classifier,
+                                      classifier_weights=self.classifier_weights, attack_size=self.size,
+                                      seed=self.seed)
 
 
 @dataclass
@@ -112,7 +125,7 @@ def _measure(backend: str, precision: str, batch: int, settings: BenchSettings,
     """Runs in the child process: build the runner from the registry, warm up, time calls."""
     import torch
 
-    from comcloak.attacks import attack_config, make_through
+    from comcloak.attacks import make_through
     from comcloak.engine.backends import get_backend
     from comcloak.engine.backends.base import RunnerContext
     from comcloak.engine.backends.factory import create_runner, resolve_backend
@@ -121,7 +134,7 @@ def _measure(backend: str, precision: str, batch: int, settings: BenchSettings,
     if settings.threads:
         torch.set_num_threads(settings.threads)
     device = torch.device(settings.device)
-    config = attack_config(settings.attack, settings.eps / 255, settings.steps if settings.attack != "fgsm" else None)
+    config = settings.config
     generator = torch.Generator().manual_seed(settings.seed)
     x0 = torch.rand(batch, 3, settings.size, settings.size, generator=generator).to(device)
     goal = torch.randint(1000, (batch,), generator=generator).to(device)
@@ -132,7 +145,7 @@ def _measure(backend: str, precision: str, batch: int, settings: BenchSettings,
         context.step_graph = lambda height, width: Path(onnx_path)
     else:
         context.classifier = freeze(bench_classifier(settings).to(device))
-        context.through = freeze(make_through(settings.through, settings.seed).to(device))
+        context.through = freeze(make_through(config.through, config.seed).to(device))
     resolve_backend(backend, device, context.through, precision)  # the registry's reason, if it cannot run here
     runner = create_runner(backend, context)
     with runner:
@@ -164,7 +177,7 @@ def bench_classifier(settings: BenchSettings):  # -> nn.Module (torch imported l
 
     if settings.random_weights:
         return create_model(settings.classifier).eval()
-    return load_classifier(settings.classifier)
+    return load_classifier(settings.classifier, settings.classifier_weights)
 
 
 def attack_flops_per_image(settings: BenchSettings) -> int:
@@ -185,7 +198,7 @@ def attack_flops_per_image(settings: BenchSettings) -> int:
     with FlopCounterMode(display=False) as counter:
         loss = F.cross_entropy(classifier(through(x)), torch.zeros(1, dtype=torch.long), reduction="sum")
         loss.backward()
-    steps = 1 if settings.attack == "fgsm" else settings.steps
+    steps = settings.config.steps
     return int(counter.get_total_flops()) * steps
 
 
@@ -248,10 +261,9 @@ def export_for_bench(settings: BenchSettings, cache_dir: str | os.PathLike | Non
     """The step graph the exported backends run (exported once, cached like the Cloaker's)."""
     from comcloak.attacks import make_through
     from comcloak.engine.backends import StepGraphCache
-    from comcloak.engine.cloaker import load_classifier
     from comcloak.models import freeze
 
-    classifier = freeze(load_classifier(settings.classifier))
+    classifier = freeze(bench_classifier(settings))
     through = freeze(make_through(settings.through, settings.seed))
     graphs = StepGraphCache(classifier, through, cache_dir,
                             metadata={"classifier": settings.classifier, "through": settings.through})

@@ -6,16 +6,16 @@ import logging
 import os
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from comcloak import kernels
-from comcloak.attacks import attack_config, make_through, paper_targets
+from comcloak import defaults, kernels
+from comcloak.attacks import AttackConfig, AttackConfigError, make_through, paper_targets
 from comcloak.attacks.protocols import to_tensor
-from comcloak.attacks.through import FALLBACK_THROUGH, matched_through_spec
 from comcloak.engine.backends import BackendUnavailableError, backend_choices, get_backend
 from comcloak.engine.backends.base import AttackRunner, RunnerContext
 from comcloak.engine.backends.factory import StepGraphCache, create_runner, resolve_backend
@@ -23,19 +23,6 @@ from comcloak.errors import UserError
 from comcloak.models import WeightsError, create_model, freeze
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_CLASSIFIER = "efficientnet_lite0"
-# The library default: the shipped ComModel for JPEG 50, the paper's main setting. The CLI picks the shipped
-# ComModel for its --check codec instead (default_through).
-DEFAULT_THROUGH = FALLBACK_THROUGH
-DEFAULT_ATTACK_SIZE = 224
-
-
-def default_through(check: str) -> str:
-    """The stand-in to attack through when the photos will meet the codec ``check`` (a spec string): the shipped
-    ComModel for it, else a fallback (:func:`comcloak.attacks.through.matched_through_spec`)."""
-    return matched_through_spec(check)
-
 
 class CloakerConfigError(UserError, ValueError):
     """A Cloaker argument is invalid (user error)."""
@@ -76,22 +63,30 @@ def attack_shape(height: int, width: int, attack_size: int) -> tuple[int, int]:
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
+_UNSET = object()  # tells "not given" from None for the attack keyword arguments
+
+
 class Cloaker:
     """Cloaks photos so that an image classifier mislabels them, robustly to recompression (ComReAdv).
 
     The perturbation is computed on the *attack view* of each photo — the whole photo resized so its shorter
-    side is ``attack_size`` (antialiased bilinear) — then upsampled bilinearly to the full resolution, added,
+    side is ``config.attack_size`` (antialiased bilinear) — then upsampled bilinearly to the full resolution, added,
     rounded and clipped. Bilinear interpolation is a convex combination, so the full-resolution change stays
     within ``eps``.
 
+    What is attacked and how is one :class:`comcloak.attacks.AttackConfig` (``config``, also what
+    :attr:`Cloaker.config` shows). The keyword arguments ``classifier`` ... ``seed`` are a convenience that builds the
+    same object (``AttackConfig.from_user``: eps and alpha on the 0-255 scale); give either ``config`` or those.
+
     Args:
-        classifier: registered classifier name (``comcloak.models.list_models()``) or an ``nn.Module`` mapping
-            [0, 1] RGB NCHW to logits. Default ``efficientnet_lite0`` (pretrained, offline).
+        config: the attack configuration (default: built from the keyword arguments below and the defaults).
+        classifier: registered classifier name, or an ``nn.Module`` mapping [0, 1] RGB NCHW to logits (a module is
+            used as it is, with ``config`` too). Default ``efficientnet_lite0`` (pretrained, offline).
         classifier_weights: weights file for a named classifier (required for ``resnet50``, which has no
             offline weights); default: the offline pretrained weights.
         through: stand-in for the compressor (``none``, ``diffjpeg:Q``, ``comodel:CODEC``, ``comodel:PATH``,
-            ``mix:A|B``) or a module.
-        attack: ``fgsm``, ``bim`` or ``mim``.
+            ``mix:A|B``, ``eot:A|B``), or a module (used as it is, with ``config`` too). Default ``comodel:jpeg:50``.
+        attack: ``fgsm``, ``bim`` or ``mim`` (default mim).
         eps: L∞ budget on the 0–255 scale (default 5).
         steps: iterations (default 10; FGSM: 1).
         alpha: step size on the 0–255 scale (default eps/steps; FGSM: eps).
@@ -99,14 +94,12 @@ class Cloaker:
         targeted: aim at a class instead of away from the clean label.
         target: the target class when targeted (default: the paper's (clean + 500) mod classes).
         attack_size: shorter side of the attack view in pixels (default 224).
-        backend: ``torch`` (eager autograd, the reference), ``torch-cudagraph`` (the whole loop captured in CUDA
-            graphs; GPU only), ``onnxruntime`` or ``tensorrt`` (the exported step graph;
-            ``comcloak.engine.backends``), or ``auto`` for the fastest that can run here. The exported backends need
-            a stand-in that exports (``none``, ``comodel:...``); their graph is exported once per attack-view size
-            and cached in ``cache_dir``.
+        seed: seeds the random picks of a ``mix:`` stand-in.
+        backend: a registered backend (``comcloak.engine.backends.registry``): ``torch`` (eager autograd, the
+            reference), ``torch-cudagraph`` (GPU), ``onnxruntime`` or ``tensorrt`` (the exported step graph, exported
+            once per attack-view size and cached in ``cache_dir``), or ``auto`` for the fastest that can run here.
         precision: ``fp32`` (default), or ``bf16``/``fp16`` autocast of the classifier on the torch backends.
         device: ``cpu``, ``cuda`` or None for CUDA when available.
-        seed: seeds the random picks of a ``mix:`` stand-in.
         cache_dir: where exported step graphs and TensorRT engines are kept (default ``~/.cache/comcloak``).
         threads: CPU threads of the ONNX Runtime backend (default: one per core).
 
@@ -114,54 +107,64 @@ class Cloaker:
     static buffers, so each is used under its own lock. One instance can serve several threads.
 
     Example:
-        >>> cloaker = Cloaker(eps=5)
+        >>> cloaker = Cloaker(eps=5)          # or Cloaker(AttackConfig.from_user(eps=5))
         >>> cloaked = cloaker.cloak(batch)   # batch: uint8 (N, H, W, 3)
     """
 
     def __init__(
         self,
-        classifier: str | nn.Module = DEFAULT_CLASSIFIER,
-        classifier_weights: str | None = None,
-        through: str | nn.Module = DEFAULT_THROUGH,
-        attack: str = "mim",
-        eps: float = 5.0,
-        steps: int | None = None,
-        alpha: float | None = None,
-        momentum: float | None = None,
-        targeted: bool = False,
-        target: int | None = None,
-        attack_size: int = DEFAULT_ATTACK_SIZE,
-        backend: str = "torch",
+        config: AttackConfig | None = None,
+        *,
+        classifier: Any = _UNSET,
+        classifier_weights: Any = _UNSET,
+        through: Any = _UNSET,
+        attack: Any = _UNSET,
+        eps: Any = _UNSET,
+        steps: Any = _UNSET,
+        alpha: Any = _UNSET,
+        momentum: Any = _UNSET,
+        targeted: Any = _UNSET,
+        target: Any = _UNSET,
+        attack_size: Any = _UNSET,
+        seed: Any = _UNSET,
+        backend: str = defaults.BACKEND,
         device: str | torch.device | None = None,
-        seed: int = 0,
         cache_dir: str | os.PathLike | None = None,
         threads: int | None = None,
-        precision: str = "fp32",
+        precision: str = defaults.PRECISION,
     ) -> None:
         if backend not in backend_choices():
             raise CloakerConfigError(f"unknown backend {backend!r}; available: {', '.join(backend_choices())}")
-        if not 0 < eps <= 255:
-            raise CloakerConfigError(f"eps must be in (0, 255] on the 0-255 scale, got {eps}")
-        if attack_size < 16:
-            raise CloakerConfigError(f"attack_size must be at least 16 pixels, got {attack_size}")
-        if classifier_weights is not None and not isinstance(classifier, str):
-            raise CloakerConfigError("classifier_weights applies to a classifier given by name, not to a module")
-        if target is not None and not targeted:
-            raise CloakerConfigError("target is only meaningful with targeted=True")
-        self.config = attack_config(
-            attack, eps / 255.0, steps, None if alpha is None else alpha / 255.0, momentum, targeted
-        )
+        classifier_module = classifier if isinstance(classifier, nn.Module) else None
+        through_module = through if isinstance(through, nn.Module) else None
+        given = {name: value for name, value in (
+            ("classifier", classifier), ("classifier_weights", classifier_weights), ("through", through),
+            ("method", attack), ("eps", eps), ("steps", steps), ("alpha", alpha), ("momentum", momentum),
+            ("targeted", targeted), ("target", target), ("attack_size", attack_size), ("seed", seed),
+        ) if value is not _UNSET and not isinstance(value, nn.Module)}
+        if config is not None and given:
+            raise CloakerConfigError(f"give either config or the attack keyword arguments, not both (got config and "
+                                     f"{', '.join(given)})")
+        if config is None:
+            if classifier_module is not None:
+                given["classifier"] = type(classifier_module).__name__
+            if through_module is not None:
+                given["through"] = type(through_module).__name__
+            if given.get("classifier_weights") is not None and classifier_module is not None:
+                raise CloakerConfigError("classifier_weights applies to a classifier given by name, not to a module")
+            try:
+                config = AttackConfig.from_user(**given)
+            except AttackConfigError as error:
+                raise CloakerConfigError(str(error)) from None
+        self.config = config
         self.device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.classifier_name = classifier if isinstance(classifier, str) else type(classifier).__name__
-        self.through_name = through if isinstance(through, str) else type(through).__name__
-        model = load_classifier(classifier, classifier_weights) if isinstance(classifier, str) else classifier
+        model = classifier_module or load_classifier(config.classifier, config.classifier_weights)
         self.classifier = freeze(model.to(self.device))
-        self.through = freeze((make_through(through, seed) if isinstance(through, str) else through).to(self.device))
+        self.through = freeze((through_module or make_through(config.through, config.seed)).to(self.device))
         self.num_classes = int(getattr(self.classifier, "num_classes", 1000))
-        if target is not None and not 0 <= target < self.num_classes:
-            raise CloakerConfigError(f"target must be a class index in 0..{self.num_classes - 1}, got {target}")
-        self.target = target
-        self.attack_size = attack_size
+        if config.target is not None and not 0 <= config.target < self.num_classes:
+            raise CloakerConfigError(
+                f"target must be a class index in 0..{self.num_classes - 1}, got {config.target}")
         try:
             self.backend = resolve_backend(backend, self.device, self.through, precision)
         except BackendUnavailableError as error:
@@ -170,15 +173,15 @@ class Cloaker:
         self.precision = precision
         self._graphs = StepGraphCache(
             self.classifier, self.through, cache_dir,
-            metadata={"classifier": self.classifier_name, "through": self.through_name},
+            metadata={"classifier": config.classifier, "through": config.through},
         )
         self._runners: dict[tuple[int, int], tuple[AttackRunner, threading.Lock]] = {}
         self._runners_lock = threading.Lock()
 
     def __repr__(self) -> str:
         c = self.config
-        return (f"Cloaker(classifier={self.classifier_name!r}, through={self.through_name!r}, attack={c.method!r}, "
-                f"eps={c.eps * 255:g}, steps={c.steps}, targeted={c.targeted}, backend={self.backend!r}, "
+        return (f"Cloaker(classifier={c.classifier!r}, through={c.through!r}, attack={c.method!r}, "
+                f"eps={c.eps_255:g}, steps={c.steps}, targeted={c.targeted}, backend={self.backend!r}, "
                 f"precision={self.precision!r}, device={str(self.device)!r})")
 
     def _runner(self, height: int, width: int) -> tuple[AttackRunner, threading.Lock]:
@@ -206,7 +209,7 @@ class Cloaker:
 
     def attack_view(self, images: torch.Tensor) -> torch.Tensor:
         """Resize float NCHW images to the attack view (antialiased, so small detail does not alias)."""
-        shape = attack_shape(images.shape[-2], images.shape[-1], self.attack_size)
+        shape = attack_shape(images.shape[-2], images.shape[-1], self.config.attack_size)
         if shape == tuple(images.shape[-2:]):
             return images
         return F.interpolate(images, size=shape, mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
@@ -256,8 +259,8 @@ class Cloaker:
             clean_labels = self.classifier(views).argmax(1)
         if not self.config.targeted:
             goal = clean_labels
-        elif self.target is not None:
-            goal = torch.full_like(clean_labels, self.target)
+        elif self.config.target is not None:
+            goal = torch.full_like(clean_labels, self.config.target)
         else:
             goal = paper_targets(clean_labels, self.num_classes)
         runner, lock = self._runner(views.shape[-2], views.shape[-1])

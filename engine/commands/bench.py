@@ -5,8 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 
+from comcloak import defaults
 from comcloak.engine.backends.registry import PRECISIONS, backend_names
-from comcloak.engine.commands.options import positive_int
+from comcloak.engine.commands.options import (
+    add_classifier_options,
+    add_device_option,
+    add_steps_option,
+    add_through_option,
+    positive_int,
+)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -23,14 +30,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help=f"comma-separated: {', '.join(PRECISIONS)} (default fp32); torch fp32 is the reference "
                              "of the ratios")
     parser.add_argument("--batch", default="1,8,32", help="comma-separated batch sizes (default 1,8,32)")
-    parser.add_argument("--steps", type=positive_int, default=10, help="attack iterations (default 10)")
-    parser.add_argument("--classifier", default="efficientnet_lite0", help="registered classifier")
-    parser.add_argument("--through", default="comodel:jpeg:50", help="stand-in (default comodel:jpeg:50)")
+    add_steps_option(parser, defaults.STEPS)
+    add_through_option(add_classifier_options(parser), defaults.THROUGH, defaults.THROUGH)
     parser.add_argument("--random-weights", action="store_true",
                         help="time the classifier with random weights (speed does not depend on them; resnet50 "
                              "ships none)")
     parser.add_argument("--size", type=positive_int, default=224, help="image side (default 224)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    add_device_option(parser, "cpu")
     parser.add_argument("--threads", type=positive_int, default=None, help="CPU threads per backend (default all)")
     parser.add_argument("--min-seconds", type=float, default=5.0, help="time calls for at least this long (default 5)")
     parser.add_argument("--json", metavar="OUT", required=True, help="results JSON (bench/results/NAME.json)")
@@ -84,9 +90,9 @@ def run(args: argparse.Namespace) -> int:
                 print(f"skipped: {backend} {precision}: {backend} runs in "
                       f"{', '.join(get_backend(backend).precisions)}", file=sys.stderr)
     batches = _int_list(args.batch, "--batch")
-    settings = BenchSettings(classifier=args.classifier, through=args.through, steps=args.steps, size=args.size,
-                             device=args.device, threads=args.threads, min_seconds=args.min_seconds,
-                             random_weights=args.random_weights)
+    settings = BenchSettings(classifier=args.classifier, classifier_weights=args.classifier_weights,
+                             through=args.through, steps=args.steps, size=args.size, device=args.device,
+                             threads=args.threads, min_seconds=args.min_seconds, random_weights=args.random_weights)
     onnx_path = None
     if any(get_backend(name).exported for name, _ in measurements):
         print("exporting the step graph ...", file=sys.stderr)

@@ -8,9 +8,14 @@ from pathlib import Path
 
 import numpy as np
 
-from comcloak.engine.commands.options import add_attack_options, add_model_options, build_cloaker, positive_int
-
-DEFAULT_CHECK = "jpeg:50"
+from comcloak import defaults
+from comcloak.engine.commands.options import (
+    add_attack_options,
+    add_classifier_options,
+    add_runtime_options,
+    build_cloaker,
+    positive_int,
+)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -22,18 +27,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the cloaked photos")
     add_output_options(parser)
     add_attack_options(parser)
-    add_model_options(parser)
+    add_classifier_options(parser)
+    add_runtime_options(parser)
     parser.set_defaults(run=run)
 
 
 def add_output_options(parser: argparse.ArgumentParser, overwrite_option: bool = True) -> None:
     group = parser.add_argument_group("output")
-    group.add_argument("--check", default=DEFAULT_CHECK, metavar="CODEC",
-                       help=f"real codec chain the closing table checks the cloak against (default {DEFAULT_CHECK}; "
+    group.add_argument("--check", default=defaults.CHECK_CODEC, metavar="CODEC",
+                       help=f"real codec chain the closing table checks the cloak against (default "
+                            f"{defaults.CHECK_CODEC}; "
                             "'none' for no codec), e.g. resize:2048+jpeg:85")
-    group.add_argument("--batch-size", type=positive_int, default=8, help="photos attacked together (default 8)")
-    group.add_argument("--jpeg-quality", type=positive_int, default=95,
-                       help="quality of JPEG outputs, 4:4:4 chroma (default 95)")
+    group.add_argument("--batch-size", type=positive_int, default=defaults.BATCH_SIZE,
+                       help=f"photos attacked together (default {defaults.BATCH_SIZE})")
+    group.add_argument("--jpeg-quality", type=positive_int, default=defaults.JPEG_QUALITY,
+                       help=f"quality of JPEG outputs, 4:4:4 chroma (default {defaults.JPEG_QUALITY})")
     if overwrite_option:
         group.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip them)")
     group.add_argument("--report", metavar="FILE.json", help="write a JSON record per photo")
@@ -75,6 +83,9 @@ def cloak_and_report(cloaker, pairs, output_dir: Path, check_codec, args: argpar
         print(repr(cloaker))
         print(format_table(records, check_codec.spec))
     if args.report:
+        from dataclasses import asdict
+
         settings = {key: value for key, value in vars(args).items() if key != "run"}
+        settings["config"] = asdict(cloaker.config)  # the attack as run (eps, alpha on the [0, 1] scale)
         write_report(records, Path(args.report), settings)
     return 1 if any(record.status == "failed" for record in records) else 0

@@ -7,7 +7,12 @@ from importlib import resources
 from pathlib import Path
 
 from comcloak.engine.commands.cloak import add_output_options, cloak_and_report
-from comcloak.engine.commands.options import add_attack_options, add_model_options, build_cloaker
+from comcloak.engine.commands.options import (
+    add_attack_options,
+    add_classifier_options,
+    add_runtime_options,
+    build_cloaker,
+)
 
 DEFAULT_OUTPUT = "comcloak-demo"
 
@@ -27,7 +32,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help=f"output folder (default ./{DEFAULT_OUTPUT})")
     add_output_options(parser, overwrite_option=False)  # the demo folder is ours: a rerun refreshes it
     add_attack_options(parser)
-    add_model_options(parser)
+    add_classifier_options(parser)
+    add_runtime_options(parser)
     parser.set_defaults(run=run, overwrite=True)
 
 

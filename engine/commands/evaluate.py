@@ -6,7 +6,15 @@ import argparse
 import sys
 import time
 
-from comcloak.engine.commands.options import add_attack_options, add_model_options, positive_int
+from comcloak import defaults
+from comcloak.attacks.config import ATTACK_METHODS
+from comcloak.engine.commands.options import (
+    add_attack_options,
+    add_classifier_options,
+    add_device_option,
+    attack_config_from_args,
+    positive_int,
+)
 
 DEFAULT_CODECS = "none,jpeg:75,jpeg:50,jpeg:25,webp:75,webp:50,webp:25,jp2:10,jp2:20"
 DEFAULT_CHAINS = "none,resize:2048+jpeg:85"  # the archive protocol's default platform chains
@@ -23,7 +31,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("photos", nargs="+", metavar="PHOTOS", help="photo files or folders")
     parser.add_argument("--protocol", default="paper", choices=("paper", "archive"),
                         help="paper (224x224 views, default) or archive (full resolution, platform chains)")
-    parser.add_argument("--attacks", default="fgsm,bim,mim", help="comma-separated: fgsm,bim,mim (default all three)")
+    parser.add_argument("--attacks", default=",".join(ATTACK_METHODS),
+                        help=f"comma-separated: {','.join(ATTACK_METHODS)} (default all)")
     parser.add_argument("--through", default="none,diffjpeg:50,comodel:auto",
                         help="comma-separated stand-ins: none, diffjpeg:Q, comodel:CODEC, comodel:PATH, "
                              "comodel-cubic:CODEC (the ComModel's trained cubic rounding instead of its continuous "
@@ -36,7 +45,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="also cloak through the stand-in matched to each codec evaluated (comodel:jpeg:50, ...) "
                              "and score every such cloak on every codec: the mismatch matrix")
     parser.add_argument("--limit", type=positive_int, default=None, help="use the first N photos (sorted by path)")
-    parser.add_argument("--batch-size", type=positive_int, default=8, help="photos attacked together (default 8)")
+    parser.add_argument("--batch-size", type=positive_int, default=defaults.BATCH_SIZE,
+                        help=f"photos attacked together (default {defaults.BATCH_SIZE})")
     parser.add_argument("--json", metavar="OUT", help="write results as JSON")
     parser.add_argument("--report", metavar="OUT.md", help="write the tables as markdown")
     parser.add_argument("--plot", metavar="OUT.png", help="write a grouped bar chart of the success rates")
@@ -44,7 +54,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="write an example grid: the first 4 photos, each cloak and its amplified difference")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_attack_options(parser, single_attack=False)
-    add_model_options(parser)
+    add_device_option(add_classifier_options(parser))  # eval runs on the torch backend in fp32: no runtime options
     parser.set_defaults(run=run)
 
 
@@ -65,14 +75,13 @@ def run(args: argparse.Namespace) -> int:
     from comcloak.errors import UserError
     from comcloak.models import freeze
 
-    if args.backend != "torch":
-        raise UserError(f"eval runs on the torch backend; --backend {args.backend} is for cloak, demo and bench")
-    if args.precision != "fp32":
-        raise UserError(f"eval runs in fp32; --precision {args.precision} is for cloak, demo and bench")
     if args.examples and args.protocol != "paper":
         raise UserError("--examples shows 224x224 paper-protocol cloaks; it does not apply to --protocol archive")
-    attacks = [_attack(name.strip(), args) for name in args.attacks.split(",") if name.strip()]
     through_specs = [spec.strip() for spec in args.through.split(",") if spec.strip()]
+    # One configuration per attack; the protocols pair each with every stand-in (the config's own through is the
+    # row's stand-in where a Cloaker runs it).
+    attacks = [attack_config_from_args(args, method=name.strip(), through=defaults.THROUGH)
+               for name in args.attacks.split(",") if name.strip()]
     codec_list = args.codecs or (DEFAULT_CHAINS if args.protocol == "archive" else DEFAULT_CODECS)
     codecs = [parse_codec(spec.strip()) for spec in codec_list.split(",") if spec.strip()]
     if args.cross:  # one row per matched stand-in: cloak with codec A's ComModel, score on every codec B
@@ -103,10 +112,7 @@ def run(args: argparse.Namespace) -> int:
     with tqdm(total=total, unit="cloak", disable=args.quiet, file=sys.stderr, dynamic_ncols=True) as bar:
         if args.protocol == "archive":
             def make_cloaker(config, through):
-                return Cloaker(classifier=classifier, through=through, attack=config.method, eps=config.eps * 255,
-                               steps=None if config.method == "fgsm" else config.steps, alpha=config.alpha * 255,
-                               momentum=config.momentum if config.method == "mim" else None,
-                               targeted=config.targeted, device=device, seed=args.seed)
+                return Cloaker(config, classifier=classifier, through=through, device=device)
 
             result = run_archive_protocol(classifier, photos, attacks, throughs, codecs, make_cloaker, device,
                                           progress=bar.update, batch_size=args.batch_size)
@@ -138,17 +144,6 @@ def run(args: argparse.Namespace) -> int:
         write_example_grid(result.clean_views, result.cloaked, args.eps, args.examples)
     print(f"{result.n_photos} photos, {seconds:.0f} s")
     return 0
-
-
-def _attack(name: str, args: argparse.Namespace):
-    """One attack configuration; --steps/--alpha apply to the iterative attacks and --momentum to MIM only."""
-    from comcloak.attacks import attack_config
-
-    if name == "fgsm":
-        return attack_config(name, args.eps / 255, targeted=args.targeted)
-    alpha = None if args.alpha is None else args.alpha / 255
-    return attack_config(name, args.eps / 255, args.steps, alpha, args.momentum if name == "mim" else None,
-                         args.targeted)
 
 
 def format_results(result, codec_specs: list[str], args: argparse.Namespace) -> str:

