@@ -24,11 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
 from comcloak.errors import UserError
 
 from .base import Codec, CodecUnavailableError, check_image
+from .photos import PHOTO_EXTENSIONS, PhotoError, load_rgb
 from .spec import parse_codec
 
 logger = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ __all__ = [
     "PairDataError",
     "PairProblem",
     "PairSet",
-    "PhotoDecodeError",
+    "PhotoError",
     "PlatformPairs",
     "SimulatedPairs",
     "held_out_views",
@@ -49,8 +50,6 @@ __all__ = [
     "training_crops",
 ]
 
-#: Extensions (lower case) collected from a folder.
-PHOTO_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp"})
 #: Default side of a view: the paper protocol's 224x224 input.
 DEFAULT_SIZE = 224
 # RandomResizedCrop's aspect-ratio range and number of tries before falling back to the whole photo.
@@ -62,15 +61,6 @@ _CODEC_ERRORS = (ValueError, OSError, Image.DecompressionBombError)
 
 class PairDataError(UserError, ValueError):
     """The request as a whole cannot produce pairs (folder missing, no usable photo); the message is one line."""
-
-
-class PhotoDecodeError(ValueError):
-    """One photo could not be decoded; ``reason`` is a one-line explanation without the path."""
-
-    def __init__(self, path: Path, reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
-        self.path = path
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -150,33 +140,6 @@ def list_photos(folder: str | os.PathLike) -> list[Path]:
         raise PairDataError(f"{str(folder)!r} is a file, not a photo folder")
     photos = [p for p in folder.iterdir() if p.suffix.lower() in PHOTO_EXTENSIONS and p.is_file()]
     return sorted(photos, key=lambda p: p.name)
-
-
-def load_rgb(path: str | os.PathLike) -> np.ndarray:
-    """Decode ``path`` to an upright (EXIF orientation applied) HxWx3 uint8 RGB array; alpha is dropped.
-
-    Pillow's decompression-bomb guard stays on. Raises PhotoDecodeError with a one-line reason: missing,
-    unreadable, corrupt or too large.
-    """
-    path = Path(path)
-    try:
-        with Image.open(path) as image:
-            pixels = np.array(ImageOps.exif_transpose(image).convert("RGB"), dtype=np.uint8)
-    except FileNotFoundError:
-        raise PhotoDecodeError(path, "no such file") from None
-    except IsADirectoryError:
-        raise PhotoDecodeError(path, "is a folder, not a photo") from None
-    except PermissionError:
-        raise PhotoDecodeError(path, "permission denied") from None
-    except UnidentifiedImageError:
-        raise PhotoDecodeError(path, "not a readable image") from None
-    except Image.DecompressionBombError as error:
-        raise PhotoDecodeError(path, f"refused as a possible decompression bomb ({error})") from None
-    except (OSError, SyntaxError, ValueError) as error:  # truncated or corrupt data surfaces as these
-        raise PhotoDecodeError(path, f"corrupt image ({error})") from None
-    if pixels.ndim != 3 or min(pixels.shape[:2]) < 1:
-        raise PhotoDecodeError(path, "empty image")
-    return pixels
 
 
 def _resize_box(image: np.ndarray, box: tuple[float, float, float, float], size: int) -> np.ndarray:
@@ -295,7 +258,7 @@ def _problem(problems: list[PairProblem], path: Path, reason: str) -> None:
 def _decode(path: Path, problems: list[PairProblem]) -> np.ndarray | None:
     try:
         return load_rgb(path)
-    except PhotoDecodeError as error:
+    except PhotoError as error:
         _problem(problems, path, error.reason)
         return None
 

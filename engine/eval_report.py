@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from comcloak.engine.atomic import atomic_writer
+from comcloak.atomic import atomic_writer
 from comcloak.engine.sheet import amplified_difference
 
 # Distinguishable bar colours (Okabe-Ito), cycled when there are more rows.

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import torch
 
+from comcloak.atomic import write_json
 from comcloak.attacks import linf, psnr
 from comcloak.codecs import Codec
-from comcloak.engine.atomic import write_json
+from comcloak.codecs.photos import Photo, PhotoError, load_photo, output_suffix, save_photo
 from comcloak.engine.cloaker import Cloaker
-from comcloak.engine.photos import Photo, PhotoError, load_photo, output_suffix, save_photo
 from comcloak.errors import UserError
 from comcloak.models.labels import imagenet_class_name
 
@@ -106,7 +106,7 @@ def cloak_files(
         try:
             photo = load_photo(source)
             if min(photo.pixels.shape[:2]) < MIN_PHOTO_SIDE:
-                raise PhotoError(f"{source}: too small to cloak ({photo.pixels.shape[1]}x{photo.pixels.shape[0]}, "
+                raise PhotoError(source, f"too small to cloak ({photo.pixels.shape[1]}x{photo.pixels.shape[0]}, "
                                  f"need at least {MIN_PHOTO_SIDE} px on each side)")
         except PhotoError as error:
             emit(PhotoRecord(source=str(source), status="failed", error=str(error)))

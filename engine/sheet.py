@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from comcloak.engine.atomic import atomic_writer
+from comcloak.atomic import atomic_writer
 
 TILE_HEIGHT = 224
 GAP = 4

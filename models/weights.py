@@ -11,9 +11,10 @@ from typing import TypeVar
 import torch
 from safetensors import safe_open as _st_safe_open
 from safetensors.torch import load_file as _st_load_file
-from safetensors.torch import save_file as _st_save_file
+from safetensors.torch import save as _st_save_bytes
 from torch import nn
 
+from comcloak.atomic import atomic_writer
 from comcloak.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -118,10 +119,9 @@ def save_safetensors(
             t = t.to(dtype)
         # clone: safetensors refuses tensors that share storage (tied weights, views).
         out[k] = t.contiguous().clone()
-    p.parent.mkdir(parents=True, exist_ok=True)
-    _st_save_file(out, str(p), metadata={"format": "pt", **(metadata or {})})
-    # safetensors creates the file owner-only (0600); weights are meant to be shared and packaged.
-    p.chmod(0o644)
+    # Through the atomic writer, as every file comcloak writes: an interrupted save leaves the old file or none.
+    with atomic_writer(p) as handle:
+        handle.write(_st_save_bytes(out, metadata={"format": "pt", **(metadata or {})}))
     logger.debug("saved %d tensors to %s", len(out), p)
     return p
 

@@ -29,7 +29,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def sample_photos() -> dict[str, np.ndarray]:
     """The bundled sample photos as uint8 RGB arrays."""
+    from comcloak.codecs.photos import load_photo
     from comcloak.engine.commands.demo import sample_photos as paths
-    from comcloak.engine.photos import load_photo
 
     return {path.stem: load_photo(path).pixels for path in paths()}

@@ -9,10 +9,10 @@ import pytest
 from comcloak.attacks import AttackConfigError, ThroughSpecError
 from comcloak.codecs import CodecSpecError, CodecUnavailableError
 from comcloak.codecs.pairs import PairDataError
+from comcloak.codecs.photos import PhotoError
 from comcloak.engine import cli
 from comcloak.engine.backends import BackendUnavailableError
 from comcloak.engine.cloaker import CloakerConfigError
-from comcloak.engine.photos import PhotoError
 from comcloak.engine.pipeline import OutputLayoutError
 from comcloak.errors import UserError
 from comcloak.export import ExportError, OnnxDependencyError, UnsupportedLayerError

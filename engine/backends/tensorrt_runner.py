@@ -25,8 +25,8 @@ from typing import Any
 
 import torch
 
+from comcloak.atomic import atomic_writer
 from comcloak.attacks import AttackConfig
-from comcloak.engine.atomic import atomic_writer
 from comcloak.export.onnx_export import BATCHED, INPUT_NAMES, import_optional, read_export_metadata, step_tensor_shapes
 
 from .base import RunnerContext

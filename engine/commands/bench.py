@@ -61,7 +61,7 @@ def _int_list(text: str, what: str) -> list[int]:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from comcloak.engine.atomic import atomic_writer, write_json
+    from comcloak.atomic import atomic_writer, write_json
     from comcloak.engine.backends.registry import get_backend
     from comcloak.engine.bench import (
         BenchSettings,

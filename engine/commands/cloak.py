@@ -50,7 +50,7 @@ def add_output_options(parser: argparse.ArgumentParser, overwrite_option: bool =
 
 def run(args: argparse.Namespace) -> int:
     from comcloak.codecs import parse_codec
-    from comcloak.engine.photos import collect_photos
+    from comcloak.codecs.photos import collect_photos
     from comcloak.engine.pipeline import plan_outputs
     from comcloak.errors import UserError
 

@@ -39,7 +39,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from comcloak.codecs import parse_codec
-    from comcloak.engine.photos import load_photo
+    from comcloak.codecs.photos import load_photo
     from comcloak.engine.sheet import write_sheet
 
     check_codec = parse_codec(args.check)

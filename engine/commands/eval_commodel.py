@@ -32,12 +32,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from comcloak.atomic import write_json
     from comcloak.attacks.through import load_comodel, resolve_comodel
     from comcloak.codecs import parse_codec
     from comcloak.codecs.diffjpeg import DiffJPEG
     from comcloak.codecs.pairs import PairDataError, held_out_views, list_photos, split_held_out
     from comcloak.codecs.real import Jpeg
-    from comcloak.engine.atomic import write_json
     from comcloak.errors import UserError
     from comcloak.models.training import comodel_mae, identity_mae
 

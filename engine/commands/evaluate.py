@@ -62,16 +62,16 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
+    from comcloak.atomic import atomic_writer, write_json
     from comcloak.attacks import make_through
     from comcloak.attacks.protocols import cloak_passes, run_paper_protocol
     from comcloak.attacks.through import AUTO_THROUGH, CodecMatchedThroughs, matched_through_spec
     from comcloak.codecs import parse_codec
+    from comcloak.codecs.photos import PhotoError, collect_photos, load_photo
     from comcloak.engine.archive_protocol import run_archive_protocol
-    from comcloak.engine.atomic import atomic_writer, write_json
     from comcloak.engine.cloaker import Cloaker
     from comcloak.engine.commands.options import build_classifier
     from comcloak.engine.eval_report import markdown_report, write_bar_chart, write_example_grid
-    from comcloak.engine.photos import PhotoError, collect_photos, load_photo
     from comcloak.errors import UserError
     from comcloak.models import freeze
 

@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         loader()
         report = loader.report
     else:
-        from comcloak.engine.atomic import atomic_writer
+        from comcloak.atomic import atomic_writer
         from comcloak.engine.backends import EngineFromOnnx
         from comcloak.export.onnx_export import import_optional
 

@@ -183,12 +183,7 @@ def run(args: argparse.Namespace) -> int:
     }
     if args.photos is not None:
         extra["comcloak.train.views_per_photo"] = str(args.views_per_photo)
-    temporary = output.with_name(f".{output.name}.tmp.safetensors")
-    try:
-        comodel_io.save_comodel(result.model, temporary, codec=codec_name, dtype=torch.float16, extra=extra)
-        temporary.replace(output)
-    finally:
-        temporary.unlink(missing_ok=True)
+    comodel_io.save_comodel(result.model, output, codec=codec_name, dtype=torch.float16, extra=extra)  # atomic
     checkpoint.unlink(missing_ok=True)
     print(f"wrote {output}: val MAE {result.val_mae:.3f} on {len(val_pairs)} held-out photos "
           f"(identity {result.identity_mae:.3f}), {result.seconds + data_seconds:.0f} s")

@@ -15,7 +15,7 @@ from comcloak.codecs.pairs import (
     PairDataError,
     PairProblem,
     PairSet,
-    PhotoDecodeError,
+    PhotoError,
     PlatformPairs,
     SimulatedPairs,
     held_out_views,
@@ -111,14 +111,14 @@ def test_load_rgb_applies_exif_orientation_and_drops_alpha(tmp_path: Path, chels
 
 def test_load_rgb_errors_are_one_line_per_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "garbage.jpg").write_bytes(b"definitely not a jpeg")
-    with pytest.raises(PhotoDecodeError, match="not a readable image") as info:
+    with pytest.raises(PhotoError, match="not a readable image") as info:
         load_rgb(tmp_path / "garbage.jpg")
     assert info.value.path == tmp_path / "garbage.jpg" and "\n" not in str(info.value)
-    with pytest.raises(PhotoDecodeError, match="no such file"):
+    with pytest.raises(PhotoError, match="no such file"):
         load_rgb(tmp_path / "missing.png")
     big = _save(np.zeros((64, 64, 3), np.uint8), tmp_path / "big.png")
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
-    with pytest.raises(PhotoDecodeError, match="decompression bomb"):
+    with pytest.raises(PhotoError, match="decompression bomb"):
         load_rgb(big)
 
 

@@ -118,7 +118,7 @@ def test_console_script_reports_without_traceback(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "comcloak.engine", "cloak", str(tmp_path / "missing"), "-o",
                              str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
-    assert result.stderr.strip() == f"comcloak cloak: error: input not found: {tmp_path / 'missing'}"
+    assert result.stderr.strip() == f"comcloak cloak: error: {tmp_path / 'missing'}: input not found"
 
 
 def test_eval_paper_protocol_small(tmp_path: Path, photo_dir: Path, capsys) -> None:

@@ -106,3 +106,20 @@ def test_load_weights_tolerates_absent_num_batches_tracked() -> None:
     # Old torchvision files predate BatchNorm's num_batches_tracked buffer.
     sd = {k: v for k, v in _small().state_dict().items() if not k.endswith("num_batches_tracked")}
     load_weights(_small(), sd)
+
+
+def test_saving_weights_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import comcloak.models.weights as weights
+
+    target = tmp_path / "w.safetensors"
+    save_safetensors({"a": torch.ones(2)}, target)
+    before = target.read_bytes()
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(weights, "_st_save_bytes", broken)
+    with pytest.raises(OSError, match="disk full"):
+        save_safetensors({"a": torch.zeros(2)}, target)
+    assert target.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["w.safetensors"]
+    assert target.stat().st_mode & 0o044  # readable by others, as any new file: weights are shared and packaged

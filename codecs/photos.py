@@ -1,4 +1,9 @@
-"""Reading photos into uint8 RGB arrays and writing cloaked ones back in the same format family, atomically."""
+"""Photo files, torch-free, for the whole project: reading photos into upright uint8 RGB arrays (one loader, one
+extension list, one error type, for the cloak pipeline, the evaluation and ComModel training pairs alike),
+collecting them from folders, and writing cloaked ones back in the same format family, atomically.
+
+Pillow's decompression-bomb guard stays on: an oversized image is a :class:`PhotoError`, never decoded.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from comcloak.engine.atomic import atomic_writer
+from comcloak import defaults
+from comcloak.atomic import atomic_writer
 from comcloak.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -18,14 +24,22 @@ logger = logging.getLogger(__name__)
 # Extensions collected when a folder is given; single files of other types are still tried.
 PHOTO_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp"})
 # Lossy outputs are written at high quality with full-resolution chroma so the cloak is not smoothed away.
-DEFAULT_JPEG_QUALITY = 95
-DEFAULT_WEBP_QUALITY = 95
+DEFAULT_JPEG_QUALITY = defaults.JPEG_QUALITY
+DEFAULT_WEBP_QUALITY = defaults.WEBP_QUALITY
 # Formats written back as they came; anything else (GIF, ...) becomes PNG, since a palette would destroy the cloak.
 _SAVE_FORMATS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "TIFF": ".tif", "BMP": ".bmp"}
 
 
 class PhotoError(UserError, ValueError):
-    """A photo could not be read (missing, not an image, corrupt, or too large)."""
+    """A photo could not be read or used (missing, not an image, corrupt, too large, too small); one line.
+
+    ``path`` is the file, ``reason`` the explanation without it; the message is ``"PATH: REASON"``.
+    """
+
+    def __init__(self, path: str | os.PathLike, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = Path(path)
+        self.reason = reason
 
 
 @dataclass
@@ -55,20 +69,25 @@ def load_photo(path: str | os.PathLike) -> Photo:
                 image = rgba
             pixels = np.asarray(image.convert("RGB")).copy()
     except FileNotFoundError:
-        raise PhotoError(f"{path}: no such file") from None
+        raise PhotoError(path, "no such file") from None
     except IsADirectoryError:
-        raise PhotoError(f"{path}: is a folder, not a photo") from None
+        raise PhotoError(path, "is a folder, not a photo") from None
     except PermissionError:
-        raise PhotoError(f"{path}: permission denied") from None
+        raise PhotoError(path, "permission denied") from None
     except UnidentifiedImageError:
-        raise PhotoError(f"{path}: not a readable image") from None
+        raise PhotoError(path, "not a readable image") from None
     except Image.DecompressionBombError as error:
-        raise PhotoError(f"{path}: refused as a possible decompression bomb ({error})") from None
+        raise PhotoError(path, f"refused as a possible decompression bomb ({error})") from None
     except (OSError, SyntaxError, ValueError) as error:  # truncated or corrupt data surfaces as these
-        raise PhotoError(f"{path}: corrupt image ({error})") from None
-    if min(pixels.shape[:2]) < 1:
-        raise PhotoError(f"{path}: empty image")
+        raise PhotoError(path, f"corrupt image ({error})") from None
+    if pixels.ndim != 3 or min(pixels.shape[:2]) < 1:
+        raise PhotoError(path, "empty image")
     return Photo(pixels=pixels, format=image_format, alpha=alpha, icc_profile=icc_profile, source=path)
+
+
+def load_rgb(path: str | os.PathLike) -> np.ndarray:
+    """The upright uint8 RGB pixels (H, W, 3) of ``path``, alpha dropped: :func:`load_photo`'s ``pixels``."""
+    return load_photo(path).pixels
 
 
 def output_suffix(photo_format: str, source_suffix: str) -> str:
@@ -120,5 +139,5 @@ def collect_photos(inputs: list[str | os.PathLike]) -> list[tuple[Path, Path]]:
         elif path.is_file():
             found.setdefault(path.resolve(), Path(path.name))
         else:
-            raise PhotoError(f"input not found: {path}")
+            raise PhotoError(path, "input not found")
     return sorted(found.items(), key=lambda pair: str(pair[1]))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from comcloak.engine.atomic import atomic_writer, default_file_mode
+from comcloak.atomic import atomic_writer, default_file_mode
 
 
 def test_written_file_gets_the_umask_mode_not_mkstemps_0600(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from comcloak.engine.photos import PhotoError, collect_photos, load_photo, output_suffix, save_photo
+from comcloak.codecs.photos import PhotoError, collect_photos, load_photo, output_suffix, save_photo
 
 
 @pytest.fixture()
@@ -100,3 +100,23 @@ def test_collect_photos_walks_folders(tmp_path: Path, pixels: np.ndarray) -> Non
     assert [str(relative) for _, relative in pairs] == ["b/y.png", "x.jpg"]
     with pytest.raises(PhotoError, match="input not found"):
         collect_photos([tmp_path / "missing"])
+
+
+def test_one_loader_one_extension_list_one_error_for_the_whole_project() -> None:
+    import subprocess
+    import sys
+
+    from comcloak.codecs import pairs, photos
+
+    assert pairs.load_rgb is photos.load_rgb and pairs.PHOTO_EXTENSIONS is photos.PHOTO_EXTENSIONS
+    assert pairs.PhotoError is photos.PhotoError
+    code = "import sys, comcloak.codecs.photos; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_photo_errors_name_the_file_and_the_reason(tmp_path: Path) -> None:
+    (tmp_path / "bad.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(PhotoError) as raised:
+        load_photo(tmp_path / "bad.jpg")
+    assert raised.value.path == tmp_path / "bad.jpg" and raised.value.reason == "not a readable image"
+    assert str(raised.value) == f"{tmp_path / 'bad.jpg'}: not a readable image"
