@@ -12,6 +12,7 @@ from torch import nn
 
 from comcloak.attacks.loop import AttackConfig, paper_targets, run_attack
 from comcloak.attacks.metrics import linf, psnr, ssim
+from comcloak.attacks.success import attack_succeeded
 from comcloak.attacks.through import CodecMatchedThroughs
 from comcloak.codecs import Codec
 from comcloak.codecs.pairs import paper_view as resize_square
@@ -165,7 +166,7 @@ def _score(result, classifier, cloaked, codecs, method, through_name, goal, clea
     for codec in codecs:
         received = to_tensor(codec.apply_batch(cloaked), device)
         labels = predict(classifier, received, batch_size)
-        hits = labels == goal if targeted else labels != clean_labels
+        hits = attack_succeeded(labels, goal, clean_labels, targeted)
         result.rows.append(ProtocolRow(method, through_name, codec.spec, int(hits.sum()), len(hits)))
         logger.info("%s through %s, %s: %d/%d", method, through_name, codec.spec, int(hits.sum()), len(hits))
 

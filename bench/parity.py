@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from comcloak.attacks import attack_config, loss_and_gradient, make_through, run_attack
+from comcloak.attacks import attack_config, attack_succeeded, loss_and_gradient, make_through, run_attack
 from comcloak.attacks.loop import attack_update
 from comcloak.attacks.protocols import to_tensor, to_uint8
 from comcloak.codecs import parse_codec
@@ -50,7 +50,8 @@ def success_after(classifier, codec, cloaked: torch.Tensor, goal: torch.Tensor, 
     compressed = np.stack([codec.apply(image) for image in to_uint8(cloaked.cpu())])
     with torch.no_grad():
         labels = classifier(to_tensor(compressed, goal.device)).argmax(1)
-    return float((labels == goal).float().mean() if targeted else (labels != goal).float().mean())
+    # untargeted, the goal is the clean label
+    return float(attack_succeeded(labels, goal, goal, targeted).float().mean())
 
 
 def write_results(path: str | Path, payload: dict, table_lines: list[str]) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,20 +56,36 @@ class Photo:
     info: dict = field(default_factory=dict)
 
 
-def load_photo(path: str | os.PathLike) -> Photo:
-    """Decode ``path`` to upright RGB; raise :class:`PhotoError` with a one-line reason on failure."""
+@dataclass(frozen=True)
+class PhotoHeader:
+    """What a photo's header says, without decoding its pixels: the upright size and the file format."""
+
+    height: int
+    width: int
+    format: str
+
+
+# EXIF orientations that rotate by 90 or 270 degrees (ImageOps.exif_transpose swaps width and height for them).
+_TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})
+_EXIF_ORIENTATION = 0x0112
+
+
+def read_header(path: str | os.PathLike) -> PhotoHeader:
+    """The upright size and format of ``path`` from its header (no pixels are decoded; cheap on any size), with the
+    same one-line :class:`PhotoError` as :func:`load_photo`."""
     path = Path(path)
+    with _decoding_errors(path), Image.open(path) as image:
+        width, height = image.size
+        if image.getexif().get(_EXIF_ORIENTATION) in _TRANSPOSING_ORIENTATIONS:
+            width, height = height, width
+        return PhotoHeader(height, width, image.format or "PNG")
+
+
+@contextmanager
+def _decoding_errors(path: Path) -> Iterator[None]:
+    """Turn what Pillow raises on a bad file into a one-line :class:`PhotoError`."""
     try:
-        with Image.open(path) as image:
-            image_format = image.format or "PNG"
-            icc_profile = image.info.get("icc_profile")
-            image = ImageOps.exif_transpose(image)
-            alpha = None
-            if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-                rgba = image.convert("RGBA")
-                alpha = np.asarray(rgba)[..., 3].copy()
-                image = rgba
-            pixels = np.asarray(image.convert("RGB")).copy()
+        yield
     except FileNotFoundError:
         raise PhotoError(path, "no such file") from None
     except IsADirectoryError:
@@ -80,6 +98,21 @@ def load_photo(path: str | os.PathLike) -> Photo:
         raise PhotoError(path, f"refused as a possible decompression bomb ({error})") from None
     except (OSError, SyntaxError, ValueError) as error:  # truncated or corrupt data surfaces as these
         raise PhotoError(path, f"corrupt image ({error})") from None
+
+
+def load_photo(path: str | os.PathLike) -> Photo:
+    """Decode ``path`` to upright RGB; raise :class:`PhotoError` with a one-line reason on failure."""
+    path = Path(path)
+    with _decoding_errors(path), Image.open(path) as image:
+        image_format = image.format or "PNG"
+        icc_profile = image.info.get("icc_profile")
+        image = ImageOps.exif_transpose(image)
+        alpha = None
+        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+            rgba = image.convert("RGBA")
+            alpha = np.asarray(rgba)[..., 3].copy()
+            image = rgba
+        pixels = np.asarray(image.convert("RGB")).copy()
     if pixels.ndim != 3 or min(pixels.shape[:2]) < 1:
         raise PhotoError(path, "empty image")
     return Photo(pixels=pixels, format=image_format, alpha=alpha, icc_profile=icc_profile, source=path)

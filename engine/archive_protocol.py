@@ -22,6 +22,7 @@ from torch import nn
 from comcloak.attacks import AttackConfig
 from comcloak.attacks.metrics import linf, psnr, ssim
 from comcloak.attacks.protocols import ProtocolRow, cloak_groups, common_targeted, to_tensor
+from comcloak.attacks.success import attack_succeeded
 from comcloak.attacks.through import CodecMatchedThroughs
 from comcloak.codecs import Codec
 
@@ -104,7 +105,7 @@ def run_archive_protocol(
                         for chain in group:
                             label = label_after(chain, cloak.cloaked)
                             clean_label = clean[chain.spec][start + offset]
-                            hits[chain.spec] += int(label == cloak.goal_label if targeted else label != clean_label)
+                            hits[chain.spec] += int(attack_succeeded(label, cloak.goal_label, clean_label, targeted))
                     if progress is not None:
                         progress(len(chunk))
                 for chain in group:

@@ -1,7 +1,16 @@
-"""Cloaking files on disk: load, cloak in batches, write atomically, check through a real codec, report.
+"""Cloaking files on disk in three plain steps: cloak, write, score.
+
+1. **Plan**: every input's header gives its upright size without decoding it, so photos are grouped by attack-view
+   shape (not by arrival order) and each group is attacked in batches of ``batch_size``; unreadable or too-small
+   inputs and existing outputs become records at once.
+2. **Cloak** (:func:`cloak_batch`): one batch of loaded photos through the ``Cloaker``; a photo that fails gives a
+   :class:`CloakFailure`, never a crash of its batch.
+3. **Write** (:func:`write_cloak`): the cloak, atomically, in the input's format family.
+4. **Score** (:func:`score_cloak`): what is on disk, against the clean photo, after the ``--check`` codec chain, with
+   the one success rule (:func:`comcloak.attacks.attack_succeeded`).
 
 A photo that cannot be read or written becomes a failure record; it never stops the run, and inputs are never
-written to.
+written to. Memory holds one batch of photos at a time.
 """
 
 from __future__ import annotations
@@ -10,17 +19,19 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from comcloak import defaults
 from comcloak.atomic import write_json
-from comcloak.attacks import linf, psnr
+from comcloak.attacks import attack_succeeded, linf, psnr
 from comcloak.codecs import Codec
-from comcloak.codecs.photos import Photo, PhotoError, load_photo, output_suffix, save_photo
-from comcloak.engine.cloaker import Cloaker
+from comcloak.codecs.photos import Photo, PhotoError, load_photo, output_suffix, read_header, save_photo
+from comcloak.engine.cloaker import Cloaker, CloakResult, attack_shape
 from comcloak.errors import UserError
 from comcloak.models.labels import imagenet_class_name
 
@@ -78,102 +89,132 @@ def plan_outputs(pairs: list[tuple[Path, Path]], output_dir: Path, inputs: Itera
         seen[stem_key] = source
 
 
+@dataclass(frozen=True)
+class CloakFailure:
+    """A photo the cloaker could not cloak, and why (one line)."""
+
+    error: str
+
+
+@dataclass(frozen=True)
+class _Job:
+    source: Path
+    destination: Path
+    view_shape: tuple[int, int]
+
+
 def cloak_files(
     cloaker: Cloaker,
     pairs: list[tuple[Path, Path]],
     output_dir: Path,
     check_codec: Codec | None,
-    batch_size: int = 8,
+    batch_size: int = defaults.BATCH_SIZE,
     overwrite: bool = False,
-    jpeg_quality: int = 95,
+    jpeg_quality: int = defaults.JPEG_QUALITY,
     on_photo_done: Callable[[PhotoRecord], None] | None = None,
 ) -> list[PhotoRecord]:
-    """Cloak every ``(source, relative_output)`` pair into ``output_dir``; returns one record per pair, in order."""
+    """Cloak every ``(source, relative_output)`` pair into ``output_dir``; returns one record per pair, in the order
+    of ``pairs`` (the work itself runs grouped by attack-view shape; see the module docstring)."""
     records: list[PhotoRecord] = []
-    pending: list[tuple[Photo, Path, Path]] = []
 
     def emit(record: PhotoRecord) -> None:
         records.append(record)
         if on_photo_done:
             on_photo_done(record)
 
-    def flush() -> None:
-        for record in _cloak_pending(cloaker, pending, check_codec, batch_size, jpeg_quality):
-            emit(record)
-        pending.clear()
-
+    groups: dict[tuple[int, int], list[_Job]] = {}
     for source, relative in pairs:
         try:
-            photo = load_photo(source)
-            if min(photo.pixels.shape[:2]) < MIN_PHOTO_SIDE:
-                raise PhotoError(source, f"too small to cloak ({photo.pixels.shape[1]}x{photo.pixels.shape[0]}, "
-                                 f"need at least {MIN_PHOTO_SIDE} px on each side)")
+            header = read_header(source)
+            if min(header.height, header.width) < MIN_PHOTO_SIDE:
+                raise PhotoError(source, f"too small to cloak ({header.width}x{header.height}, need at least "
+                                         f"{MIN_PHOTO_SIDE} px on each side)")
         except PhotoError as error:
             emit(PhotoRecord(source=str(source), status="failed", error=str(error)))
             continue
-        destination = output_dir / relative.with_suffix(output_suffix(photo.format, relative.suffix))
+        destination = output_dir / relative.with_suffix(output_suffix(header.format, relative.suffix))
         if destination.exists() and not overwrite:
             emit(PhotoRecord(source=str(source), status="skipped", output=str(destination),
                              error="output exists (use --overwrite)"))
             continue
-        pending.append((photo, source, destination))
-        if len(pending) >= batch_size:
-            flush()
-    flush()
+        view_shape = attack_shape(header.height, header.width, cloaker.config.attack_size)
+        groups.setdefault(view_shape, []).append(_Job(source, destination, view_shape))
+    for jobs in groups.values():
+        for start in range(0, len(jobs), batch_size):
+            for record in _cloak_write_score(cloaker, jobs[start : start + batch_size], check_codec, jpeg_quality):
+                emit(record)
     order = {str(source): index for index, (source, _) in enumerate(pairs)}
     return sorted(records, key=lambda record: order[record.source])
 
 
-def _cloak_pending(
-    cloaker: Cloaker,
-    pending: list[tuple[Photo, Path, Path]],
-    check_codec: Codec | None,
-    batch_size: int,
-    jpeg_quality: int,
-) -> Iterator[PhotoRecord]:
-    """Cloak, write and check one batch of loaded photos, yielding a record per photo as it is finished."""
-    if not pending:
+def _cloak_write_score(cloaker: Cloaker, jobs: list[_Job], check_codec: Codec | None,
+                       jpeg_quality: int) -> Iterable[PhotoRecord]:
+    """One batch through the three steps, a record per photo."""
+    loaded: list[tuple[_Job, Photo]] = []
+    for job in jobs:
+        try:
+            loaded.append((job, load_photo(job.source)))
+        except PhotoError as error:
+            yield PhotoRecord(source=str(job.source), status="failed", error=str(error))
+    if not loaded:
         return
     started = time.perf_counter()
-    try:
-        results: list = cloaker.cloak_photos([photo.pixels for photo, _, _ in pending], batch_size=batch_size)
-    except Exception:  # noqa: BLE001 - one bad photo must not sink its batch: retry one by one
-        logger.debug("batch failed; retrying photo by photo", exc_info=True)
-        results = [_cloak_one(cloaker, photo) for photo, _, _ in pending]
-    per_photo = (time.perf_counter() - started) / len(pending)
-    for (photo, source, destination), result in zip(pending, results):
-        if isinstance(result, str):
-            yield PhotoRecord(source=str(source), status="failed", error=f"{source}: {result}")
+    results = cloak_batch(cloaker, [photo for _, photo in loaded])
+    per_photo = (time.perf_counter() - started) / len(loaded)
+    for (job, photo), result in zip(loaded, results):
+        if isinstance(result, CloakFailure):
+            yield PhotoRecord(source=str(job.source), status="failed", error=f"{job.source}: {result.error}")
             continue
         height, width = photo.pixels.shape[:2]
-        record = PhotoRecord(source=str(source), status="cloaked", width=width, height=height,
+        record = PhotoRecord(source=str(job.source), status="cloaked", width=width, height=height,
                              clean_label=result.clean_label, goal_label=result.goal_label, seconds=per_photo)
         try:
-            save_photo(photo, result.cloaked, destination, jpeg_quality=jpeg_quality)
+            written = write_cloak(photo, result, job.destination, jpeg_quality)
         except OSError as error:
-            record.status, record.error = "failed", f"{destination}: cannot write ({error})"
+            record.status, record.error = "failed", f"{job.destination}: cannot write ({error})"
         else:
-            record.output = str(destination)
-            written = load_photo(destination).pixels  # score what is on disk, after our own encoder
-            record.psnr_db = psnr(photo.pixels, written)
-            record.linf = linf(photo.pixels, written)
-            record.cloaked_label = int(cloaker.predict(written[None])[0])
-            received = check_codec.apply(written) if check_codec is not None else written
-            record.check_label = int(cloaker.predict(received[None])[0])
-            if cloaker.config.targeted:
-                record.success = record.check_label == record.goal_label
-            else:
-                record.success = record.check_label != record.clean_label
+            record.output = str(job.destination)
+            score_cloak(cloaker, record, photo.pixels, written, check_codec)
         yield record
 
 
-def _cloak_one(cloaker: Cloaker, photo: Photo):
-    """Cloak a single photo, returning the error text instead of raising."""
+def cloak_batch(cloaker: Cloaker, photos: list[Photo]) -> list[CloakResult | CloakFailure]:
+    """Step 1: cloak loaded photos together; if the batch fails, each photo alone, so one bad photo fails alone."""
+    try:
+        return list(cloaker.cloak_photos([photo.pixels for photo in photos], batch_size=max(1, len(photos))))
+    except Exception:  # noqa: BLE001 - one bad photo must not sink its batch: retry one by one
+        logger.debug("batch failed; retrying photo by photo", exc_info=True)
+        return [_cloak_one(cloaker, photo) for photo in photos]
+
+
+def _cloak_one(cloaker: Cloaker, photo: Photo) -> CloakResult | CloakFailure:
     try:
         return cloaker.cloak_photos([photo.pixels], batch_size=1)[0]
-    except Exception as error:  # noqa: BLE001 - reported as this photo's failure record
+    except UserError as error:
+        return CloakFailure(f"cloaking failed ({error})")
+    except Exception as error:  # noqa: BLE001 - reported as this photo's failure record, with the traceback logged
         logger.warning("cloaking %s failed", photo.source, exc_info=True)
-        return f"cloaking failed ({type(error).__name__}: {error})"
+        return CloakFailure(f"cloaking failed ({type(error).__name__}: {error})")
+
+
+def write_cloak(photo: Photo, result: CloakResult, destination: Path, jpeg_quality: int) -> np.ndarray:
+    """Step 2: write the cloak atomically in the input's format family; returns the pixels as written to disk
+    (decoded again, so scoring sees what the output file holds, after our own encoder). Raises OSError."""
+    save_photo(photo, result.cloaked, destination, jpeg_quality=jpeg_quality)
+    return load_photo(destination).pixels
+
+
+def score_cloak(cloaker: Cloaker, record: PhotoRecord, original: np.ndarray, written: np.ndarray,
+                check_codec: Codec | None) -> None:
+    """Step 3: quality against the original, the labels of the output as written and after the ``check_codec``
+    chain, and whether that fooled the classifier (the success rule of :mod:`comcloak.attacks.success`)."""
+    record.psnr_db = psnr(original, written)
+    record.linf = linf(original, written)
+    record.cloaked_label = int(cloaker.predict(written[None])[0])
+    received = check_codec.apply(written) if check_codec is not None else written
+    record.check_label = int(cloaker.predict(received[None])[0])
+    record.success = bool(attack_succeeded(record.check_label, record.goal_label, record.clean_label,
+                                           cloaker.config.targeted))
 
 
 def _label(index: int | None) -> str:

@@ -199,3 +199,45 @@ def test_eval_archive_protocol(tmp_path: Path, photo_dir: Path, capsys) -> None:
     code, _, err = run_cli(["eval", str(photo_dir), "--protocol", "archive", "--classifier", "tiny_classifier",
                             "--examples", str(tmp_path / "x.png")], capsys)
     assert code == 2 and "does not apply to --protocol archive" in err
+
+
+def test_photos_are_cloaked_grouped_by_attack_view_shape(tmp_path: Path, sample_photos, monkeypatch) -> None:
+    """Photos arrive as wide, tall, wide, tall: the pipeline attacks the two shapes as two batches, not four."""
+    from comcloak.engine import pipeline
+    from comcloak.engine.cloaker import Cloaker
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    wide, tall = sample_photos["coffee"][:64, :96], sample_photos["coffee"][:96, :64]
+    for index, image in enumerate((wide, tall, wide, tall)):
+        Image.fromarray(image).save(folder / f"{index}.png")
+    batches = []
+    original = pipeline.cloak_batch
+
+    def recording(cloaker, photos):
+        batches.append([photo.pixels.shape for photo in photos])
+        return original(cloaker, photos)
+
+    monkeypatch.setattr(pipeline, "cloak_batch", recording)
+    cloaker = Cloaker(classifier="tiny_classifier", through="none", steps=1, attack_size=32, device="cpu")
+    pairs = [(path, Path(path.name)) for path in sorted(folder.iterdir())]
+    records = pipeline.cloak_files(cloaker, pairs, tmp_path / "out", None, batch_size=8)
+    assert batches == [[(64, 96, 3)] * 2, [(96, 64, 3)] * 2]
+    assert [Path(r.source).name for r in records] == ["0.png", "1.png", "2.png", "3.png"]  # reported in input order
+    assert all(r.status == "cloaked" for r in records)
+
+
+def test_a_photo_that_fails_to_cloak_is_a_failure_record(tmp_path: Path, sample_photos, monkeypatch) -> None:
+    from comcloak.engine import pipeline
+    from comcloak.engine.cloaker import Cloaker
+
+    Image.fromarray(sample_photos["coffee"][:64, :96]).save(tmp_path / "a.png")
+    cloaker = Cloaker(classifier="tiny_classifier", through="none", steps=1, attack_size=32, device="cpu")
+
+    def broken(photos, batch_size=8):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(cloaker, "cloak_photos", broken)
+    [record] = pipeline.cloak_files(cloaker, [(tmp_path / "a.png", Path("a.png"))], tmp_path / "out", None)
+    assert record.status == "failed" and "cloaking failed (RuntimeError: out of memory)" in record.error
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
