@@ -24,7 +24,7 @@ class AttackConfigError(UserError, ValueError):
 
 @dataclass(frozen=True)
 class AttackConfig:
-    """One configuration of the L∞ attack (DESIGN §2) and of what it attacks.
+    """One configuration of the L∞ attack (docs/DESIGN.md §2) and of what it attacks.
 
     Attributes:
         method: ``"fgsm"``, ``"bim"`` or ``"mim"`` (informational; the numbers below define the loop).

@@ -1,4 +1,4 @@
-"""The one iterative attack loop of ComReAdv (DESIGN §2); FGSM, BIM and MIM are configurations of it.
+"""The one iterative attack loop of ComReAdv (docs/DESIGN.md §2); FGSM, BIM and MIM are configurations of it.
 
 References:
     Goodfellow et al., "Explaining and Harnessing Adversarial Examples" (FGSM), ICLR 2015.
@@ -88,7 +88,7 @@ def run_attack(
     fused_update: bool = False,
     loss_scale: float = 1.0,
 ) -> torch.Tensor:
-    """Run the attack loop of DESIGN §2 and return the adversarial images.
+    """Run the attack loop of docs/DESIGN.md §2 and return the adversarial images.
 
     ::
 

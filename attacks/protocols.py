@@ -1,4 +1,4 @@
-"""Evaluation protocols (DESIGN §3). The paper protocol: 224×224 photos, cloak, round, real codec, classify."""
+"""Evaluation protocols (docs/DESIGN.md §3). The paper protocol: 224×224 photos, cloak, round, real codec, classify."""
 
 from __future__ import annotations
 
@@ -100,7 +100,7 @@ def run_paper_protocol(
     device: torch.device | str = "cpu",
     progress: Callable[[int], None] | None = None,
 ) -> ProtocolResult:
-    """Paper protocol (DESIGN §3) for every (attack, through) pair, each cloak scored against every codec.
+    """Paper protocol (docs/DESIGN.md §3) for every (attack, through) pair, each cloak scored against every codec.
 
     Clean label = top-1 on the 224×224 photo. Untargeted success: label after the codec ≠ clean label;
     targeted success: label after the codec = (clean + 500) mod classes. All ``attacks`` must agree on

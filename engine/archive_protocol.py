@@ -1,4 +1,4 @@
-"""The archive protocol (DESIGN §3): cloak full-resolution photos, pass them through a platform chain, classify
+"""The archive protocol (docs/DESIGN.md §3): cloak full-resolution photos, pass them through a platform chain, classify
 them the way an attacker would.
 
 Each photo is cloaked at full resolution by a :class:`comcloak.engine.cloaker.Cloaker` (the attack view, the

@@ -1,4 +1,4 @@
-"""``Cloaker``: the public API. Cloaks batches of uint8 photos of any size with the attack of DESIGN §2."""
+"""``Cloaker``: the public API. Cloaks batches of uint8 photos of any size with the attack of docs/DESIGN.md §2."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""comcloak.export: VJP rules over ``torch.fx`` graphs, the attack step as forward ops, ONNX export (DESIGN §4).
+"""comcloak.export: VJP rules over ``torch.fx`` graphs, the attack step as forward ops, ONNX export (docs/DESIGN.md §4).
 
 TensorRT engines are built from the exported ONNX by ``comcloak.engine.backends.EngineFromOnnx``.
 """

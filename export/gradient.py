@@ -1,10 +1,10 @@
-"""The input gradient of a model as a module of forward ops, and the whole attack step built on it (DESIGN §4).
+"""The input gradient of a model as a module of forward ops, and the whole attack step built on it (docs/DESIGN.md §4).
 
 :class:`InputGradient` traces a model with ``torch.fx``, checks at build time that every node has a VJP rule
 (:mod:`comcloak.export.vjp`), and at run time evaluates the forward graph, keeping each activation, then walks it
 backwards calling the rules. No autograd is involved, so the same ops trace into ONNX for runtimes without one.
 
-:class:`AttackStep` is one iteration of the attack loop of DESIGN §2 as a single module
+:class:`AttackStep` is one iteration of the attack loop of docs/DESIGN.md §2 as a single module
 ``(x, x0, m, w, eps, alpha, mu) -> (x_next, m_next, logits, loss)``. ``w`` is a float weight per class:
 the one-hot target (targeted) or minus the one-hot label (untargeted); the loss ``-sum(w * log_softmax(logits))``
 is then always descended, so one graph serves both modes.

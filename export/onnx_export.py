@@ -1,4 +1,4 @@
-"""ONNX export of the attack step, with the self-checks every export runs (DESIGN §4).
+"""ONNX export of the attack step, with the self-checks every export runs (docs/DESIGN.md §4).
 
 ``OnnxFromTorch`` (a lazy loader in Polygraphy's style: build it cheaply, call it to do the work) writes the graph
 of :class:`comcloak.export.gradient.AttackStep` for one classifier, one stand-in and one attack-view size, with a

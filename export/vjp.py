@@ -1,4 +1,4 @@
-"""VJP rules over ``torch.fx`` graphs: the input gradient of a traced model as ordinary forward ops (DESIGN §4).
+"""VJP rules over ``torch.fx`` graphs: the input gradient of a traced model as ordinary forward ops (docs/DESIGN.md §4).
 
 Inference runtimes (ONNX Runtime, TensorRT) have no autograd. For every node kind a model's traced graph contains,
 a rule here emits the forward ops that turn the gradient of the node's output into gradients of its inputs:

@@ -3,8 +3,9 @@
 Kernels (``<name>.cu`` + ``<name>.h``, a C ABI called through ctypes on the current CUDA stream, so they are
 captured by CUDA graphs like any other launch):
 
-* ``attack_update`` — the fused update of DESIGN §2 after the gradient: momentum, per-image L1 normalisation, sign,
-  step and the projection onto the eps-ball and [0, 1] (:func:`attack_update`), in two launches instead of eight.
+* ``attack_update`` — the fused update of docs/DESIGN.md §2 after the gradient: momentum, per-image L1
+  normalisation, sign, step and the projection onto the eps-ball and [0, 1] (:func:`attack_update`), in two
+  launches instead of eight.
 * ``compose`` — the full-resolution compose of ``Cloaker.cloak``: bilinear upsampling of the attack-view
   perturbation, add to the uint8 photo, round, clip, uint8 out (:func:`compose`), without the float copy of the photo.
 
@@ -57,7 +58,8 @@ def attack_update_reference(
     step: float,
     mu: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The update of DESIGN §2 in torch: ``m = mu*m + g / mean(|g|)``, ``x = clip(x + step*sign(m), lower, upper)``.
+    """The update of docs/DESIGN.md §2 in torch: ``m = mu*m + g / mean(|g|)``,
+    ``x = clip(x + step*sign(m), lower, upper)``.
 
     Args:
         x, momentum, gradient: float tensors shaped (N, ...); the mean is per image (over all but dim 0).

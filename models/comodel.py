@@ -1,4 +1,4 @@
-"""ComModel: the learned, differentiable stand-in for a lossy compressor (ComReAdv; DESIGN section 2).
+"""ComModel: the learned, differentiable stand-in for a lossy compressor (ComReAdv; docs/DESIGN.md §2).
 
 A residual encoder (/16) and a transposed-convolution decoder with skip concatenations. Input and output are RGB
 NCHW in [0, 1]; the output is linear (callers clip). H and W must be multiples of 16 (the four stride-2 stages and

@@ -1,7 +1,7 @@
 """Transform-coding ComModel: a light, codec-structured stand-in for a lossy compressor.
 
 The paper's ComModel (``comodel``, 6.96 M parameters, 10.1 GFLOPs) learns everything from scratch; on a 2-core CPU
-it does not get near the paper's approximation error within the training budget (DESIGN section 2, issue 3).
+it does not get near the paper's approximation error within the training budget (docs/DESIGN.md §2, issue 3).
 Lossy image codecs share one structure, so this model builds it in and learns its parameters from pairs:
 
 1. colour transform (1x1 conv, initialised to JFIF RGB->YCbCr on the 0..255 scale, luma level-shifted by 128);

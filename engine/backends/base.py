@@ -58,7 +58,7 @@ class RunnerContext:
 
 
 class AttackRunner(ABC):
-    """Runs the whole attack loop of DESIGN §2 on one batch: ``infer(x0, goal) -> x_adv``.
+    """Runs the whole attack loop of docs/DESIGN.md §2 on one batch: ``infer(x0, goal) -> x_adv``.
 
     A runner is built cheaply; ``activate`` acquires what it needs (sessions, engines, device buffers) and
     ``deactivate`` releases it. It is also a context manager. ``infer`` takes clean images, float NCHW in [0, 1],

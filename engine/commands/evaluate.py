@@ -1,4 +1,4 @@
-"""``comcloak eval PHOTOS``: success rates of cloaks after real codecs, by the paper protocol (DESIGN §3)."""
+"""``comcloak eval PHOTOS``: success rates of cloaks after real codecs, by the paper protocol (docs/DESIGN.md §3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``comcloak export --format onnx -o FILE``: the attack-step graph for ONNX Runtime / TensorRT (DESIGN §4)."""
+"""``comcloak export --format onnx -o FILE``: the attack-step graph for ONNX Runtime / TensorRT (docs/DESIGN.md §4)."""
 
 from __future__ import annotations
 
