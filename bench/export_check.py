@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from comcloak.atomic import atomic_writer, write_json
 from comcloak.attacks import make_through
 from comcloak.engine.bench import library_versions, machine_description
 from comcloak.engine.cloaker import load_classifier
@@ -67,10 +68,10 @@ def main() -> None:
     print(table)
     if args.json:
         out = Path(args.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"machine": machine_description(), "versions": library_versions(),
-                                   "size": args.size, "results": rows}, indent=2))
-        out.with_suffix(".md").write_text(table)
+        write_json({"machine": machine_description(), "versions": library_versions(), "size": args.size,
+                    "results": rows}, out)
+        with atomic_writer(out.with_suffix(".md")) as handle:
+            handle.write(table.encode())
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from parity import success_after, within, write_results  # bench/parity.py, beside this script
 
+from comcloak import defaults
 from comcloak.attacks import attack_config, make_through, run_attack
 from comcloak.attacks.protocols import to_tensor
 from comcloak.codecs import parse_codec
@@ -41,9 +42,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("photos", help="photo folder, or .npy of uint8 (N, 224, 224, 3) paper views")
     parser.add_argument("--mirror", action="store_true", help="add the mirror image of every view")
-    parser.add_argument("--classifier", default="efficientnet_lite0")
-    parser.add_argument("--through", default="comodel:jpeg:50")
-    parser.add_argument("--codec", default="jpeg:50")
+    parser.add_argument("--classifier", default=defaults.CLASSIFIER)
+    parser.add_argument("--through", default=defaults.THROUGH)
+    parser.add_argument("--codec", default=defaults.CHECK_CODEC)
     parser.add_argument("--eps", type=float, default=5.0)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--json", default="bench/results/parity-gpu.json")

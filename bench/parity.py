@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from comcloak import defaults
+from comcloak.atomic import atomic_writer, write_json
 from comcloak.attacks import attack_config, attack_succeeded, loss_and_gradient, make_through, run_attack
 from comcloak.attacks.loop import attack_update
 from comcloak.attacks.protocols import to_tensor, to_uint8
@@ -58,8 +60,9 @@ def write_results(path: str | Path, payload: dict, table_lines: list[str]) -> No
     """The JSON document and, beside it, the markdown table (also printed)."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(payload, indent=2))
-    out.with_suffix(".md").write_text("\n".join(table_lines) + "\n")
+    write_json(payload, out)
+    with atomic_writer(out.with_suffix(".md")) as handle:
+        handle.write(("\n".join(table_lines) + "\n").encode())
     print("\n".join(table_lines))
 
 
@@ -84,10 +87,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("photos")
     parser.add_argument("--limit", type=int, default=8)
-    parser.add_argument("--classifier", default="efficientnet_lite0")
-    parser.add_argument("--through", default="comodel:jpeg:50")
+    parser.add_argument("--classifier", default=defaults.CLASSIFIER)
+    parser.add_argument("--through", default=defaults.THROUGH)
     parser.add_argument("--eps", type=float, default=5.0)
-    parser.add_argument("--codec", default="jpeg:50", help="real codec for the success rates (default jpeg:50)")
+    parser.add_argument("--codec", default=defaults.CHECK_CODEC,
+                        help=f"real codec for the success rates (default {defaults.CHECK_CODEC})")
     parser.add_argument("--json", default="bench/results/parity-cpu.json")
     parser.add_argument("--cache-dir", default=None)
     args = parser.parse_args()

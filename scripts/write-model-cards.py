@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from comcloak.atomic import atomic_writer
 from comcloak.codecs import parse_codec
 from comcloak.codecs.diffjpeg import DiffJPEG
 from comcloak.codecs.pairs import held_out_views, list_photos, split_held_out
@@ -117,7 +118,8 @@ def main() -> int:
         lines += ["", "Rows other than its own codec show how the model transfers; use the ComModel of the codec you "
                       "expect. Regenerate with `scripts/write-model-cards.py DEV_PHOTOS`.", ""]
         card = cards_dir / path.name.replace(".safetensors", ".md")
-        card.write_text("\n".join(lines))
+        with atomic_writer(card) as handle:
+            handle.write("\n".join(lines).encode())
     print("| codec | ComModel MAE | paper | identity | diff-JPEG | params | GFLOPs | KiB | steps | train s |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for row in summary:
