@@ -6,7 +6,6 @@ import logging
 import os
 import threading
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -63,9 +62,6 @@ def attack_shape(height: int, width: int, attack_size: int) -> tuple[int, int]:
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
-_UNSET = object()  # tells "not given" from None for the attack keyword arguments
-
-
 class Cloaker:
     """Cloaks photos so that an image classifier mislabels them, robustly to recompression (ComReAdv).
 
@@ -79,7 +75,8 @@ class Cloaker:
     same object (``AttackConfig.from_user``: eps and alpha on the 0-255 scale); give either ``config`` or those.
 
     Args:
-        config: the attack configuration (default: built from the keyword arguments below and the defaults).
+        config: the attack configuration (default: built from the keyword arguments below; None, their default,
+            means "not given", and what is not given takes comcloak.defaults).
         classifier: registered classifier name, or an ``nn.Module`` mapping [0, 1] RGB NCHW to logits (a module is
             used as it is, with ``config`` too). Default ``efficientnet_lite0`` (pretrained, offline).
         classifier_weights: weights file for a named classifier (required for ``resnet50``, which has no
@@ -115,18 +112,18 @@ class Cloaker:
         self,
         config: AttackConfig | None = None,
         *,
-        classifier: Any = _UNSET,
-        classifier_weights: Any = _UNSET,
-        through: Any = _UNSET,
-        attack: Any = _UNSET,
-        eps: Any = _UNSET,
-        steps: Any = _UNSET,
-        alpha: Any = _UNSET,
-        momentum: Any = _UNSET,
-        targeted: Any = _UNSET,
-        target: Any = _UNSET,
-        attack_size: Any = _UNSET,
-        seed: Any = _UNSET,
+        classifier: str | nn.Module | None = None,
+        classifier_weights: str | None = None,
+        through: str | nn.Module | None = None,
+        attack: str | None = None,
+        eps: float | None = None,
+        steps: int | None = None,
+        alpha: float | None = None,
+        momentum: float | None = None,
+        targeted: bool | None = None,
+        target: int | None = None,
+        attack_size: int | None = None,
+        seed: int | None = None,
         backend: str = defaults.BACKEND,
         device: str | torch.device | None = None,
         cache_dir: str | os.PathLike | None = None,
@@ -135,13 +132,16 @@ class Cloaker:
     ) -> None:
         if backend not in backend_choices():
             raise CloakerConfigError(f"unknown backend {backend!r}; available: {', '.join(backend_choices())}")
+        if config is not None and not isinstance(config, AttackConfig):
+            raise CloakerConfigError(f"config must be an AttackConfig, got {type(config).__name__} (a classifier or "
+                                     "stand-in is given as classifier=... / through=...)")
         classifier_module = classifier if isinstance(classifier, nn.Module) else None
         through_module = through if isinstance(through, nn.Module) else None
         given = {name: value for name, value in (
             ("classifier", classifier), ("classifier_weights", classifier_weights), ("through", through),
             ("method", attack), ("eps", eps), ("steps", steps), ("alpha", alpha), ("momentum", momentum),
             ("targeted", targeted), ("target", target), ("attack_size", attack_size), ("seed", seed),
-        ) if value is not _UNSET and not isinstance(value, nn.Module)}
+        ) if value is not None and not isinstance(value, nn.Module)}
         if config is not None and given:
             raise CloakerConfigError(f"give either config or the attack keyword arguments, not both (got config and "
                                      f"{', '.join(given)})")
