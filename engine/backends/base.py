@@ -54,7 +54,7 @@ class RunnerContext:
 
     def options(self, **names: str) -> dict:
         """The optional settings that are set, as keyword arguments under the runner's own names."""
-        return {keyword: getattr(self, field) for keyword, field in names.items() if getattr(self, field) is not None}
+        return {keyword: getattr(self, name) for keyword, name in names.items() if getattr(self, name) is not None}
 
 
 class AttackRunner(ABC):

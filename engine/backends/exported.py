@@ -30,6 +30,7 @@ from .registry import BackendUnavailableError
 logger = logging.getLogger(__name__)
 
 PAIRS = ("a", "b")
+PAIR_BUFFERS = frozenset(f"{carried}_{pair}" for carried in CARRIED.values() for pair in PAIRS)  # x_a, x_b, m_a, m_b
 
 
 def ping_pong(step: int) -> dict[str, str]:
@@ -121,9 +122,8 @@ class ExportedStepRunner(AttackRunner):
             shapes = step_tensor_shapes(size, *self.shape, self.num_classes)
             tensors = {name: self.new_tensor(shape) for name, shape in shapes.items()
                        if name not in CARRIED and name not in CARRIED.values()}
-            for carried in CARRIED.values():
-                for pair in PAIRS:
-                    tensors[f"{carried}_{pair}"] = self.new_tensor(shapes[carried])
+            for buffer in sorted(PAIR_BUFFERS):
+                tensors[buffer] = self.new_tensor(shapes[buffer.rsplit("_", 1)[0]])
             buffers = StepBuffers(size, tensors)
             self.bind(buffers)
             self._buffers[size] = buffers
@@ -146,7 +146,7 @@ class ExportedStepRunner(AttackRunner):
         """Every graph input and output of step ``step``, by name, as the buffer it reads or writes."""
         names = ping_pong(step)
         t = buffers.tensors
-        fixed = {name: tensor for name, tensor in t.items() if name[-2:] not in ("_a", "_b")}
+        fixed = {name: tensor for name, tensor in t.items() if name not in PAIR_BUFFERS}
         return {**fixed, **{name: t[buffer] for name, buffer in names.items()}}
 
     # ------------------------------------------------------------------------------------------------ the loop

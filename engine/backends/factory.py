@@ -71,7 +71,10 @@ def resolve_backend(
     if precision not in PRECISIONS:
         raise BackendUnavailableError(f"unknown precision {precision!r}; available: {', '.join(PRECISIONS)}")
     if name == AUTO:
-        return available_backends(device, through, precision)[0]
+        found = available_backends(device, through, precision)
+        if not found:
+            raise BackendUnavailableError(f"no backend can run on {device} at {precision}")
+        return found[0]
     reason = unavailable_reason(name, device, through, precision)
     if reason is None:
         return name
