@@ -9,6 +9,7 @@ on the 0-255 scale (``--eps 5``): :meth:`AttackConfig.from_user` is the one plac
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from comcloak import defaults
 from comcloak.errors import UserError
@@ -73,15 +74,11 @@ class AttackConfig:
         alpha: float | None = None,
         momentum: float | None = None,
         targeted: bool = False,
-        target: int | None = None,
-        through: str = defaults.THROUGH,
-        classifier: str = defaults.CLASSIFIER,
-        classifier_weights: str | None = None,
-        attack_size: int = defaults.ATTACK_SIZE,
-        seed: int = defaults.SEED,
+        **context: Any,
     ) -> AttackConfig:
         """The configuration from values on the user's scales: ``eps`` and ``alpha`` on 0-255 (converted here, once);
-        other arguments as for :func:`attack_config`.
+        the other arguments, and ``context`` (``target``, ``through``, ``classifier``, ``classifier_weights``,
+        ``attack_size``, ``seed``), as for :func:`attack_config`.
 
         Example:
             >>> AttackConfig.from_user("mim", eps=5).eps_255
@@ -91,11 +88,8 @@ class AttackConfig:
             raise AttackConfigError(f"eps must be in (0, 255] on the 0-255 scale, got {eps}")
         if alpha is not None and not 0 < alpha <= PIXEL_SCALE:
             raise AttackConfigError(f"alpha must be in (0, 255] on the 0-255 scale, got {alpha}")
-        return attack_config(
-            method, eps / PIXEL_SCALE, steps, None if alpha is None else alpha / PIXEL_SCALE, momentum, targeted,
-            target=target, through=through, classifier=classifier, classifier_weights=classifier_weights,
-            attack_size=attack_size, seed=seed,
-        )
+        return attack_config(method, eps / PIXEL_SCALE, steps, None if alpha is None else alpha / PIXEL_SCALE,
+                             momentum, targeted, **context)
 
 
 def attack_config(
