@@ -136,10 +136,12 @@ def matched_through_spec(codec_spec: str) -> str:
     The shipped ComModel for that codec when there is one (``comodel:jpeg:50``); ``none`` for the codec ``none``;
     differentiable JPEG at the same quality for a JPEG without a shipped ComModel; otherwise the JPEG-50 ComModel.
     """
-    from comcloak.codecs import parse_codec
+    from comcloak.codecs import Platform, parse_codec
     from comcloak.codecs.real import Identity, Jpeg
 
     codec = parse_codec(codec_spec)
+    if isinstance(codec, Platform):  # a profile is imitated by the stand-in of the chain it stands for
+        codec = codec.chain
     if codec.spec in comodel_io.list_shipped_comodels():
         return f"comodel:{codec.spec}"
     if isinstance(codec, Identity):

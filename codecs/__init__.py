@@ -8,8 +8,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .base import Codec, CodecSpecError, CodecUnavailableError
+from .platforms import PROFILES, Platform
 from .real import Avif, Chain, Identity, Jpeg, Jpeg2000, Png, Resize, WebP
-from .spec import list_codecs, parse_codec
+from .spec import list_codecs, list_profiles, parse_codec
 
 if TYPE_CHECKING:
     from .diffjpeg import DiffJPEG
@@ -24,10 +25,13 @@ __all__ = [
     "Identity",
     "Jpeg",
     "Jpeg2000",
+    "PROFILES",
+    "Platform",
     "Png",
     "Resize",
     "WebP",
     "list_codecs",
+    "list_profiles",
     "parse_codec",
 ]
 

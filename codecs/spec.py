@@ -1,4 +1,5 @@
-"""Codec spec strings: ``jpeg:50``, ``webp:75``, ``jp2:10``, ``avif:60``, ``png``, ``resize:2048``, ``none``.
+"""Codec spec strings: ``jpeg:50``, ``webp:75``, ``jp2:10``, ``avif:60``, ``png``, ``resize:2048``, ``none``, and the
+platform profiles (``facebook``, ``whatsapp``, ...; :mod:`comcloak.codecs.platforms`).
 
 Elements are ``name[:arg[:arg]]`` joined with ``+`` and applied left to right (``resize:2048+jpeg:85``).
 Names are case-insensitive and surrounding whitespace is ignored; ``Codec.spec`` is the canonical form, and
@@ -8,9 +9,10 @@ Names are case-insensitive and surrounding whitespace is ignored; ``Codec.spec``
 from __future__ import annotations
 
 from .base import Codec, CodecSpecError, CodecUnavailableError
+from .platforms import PROFILES, Platform
 from .real import CODECS, Chain
 
-__all__ = ["Codec", "CodecSpecError", "CodecUnavailableError", "parse_codec", "list_codecs"]
+__all__ = ["Codec", "CodecSpecError", "CodecUnavailableError", "parse_codec", "list_codecs", "list_profiles"]
 
 
 def list_codecs() -> list[str]:
@@ -18,12 +20,21 @@ def list_codecs() -> list[str]:
     return [f"{cls.usage}: {cls.help}" for cls in CODECS.values()]
 
 
+def list_profiles() -> list[str]:
+    """Platform profiles as ``"name: description (chain)"`` lines."""
+    return [f"{profile.name}: {profile.description} ({profile.chain})" for profile in PROFILES.values()]
+
+
 def _known() -> str:
-    return ", ".join(cls.usage for cls in CODECS.values())
+    return ", ".join([cls.usage for cls in CODECS.values()] + list(PROFILES))
 
 
 def _parse_element(element: str) -> Codec:
     name, *args = (part.strip() for part in element.split(":"))
+    if name.lower() in PROFILES:
+        if args:
+            raise CodecSpecError(f"platform profile {name!r} takes no arguments, got {element!r}")
+        return Platform(name.lower())
     cls = CODECS.get(name.lower())
     if cls is None:
         raise CodecSpecError(f"unknown codec {name!r} in {element!r}; known codecs: {_known()}")
