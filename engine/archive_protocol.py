@@ -16,32 +16,17 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from comcloak.attacks import AttackConfig
 from comcloak.attacks.metrics import linf, psnr, ssim
-from comcloak.attacks.protocols import ProtocolRow, cloak_groups, common_targeted, to_tensor
+from comcloak.attacks.protocols import ProtocolRow, cloak_groups, common_targeted
 from comcloak.attacks.success import attack_succeeded
 from comcloak.attacks.through import CodecMatchedThroughs
+from comcloak.attacks.views import attacker_view
 from comcloak.codecs import Codec
 
 logger = logging.getLogger(__name__)
-
-ATTACKER_RESIZE = 256
-ATTACKER_CROP = 224
-
-
-def attacker_view(photo: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Shorter side to 256 (antialiased bilinear), centre crop 224x224: float (1, 3, 224, 224) in [0, 1]."""
-    image = to_tensor(photo[None], device)
-    height, width = image.shape[-2:]
-    scale = ATTACKER_RESIZE / min(height, width)
-    size = (max(ATTACKER_CROP, round(height * scale)), max(ATTACKER_CROP, round(width * scale)))
-    image = F.interpolate(image, size=size, mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
-    top, left = (size[0] - ATTACKER_CROP) // 2, (size[1] - ATTACKER_CROP) // 2
-    return image[..., top : top + ATTACKER_CROP, left : left + ATTACKER_CROP]
-
 
 @dataclass
 class ArchiveResult:
@@ -84,11 +69,11 @@ def run_archive_protocol(
 
     @torch.no_grad()
     def label_after(chain: Codec, photo: np.ndarray) -> int:
-        return int(classifier(attacker_view(chain.apply(photo), device)).argmax(1))
+        return int(classifier(attacker_view(chain.apply(photo), device=device)).argmax(1))
 
     clean = {chain.spec: [label_after(chain, photo) for photo in photos] for chain in chains}
     with torch.no_grad():
-        originals = [int(classifier(attacker_view(photo, device)).argmax(1)) for photo in photos]
+        originals = [int(classifier(attacker_view(photo, device=device)).argmax(1)) for photo in photos]
     for chain in chains:
         result.clean_agreement[chain.spec] = sum(a == b for a, b in zip(clean[chain.spec], originals))
     for config in attacks:

@@ -130,3 +130,39 @@ def write_example_grid(
     with atomic_writer(destination) as handle:
         image.save(handle, format="PNG")
     return destination
+
+
+def platform_markdown(payload: dict) -> str:
+    """The platform protocol's report: per (attack, stand-in) and view, protect@1 / hide@5 with counts, rows =
+    judging classifiers (surrogates, then evaluation-only), columns = platform profiles; then image quality."""
+    results = payload["results"]
+    profiles = list(dict.fromkeys(r["profile"] for r in results))
+    lines = [
+        "# comcloak eval — platform protocol",
+        "",
+        f"{payload['n_photos']} photos cloaked at full resolution through surrogate `{payload['classifier']}`, "
+        f"eps {payload['eps']:g}/255, {payload['steps']} steps (FGSM: 1); {payload['seconds']:.0f} s. Each cloak "
+        "goes through a platform profile, then an attacker view, then every classifier. **protect@1**: the top-1 "
+        "differs from the clean photo's under the same profile and view; **hide@5**: the clean top-1 is not in the "
+        "cloak's top 5. *Evaluation-only* classifiers were never attacked through: they stand for models the cloak "
+        "has not seen.",
+    ]
+    for attack, through in dict.fromkeys((r["attack"], r["through"]) for r in results):
+        for view in dict.fromkeys(r["view"] for r in results):
+            cells = {(r["classifier"], r["profile"]): r for r in results
+                     if (r["attack"], r["through"], r["view"]) == (attack, through, view)}
+            through_cell = through.replace("|", "\\|")
+            lines += ["", f"## {attack} through `{through_cell}`, view `{view}`: protect@1 / hide@5", "",
+                      "| classifier | role | " + " | ".join(f"`{p}`" for p in profiles) + " |",
+                      "|---|---|" + "---:|" * len(profiles)]
+            for name in dict.fromkeys(classifier for classifier, _ in cells):
+                row = [cells[name, p] for p in profiles]
+                values = [f"{100 * r['protect_at_1']:.0f}% / {100 * r['hide_at_5']:.0f}% "
+                          f"({round(r['protect_at_1'] * r['n'])}, {round(r['hide_at_5'] * r['n'])} of {r['n']})"
+                          for r in row]
+                lines.append(f"| `{name}` | {row[0]['role']} | " + " | ".join(values) + " |")
+    quality = payload["quality"]
+    lines += ["", f"Quality of the cloaks (full resolution, against the original photo): PSNR mean "
+                  f"{quality['psnr_mean']:.2f} dB, 5th percentile {quality['psnr_p05']:.2f} dB; SSIM mean "
+                  f"{quality['ssim_mean']:.4f}; max L∞ {quality['linf_max']:.0f}/255."]
+    return "\n".join(lines) + "\n"

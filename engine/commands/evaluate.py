@@ -8,6 +8,8 @@ import time
 
 from comcloak import defaults
 from comcloak.attacks.config import ATTACK_METHODS
+from comcloak.attacks.views import ATTACKER_VIEWS
+from comcloak.codecs.platforms import PROFILES
 from comcloak.engine.commands.options import (
     add_attack_options,
     add_classifier_options,
@@ -18,6 +20,7 @@ from comcloak.engine.commands.options import (
 
 DEFAULT_CODECS = "none,jpeg:75,jpeg:50,jpeg:25,webp:75,webp:50,webp:25,jp2:10,jp2:20"
 DEFAULT_CHAINS = "none,resize:2048+jpeg:85"  # the archive protocol's default platform chains
+DEFAULT_JUDGES = "efficientnet_lite1,efficientnet_lite2"  # evaluation-only: models no cloak attacks through
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -29,8 +32,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "centre-cropped as an attacker would (256, 224), classified. Each cloak is computed once and "
                     "scored against every codec.")
     parser.add_argument("photos", nargs="+", metavar="PHOTOS", help="photo files or folders")
-    parser.add_argument("--protocol", default="paper", choices=("paper", "archive"),
-                        help="paper (224x224 views, default) or archive (full resolution, platform chains)")
+    parser.add_argument("--protocol", default="paper", choices=("paper", "archive", "platform"),
+                        help="paper (224x224 views, default), archive (full resolution, platform chains, the "
+                             "attacker's 256/224 crop) or platform (full resolution, platform profiles, attacker "
+                             "views, protect@1 and hide@5 on the surrogate and the evaluation-only classifiers)")
+    parser.add_argument("--views", default="crop,resize",
+                        help=f"platform protocol: attacker views, comma-separated from {','.join(ATTACKER_VIEWS)} "
+                             "(default crop,resize; crop is the judge)")
+    parser.add_argument("--judges", default=DEFAULT_JUDGES,
+                        help="platform protocol: evaluation-only classifiers scored beside the surrogate "
+                             f"(default {DEFAULT_JUDGES}: pip install 'comcloak[eval]'; 'none' for none)")
     parser.add_argument("--attacks", default=",".join(ATTACK_METHODS),
                         help=f"comma-separated: {','.join(ATTACK_METHODS)} (default all)")
     parser.add_argument("--through", default="none,diffjpeg:50,comodel:auto",
@@ -40,7 +51,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                              "ComModel trained for it: the paper's setting) (default none,diffjpeg:50,comodel:auto)")
     parser.add_argument("--codecs", default=None,
                         help=f"comma-separated real codecs (default: paper {DEFAULT_CODECS}; archive "
-                             f"{DEFAULT_CHAINS})")
+                             f"{DEFAULT_CHAINS}; platform: every platform profile, {','.join(PROFILES)})")
     parser.add_argument("--cross", action="store_true",
                         help="also cloak through the stand-in matched to each codec evaluated (comodel:jpeg:50, ...) "
                              "and score every such cloak on every codec: the mismatch matrix")
@@ -76,13 +87,22 @@ def run(args: argparse.Namespace) -> int:
     from comcloak.models import freeze
 
     if args.examples and args.protocol != "paper":
-        raise UserError("--examples shows 224x224 paper-protocol cloaks; it does not apply to --protocol archive")
+        raise UserError(f"--examples shows 224x224 paper-protocol cloaks; it does not apply to --protocol "
+                        f"{args.protocol}")
+    if args.protocol == "platform" and (args.plot or args.targeted or args.cross):
+        raise UserError("the platform protocol measures untargeted protection as tables (--json, --report); "
+                        "--plot, --targeted and --cross apply to the paper and archive protocols")
+    views = [view.strip() for view in args.views.split(",") if view.strip()]
+    unknown_views = [view for view in views if view not in ATTACKER_VIEWS]
+    if args.protocol == "platform" and (unknown_views or not views):
+        raise UserError(f"--views takes comma-separated {', '.join(ATTACKER_VIEWS)}, got {args.views!r}")
     through_specs = [spec.strip() for spec in args.through.split(",") if spec.strip()]
     # One configuration per attack; the protocols pair each with every stand-in (the config's own through is the
     # row's stand-in where a Cloaker runs it).
     attacks = [attack_config_from_args(args, method=name.strip(), through=defaults.THROUGH)
                for name in args.attacks.split(",") if name.strip()]
-    codec_list = args.codecs or (DEFAULT_CHAINS if args.protocol == "archive" else DEFAULT_CODECS)
+    codec_list = args.codecs or {"archive": DEFAULT_CHAINS, "platform": ",".join(PROFILES)}.get(args.protocol,
+                                                                                                DEFAULT_CODECS)
     codecs = [parse_codec(spec.strip()) for spec in codec_list.split(",") if spec.strip()]
     if args.cross:  # one row per matched stand-in: cloak with codec A's ComModel, score on every codec B
         through_specs += [spec for spec in dict.fromkeys(matched_through_spec(c.spec) for c in codecs)
@@ -109,6 +129,9 @@ def run(args: argparse.Namespace) -> int:
     throughs = {name: module.to(device) for name, module in throughs.items()}
     started = time.perf_counter()
     total = len(photos) * len(attacks) * cloak_passes(throughs, codecs)
+    if args.protocol == "platform":
+        return _run_platform(args, classifier, photos, failed, attacks, throughs, codecs, views, device, total,
+                             started)
     with tqdm(total=total, unit="cloak", disable=args.quiet, file=sys.stderr, dynamic_ncols=True) as bar:
         if args.protocol == "archive":
             def make_cloaker(config, through):
@@ -142,6 +165,51 @@ def run(args: argparse.Namespace) -> int:
         write_bar_chart(payload, args.plot)
     if args.examples:
         write_example_grid(result.clean_views, result.cloaked, args.eps, args.examples)
+    print(f"{result.n_photos} photos, {seconds:.0f} s")
+    return 0
+
+
+def _run_platform(args, classifier, photos, failed, attacks, throughs, profiles, views, device, total,
+                  started) -> int:
+    """``--protocol platform``: tables per (attack, stand-in), JSON and markdown report."""
+    from tqdm import tqdm
+
+    from comcloak.atomic import atomic_writer, write_json
+    from comcloak.engine.cloaker import Cloaker, load_classifier
+    from comcloak.engine.eval_report import platform_markdown
+    from comcloak.engine.platform_protocol import format_platform_table, run_platform_protocol
+    from comcloak.models import freeze
+
+    judges = {args.classifier: (classifier, "surrogate")}
+    for name in (part.strip() for part in args.judges.split(",")):
+        if name and name != "none" and name not in judges:
+            judges[name] = (freeze(load_classifier(name).to(device)), "evaluation")
+
+    def make_cloaker(config, through):
+        return Cloaker(config, classifier=classifier, through=through, device=device)
+
+    with tqdm(total=total, unit="cloak", disable=args.quiet, file=sys.stderr, dynamic_ncols=True) as bar:
+        result = run_platform_protocol(judges, photos, attacks, throughs, profiles, views, make_cloaker, device,
+                                       progress=bar.update, batch_size=args.batch_size)
+    seconds = time.perf_counter() - started
+    quality = result.quality()
+    for attack, through in dict.fromkeys((row.attack, row.through) for row in result.rows):
+        print(format_platform_table(result, attack, through))
+        print()
+    print(f"quality of the cloaks (full resolution): PSNR mean {quality['psnr_mean']:.1f} dB (5th percentile "
+          f"{quality['psnr_p05']:.1f}), SSIM mean {quality['ssim_mean']:.4f}, max L-inf {quality['linf_max']:.0f}/255")
+    payload = {
+        "protocol": "platform", "classifier": args.classifier,
+        "judges": {name: role for name, (_, role) in judges.items()}, "views": views,
+        "eps": args.eps, "steps": max(a.steps for a in attacks), "targeted": False, "n_photos": result.n_photos,
+        "results": [row.as_dict() for row in result.rows], "quality": quality, "failed_photos": failed,
+        "seconds": seconds,
+    }
+    if args.json:
+        write_json(payload, args.json)
+    if args.report:
+        with atomic_writer(args.report) as handle:
+            handle.write(platform_markdown(payload).encode())
     print(f"{result.n_photos} photos, {seconds:.0f} s")
     return 0
 

@@ -241,3 +241,37 @@ def test_a_photo_that_fails_to_cloak_is_a_failure_record(tmp_path: Path, sample_
     [record] = pipeline.cloak_files(cloaker, [(tmp_path / "a.png", Path("a.png"))], tmp_path / "out", None)
     assert record.status == "failed" and "cloaking failed (RuntimeError: out of memory)" in record.error
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_eval_platform_protocol(tmp_path: Path, photo_dir: Path, capsys) -> None:
+    out, report = tmp_path / "platform.json", tmp_path / "platform.md"
+    code, stdout, _ = run_cli(["eval", str(photo_dir), "--protocol", "platform", "--classifier", "tiny_classifier",
+                               "--judges", "tiny_classifier,none", "--attacks", "fgsm", "--through", "none",
+                               "--codecs", "facebook,whatsapp", "--views", "crop,resize,native", "--json", str(out),
+                               "--report", str(report), "-q"], capsys)
+    assert code == 0 and "view crop: protect@1 / hide@5" in stdout
+    payload = json.loads(out.read_text())
+    assert payload["protocol"] == "platform" and payload["judges"] == {"tiny_classifier": "surrogate"}
+    rows = payload["results"]
+    assert {(r["profile"], r["view"]) for r in rows} == {(p, v) for p in ("facebook", "whatsapp")
+                                                         for v in ("crop", "resize", "native")}
+    assert all(0 <= r["hide_at_5"] <= r["protect_at_1"] <= 1 and r["n"] == 2 for r in rows)  # hidden implies moved
+    assert payload["quality"]["linf_max"] <= 5
+    assert "| `tiny_classifier` | surrogate |" in report.read_text()
+    code, _, err = run_cli_error(["eval", str(photo_dir), "--protocol", "platform", "--views", "sideways"], capsys)
+    assert code == 2 and "--views takes comma-separated crop, resize, native" in err
+
+
+def test_attacker_views() -> None:
+    from comcloak.attacks.views import attacker_view
+
+    photo = np.zeros((300, 600, 3), np.uint8)
+    photo[:, :150] = 255  # a white band the centre crop cuts away and the whole-photo resize keeps
+    crop, whole = attacker_view(photo, "crop"), attacker_view(photo, "resize")
+    assert crop.shape == whole.shape == (1, 3, 224, 224)
+    assert crop.max() == 0 and whole.max() == 1
+
+    class Wide:
+        input_size = 260
+
+    assert attacker_view(photo, "native", Wide()).shape == (1, 3, 260, 260)
