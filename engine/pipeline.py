@@ -29,6 +29,7 @@ import torch
 from comcloak import defaults
 from comcloak.atomic import write_json
 from comcloak.attacks import attack_succeeded, linf, psnr
+from comcloak.attacks.views import attacker_view
 from comcloak.codecs import Codec
 from comcloak.codecs.photos import Photo, PhotoError, load_photo, output_suffix, read_header, save_photo
 from comcloak.engine.cloaker import Cloaker, CloakResult, attack_shape
@@ -38,6 +39,7 @@ from comcloak.models.labels import imagenet_class_name
 logger = logging.getLogger(__name__)
 
 MIN_PHOTO_SIDE = 32  # below this the classifiers' strided stages have nothing left to look at
+JUDGE_VIEW = "crop"  # the closing table judges as an attacker sees the photo: shorter side 256, centre crop 224
 
 
 class OutputLayoutError(UserError, ValueError):
@@ -53,11 +55,12 @@ class PhotoRecord:
     output: str | None = None
     width: int | None = None
     height: int | None = None
-    clean_label: int | None = None
-    cloaked_label: int | None = None
-    check_label: int | None = None
+    clean_label: int | None = None  # lab view: the surrogate's top-1 of the original in the cloaker's own view
+    cloaked_label: int | None = None  # lab view: of the output as written
+    clean_check_label: int | None = None  # judge: the original after the check codec, in the attacker's crop view
+    check_label: int | None = None  # judge: the output after the check codec, in the attacker's crop view
     goal_label: int | None = None
-    success: bool | None = None
+    success: bool | None = None  # protected: judged on check_label against clean_check_label (or the target)
     psnr_db: float | None = None
     linf: int | None = None
     seconds: float | None = None
@@ -206,14 +209,24 @@ def write_cloak(photo: Photo, result: CloakResult, destination: Path, jpeg_quali
 
 def score_cloak(cloaker: Cloaker, record: PhotoRecord, original: np.ndarray, written: np.ndarray,
                 check_codec: Codec | None) -> None:
-    """Step 3: quality against the original, the labels of the output as written and after the ``check_codec``
-    chain, and whether that fooled the classifier (the success rule of :mod:`comcloak.attacks.success`)."""
+    """Step 3: quality against the original; the label of the output as written in the cloaker's own (lab) view; and
+    the judgement, made the way an attacker sees the photo: the original and the output each through the
+    ``check_codec`` chain, then the attacker's crop view (:data:`JUDGE_VIEW`), classified by the surrogate. Protected
+    (the success rule of :mod:`comcloak.attacks.success`): the output's label differs from the original's under the
+    same chain and view (targeted: it is the target). A cloak that fools only the lab view is not protected."""
     record.psnr_db = psnr(original, written)
     record.linf = linf(original, written)
     record.cloaked_label = int(cloaker.predict(written[None])[0])
-    received = check_codec.apply(written) if check_codec is not None else written
-    record.check_label = int(cloaker.predict(received[None])[0])
-    record.success = bool(attack_succeeded(record.check_label, record.goal_label, record.clean_label,
+
+    def judged(image: np.ndarray) -> int:
+        received = check_codec.apply(image) if check_codec is not None else image
+        with torch.no_grad():
+            view = attacker_view(received, JUDGE_VIEW, cloaker.classifier, cloaker.device)
+            return int(cloaker.classifier(view).argmax(1)[0])
+
+    record.clean_check_label = judged(original)
+    record.check_label = judged(written)
+    record.success = bool(attack_succeeded(record.check_label, record.goal_label, record.clean_check_label,
                                            cloaker.config.targeted))
 
 
@@ -222,8 +235,10 @@ def _label(index: int | None) -> str:
 
 
 def format_table(records: list[PhotoRecord], check_spec: str) -> str:
-    """A plain-text table, one row per photo, and a summary line."""
-    header = ("photo", "size", "clean label", "cloaked label", f"after {check_spec}", "fooled", "PSNR dB")
+    """A plain-text table, one row per photo, and a summary line. Protection is judged as an attacker sees the photo
+    (after ``check_spec``, in the crop view); the cloaker's own view is a separate, labelled lab-view column."""
+    judge = f"after {check_spec}, crop view"
+    header = ("photo", "size", f"clean ({judge})", f"cloak ({judge})", "protected", "cloak (lab view)", "PSNR dB")
     rows = []
     for record in records:
         if record.status != "cloaked":
@@ -232,20 +247,24 @@ def format_table(records: list[PhotoRecord], check_spec: str) -> str:
         rows.append((
             Path(record.source).name,
             f"{record.width}x{record.height}",
-            _label(record.clean_label),
-            _label(record.cloaked_label),
+            _label(record.clean_check_label),
             _label(record.check_label),
             "yes" if record.success else "no",
+            _label(record.cloaked_label),
             "inf" if record.psnr_db is None or math.isinf(record.psnr_db) else f"{record.psnr_db:.1f}",
         ))
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip() for row in [header, *rows]]
-    lines.insert(1, "  ".join("-" * width for width in widths))
+    lines = [f"Judged as an attacker sees the photo: {check_spec}, then shorter side 256 and centre crop 224, "
+             "classified by the surrogate (the lab-view column is the cloaker's own whole-photo view, not protection)."]
+    lines += ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip()
+              for row in [header, *rows]]
+    lines.insert(2, "  ".join("-" * width for width in widths))
     cloaked = [record for record in records if record.status == "cloaked"]
-    fooled = sum(bool(record.success) for record in cloaked)
+    protected = sum(bool(record.success) for record in cloaked)
     failed = sum(record.status == "failed" for record in records)
     skipped = sum(record.status == "skipped" for record in records)
-    lines.append(f"{len(cloaked)} cloaked, {fooled} fooled after {check_spec}, {skipped} skipped, {failed} failed")
+    lines.append(f"{len(cloaked)} cloaked, {protected} protected after {check_spec} (attacker's crop view), "
+                 f"{skipped} skipped, {failed} failed")
     return "\n".join(lines)
 
 

@@ -36,7 +36,7 @@ def test_cloak_folder_writes_same_size_and_format(photo_dir: Path, tmp_path: Pat
     report = tmp_path / "report.json"
     code, stdout, _ = run_cli(["cloak", str(photo_dir), "-o", str(out), "--report", str(report), *FAST[:-1]], capsys)
     assert code == 0
-    assert "fooled after jpeg:50" in stdout and "cat.jpg" in stdout
+    assert "protected after jpeg:50 (attacker's crop view)" in stdout and "cat.jpg" in stdout
     for relative, image_format in (("cat.jpg", "JPEG"), ("sub/coffee.png", "PNG")):
         with Image.open(photo_dir / relative) as original, Image.open(out / relative) as cloaked:
             assert cloaked.size == original.size and cloaked.format == image_format
@@ -275,3 +275,34 @@ def test_attacker_views() -> None:
         input_size = 260
 
     assert attacker_view(photo, "native", Wide()).shape == (1, 3, 260, 260)
+
+
+def test_a_cloak_that_fools_only_the_lab_view_is_not_protected(tmp_path: Path, monkeypatch) -> None:
+    """The closing table judges after the check codec in the attacker's crop view: a 'cloak' that only repaints the
+    borders the centre crop cuts away changes the lab-view label and protects nothing."""
+    from comcloak.engine import pipeline
+    from comcloak.engine.cloaker import Cloaker, CloakResult
+
+    rng = np.random.default_rng(3)
+    photo = rng.integers(90, 160, (64, 256, 3), dtype=np.uint8)  # wide: the crop keeps only the middle columns
+    Image.fromarray(photo).save(tmp_path / "wide.png")
+    cloaker = Cloaker(classifier="tiny_classifier", through="none", steps=1, attack_size=32, device="cpu")
+    lab_label = int(cloaker.predict(photo[None])[0])
+    for fill in (0, 255, 128):  # find border paint that moves the lab view (the tiny net is arbitrary)
+        painted = photo.copy()
+        painted[:, :72] = fill
+        painted[:, -72:] = 255 - fill
+        if int(cloaker.predict(painted[None])[0]) != lab_label:
+            break
+    else:
+        pytest.fail("no border paint moved the tiny classifier's lab-view label")
+
+    def border_only(photos, batch_size=8):
+        return [CloakResult(painted, lab_label, lab_label) for _ in photos]
+
+    monkeypatch.setattr(cloaker, "cloak_photos", border_only)
+    [record] = pipeline.cloak_files(cloaker, [(tmp_path / "wide.png", Path("wide.png"))], tmp_path / "out", None)
+    assert record.status == "cloaked" and record.cloaked_label != record.clean_label  # the lab view is fooled
+    assert record.check_label == record.clean_check_label and record.success is False  # the attacker is not
+    table = pipeline.format_table([record], "none")
+    assert "Judged as an attacker sees the photo" in table and "0 protected after none" in table
