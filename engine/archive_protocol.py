@@ -11,7 +11,7 @@ Quality: PSNR and SSIM of the full-resolution output against the original.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -25,23 +25,65 @@ from comcloak.attacks.success import attack_succeeded
 from comcloak.attacks.through import CodecMatchedThroughs
 from comcloak.attacks.views import attacker_view
 from comcloak.codecs import Codec
+from comcloak.engine.cloaker import CloakResult
 
 logger = logging.getLogger(__name__)
 
+
 @dataclass
-class ArchiveResult:
-    targeted: bool
-    n_photos: int
-    rows: list[ProtocolRow] = field(default_factory=list)
+class FullResolutionQuality:
+    """PSNR, SSIM and L-inf of full-resolution cloaks against their originals, accumulated cloak by cloak."""
+
     psnrs: list[float] = field(default_factory=list)
     ssims: list[float] = field(default_factory=list)
     linf_max: int = 0
-    clean_agreement: dict[str, int] = field(default_factory=dict)
+
+    def add(self, original: np.ndarray, cloaked: np.ndarray) -> None:
+        self.psnrs.append(min(psnr(original, cloaked), 99.0))  # identical images: cap inf for the statistics
+        self.ssims.append(ssim(original, cloaked))
+        self.linf_max = max(self.linf_max, linf(original, cloaked))
 
     def quality(self) -> dict[str, float]:
         """PSNR mean / 5th percentile, SSIM mean and max L-inf of the full-resolution outputs."""
         return {"psnr_mean": float(np.mean(self.psnrs)), "psnr_p05": float(np.percentile(self.psnrs, 5)),
                 "ssim_mean": float(np.mean(self.ssims)), "linf_max": float(self.linf_max)}
+
+
+@dataclass
+class ArchiveResult(FullResolutionQuality):
+    targeted: bool = False
+    n_photos: int = 0
+    rows: list[ProtocolRow] = field(default_factory=list)
+    clean_agreement: dict[str, int] = field(default_factory=dict)
+
+
+def full_resolution_cloaks(
+    photos: Sequence[np.ndarray],
+    attacks: Sequence[AttackConfig],
+    throughs: dict[str, nn.Module | CodecMatchedThroughs],
+    codecs: Sequence[Codec],
+    make_cloaker: Callable[[AttackConfig, nn.Module], object],
+    quality: FullResolutionQuality,
+    progress: Callable[[int], None] | None = None,
+    batch_size: int = 8,
+) -> Iterator[tuple[AttackConfig, str, list[Codec], int, CloakResult]]:
+    """Cloak every photo for every (attack, stand-in) at full resolution, as the archive and platform protocols do.
+
+    Yields ``(config, stand-in name, codecs to score this cloak on, photo index, cloak)``; ``comodel:auto`` cloaks
+    once per distinct matched stand-in, scored on its codecs. Each cloak's quality goes into ``quality``; ``progress``
+    is called with the number of photos cloaked. The config handed to ``make_cloaker`` names the stand-in run.
+    """
+    for config in attacks:
+        for through_name, through in throughs.items():
+            for stand_in, module, group in cloak_groups(through_name, through, codecs):
+                cloaker = make_cloaker(replace(config, through=stand_in), module)
+                for start in range(0, len(photos), batch_size):
+                    chunk = list(photos[start : start + batch_size])
+                    for offset, (photo, cloak) in enumerate(zip(chunk, cloaker.cloak_photos(chunk, batch_size))):
+                        quality.add(photo, cloak.cloaked)
+                        yield config, through_name, group, start + offset, cloak
+                    if progress is not None:
+                        progress(len(chunk))
 
 
 def run_archive_protocol(
@@ -76,24 +118,13 @@ def run_archive_protocol(
         originals = [int(classifier(attacker_view(photo, device=device)).argmax(1)) for photo in photos]
     for chain in chains:
         result.clean_agreement[chain.spec] = sum(a == b for a, b in zip(clean[chain.spec], originals))
-    for config in attacks:
-        for through_name, through in throughs.items():
-            for stand_in, module, group in cloak_groups(through_name, through, chains):
-                cloaker = make_cloaker(replace(config, through=stand_in), module)
-                hits = {chain.spec: 0 for chain in group}
-                for start in range(0, len(photos), batch_size):
-                    chunk = photos[start : start + batch_size]
-                    for offset, (photo, cloak) in enumerate(zip(chunk, cloaker.cloak_photos(list(chunk), batch_size))):
-                        result.psnrs.append(min(psnr(photo, cloak.cloaked), 99.0))
-                        result.ssims.append(ssim(photo, cloak.cloaked))
-                        result.linf_max = max(result.linf_max, linf(photo, cloak.cloaked))
-                        for chain in group:
-                            label = label_after(chain, cloak.cloaked)
-                            clean_label = clean[chain.spec][start + offset]
-                            hits[chain.spec] += int(attack_succeeded(label, cloak.goal_label, clean_label, targeted))
-                    if progress is not None:
-                        progress(len(chunk))
-                for chain in group:
-                    result.rows.append(ProtocolRow(config.method, through_name, chain.spec, hits[chain.spec],
-                                                   len(photos)))
+    hits: dict[tuple[str, str, str], int] = {}
+    for config, through_name, group, index, cloak in full_resolution_cloaks(
+            photos, attacks, throughs, chains, make_cloaker, result, progress, batch_size):
+        for chain in group:
+            label = label_after(chain, cloak.cloaked)
+            key = (config.method, through_name, chain.spec)
+            succeeded = attack_succeeded(label, cloak.goal_label, clean[chain.spec][index], targeted)
+            hits[key] = hits.get(key, 0) + int(succeeded)
+    result.rows = [ProtocolRow(*key, count, len(photos)) for key, count in hits.items()]
     return result

@@ -14,18 +14,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
 
 from comcloak.attacks import AttackConfig
-from comcloak.attacks.metrics import linf, psnr, ssim
-from comcloak.attacks.protocols import cloak_groups
 from comcloak.attacks.through import CodecMatchedThroughs
 from comcloak.attacks.views import attacker_view
 from comcloak.codecs import Codec
+from comcloak.engine.archive_protocol import FullResolutionQuality, full_resolution_cloaks
 
 logger = logging.getLogger(__name__)
 
@@ -51,17 +50,9 @@ class PlatformRow:
 
 
 @dataclass
-class PlatformResult:
-    n_photos: int
+class PlatformResult(FullResolutionQuality):
+    n_photos: int = 0
     rows: list[PlatformRow] = field(default_factory=list)
-    psnrs: list[float] = field(default_factory=list)
-    ssims: list[float] = field(default_factory=list)
-    linf_max: int = 0
-
-    def quality(self) -> dict[str, float]:
-        """PSNR mean / 5th percentile, SSIM mean and max L-inf of the full-resolution outputs."""
-        return {"psnr_mean": float(np.mean(self.psnrs)), "psnr_p05": float(np.percentile(self.psnrs, 5)),
-                "ssim_mean": float(np.mean(self.ssims)), "linf_max": float(self.linf_max)}
 
 
 @torch.no_grad()
@@ -104,31 +95,20 @@ def run_platform_protocol(
         for view in views:
             for name, (module, _) in judges.items():
                 clean[profile.spec, view, name] = [top_labels(module, image, view, device)[0] for image in received]
-    for config in attacks:
-        for through_name, through in throughs.items():
-            for stand_in, module, group in cloak_groups(through_name, through, profiles):
-                cloaker = make_cloaker(replace(config, through=stand_in), module)
-                counts = {(p.spec, v, n): [0, 0] for p in group for v in views for n in judges}
-                for start in range(0, len(photos), batch_size):
-                    chunk = photos[start : start + batch_size]
-                    for offset, (photo, cloak) in enumerate(zip(chunk, cloaker.cloak_photos(list(chunk), batch_size))):
-                        result.psnrs.append(min(psnr(photo, cloak.cloaked), 99.0))
-                        result.ssims.append(ssim(photo, cloak.cloaked))
-                        result.linf_max = max(result.linf_max, linf(photo, cloak.cloaked))
-                        for profile in group:
-                            received = profile.apply(cloak.cloaked)
-                            for view in views:
-                                for name, (judge, _) in judges.items():
-                                    top = top_labels(judge, received, view, device)
-                                    label = clean[profile.spec, view, name][start + offset]
-                                    tally = counts[profile.spec, view, name]
-                                    tally[0] += int(top[0] != label)
-                                    tally[1] += int(label not in top)
-                    if progress is not None:
-                        progress(len(chunk))
-                for (profile, view, name), (protected, hidden) in counts.items():
-                    result.rows.append(PlatformRow(config.method, through_name, profile, view, name, judges[name][1],
-                                                   protected, hidden, len(photos)))
+    counts: dict[tuple[str, str, str, str, str], list[int]] = {}
+    for config, through_name, group, index, cloak in full_resolution_cloaks(
+            photos, attacks, throughs, profiles, make_cloaker, result, progress, batch_size):
+        for profile in group:
+            received = profile.apply(cloak.cloaked)
+            for view in views:
+                for name, (judge, _) in judges.items():
+                    top = top_labels(judge, received, view, device)
+                    label = clean[profile.spec, view, name][index]
+                    tally = counts.setdefault((config.method, through_name, profile.spec, view, name), [0, 0])
+                    tally[0] += int(top[0] != label)
+                    tally[1] += int(label not in top)
+    result.rows = [PlatformRow(*key, judges[key[-1]][1], protected, hidden, len(photos))
+                   for key, (protected, hidden) in counts.items()]
     return result
 
 
