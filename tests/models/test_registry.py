@@ -7,8 +7,8 @@ import comcloak.models as M
 from comcloak.models import registry
 
 EXPECTED = [
-    "comodel", "comodel_tc", "comodel_tc_tiny", "comodel_tiny", "efficientnet_lite0", "mobilenet_v2", "resnet50",
-    "tiny_classifier",
+    "comodel", "comodel_tc", "comodel_tc_tiny", "comodel_tiny", "efficientnet_lite0", "efficientnet_lite1",
+    "efficientnet_lite2", "mobilenet_v2", "resnet50", "tiny_classifier",
 ]
 
 
