@@ -22,6 +22,7 @@ ATTACKER_VIEWS = ("crop", "resize", "native")
 DEFAULT_VIEW = "crop"
 VIEW_SIZE = 224
 CROP_RATIO = 0.875  # 224 / 256: the ImageNet evaluation crop
+TOP_K = 5  # hide@5: the clean label must leave the top 5
 
 
 def _resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -49,3 +50,13 @@ def attacker_view(photo: np.ndarray, view: str = DEFAULT_VIEW, classifier: Any =
     image = _resize(image, resized)
     top, left = (resized[0] - size) // 2, (resized[1] - size) // 2
     return image[..., top : top + size, left : left + size]
+
+
+def view_top_labels(classifier: Any, photo: np.ndarray, view: str = DEFAULT_VIEW, device: torch.device | str = "cpu",
+                    k: int = TOP_K) -> list[int]:
+    """The classifier's top-``k`` labels for a uint8 photo seen through ``view``, best first (no gradient)."""
+    import torch
+
+    with torch.no_grad():
+        logits = classifier(attacker_view(photo, view, classifier, device))
+    return logits.topk(k, dim=1).indices[0].tolist()

@@ -23,7 +23,7 @@ from comcloak.attacks.metrics import linf, psnr, ssim
 from comcloak.attacks.protocols import ProtocolRow, cloak_groups, common_targeted
 from comcloak.attacks.success import attack_succeeded
 from comcloak.attacks.through import CodecMatchedThroughs
-from comcloak.attacks.views import attacker_view
+from comcloak.attacks.views import view_top_labels
 from comcloak.codecs import Codec
 from comcloak.engine.cloaker import CloakResult
 
@@ -109,13 +109,11 @@ def run_archive_protocol(
     targeted = common_targeted(attacks)
     result = ArchiveResult(targeted=targeted, n_photos=len(photos))
 
-    @torch.no_grad()
     def label_after(chain: Codec, photo: np.ndarray) -> int:
-        return int(classifier(attacker_view(chain.apply(photo), device=device)).argmax(1))
+        return view_top_labels(classifier, chain.apply(photo), device=device, k=1)[0]
 
     clean = {chain.spec: [label_after(chain, photo) for photo in photos] for chain in chains}
-    with torch.no_grad():
-        originals = [int(classifier(attacker_view(photo, device=device)).argmax(1)) for photo in photos]
+    originals = [view_top_labels(classifier, photo, device=device, k=1)[0] for photo in photos]
     for chain in chains:
         result.clean_agreement[chain.spec] = sum(a == b for a, b in zip(clean[chain.spec], originals))
     hits: dict[tuple[str, str, str], int] = {}

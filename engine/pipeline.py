@@ -6,8 +6,8 @@
 2. **Cloak** (:func:`cloak_batch`): one batch of loaded photos through the ``Cloaker``; a photo that fails gives a
    :class:`CloakFailure`, never a crash of its batch.
 3. **Write** (:func:`write_cloak`): the cloak, atomically, in the input's format family.
-4. **Score** (:func:`score_cloak`): what is on disk, against the clean photo, after the ``--check`` codec chain, with
-   the one success rule (:func:`comcloak.attacks.attack_succeeded`).
+4. **Score** (:func:`score_cloak`): what is on disk against the original, both after the ``--check`` codec chain and
+   in the attacker's crop view, with the one success rule (:func:`comcloak.attacks.attack_succeeded`).
 
 A photo that cannot be read or written becomes a failure record; it never stops the run, and inputs are never
 written to. Memory holds one batch of photos at a time.
@@ -29,7 +29,7 @@ import torch
 from comcloak import defaults
 from comcloak.atomic import write_json
 from comcloak.attacks import attack_succeeded, linf, psnr
-from comcloak.attacks.views import attacker_view
+from comcloak.attacks.views import view_top_labels
 from comcloak.codecs import Codec
 from comcloak.codecs.photos import Photo, PhotoError, load_photo, output_suffix, read_header, save_photo
 from comcloak.engine.cloaker import Cloaker, CloakResult, attack_shape
@@ -220,9 +220,7 @@ def score_cloak(cloaker: Cloaker, record: PhotoRecord, original: np.ndarray, wri
 
     def judged(image: np.ndarray) -> int:
         received = check_codec.apply(image) if check_codec is not None else image
-        with torch.no_grad():
-            view = attacker_view(received, JUDGE_VIEW, cloaker.classifier, cloaker.device)
-            return int(cloaker.classifier(view).argmax(1)[0])
+        return view_top_labels(cloaker.classifier, received, JUDGE_VIEW, cloaker.device, k=1)[0]
 
     record.clean_check_label = judged(original)
     record.check_label = judged(written)

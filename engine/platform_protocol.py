@@ -22,13 +22,11 @@ from torch import nn
 
 from comcloak.attacks import AttackConfig
 from comcloak.attacks.through import CodecMatchedThroughs
-from comcloak.attacks.views import attacker_view
+from comcloak.attacks.views import view_top_labels
 from comcloak.codecs import Codec
 from comcloak.engine.archive_protocol import FullResolutionQuality, full_resolution_cloaks
 
 logger = logging.getLogger(__name__)
-
-TOP_K = 5
 
 
 @dataclass
@@ -53,13 +51,6 @@ class PlatformRow:
 class PlatformResult(FullResolutionQuality):
     n_photos: int = 0
     rows: list[PlatformRow] = field(default_factory=list)
-
-
-@torch.no_grad()
-def top_labels(classifier: nn.Module, photo: np.ndarray, view: str, device: torch.device | str) -> list[int]:
-    """The classifier's top-``TOP_K`` labels for ``photo`` seen through ``view``, best first."""
-    logits = classifier(attacker_view(photo, view, classifier, device))
-    return logits.topk(TOP_K, dim=1).indices[0].tolist()
 
 
 def run_platform_protocol(
@@ -94,7 +85,8 @@ def run_platform_protocol(
         received = [profile.apply(photo) for photo in photos]
         for view in views:
             for name, (module, _) in judges.items():
-                clean[profile.spec, view, name] = [top_labels(module, image, view, device)[0] for image in received]
+                clean[profile.spec, view, name] = [view_top_labels(module, image, view, device)[0]
+                                                   for image in received]
     counts: dict[tuple[str, str, str, str, str], list[int]] = {}
     for config, through_name, group, index, cloak in full_resolution_cloaks(
             photos, attacks, throughs, profiles, make_cloaker, result, progress, batch_size):
@@ -102,7 +94,7 @@ def run_platform_protocol(
             received = profile.apply(cloak.cloaked)
             for view in views:
                 for name, (judge, _) in judges.items():
-                    top = top_labels(judge, received, view, device)
+                    top = view_top_labels(judge, received, view, device)
                     label = clean[profile.spec, view, name][index]
                     tally = counts.setdefault((config.method, through_name, profile.spec, view, name), [0, 0])
                     tally[0] += int(top[0] != label)

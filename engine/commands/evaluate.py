@@ -73,7 +73,6 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from comcloak.atomic import atomic_writer, write_json
     from comcloak.attacks import make_through
     from comcloak.attacks.protocols import cloak_passes, run_paper_protocol
     from comcloak.attacks.through import AUTO_THROUGH, CodecMatchedThroughs, matched_through_spec
@@ -145,8 +144,7 @@ def run(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - started
     quality = result.quality()
     print(format_results(result, [c.spec for c in codecs], args))
-    print(f"quality of the cloaks: PSNR mean {quality['psnr_mean']:.1f} dB (5th percentile {quality['psnr_p05']:.1f}), "
-          f"SSIM mean {quality['ssim_mean']:.4f}, max L-inf {quality['linf_max']:.0f}/255")
+    print(format_quality(quality, ""))
     payload = {
         "protocol": args.protocol, "classifier": args.classifier, "eps": args.eps,
         "steps": max(a.steps for a in attacks),  # of the iterative attacks; FGSM always takes one
@@ -156,11 +154,7 @@ def run(args: argparse.Namespace) -> int:
                             for spec, agree in result.clean_agreement.items()],
         "failed_photos": failed, "seconds": seconds,
     }
-    if args.json:
-        write_json(payload, args.json)
-    if args.report:
-        with atomic_writer(args.report) as handle:
-            handle.write(markdown_report(payload).encode())
+    write_outputs(args, payload, markdown_report)
     if args.plot:
         write_bar_chart(payload, args.plot)
     if args.examples:
@@ -174,7 +168,6 @@ def _run_platform(args, classifier, photos, failed, attacks, throughs, profiles,
     """``--protocol platform``: tables per (attack, stand-in), JSON and markdown report."""
     from tqdm import tqdm
 
-    from comcloak.atomic import atomic_writer, write_json
     from comcloak.engine.cloaker import Cloaker, load_classifier
     from comcloak.engine.eval_report import platform_markdown
     from comcloak.engine.platform_protocol import format_platform_table, run_platform_protocol
@@ -196,8 +189,7 @@ def _run_platform(args, classifier, photos, failed, attacks, throughs, profiles,
     for attack, through in dict.fromkeys((row.attack, row.through) for row in result.rows):
         print(format_platform_table(result, attack, through))
         print()
-    print(f"quality of the cloaks (full resolution): PSNR mean {quality['psnr_mean']:.1f} dB (5th percentile "
-          f"{quality['psnr_p05']:.1f}), SSIM mean {quality['ssim_mean']:.4f}, max L-inf {quality['linf_max']:.0f}/255")
+    print(format_quality(quality, " (full resolution)"))
     payload = {
         "protocol": "platform", "classifier": args.classifier,
         "judges": {name: role for name, (_, role) in judges.items()}, "views": views,
@@ -205,13 +197,26 @@ def _run_platform(args, classifier, photos, failed, attacks, throughs, profiles,
         "results": [row.as_dict() for row in result.rows], "quality": quality, "failed_photos": failed,
         "seconds": seconds,
     }
+    write_outputs(args, payload, platform_markdown)
+    print(f"{result.n_photos} photos, {seconds:.0f} s")
+    return 0
+
+
+def format_quality(quality: dict[str, float], where: str) -> str:
+    return (f"quality of the cloaks{where}: PSNR mean {quality['psnr_mean']:.1f} dB (5th percentile "
+            f"{quality['psnr_p05']:.1f}), SSIM mean {quality['ssim_mean']:.4f}, "
+            f"max L-inf {quality['linf_max']:.0f}/255")
+
+
+def write_outputs(args: argparse.Namespace, payload: dict, markdown) -> None:
+    """``--json`` (the payload) and ``--report`` (``markdown(payload)``), atomically."""
+    from comcloak.atomic import atomic_writer, write_json
+
     if args.json:
         write_json(payload, args.json)
     if args.report:
         with atomic_writer(args.report) as handle:
-            handle.write(platform_markdown(payload).encode())
-    print(f"{result.n_photos} photos, {seconds:.0f} s")
-    return 0
+            handle.write(markdown(payload).encode())
 
 
 def format_results(result, codec_specs: list[str], args: argparse.Namespace) -> str:
