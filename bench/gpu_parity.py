@@ -44,7 +44,7 @@ def main() -> None:
     parser.add_argument("--mirror", action="store_true", help="add the mirror image of every view")
     parser.add_argument("--classifier", default=defaults.CLASSIFIER)
     parser.add_argument("--through", default=defaults.THROUGH)
-    parser.add_argument("--codec", default=defaults.CHECK_CODEC)
+    parser.add_argument("--codec", default=defaults.PAPER_CODEC)
     parser.add_argument("--eps", type=float, default=5.0)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--json", default="bench/results/parity-gpu.json")

@@ -70,7 +70,7 @@ def teacher_forced(session, classifier, through, x0, goal, config) -> float:
     """Mean over steps of the fraction of pixels where the exported step's x_next equals the reference's."""
     lower, upper = (x0 - config.eps).clamp_min(0), (x0 + config.eps).clamp_max(1)
     direction = -1.0 if config.targeted else 1.0
-    w = goal_weights(goal, 1000, config.targeted).numpy()
+    w = goal_weights(goal[:, None], 1000, config.targeted).numpy()  # (N, 1 surrogate, K)
     x, momentum, agree = x0.clone(), torch.zeros_like(x0), []
     scalars = [np.array([v], np.float32) for v in (config.eps, config.alpha, config.momentum)]
     for _ in range(config.steps):
@@ -90,8 +90,8 @@ def main() -> None:
     parser.add_argument("--classifier", default=defaults.CLASSIFIER)
     parser.add_argument("--through", default=defaults.THROUGH)
     parser.add_argument("--eps", type=float, default=5.0)
-    parser.add_argument("--codec", default=defaults.CHECK_CODEC,
-                        help=f"real codec for the success rates (default {defaults.CHECK_CODEC})")
+    parser.add_argument("--codec", default=defaults.PAPER_CODEC,
+                        help=f"real codec for the success rates (default {defaults.PAPER_CODEC})")
     parser.add_argument("--json", default="bench/results/parity-cpu.json")
     parser.add_argument("--cache-dir", default=None)
     args = parser.parse_args()

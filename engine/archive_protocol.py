@@ -71,17 +71,20 @@ def full_resolution_cloaks(
 
     Yields ``(config, stand-in name, codecs to score this cloak on, photo index, cloak)``; ``comodel:auto`` cloaks
     once per distinct matched stand-in, scored on its codecs. Each cloak's quality goes into ``quality``; ``progress``
-    is called with the number of photos cloaked. The config handed to ``make_cloaker`` names the stand-in run.
+    is called with the number of photos cloaked. The config handed to ``make_cloaker`` names the stand-in run; a
+    stand-in module of None hands the config as it is (a preset with its own stand-in).
     """
     for config in attacks:
         for through_name, through in throughs.items():
             for stand_in, module, group in cloak_groups(through_name, through, codecs):
-                cloaker = make_cloaker(replace(config, through=stand_in), module)
+                # No module: the config is a preset that cloaks through its own stand-in.
+                cloaker = make_cloaker(config if module is None else replace(config, through=stand_in), module)
+                row_through = through_name if module is not None else config.through
                 for start in range(0, len(photos), batch_size):
                     chunk = list(photos[start : start + batch_size])
                     for offset, (photo, cloak) in enumerate(zip(chunk, cloaker.cloak_photos(chunk, batch_size))):
                         quality.add(photo, cloak.cloaked)
-                        yield config, through_name, group, start + offset, cloak
+                        yield config, row_through, group, start + offset, cloak
                     if progress is not None:
                         progress(len(chunk))
 

@@ -14,6 +14,7 @@ from torch import nn
 
 from comcloak import defaults, kernels
 from comcloak.attacks import AttackConfig, AttackConfigError, make_through, paper_targets
+from comcloak.attacks.presets import DEFAULT_STRENGTH, preset_config
 from comcloak.attacks.protocols import to_tensor
 from comcloak.engine.backends import BackendUnavailableError, backend_choices, get_backend
 from comcloak.engine.backends.base import AttackRunner, RunnerContext
@@ -49,8 +50,9 @@ class CloakResult:
     """One cloaked photo, as :meth:`Cloaker.cloak_photos` returns it."""
 
     cloaked: np.ndarray  # uint8 (H, W, 3), the input's size
-    clean_label: int  # top-1 on the attack view of the original
-    goal_label: int  # the label the attack moved away from (untargeted) or towards (targeted)
+    clean_label: int  # the first surrogate's top-1 on the attack view of the original
+    goal_label: int  # the label the attack moved the first surrogate away from (untargeted) or towards (targeted)
+    clean_labels: tuple[int, ...] = ()  # every surrogate's top-1 on the attack view, in --classifier order
 
 
 def attack_shape(height: int, width: int, attack_size: int) -> tuple[int, int]:
@@ -71,14 +73,17 @@ class Cloaker:
     within ``eps``.
 
     What is attacked and how is one :class:`comcloak.attacks.AttackConfig` (``config``, also what
-    :attr:`Cloaker.config` shows). The keyword arguments ``classifier`` ... ``seed`` are a convenience that builds the
-    same object (``AttackConfig.from_user``: eps and alpha on the 0-255 scale); give either ``config`` or those.
+    :attr:`Cloaker.config` shows). The keyword arguments ``strength`` ... ``seed`` are a convenience that builds the
+    same object (``comcloak.attacks.presets.preset_config``: a strength's numbers, with the ones given winning; eps and
+    alpha on the 0-255 scale); give either ``config`` or those.
 
     Args:
         config: the attack configuration (default: built from the keyword arguments below; None, their default,
-            means "not given", and what is not given takes comcloak.defaults).
-        classifier: registered classifier name, or an ``nn.Module`` mapping [0, 1] RGB NCHW to logits (a module is
-            used as it is, with ``config`` too). Default ``efficientnet_lite0`` (pretrained, offline).
+            means "not given", and what is not given takes the ``strength`` preset's value).
+        strength: ``fast``, ``balanced`` (default), ``strong`` or ``paper`` (``comcloak.attacks.presets``).
+        classifier: registered classifier name, several separated by commas (a surrogate ensemble), or an
+            ``nn.Module`` mapping [0, 1] RGB NCHW to logits (a module is used as it is, with ``config`` too).
+            Default: the preset's (``efficientnet_lite0,mobilenet_v2`` for balanced, pretrained, offline).
         classifier_weights: weights file for a named classifier (required for ``resnet50``, which has no
             offline weights); default: the offline pretrained weights.
         through: stand-in for the compressor (``none``, ``diffjpeg:Q``, ``comodel:CODEC``, ``comodel:PATH``,
@@ -90,8 +95,11 @@ class Cloaker:
         momentum: μ (default 1 for MIM).
         targeted: aim at a class instead of away from the clean label.
         target: the target class when targeted (default: the paper's (clean + 500) mod classes).
-        attack_size: shorter side of the attack view in pixels (default 224).
-        seed: seeds the random picks of a ``mix:`` stand-in.
+        attack_size: shorter side of the attack (working) view in pixels (default: the preset's; 288 for balanced).
+        seed: seeds the random draws and the picks of a ``mix:`` stand-in.
+        loss: ``ce`` or ``margin`` (default: the preset's; margin pushes the clean label out of the top-5).
+        draws: random draws of the platform and the attacker's view per image and step (0: none; default: the
+            preset's, 2 for balanced).
         backend: a registered backend (``comcloak.engine.backends.registry``): ``torch`` (eager autograd, the
             reference), ``torch-cudagraph`` (GPU), ``onnxruntime`` or ``tensorrt`` (the exported step graph, exported
             once per attack-view size and cached in ``cache_dir``), or ``auto`` for the fastest that can run here.
@@ -112,6 +120,7 @@ class Cloaker:
         self,
         config: AttackConfig | None = None,
         *,
+        strength: str | None = None,
         classifier: str | nn.Module | None = None,
         classifier_weights: str | None = None,
         through: str | nn.Module | None = None,
@@ -124,6 +133,8 @@ class Cloaker:
         target: int | None = None,
         attack_size: int | None = None,
         seed: int | None = None,
+        loss: str | None = None,
+        draws: int | None = None,
         backend: str = defaults.BACKEND,
         device: str | torch.device | None = None,
         cache_dir: str | os.PathLike | None = None,
@@ -141,7 +152,10 @@ class Cloaker:
             ("classifier", classifier), ("classifier_weights", classifier_weights), ("through", through),
             ("method", attack), ("eps", eps), ("steps", steps), ("alpha", alpha), ("momentum", momentum),
             ("targeted", targeted), ("target", target), ("attack_size", attack_size), ("seed", seed),
+            ("loss", loss), ("draws", draws),
         ) if value is not None and not isinstance(value, nn.Module)}
+        if config is not None and strength is not None:
+            given["strength"] = strength
         if config is not None and given:
             raise CloakerConfigError(f"give either config or the attack keyword arguments, not both (got config and "
                                      f"{', '.join(given)})")
@@ -153,13 +167,20 @@ class Cloaker:
             if given.get("classifier_weights") is not None and classifier_module is not None:
                 raise CloakerConfigError("classifier_weights applies to a classifier given by name, not to a module")
             try:
-                config = AttackConfig.from_user(**given)
+                config = preset_config(strength or DEFAULT_STRENGTH, **given)
             except AttackConfigError as error:
                 raise CloakerConfigError(str(error)) from None
         self.config = config
         self.device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
-        model = classifier_module or load_classifier(config.classifier, config.classifier_weights)
-        self.classifier = freeze(model.to(self.device))
+        if classifier_module is not None:
+            members = [classifier_module]
+        else:
+            members = [load_classifier(name, config.classifier_weights) for name in config.classifiers]
+        # The surrogates the loss is averaged over; the first is the one predict() and the closing table name.
+        self.surrogates = nn.ModuleList([freeze(member.to(self.device)) for member in members])
+        self.classifier = self.surrogates[0]
+        # What the runners attack: the classifier, or the ensemble as a ModuleList.
+        self.attacked = self.classifier if len(self.surrogates) == 1 else self.surrogates
         self.through = freeze((through_module or make_through(config.through, config.seed)).to(self.device))
         self.num_classes = int(getattr(self.classifier, "num_classes", 1000))
         if config.target is not None and not 0 <= config.target < self.num_classes:
@@ -172,16 +193,17 @@ class Cloaker:
         self.threads = threads
         self.precision = precision
         self._graphs = StepGraphCache(
-            self.classifier, self.through, cache_dir,
-            metadata={"classifier": config.classifier, "through": config.through},
+            self.attacked, self.through, cache_dir,
+            metadata={"classifier": config.classifier, "through": config.through}, loss=config.loss, eot=config.eot,
         )
         self._runners: dict[tuple[int, int], tuple[AttackRunner, threading.Lock]] = {}
         self._runners_lock = threading.Lock()
 
     def __repr__(self) -> str:
         c = self.config
-        return (f"Cloaker(classifier={c.classifier!r}, through={c.through!r}, attack={c.method!r}, "
-                f"eps={c.eps_255:g}, steps={c.steps}, targeted={c.targeted}, backend={self.backend!r}, "
+        return (f"Cloaker(strength={c.strength!r}, classifier={c.classifier!r}, through={c.through!r}, "
+                f"attack={c.method!r}, eps={c.eps_255:g}, steps={c.steps}, draws={c.eot.draws}, loss={c.loss!r}, "
+                f"attack_size={c.attack_size}, targeted={c.targeted}, backend={self.backend!r}, "
                 f"precision={self.precision!r}, device={str(self.device)!r})")
 
     def _runner(self, height: int, width: int) -> tuple[AttackRunner, threading.Lock]:
@@ -191,7 +213,7 @@ class Cloaker:
             entry = self._runners.get(key)
             if entry is None:
                 context = RunnerContext(
-                    config=self.config, device=self.device, classifier=self.classifier, through=self.through,
+                    config=self.config, device=self.device, classifier=self.attacked, through=self.through,
                     precision=self.precision, height=height, width=width, step_graph=self._graphs.path_for,
                     cache_dir=self._graphs.cache_dir, threads=self.threads,
                 )
@@ -249,20 +271,24 @@ class Cloaker:
                 for row, index in enumerate(chunk):
                     results[index] = CloakResult(
                         cloaked=self._compose(photos[index], deltas[row:row + 1]),
-                        clean_label=int(clean_labels[row]),
-                        goal_label=int(goals[row]),
+                        clean_label=int(clean_labels[row, 0]),
+                        goal_label=int(goals[row, 0]),
+                        clean_labels=tuple(int(label) for label in clean_labels[row]),
                     )
         return results  # type: ignore[return-value]
 
     def _attack_views(self, views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(perturbations, clean labels (N, M), goals (N, M)): each surrogate is pushed away from its own clean label;
+        a targeted attack aims every surrogate at one class (the given target, or the first surrogate's paper target).
+        """
         with torch.no_grad():
-            clean_labels = self.classifier(views).argmax(1)
+            clean_labels = torch.stack([surrogate(views).argmax(1) for surrogate in self.surrogates], dim=1)
         if not self.config.targeted:
             goal = clean_labels
         elif self.config.target is not None:
             goal = torch.full_like(clean_labels, self.config.target)
         else:
-            goal = paper_targets(clean_labels, self.num_classes)
+            goal = paper_targets(clean_labels[:, :1], self.num_classes).expand_as(clean_labels).contiguous()
         runner, lock = self._runner(views.shape[-2], views.shape[-1])
         with lock:
             adversarial = runner.infer(views, goal)

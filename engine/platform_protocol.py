@@ -36,7 +36,7 @@ class PlatformRow:
     profile: str
     view: str
     classifier: str
-    role: str  # "surrogate" (attacked) or "evaluation" (never attacked)
+    role: str  # "surrogate" (this cloak attacked it), "evaluation" (never attacked) or "unattacked" (not by this one)
     protected: int
     hidden: int
     n: int
@@ -51,6 +51,14 @@ class PlatformRow:
 class PlatformResult(FullResolutionQuality):
     n_photos: int = 0
     rows: list[PlatformRow] = field(default_factory=list)
+
+
+def row_role(judge_role: str, name: str, config: AttackConfig) -> str:
+    """``surrogate`` when this cloak attacked the judge, ``evaluation`` for an evaluation-only judge, ``unattacked``
+    for another attack's surrogate."""
+    if judge_role == "evaluation":
+        return "evaluation"
+    return "surrogate" if name in config.classifiers else "unattacked"
 
 
 def run_platform_protocol(
@@ -68,7 +76,8 @@ def run_platform_protocol(
     """Score full-resolution cloaks after each platform profile, in each attacker view, by each judge.
 
     Args:
-        judges: classifier name -> (module, role), role ``surrogate`` or ``evaluation``.
+        judges: classifier name -> (module, role), role ``surrogate`` or ``evaluation``; each row's role is
+            :func:`row_role` (whether that cloak attacked the judge).
         photos: uint8 (H, W, 3) photos at full resolution.
         attacks, throughs: as for the archive protocol (``comodel:auto`` cloaks per profile through its stand-in).
         profiles: platform profiles or any codec chains.
@@ -88,6 +97,7 @@ def run_platform_protocol(
                 clean[profile.spec, view, name] = [view_top_labels(module, image, view, device)[0]
                                                    for image in received]
     counts: dict[tuple[str, str, str, str, str], list[int]] = {}
+    roles: dict[tuple[str, str, str, str, str], str] = {}
     for config, through_name, group, index, cloak in full_resolution_cloaks(
             photos, attacks, throughs, profiles, make_cloaker, result, progress, batch_size):
         for profile in group:
@@ -96,10 +106,12 @@ def run_platform_protocol(
                 for name, (judge, _) in judges.items():
                     top = view_top_labels(judge, received, view, device)
                     label = clean[profile.spec, view, name][index]
-                    tally = counts.setdefault((config.method, through_name, profile.spec, view, name), [0, 0])
+                    key = (config.strength or config.method, through_name, profile.spec, view, name)
+                    roles[key] = row_role(judges[name][1], name, config)
+                    tally = counts.setdefault(key, [0, 0])
                     tally[0] += int(top[0] != label)
                     tally[1] += int(label not in top)
-    result.rows = [PlatformRow(*key, judges[key[-1]][1], protected, hidden, len(photos))
+    result.rows = [PlatformRow(*key, roles[key], protected, hidden, len(photos))
                    for key, (protected, hidden) in counts.items()]
     return result
 

@@ -5,20 +5,23 @@
 backwards calling the rules. No autograd is involved, so the same ops trace into ONNX for runtimes without one.
 
 :class:`AttackStep` is one iteration of the attack loop of docs/DESIGN.md §2 as a single module
-``(x, x0, m, w, eps, alpha, mu) -> (x_next, m_next, logits, loss)``. ``w`` is a float weight per class:
-the one-hot target (targeted) or minus the one-hot label (untargeted); the loss ``-sum(w * log_softmax(logits))``
-is then always descended, so one graph serves both modes.
+``(x, x0, m, w, eps, alpha, mu) -> (x_next, m_next, logits, loss)``. ``w`` is a float weight per surrogate and class:
+the one-hot target (targeted) or minus the one-hot label (untargeted); the loss (:mod:`comcloak.attacks.loss`) is
+then always descended, so one graph serves both modes. :class:`RobustAttackStep` is the robust attack's iteration,
+with one step's random draws of the platform and the attacker's view as extra inputs.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from comcloak.attacks.loss import goal_weights, loss_gradient, per_image_loss
 from comcloak.attacks.through import COMODEL_MULTIPLE, ComModelThrough
 
 from .vjp import NodeValues, UnsupportedLayerError, VjpRule, describe_node, prepare_constants, rules_for
@@ -190,26 +193,55 @@ def traceable_through(through: nn.Module | None, height: int, width: int) -> nn.
     )
 
 
+def momentum_update(
+    grad: torch.Tensor, x: torch.Tensor, x0: torch.Tensor, m: torch.Tensor, eps: torch.Tensor, alpha: torch.Tensor,
+    mu: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The loop's update on a descent gradient: ``m_next = mu*m + g/mean|g|``, ``x_next = clip(x - alpha*sign(m_next),
+    max(x0 - eps, 0), min(x0 + eps, 1))``."""
+    scale = grad.abs().mean(dim=(1, 2, 3), keepdim=True).clamp_min(NORM_FLOOR)
+    m_next = mu * m + grad / scale
+    lower = (x0 - eps).clamp_min(0.0)
+    upper = (x0 + eps).clamp_max(1.0)
+    x_next = torch.minimum(torch.maximum(x - alpha * torch.sign(m_next), lower), upper)
+    return x_next, m_next
+
+
+def _per_surrogate(w: torch.Tensor) -> torch.Tensor:
+    """w as (N, M, K): a (N, K) w is one surrogate's."""
+    return w.unsqueeze(1) if w.dim() == 2 else w
+
+
 class AttackStep(nn.Module):
     """One attack iteration ``(x, x0, m, w, eps, alpha, mu) -> (x_next, m_next, logits, loss)`` of forward ops.
 
     Args:
-        model: ``classifier(through(x))`` (e.g. :class:`ThroughThenClassify`), traceable, eval mode.
+        models: ``classifier(through(x))`` (e.g. :class:`ThroughThenClassify`), traceable, eval mode; or one per
+            surrogate of an ensemble (the loss is averaged over them).
+        loss: ``ce`` or ``margin`` (:mod:`comcloak.attacks.loss`; its gradient is written out by hand here).
 
-    Inputs (N images, K classes, float32):
+    Inputs (N images, M surrogates, K classes, float32):
         x, x0, m: (N, 3, H, W) — current image, clean image, momentum (zeros at the first step).
-        w: (N, K) — one-hot target (targeted) or minus the one-hot label (untargeted).
+        w: (N, M, K) — per surrogate, the one-hot target (targeted) or minus the one-hot label (untargeted);
+            (N, K) for one surrogate.
         eps, alpha, mu: (1,) — L∞ budget and step size on the [0, 1] scale, momentum μ (0 for BIM/FGSM).
 
     Outputs:
         x_next: ``clip(x - alpha * sign(m_next), max(x0 - eps, 0), min(x0 + eps, 1))``.
         m_next: ``mu * m + g / mean(|g|)`` per image, ``g`` the gradient of the per-image loss.
-        logits: (N, K) at ``x``; loss: (N,) ``-sum(w * log_softmax(logits))`` at ``x``.
+        logits: (N, M, K) at ``x``; loss: (N,) the loss averaged over the surrogates at ``x``.
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, models: nn.Module | Sequence[nn.Module], loss: str = "ce") -> None:
         super().__init__()
-        self.gradient = InputGradient(model)
+        members = [models] if isinstance(models, nn.Module) else list(models)
+        self.gradients = nn.ModuleList([InputGradient(model) for model in members])
+        self.loss_kind = loss
+
+    @property
+    def gradient(self) -> InputGradient:
+        """The first surrogate's input gradient."""
+        return self.gradients[0]
 
     def forward(
         self,
@@ -221,22 +253,101 @@ class AttackStep(nn.Module):
         alpha: torch.Tensor,
         mu: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        env = self.gradient.run_forward(x)
-        logits = env[self.gradient.output_node]
-        log_probs = F.log_softmax(logits, dim=1)
-        loss = -(w * log_probs).sum(dim=1)
-        # d loss / d logits = softmax * sum(w) - w
-        grad_logits = torch.exp(log_probs) * w.sum(dim=1, keepdim=True) - w
-        grad = self.gradient.run_backward(env, grad_logits)
-        scale = grad.abs().mean(dim=(1, 2, 3), keepdim=True).clamp_min(NORM_FLOOR)
-        m_next = mu * m + grad / scale
-        lower = (x0 - eps).clamp_min(0.0)
-        upper = (x0 + eps).clamp_max(1.0)
-        x_next = torch.minimum(torch.maximum(x - alpha * torch.sign(m_next), lower), upper)
-        return x_next, m_next, logits, loss
+        w = _per_surrogate(w)
+        count = len(self.gradients)
+        grad, all_logits, loss = None, [], None
+        for index, gradient in enumerate(self.gradients):
+            env = gradient.run_forward(x)
+            logits = env[gradient.output_node]
+            member_loss = per_image_loss(logits, w[:, index], self.loss_kind) / count
+            member_grad = gradient.run_backward(env, loss_gradient(logits, w[:, index], self.loss_kind) / count)
+            grad = member_grad if grad is None else grad + member_grad
+            loss = member_loss if loss is None else loss + member_loss
+            all_logits.append(logits)
+        x_next, m_next = momentum_update(grad, x, x0, m, eps, alpha, mu)
+        return x_next, m_next, torch.stack(all_logits, dim=1), loss
 
 
-def goal_weights(goal: torch.Tensor, num_classes: int, targeted: bool, dtype: torch.dtype = torch.float32):
-    """The ``w`` input of :class:`AttackStep`: one-hot ``goal`` (targeted) or its negative (untargeted)."""
-    one_hot = F.one_hot(goal, num_classes).to(dtype)
-    return one_hot if targeted else -one_hot
+class RobustAttackStep(nn.Module):
+    """One iteration of the robust attack (``comcloak.attacks.eot``) as forward ops, with the draws as inputs:
+    ``(x, x0, m, w, eps, alpha, mu, pre_h, pre_w, mix, post_h, post_w) -> (x_next, m_next, logits, loss)``.
+
+    Each draw maps the working view through ``pre_h · x · pre_wᵀ`` (the platform's downscale), a mix of the identity
+    and the stand-ins (the platform's codec), and ``post_h · . · post_wᵀ`` (the attacker's crop, flip and shift) to
+    an S x S view every surrogate classifies. The backward pass is written out: ``Aᵀ · g · B`` for each separable map,
+    the stand-ins' and classifiers' input gradients (:class:`InputGradient`) for the rest. Every stand-in runs on every
+    draw and is weighted by ``mix`` (a fixed graph; the eager reference runs each only where picked).
+
+    Args:
+        surrogates: the classifiers (traceable, eval mode); the loss is averaged over them and the draws.
+        stand_ins: traceable stand-ins for the working-view size (:func:`traceable_through`); may be empty.
+        draws: D, draws per image and step.
+        loss: ``ce`` or ``margin``.
+
+    Inputs (N images, M surrogates, K classes, J stand-ins, working view H x W, attacker view S x S): as
+    :class:`AttackStep`, plus the draw (``comcloak.attacks.eot.Draw``): pre_h (N, D, H, H), pre_w (N, D, W, W),
+    mix (N, D, J + 1), post_h (N, D, S, H), post_w (N, D, S, W).
+
+    Outputs: as :class:`AttackStep`; logits (N, M, K) are averaged over the draws.
+    """
+
+    def __init__(self, surrogates: Sequence[nn.Module], stand_ins: Sequence[nn.Module], draws: int,
+                 loss: str = "ce") -> None:
+        super().__init__()
+        if draws < 1:
+            raise ValueError(f"the robust step needs at least one draw, got {draws}")
+        self.classifier_gradients = nn.ModuleList([InputGradient(model) for model in surrogates])
+        self.stand_in_gradients = nn.ModuleList([InputGradient(model) for model in stand_ins])
+        self.draws = draws
+        self.loss_kind = loss
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        x0: torch.Tensor,
+        m: torch.Tensor,
+        w: torch.Tensor,
+        eps: torch.Tensor,
+        alpha: torch.Tensor,
+        mu: torch.Tensor,
+        pre_h: torch.Tensor,
+        pre_w: torch.Tensor,
+        mix: torch.Tensor,
+        post_h: torch.Tensor,
+        post_w: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        w = _per_surrogate(w)
+        draws, height, width = self.draws, x.shape[2], x.shape[3]
+        view_h, view_w = post_h.shape[2], post_w.shape[2]
+        lowpassed = pre_h.unsqueeze(2) @ x.unsqueeze(1) @ pre_w.transpose(2, 3).unsqueeze(2)  # (N, D, 3, H, W)
+        flat = lowpassed.reshape(-1, 3, height, width)
+        weights = mix.reshape(-1, mix.shape[2], 1, 1, 1)  # (N*D, J+1, 1, 1, 1)
+        coded = flat * weights[:, 0]
+        stand_in_envs = []
+        for index, gradient in enumerate(self.stand_in_gradients, start=1):
+            env = gradient.run_forward(flat)
+            coded = coded + env[gradient.output_node] * weights[:, index]
+            stand_in_envs.append(env)
+        coded = coded.reshape(-1, draws, 3, height, width)
+        viewed = (post_h.unsqueeze(2) @ coded @ post_w.transpose(2, 3).unsqueeze(2)).reshape(-1, 3, view_h, view_w)
+        count = len(self.classifier_gradients) * draws
+        grad_viewed, all_logits, loss = None, [], None
+        for index, gradient in enumerate(self.classifier_gradients):
+            env = gradient.run_forward(viewed)
+            logits = env[gradient.output_node]  # (N*D, K)
+            member_w = w[:, index].unsqueeze(1).expand(-1, draws, -1).reshape(logits.shape)
+            member_loss = per_image_loss(logits, member_w, self.loss_kind).reshape(-1, draws).sum(1) / count
+            member_grad = gradient.run_backward(env, loss_gradient(logits, member_w, self.loss_kind) / count)
+            grad_viewed = member_grad if grad_viewed is None else grad_viewed + member_grad
+            loss = member_loss if loss is None else loss + member_loss
+            all_logits.append(logits.reshape(-1, draws, logits.shape[1]).mean(1))
+        grad_viewed = grad_viewed.reshape(-1, draws, 3, view_h, view_w)
+        grad_coded = (post_h.transpose(2, 3).unsqueeze(2) @ grad_viewed @ post_w.unsqueeze(2)).reshape(
+            -1, 3, height, width)
+        grad_flat = grad_coded * weights[:, 0]
+        for index, (gradient, env) in enumerate(zip(self.stand_in_gradients, stand_in_envs), start=1):
+            grad_flat = grad_flat + gradient.run_backward(env, grad_coded * weights[:, index])
+        grad_lowpassed = grad_flat.reshape(-1, draws, 3, height, width)
+        grad = (pre_h.transpose(2, 3).unsqueeze(2) @ grad_lowpassed @ pre_w.unsqueeze(2)).sum(1)
+        x_next, m_next = momentum_update(grad, x, x0, m, eps, alpha, mu)
+        return x_next, m_next, torch.stack(all_logits, dim=1), loss

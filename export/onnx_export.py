@@ -41,7 +41,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,24 +52,64 @@ from torch import nn
 
 from comcloak.errors import UserError
 
-from .gradient import AttackStep, ThroughThenClassify, goal_weights, traceable_through
+from comcloak.attacks.config import EotSettings
+from comcloak.attacks.eot import DRAW_INPUTS, Draw, DrawSampler, apply_draw
+from comcloak.attacks.loop import as_surrogates, stand_ins_of
+from comcloak.attacks.loss import per_image_loss
+
+from .gradient import AttackStep, RobustAttackStep, ThroughThenClassify, goal_weights, traceable_through
 
 logger = logging.getLogger(__name__)
 
 OPSET = 18
-INPUT_NAMES = ("x", "x0", "m", "w", "eps", "alpha", "mu")
+INPUT_NAMES = ("x", "x0", "m", "w", "eps", "alpha", "mu")  # of every step graph; a robust one adds DRAW_INPUTS
 OUTPUT_NAMES = ("x_next", "m_next", "logits", "loss")
-BATCHED = ("x", "x0", "m", "w")
+BATCHED = ("x", "x0", "m", "w", *DRAW_INPUTS)
 # The iterate and momentum feed the next step: x_next -> x, m_next -> m (ping-pong buffers in the runners).
 CARRIED = {"x_next": "x", "m_next": "m"}
 SCALARS = ("eps", "alpha", "mu")
 
 
-def step_tensor_shapes(batch: int, height: int, width: int, classes: int) -> dict[str, tuple[int, ...]]:
+@dataclass(frozen=True)
+class StepLayout:
+    """What a step graph computes beyond its size: M surrogates, D draws per step over J stand-ins resampled to an
+    S x S attacker view (D = 0: the paper's step, no draws), and the loss. Stored in the graph's metadata."""
+
+    surrogates: int = 1
+    draws: int = 0
+    stand_ins: int = 0
+    view_size: int = 224
+    loss: str = "ce"
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return INPUT_NAMES + (DRAW_INPUTS if self.draws else ())
+
+    def metadata(self) -> dict[str, str]:
+        return {"surrogates": str(self.surrogates), "draws": str(self.draws), "stand_ins": str(self.stand_ins),
+                "view_size": str(self.view_size), "loss": self.loss}
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, str]) -> StepLayout:
+        defaults = cls()
+        return cls(int(metadata.get("surrogates", defaults.surrogates)), int(metadata.get("draws", defaults.draws)),
+                   int(metadata.get("stand_ins", defaults.stand_ins)),
+                   int(metadata.get("view_size", defaults.view_size)), metadata.get("loss", defaults.loss))
+
+
+def step_tensor_shapes(batch: int, height: int, width: int, classes: int,
+                       layout: StepLayout = StepLayout()) -> dict[str, tuple[int, ...]]:
     """The shape of every input and output of the exported step graph, by name: the graph's I/O schema."""
     image = (batch, 3, height, width)
-    return {"x": image, "x0": image, "m": image, "w": (batch, classes), **{name: (1,) for name in SCALARS},
-            "x_next": image, "m_next": image, "logits": (batch, classes), "loss": (batch,)}
+    scores = (batch, layout.surrogates, classes)
+    shapes = {"x": image, "x0": image, "m": image, "w": scores, **{name: (1,) for name in SCALARS},
+              "x_next": image, "m_next": image, "logits": scores, "loss": (batch,)}
+    if layout.draws:
+        draws, view = layout.draws, layout.view_size
+        shapes.update(pre_h=(batch, draws, height, height), pre_w=(batch, draws, width, width),
+                      mix=(batch, draws, layout.stand_ins + 1), post_h=(batch, draws, view, height),
+                      post_w=(batch, draws, view, width))
+    return shapes
 GRADIENT_TOLERANCE = 1e-3  # per image mean |error| / mean |reference|: floor of the bound on the median image
 WORST_IMAGE_TOLERANCE = 1e-2  # floor of the bound on the worst image (a float32 flip reaches 2.7e-3, a bug 0.1)
 # ONNX Runtime may be this many times further from float64 than torch's own float32 autograd on the same images.
@@ -91,7 +131,7 @@ TENSORRT_ONNX_OPS = frozenset({
     "GlobalAveragePool", "Greater", "GreaterOrEqual", "Identity", "Less", "LessOrEqual", "Log", "LogSoftmax",
     "MatMul", "Max", "MaxPool", "Min", "Mul", "Neg", "Not", "Or", "Pad", "Pow", "ReduceMax", "ReduceMean",
     "ReduceSum", "Relu", "Reshape", "Round", "Shape", "Sigmoid", "Sign", "Slice", "Softmax", "Split", "Sqrt",
-    "Squeeze", "Sub", "Sum", "Tanh", "Tile", "Transpose", "Unsqueeze", "Where",
+    "Squeeze", "Sub", "Sum", "Tanh", "Tile", "TopK", "Transpose", "Unsqueeze", "Where",
 })
 
 
@@ -243,17 +283,31 @@ def per_image_relative_errors(value: np.ndarray | torch.Tensor, reference: torch
 
 
 def autograd_reference(
-    classifier: nn.Module, through: nn.Module | None, x: torch.Tensor, w: torch.Tensor
+    classifier: nn.Module | list[nn.Module], through: nn.Module | None, x: torch.Tensor, w: torch.Tensor,
+    loss: str = "ce", draw: Draw | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(normalised gradient, logits, per-image loss) of ``-sum(w log_softmax(classifier(through(x))))`` by autograd,
-    in the dtype of ``x`` (the modules are used as they are; pass float64 copies for a float64 reference)."""
+    """(normalised gradient, logits (N, M, K), per-image loss) of the step's loss by autograd, in the dtype of ``x``
+    (the modules are used as they are; pass float64 copies for a float64 reference). With a ``draw``, the robust
+    step's: the surrogates see ``apply_draw`` of ``x`` and the loss and logits are averaged over the draws."""
+    surrogates = as_surrogates(classifier)
+    w = w if w.dim() == 3 else w.unsqueeze(1)
     x = x.detach().requires_grad_(True)
+    draws = draw.mix.shape[1] if draw is not None else 1
     with torch.enable_grad():
-        logits = classifier(through(x) if through is not None else x)
-        loss = -(w * F.log_softmax(logits, dim=1)).sum(dim=1)
-        (gradient,) = torch.autograd.grad(loss.sum(), x)
+        if draw is None:
+            seen = through(x) if through is not None else x
+        else:
+            seen = apply_draw(x, draw, stand_ins_of(through))
+        total, all_logits = None, []
+        for index, surrogate in enumerate(surrogates):
+            logits = surrogate(seen)
+            member = per_image_loss(logits, w[:, index].repeat_interleave(draws, 0), loss)
+            member = member.reshape(-1, draws).sum(1) / (draws * len(surrogates))
+            total = member if total is None else total + member
+            all_logits.append(logits.reshape(-1, draws, logits.shape[1]).mean(1))
+        (gradient,) = torch.autograd.grad(total.sum(), x)
     scale = gradient.abs().mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
-    return gradient / scale, logits.detach(), loss.detach()
+    return gradient / scale, torch.stack(all_logits, dim=1).detach(), total.detach()
 
 
 class OnnxFromTorch:
@@ -268,6 +322,10 @@ class OnnxFromTorch:
             the loader adds ``height``, ``width``, ``num_classes``, ``eps_semantics``, ``inputs`` and ``outputs``.
         check: run the self-checks (on by default; an export that fails them is not written).
         seed: seeds the check's random inputs.
+        loss: ``ce`` or ``margin`` (:mod:`comcloak.attacks.loss`).
+        eot: the robust attack's draws (``eot.draws`` > 0: a :class:`RobustAttackStep` with the draws as inputs).
+
+    ``classifier`` may be an ``nn.ModuleList`` of surrogates (an ensemble, ``w`` then has one row per surrogate).
 
     Example:
         >>> path = OnnxFromTorch(classifier, through, 224, 224, "step.onnx", {"classifier": "efficientnet_lite0"})()
@@ -283,8 +341,12 @@ class OnnxFromTorch:
         metadata: dict[str, str] | None = None,
         check: bool = True,
         seed: int = 0,
+        loss: str = "ce",
+        eot: EotSettings | None = None,
     ) -> None:
         self.classifier = classifier
+        self.loss = loss
+        self.eot = eot or EotSettings()
         self.through = through
         self.height, self.width = int(height), int(width)
         self.path = Path(path)
@@ -295,18 +357,27 @@ class OnnxFromTorch:
 
     def __call__(self) -> Path:
         self.report = export_attack_step(
-            self.classifier, self.through, self.height, self.width, self.path, self.metadata, self.check, self.seed
+            self.classifier, self.through, self.height, self.width, self.path, self.metadata, self.check, self.seed,
+            self.loss, self.eot,
         )
         return self.report.path
 
 
-def _example_inputs(batch: int, height: int, width: int, classes: int, generator: torch.Generator):
+def _example_inputs(batch: int, height: int, width: int, classes: int, generator: torch.Generator,
+                    layout: StepLayout = StepLayout(), eot: EotSettings | None = None):
     x0 = torch.rand(batch, 3, height, width, generator=generator)
     x = (x0 + (torch.rand(x0.shape, generator=generator) - 0.5) * (8 / 255)).clamp(0, 1)
-    goal = torch.randint(classes, (batch,), generator=generator)
+    goal = torch.randint(classes, (batch, layout.surrogates), generator=generator)
     w = goal_weights(goal, classes, targeted=bool(torch.rand(1, generator=generator) < 0.5))
     scalars = (torch.tensor([5 / 255]), torch.tensor([0.5 / 255]), torch.tensor([0.0]))
-    return (x, x0, torch.zeros_like(x0), w, *scalars)
+    inputs = (x, x0, torch.zeros_like(x0), w, *scalars)
+    if layout.draws:
+        seed = int(torch.randint(2**31, (1,), generator=generator))
+        # Every draw goes through a stand-in when there are any, so the check exercises their gradients.
+        settings = replace(eot or EotSettings(), draws=layout.draws, view_size=layout.view_size,
+                           through_rate=1.0 if layout.stand_ins else 0.0)
+        inputs += tuple(DrawSampler(settings, layout.stand_ins, seed).sample(batch, height, width).tensors().values())
+    return inputs
 
 
 def export_attack_step(
@@ -318,21 +389,31 @@ def export_attack_step(
     metadata: dict[str, str] | None = None,
     check: bool = True,
     seed: int = 0,
+    loss: str = "ce",
+    eot: EotSettings | None = None,
 ) -> ExportReport:
     """Export and self-check the attack step (see :class:`OnnxFromTorch`, which wraps this)."""
     onnx = import_optional("onnx")
     import_optional("onnxscript")
     began = time.perf_counter()
     path = Path(path)
-    classifier = classifier.eval()
-    static_through = traceable_through(through, height, width)
-    step = AttackStep(ThroughThenClassify(classifier, static_through)).eval()
+    eot = eot or EotSettings()
+    surrogates = [member.eval() for member in as_surrogates(classifier)]
+    if eot.draws:
+        stand_ins = [traceable_through(stand_in, height, width) for stand_in in stand_ins_of(through)]
+        step: nn.Module = RobustAttackStep(surrogates, stand_ins, eot.draws, loss).eval()
+        layout = StepLayout(len(surrogates), eot.draws, len(stand_ins), eot.view_size, loss)
+    else:
+        static_through = traceable_through(through, height, width)
+        step = AttackStep([ThroughThenClassify(member, static_through) for member in surrogates], loss).eval()
+        layout = StepLayout(len(surrogates), loss=loss)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        classes = int(classifier(torch.zeros(1, 3, height, width)).shape[1])
-    example = _example_inputs(2, height, width, classes, generator)
+        classes = int(surrogates[0](torch.zeros(1, 3, height, width)).shape[1])
+    example = _example_inputs(2, height, width, classes, generator, layout, eot)
+    input_names = layout.input_names
     batch = torch.export.Dim("batch", min=1, max=4096)
-    dynamic = {name: ({0: batch} if name in BATCHED else None) for name in INPUT_NAMES}
+    dynamic = {name: ({0: batch} if name in BATCHED else None) for name in input_names}
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".export-") as scratch:
         scratch_file = Path(scratch) / "step.onnx"
@@ -342,7 +423,7 @@ def export_attack_step(
                 # torchvision ops) on every call
                 warnings.simplefilter("ignore", (FutureWarning, UserWarning, DeprecationWarning))
                 torch.onnx.export(
-                    step, example, str(scratch_file), input_names=list(INPUT_NAMES),
+                    step, example, str(scratch_file), input_names=list(input_names),
                     output_names=list(OUTPUT_NAMES), opset_version=OPSET, dynamo=True, external_data=False,
                     dynamic_shapes=dynamic, verbose=False,
                 )
@@ -354,7 +435,8 @@ def export_attack_step(
             "width": str(width),
             "num_classes": str(classes),
             "eps_semantics": EPS_SEMANTICS,
-            "inputs": ",".join(INPUT_NAMES),
+            "inputs": ",".join(input_names),
+            **layout.metadata(),
             "outputs": ",".join(OUTPUT_NAMES),
             **{key: str(value) for key, value in (metadata or {}).items()},
         }
@@ -375,7 +457,8 @@ def export_attack_step(
             violations = tensorrt_op_violations(model)
             if violations:
                 raise ExportError("the exported step graph fails the TensorRT op whitelist: " + "; ".join(violations))
-            measured = check_against_autograd(scratch_file, classifier, through, height, width, classes, generator)
+            measured = check_against_autograd(scratch_file, classifier, through, height, width, classes, generator,
+                                              layout, eot)
             if not measured.passed:
                 raise ExportError(measured.failure_message())
         os.replace(scratch_file, path)
@@ -389,22 +472,24 @@ def export_attack_step(
 
 def check_against_autograd(
     onnx_file: Path, classifier: nn.Module, through: nn.Module | None, height: int, width: int, classes: int,
-    generator: torch.Generator,
+    generator: torch.Generator, layout: StepLayout = StepLayout(), eot: EotSettings | None = None,
 ) -> SelfCheck:
     """Run the exported step with ONNX Runtime on :data:`CHECK_BATCH` fresh images and measure it, and torch's
     float32 autograd, against float64 autograd (the module docstring's check 3). The caller decides with
     :attr:`SelfCheck.passed`."""
     ort = import_optional("onnxruntime")
     session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
-    inputs = _example_inputs(CHECK_BATCH, height, width, classes, generator)
-    feed = {name: value.numpy() for name, value in zip(INPUT_NAMES, inputs)}
+    inputs = _example_inputs(CHECK_BATCH, height, width, classes, generator, layout, eot)
+    feed = {name: value.numpy() for name, value in zip(layout.input_names, inputs)}
     x_next, m_next, logits, loss = session.run(list(OUTPUT_NAMES), feed)
     classifier64 = copy.deepcopy(classifier).double()
     through64 = copy.deepcopy(through).double() if through is not None else None
+    draw = Draw(*inputs[len(INPUT_NAMES):]) if layout.draws else None
+    draw64 = Draw(**{name: value.double() for name, value in draw.tensors().items()}) if draw is not None else None
     gradient, reference_logits, reference_loss = autograd_reference(
-        classifier64, through64, inputs[0].double(), inputs[3].double()
+        classifier64, through64, inputs[0].double(), inputs[3].double(), layout.loss, draw64
     )
-    gradient32, logits32, loss32 = autograd_reference(classifier, through, inputs[0], inputs[3])
+    gradient32, logits32, loss32 = autograd_reference(classifier, through, inputs[0], inputs[3], layout.loss, draw)
 
     def output_errors(got_logits, got_loss) -> tuple[float, ...]:
         pairs = zip(per_image_relative_errors(got_logits, reference_logits),

@@ -54,3 +54,11 @@ def tiny_classifier(num_classes: int = 1000, pretrained: bool = False) -> TinyCl
     if pretrained:
         raise ValueError("tiny_classifier has no pretrained weights; it is a deterministic test network")
     return TinyClassifier(num_classes).eval()
+
+
+@register_model
+def tiny_classifier_b(num_classes: int = 1000, pretrained: bool = False) -> TinyClassifier:
+    """A second tiny test classifier (other seed): the second member of test ensembles."""
+    if pretrained:
+        raise ValueError("tiny_classifier_b has no pretrained weights; it is a deterministic test network")
+    return TinyClassifier(num_classes, seed=1).eval()

@@ -62,7 +62,8 @@ class AttackRunner(ABC):
 
     A runner is built cheaply; ``activate`` acquires what it needs (sessions, engines, device buffers) and
     ``deactivate`` releases it. It is also a context manager. ``infer`` takes clean images, float NCHW in [0, 1],
-    and ``goal`` labels ``(N,)`` int64 (the clean labels when untargeted, the targets when targeted) and returns
+    and ``goal`` labels ``(N,)`` or ``(N, M)`` int64 (the clean labels when untargeted, the targets when targeted; one
+    column per surrogate of an ensemble) and returns
     the adversarial images on the same device as ``x0``.
     """
 
@@ -102,8 +103,9 @@ class AttackRunner(ABC):
             raise RuntimeError(f"{self.name} runner used before activate()")
         if x0.dim() != 4 or x0.shape[1] != 3:
             raise ValueError(f"x0 must be an RGB batch shaped (N, 3, H, W), got {tuple(x0.shape)}")
-        if goal.shape != (x0.shape[0],):
-            raise ValueError(f"goal must be shaped ({x0.shape[0]},), got {tuple(goal.shape)}")
+        if goal.dim() not in (1, 2) or goal.shape[0] != x0.shape[0]:
+            raise ValueError(f"goal must be shaped ({x0.shape[0]},) or ({x0.shape[0]}, surrogates), got "
+                             f"{tuple(goal.shape)}")
         if x0.shape[0] == 0:
             return x0.clone()
         return self.infer_impl(x0, goal)

@@ -2,7 +2,9 @@
 buffers per batch bucket, staging a batch into them, the ping-pong between steps and reading out the final iterate.
 
 The graph computes one step ``(x, x0, m, w, eps, alpha, mu) -> (x_next, m_next, logits, loss)``
-(:func:`comcloak.export.onnx_export.step_tensor_shapes`). A runner keeps, per batch size, static buffers for every
+(:func:`comcloak.export.onnx_export.step_tensor_shapes`); a robust graph also takes one step's random draws
+(``pre_h, pre_w, mix, post_h, post_w``), which the runner samples on the host before each step with the same
+:class:`comcloak.attacks.eot.DrawSampler` the torch backend uses, so both backends draw the same. A runner keeps, per batch size, static buffers for every
 tensor and two of the carried ones: step ``k`` reads ``x``/``m`` from pair ``a`` and writes ``x_next``/``m_next`` into
 pair ``b`` when ``k`` is even, the other way round when odd (:func:`ping_pong`), so no data moves between steps. A
 subclass says how to bind a buffer set and how to run the steps on it.
@@ -21,8 +23,9 @@ from typing import Any
 import torch
 
 from comcloak.attacks import AttackConfig
-from comcloak.export.gradient import goal_weights
-from comcloak.export.onnx_export import CARRIED, read_export_metadata, step_tensor_shapes
+from comcloak.attacks.eot import DRAW_INPUTS, DrawSampler
+from comcloak.attacks.loss import goal_weights
+from comcloak.export.onnx_export import CARRIED, StepLayout, read_export_metadata, step_tensor_shapes
 
 from .base import AttackRunner, batch_bucket
 from .registry import BackendUnavailableError
@@ -57,6 +60,8 @@ class StepBuffers:
     batch: int
     tensors: dict[str, torch.Tensor]
     bound: dict[str, Any] = field(default_factory=dict)
+    sampler: DrawSampler | None = None  # robust graphs: the staged batch's draws
+    rows: int = 0  # images staged
 
 
 class ExportedStepRunner(AttackRunner):
@@ -84,6 +89,7 @@ class ExportedStepRunner(AttackRunner):
         self.max_batch = max_batch
         self.bucketed = bucketed
         self.metadata: dict[str, str] = {}
+        self.layout = StepLayout()
         self.num_classes = 0
         self.shape = (0, 0)
         self._buffers: dict[int, StepBuffers] = {}
@@ -99,8 +105,14 @@ class ExportedStepRunner(AttackRunner):
         try:
             self.num_classes = int(self.metadata["num_classes"])
             self.shape = (int(self.metadata["height"]), int(self.metadata["width"]))
+            self.layout = StepLayout.from_metadata(self.metadata)
         except (KeyError, ValueError):
             raise BackendUnavailableError(f"{self.name}: {path} is not a comcloak step graph (no metadata)") from None
+        wanted = (self.config.eot.draws, self.config.loss)
+        if (self.layout.draws, self.layout.loss) != wanted:
+            raise BackendUnavailableError(
+                f"{self.name}: {path} was exported for {self.layout.draws} draws and the {self.layout.loss} loss; the "
+                f"attack needs {wanted[0]} draws and the {wanted[1]} loss")
         return path
 
     def deactivate_impl(self) -> None:
@@ -119,7 +131,7 @@ class ExportedStepRunner(AttackRunner):
             size = min(size, self.max_batch)
         buffers = self._buffers.get(size)
         if buffers is None:
-            shapes = step_tensor_shapes(size, *self.shape, self.num_classes)
+            shapes = step_tensor_shapes(size, *self.shape, self.num_classes, self.layout)
             tensors = {name: self.new_tensor(shape) for name, shape in shapes.items()
                        if name not in CARRIED and name not in CARRIED.values()}
             for buffer in sorted(PAIR_BUFFERS):
@@ -136,11 +148,31 @@ class ExportedStepRunner(AttackRunner):
         t["x0"].zero_()
         t["w"].zero_()
         t["x0"][:batch].copy_(x0)
-        t["w"][:batch].copy_(goal_weights(goal.to(self.device), self.num_classes, self.config.targeted))
+        goal = goal.to(self.device)
+        goal = goal[:, None].expand(-1, self.layout.surrogates) if goal.dim() == 1 else goal
+        if goal.shape[1] != self.layout.surrogates:
+            raise ValueError(f"this step graph attacks {self.layout.surrogates} surrogates, got goals for "
+                             f"{goal.shape[1]}")
+        t["w"][:batch].copy_(goal_weights(goal, self.num_classes, self.config.targeted))
         t["x_a"].copy_(t["x0"])
         t["m_a"].zero_()
+        # The loop descends its loss: alpha is applied as given (the graph's update is x - alpha * sign(m)).
         for name, value in (("eps", self.config.eps), ("alpha", self.config.alpha), ("mu", self.config.momentum)):
             t[name].fill_(value)
+        if self.layout.draws:
+            for name in DRAW_INPUTS:  # padding rows: all-zero draws, a zero view and zero gradient
+                t[name].zero_()
+            buffers.sampler = DrawSampler.for_images(self.config.eot, self.layout.stand_ins, x0.to(self.device),
+                                                     self.config.seed)
+            buffers.rows = batch
+
+    def prepare_step(self, buffers: StepBuffers) -> None:
+        """Write the next step's draws into the draw inputs (robust graphs; nothing otherwise)."""
+        if buffers.sampler is None:
+            return
+        draw = buffers.sampler.sample(buffers.rows, *self.shape)
+        for name, value in draw.tensors().items():
+            buffers.tensors[name][: buffers.rows].copy_(value)
 
     def binding_for_step(self, buffers: StepBuffers, step: int) -> dict[str, torch.Tensor]:
         """Every graph input and output of step ``step``, by name, as the buffer it reads or writes."""
@@ -170,5 +202,6 @@ class ExportedStepRunner(AttackRunner):
 
     @abstractmethod
     def run_steps(self, buffers: StepBuffers) -> None:
-        """Run all ``config.steps`` steps on a staged buffer set; on return the final iterate is readable."""
+        """Run all ``config.steps`` steps on a staged buffer set, calling :meth:`prepare_step` before each; on return
+        the final iterate is readable."""
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from comcloak.attacks.config import EotSettings
 from comcloak.export.gradient import traceable_through
 from comcloak.export.onnx_export import OPSET, OnnxFromTorch, model_fingerprint
 from comcloak.export.vjp import UnsupportedLayerError
@@ -23,7 +24,7 @@ from .registry import AUTO, PRECISIONS, BackendUnavailableError, get_backend, re
 
 logger = logging.getLogger(__name__)
 
-GRAPH_FORMAT_VERSION = "1"  # bump when the exported step graph changes meaning
+GRAPH_FORMAT_VERSION = "2"  # bump when the exported step graph changes meaning (2: per-surrogate w, loss, draws)
 
 
 def default_cache_dir() -> Path:
@@ -37,7 +38,8 @@ def _onnx_export_installed() -> bool:
 
 
 def is_exportable(through: nn.Module | None) -> bool:
-    """Whether the stand-in can be part of an exported step graph (none and ComModels can; diff-JPEG, mix: not)."""
+    """Whether the stand-in can be part of an exported step graph (none and ComModels can; diff-JPEG, mix: not;
+    the robust step's ``mix:`` of ComModels is not offered either, as one rule serves both kinds of graph)."""
     try:
         traceable_through(through, 32, 32)
     except UnsupportedLayerError:
@@ -95,9 +97,13 @@ class StepGraphCache:
         through: nn.Module | None,
         cache_dir: str | os.PathLike | None = None,
         metadata: dict[str, str] | None = None,
+        loss: str = "ce",
+        eot: EotSettings | None = None,
     ) -> None:
         self.classifier = classifier
         self.through = through
+        self.loss = loss
+        self.eot = eot or EotSettings()
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.metadata = dict(metadata or {})
         self._lock = threading.Lock()
@@ -105,7 +111,8 @@ class StepGraphCache:
     def path_for(self, height: int, width: int) -> Path:
         key = model_fingerprint(
             self.classifier, self.through,
-            extra={"height": height, "width": width, "opset": OPSET, "format": GRAPH_FORMAT_VERSION},
+            extra={"height": height, "width": width, "opset": OPSET, "format": GRAPH_FORMAT_VERSION,
+                   "loss": self.loss, "draws": self.eot.draws, "view": self.eot.view_size},
         )
         path = self.cache_dir / f"step-{key}.onnx"
         with self._lock:
@@ -113,7 +120,7 @@ class StepGraphCache:
                 logger.info("exporting the attack step for %dx%d views to %s", height, width, path)
                 classifier = copy.deepcopy(self.classifier).cpu().float().eval()
                 through = copy.deepcopy(self.through).cpu().float().eval() if self.through is not None else None
-                OnnxFromTorch(classifier, through, height, width, path, self.metadata)()
+                OnnxFromTorch(classifier, through, height, width, path, self.metadata, loss=self.loss, eot=self.eot)()
         return path
 
 
@@ -122,8 +129,9 @@ def create_runner(name: str, context: RunnerContext) -> AttackRunner:
     ``context``. An exported backend given no ``step_graph`` exports one through a :class:`StepGraphCache`."""
     info = get_backend(name)
     if info.exported and context.step_graph is None:
-        context = replace(context, step_graph=StepGraphCache(context.classifier, context.through,
-                                                             context.cache_dir).path_for)
+        graphs = StepGraphCache(context.classifier, context.through, context.cache_dir, loss=context.config.loss,
+                                eot=context.config.eot)
+        context = replace(context, step_graph=graphs.path_for)
     return info.runner_class().from_context(context)
 
 

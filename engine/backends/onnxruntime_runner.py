@@ -149,6 +149,9 @@ class OnnxRuntimeRunner(ExportedStepRunner):
             torch.cuda.synchronize(self.device)  # the staging ran on torch's stream; ONNX Runtime runs on its own
         bindings, options = buffers.bound["bindings"], buffers.bound["options"]
         for step in range(self.config.steps):
+            self.prepare_step(buffers)
+            if self.device.type == "cuda" and buffers.sampler is not None:
+                torch.cuda.synchronize(self.device)  # the draws were written on torch's stream
             self.session.run_with_iobinding(bindings[step % 2], options[step % 2])
         if self.device.type == "cuda":
             torch.cuda.current_stream(self.device).synchronize()

@@ -27,7 +27,14 @@ import torch
 
 from comcloak.atomic import atomic_writer
 from comcloak.attacks import AttackConfig
-from comcloak.export.onnx_export import BATCHED, INPUT_NAMES, import_optional, read_export_metadata, step_tensor_shapes
+from comcloak.attacks.eot import DrawSampler
+from comcloak.export.onnx_export import (
+    BATCHED,
+    StepLayout,
+    import_optional,
+    read_export_metadata,
+    step_tensor_shapes,
+)
 
 from .base import RunnerContext
 from .exported import ExportedStepRunner, StepBuffers
@@ -111,8 +118,10 @@ class EngineFromOnnx:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, self.workspace)
         profile = builder.create_optimization_profile()
         view = (int(metadata["height"]), int(metadata["width"]), int(metadata["num_classes"]))
-        smallest, largest = step_tensor_shapes(1, *view), step_tensor_shapes(self.max_batch, *view)
-        for name in INPUT_NAMES:
+        layout = StepLayout.from_metadata(metadata)
+        smallest = step_tensor_shapes(1, *view, layout)
+        largest = step_tensor_shapes(self.max_batch, *view, layout)
+        for name in layout.input_names:
             profile.set_shape(name, smallest[name], largest[name] if name in BATCHED else smallest[name],
                               largest[name])
         config.add_optimization_profile(profile)
@@ -173,10 +182,21 @@ class TensorRTRunner(ExportedStepRunner):
         super().deactivate_impl()
         self.engine = None
 
+    def prepare_step(self, buffers: StepBuffers) -> None:
+        """Nothing on the host: the captured graph samples each step's draws on the device (:meth:`_execute_steps`)."""
+
     def _execute_steps(self, buffers: StepBuffers) -> None:
-        """Enqueue all K steps on the runner's stream, alternating the ping-pong buffers."""
+        """Enqueue all K steps on the runner's stream, alternating the ping-pong buffers; a robust graph's draws are
+        sampled on the device before each step (torch ops on the default CUDA generator, captured with the steps,
+        so every replay draws anew)."""
         context = buffers.bound["context"]
+        sampler = DrawSampler.on_device(self.config.eot, self.layout.stand_ins, self.device) \
+            if self.layout.draws else None
         for step in range(self.config.steps):
+            if sampler is not None:
+                draw = sampler.sample(buffers.batch, *self.shape)
+                for name, value in draw.tensors().items():
+                    buffers.tensors[name].copy_(value)
             for name, tensor in self.binding_for_step(buffers, step).items():
                 context.set_tensor_address(name, tensor.data_ptr())
             if not context.execute_async_v3(self.stream.cuda_stream):
@@ -186,10 +206,10 @@ class TensorRTRunner(ExportedStepRunner):
         """An execution context for the bucket (its shapes and scratch memory stay as captured), a warm-up run
         outside capture (TensorRT allocates and tunes lazily on the first enqueue), then all K steps captured in
         one CUDA graph."""
-        shapes = step_tensor_shapes(buffers.batch, *self.shape, self.num_classes)
+        shapes = step_tensor_shapes(buffers.batch, *self.shape, self.num_classes, self.layout)
         with torch.cuda.device(self.device):
             context = self.engine.create_execution_context()
-        for name in INPUT_NAMES:
+        for name in self.layout.input_names:
             context.set_input_shape(name, shapes[name])
         buffers.bound["context"] = context
         self.stream.wait_stream(torch.cuda.current_stream(self.device))

@@ -16,6 +16,8 @@ import torch
 from torch import nn
 
 from comcloak.attacks import AttackConfig, run_attack
+from comcloak.attacks.eot import DrawSampler
+from comcloak.attacks.loop import stand_ins_of
 from comcloak.attacks.through import RandomChoiceThrough
 
 from .base import AttackRunner, RunnerContext, batch_bucket
@@ -93,14 +95,25 @@ class TorchRunner(AttackRunner):
     @property
     def attacked_classifier(self) -> nn.Module:
         dtype = PRECISION_DTYPES[self.precision]
-        return self.classifier if dtype is None else AutocastClassifier(self.classifier, dtype)
+        if dtype is None:
+            return self.classifier
+        if isinstance(self.classifier, nn.ModuleList):  # a surrogate ensemble: each member autocast
+            return nn.ModuleList([AutocastClassifier(member, dtype) for member in self.classifier])
+        return AutocastClassifier(self.classifier, dtype)
 
     def attack(self, x0: torch.Tensor, goal: torch.Tensor, fused_update: bool = False) -> torch.Tensor:
         if self.channels_last:
             x0 = x0.contiguous(memory_format=torch.channels_last)
         loss_scale = FP16_LOSS_SCALE if self.precision == "fp16" else 1.0
         return run_attack(self.attacked_classifier, x0, goal, self.config, self.through,
-                          fused_update=fused_update, loss_scale=loss_scale)
+                          fused_update=fused_update, loss_scale=loss_scale, sampler=self.sampler_for(x0),
+                          dense_draws=self.dense_draws)
+
+    dense_draws = False  # stand-ins only on the draws that pick them
+
+    def sampler_for(self, x0: torch.Tensor) -> DrawSampler | None:
+        """The robust attack's draws: None, run_attack's default (per image, from each image's content)."""
+        return None
 
     def infer_impl(self, x0: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
         return self.attack(x0, goal).contiguous()
@@ -205,6 +218,14 @@ class CudaGraphTorchRunner(TorchRunner):
 
     def deactivate_impl(self) -> None:
         self._captured.clear()
+
+    dense_draws = True  # a captured graph cannot have data-dependent shapes
+
+    def sampler_for(self, x0: torch.Tensor) -> DrawSampler | None:
+        """Draws sampled on the device's default generator inside the captured loop: each replay draws anew."""
+        if not self.config.eot.enabled:
+            return None
+        return DrawSampler.on_device(self.config.eot, len(stand_ins_of(self.through)), x0.device)
 
     def _capture(self, batch: int, height: int, width: int) -> _CapturedLoop:
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format

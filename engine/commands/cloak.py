@@ -27,7 +27,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the cloaked photos")
     add_output_options(parser)
     add_attack_options(parser)
-    add_classifier_options(parser)
+    add_classifier_options(parser, ensemble=True)
     add_runtime_options(parser)
     parser.set_defaults(run=run)
 
@@ -35,9 +35,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def add_output_options(parser: argparse.ArgumentParser, overwrite_option: bool = True) -> None:
     group = parser.add_argument_group("output")
     group.add_argument("--check", default=defaults.CHECK_CODEC, metavar="CODEC",
-                       help=f"real codec chain the closing table checks the cloak against (default "
-                            f"{defaults.CHECK_CODEC}; "
-                            "'none' for no codec), e.g. resize:2048+jpeg:85")
+                       help=f"platform profile or codec chain the closing table checks each cloak after, in the "
+                            f"attacker's 256/224 crop view (default {defaults.CHECK_CODEC}; 'none' for no codec), "
+                            "e.g. instagram, resize:2048+jpeg:85")
     group.add_argument("--batch-size", type=positive_int, default=defaults.BATCH_SIZE,
                        help=f"photos attacked together (default {defaults.BATCH_SIZE})")
     group.add_argument("--jpeg-quality", type=positive_int, default=defaults.JPEG_QUALITY,

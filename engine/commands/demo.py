@@ -32,7 +32,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help=f"output folder (default ./{DEFAULT_OUTPUT})")
     add_output_options(parser, overwrite_option=False)  # the demo folder is ours: a rerun refreshes it
     add_attack_options(parser)
-    add_classifier_options(parser)
+    add_classifier_options(parser, ensemble=True)
     add_runtime_options(parser)
     parser.set_defaults(run=run, overwrite=True)
 

@@ -8,6 +8,7 @@ import time
 
 from comcloak import defaults
 from comcloak.attacks.config import ATTACK_METHODS
+from comcloak.attacks.presets import STRENGTHS
 from comcloak.attacks.views import ATTACKER_VIEWS
 from comcloak.codecs.platforms import PROFILES
 from comcloak.engine.commands.options import (
@@ -44,6 +45,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                              f"(default {DEFAULT_JUDGES}: pip install 'comcloak[eval]'; 'none' for none)")
     parser.add_argument("--attacks", default=",".join(ATTACK_METHODS),
                         help=f"comma-separated: {','.join(ATTACK_METHODS)} (default all)")
+    parser.add_argument("--strengths", default=None, metavar="LIST",
+                        help=f"platform protocol: cloak with these presets instead of --attacks, comma-separated "
+                             f"from {','.join(STRENGTHS)}, each with its own numbers, surrogates and stand-in (as "
+                             "comcloak cloak --strength runs them); --eps, --steps and --seed still apply when given")
     parser.add_argument("--through", default="none,diffjpeg:50,comodel:auto",
                         help="comma-separated stand-ins: none, diffjpeg:Q, comodel:CODEC, comodel:PATH, "
                              "comodel-cubic:CODEC (the ComModel's trained cubic rounding instead of its continuous "
@@ -98,16 +103,22 @@ def run(args: argparse.Namespace) -> int:
     through_specs = [spec.strip() for spec in args.through.split(",") if spec.strip()]
     # One configuration per attack; the protocols pair each with every stand-in (the config's own through is the
     # row's stand-in where a Cloaker runs it).
-    attacks = [attack_config_from_args(args, method=name.strip(), through=defaults.THROUGH)
-               for name in args.attacks.split(",") if name.strip()]
+    if args.strengths is not None:
+        if args.protocol != "platform":
+            raise UserError("--strengths applies to --protocol platform")
+        attacks = strength_configs(args)
+        through_specs = ["preset"]
+    else:
+        attacks = [attack_config_from_args(args, method=name.strip(), through=defaults.THROUGH)
+                   for name in args.attacks.split(",") if name.strip()]
     codec_list = args.codecs or {"archive": DEFAULT_CHAINS, "platform": ",".join(PROFILES)}.get(args.protocol,
                                                                                                 DEFAULT_CODECS)
     codecs = [parse_codec(spec.strip()) for spec in codec_list.split(",") if spec.strip()]
     if args.cross:  # one row per matched stand-in: cloak with codec A's ComModel, score on every codec B
         through_specs += [spec for spec in dict.fromkeys(matched_through_spec(c.spec) for c in codecs)
                           if spec not in through_specs and spec != "none"]
-    throughs = {spec: CodecMatchedThroughs(args.seed) if spec.lower() == AUTO_THROUGH else make_through(spec, args.seed)
-                for spec in through_specs}
+    throughs = {spec: CodecMatchedThroughs(args.seed) if spec.lower() == AUTO_THROUGH else
+                PRESET_THROUGH if spec == "preset" else make_through(spec, args.seed) for spec in through_specs}
     if not attacks or not throughs or not codecs:
         raise UserError("--attacks, --through and --codecs each need at least one entry")
     pairs = collect_photos(args.photos)
@@ -125,7 +136,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"no readable photos in {', '.join(args.photos)}")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     classifier = freeze(build_classifier(args).to(device))
-    throughs = {name: module.to(device) for name, module in throughs.items()}
+    throughs = {name: module.to(device) if module is not PRESET_THROUGH else module
+                for name, module in throughs.items()}
     started = time.perf_counter()
     total = len(photos) * len(attacks) * cloak_passes(throughs, codecs)
     if args.protocol == "platform":
@@ -173,12 +185,20 @@ def _run_platform(args, classifier, photos, failed, attacks, throughs, profiles,
     from comcloak.engine.platform_protocol import format_platform_table, run_platform_protocol
     from comcloak.models import freeze
 
-    judges = {args.classifier: (classifier, "surrogate")}
+    # Every surrogate of every attack judges every cloak (a row says whether that cloak attacked it), and so do
+    # the evaluation-only classifiers no cloak attacks.
+    judges = {args.classifier: (classifier, "surrogate")} if args.strengths is None else {}
+    for config in attacks:
+        for name in config.classifiers:
+            if name not in judges:
+                judges[name] = (freeze(load_classifier(name).to(device)), "surrogate")
     for name in (part.strip() for part in args.judges.split(",")):
         if name and name != "none" and name not in judges:
             judges[name] = (freeze(load_classifier(name).to(device)), "evaluation")
 
     def make_cloaker(config, through):
+        if through is None:  # a preset: the Cloaker builds its own surrogates and stand-in
+            return Cloaker(config, device=device)
         return Cloaker(config, classifier=classifier, through=through, device=device)
 
     with tqdm(total=total, unit="cloak", disable=args.quiet, file=sys.stderr, dynamic_ncols=True) as bar:
@@ -191,7 +211,11 @@ def _run_platform(args, classifier, photos, failed, attacks, throughs, profiles,
         print()
     print(format_quality(quality, " (full resolution)"))
     payload = {
-        "protocol": "platform", "classifier": args.classifier,
+        "protocol": "platform", "classifier": args.classifier, "strengths": args.strengths,
+        "attacks": {(config.strength or config.method): {
+            "eps": config.eps_255, "steps": config.steps, "draws": config.eot.draws, "attack_size": config.attack_size,
+            "surrogates": list(config.classifiers), "through": config.through, "loss": config.loss,
+        } for config in attacks},
         "judges": {name: role for name, (_, role) in judges.items()}, "views": views,
         "eps": args.eps, "steps": max(a.steps for a in attacks), "targeted": False, "n_photos": result.n_photos,
         "results": [row.as_dict() for row in result.rows], "quality": quality, "failed_photos": failed,
@@ -200,6 +224,22 @@ def _run_platform(args, classifier, photos, failed, attacks, throughs, profiles,
     write_outputs(args, payload, platform_markdown)
     print(f"{result.n_photos} photos, {seconds:.0f} s")
     return 0
+
+
+PRESET_THROUGH = None  # eval --strengths: each preset cloaks through its own stand-in
+
+
+def strength_configs(args: argparse.Namespace) -> list:
+    """The configurations of ``--strengths``: each preset, with --eps/--steps/--seed applied when given."""
+    from comcloak.attacks.presets import preset_config
+    from comcloak.errors import UserError
+
+    names = [name.strip() for name in args.strengths.split(",") if name.strip()]
+    unknown = [name for name in names if name not in STRENGTHS]
+    if unknown or not names:
+        raise UserError(f"--strengths takes comma-separated {', '.join(STRENGTHS)}, got {args.strengths!r}")
+    explicit_eps = args.eps if args.eps != defaults.EPS else None
+    return [preset_config(name, eps=explicit_eps, steps=args.steps, seed=args.seed) for name in names]
 
 
 def format_quality(quality: dict[str, float], where: str) -> str:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 
 from comcloak import defaults
-from comcloak.attacks.config import ATTACK_METHODS
+from comcloak.attacks.config import ATTACK_METHODS, LOSSES
+from comcloak.attacks.presets import DEFAULT_STRENGTH, PRESETS, STRENGTHS
 from comcloak.engine.backends.registry import PRECISIONS, backend_choices, describe_backends
 
 THROUGH_HELP = ("stand-in for the compressor: none, diffjpeg:Q, comodel:CODEC, comodel:PATH, comodel-cubic:CODEC (the "
@@ -39,10 +40,28 @@ def positive_int(text: str) -> int:
     return value
 
 
-def add_classifier_options(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text}")
+    return value
+
+
+def add_classifier_options(parser: argparse.ArgumentParser, ensemble: bool = False) -> argparse._ArgumentGroup:
+    """``--classifier`` (with ``ensemble``: several, comma-separated; default the --strength preset's) and its
+    weights file."""
     group = parser.add_argument_group("models")
-    group.add_argument("--classifier", default=defaults.CLASSIFIER,
-                       help=f"registered classifier (default: {defaults.CLASSIFIER}, pretrained, offline)")
+    if ensemble:
+        group.add_argument("--classifier", default=None,
+                           help=f"surrogate classifier(s) attacked, comma-separated for an ensemble whose loss is "
+                                f"averaged (default: the --strength preset's; {PRESETS[DEFAULT_STRENGTH].classifier} "
+                                f"for {DEFAULT_STRENGTH}; pretrained, offline)")
+    else:
+        group.add_argument("--classifier", default=defaults.CLASSIFIER,
+                           help=f"registered classifier (default: {defaults.CLASSIFIER}, pretrained, offline)")
     group.add_argument("--classifier-weights", metavar="PATH",
                        help="weights file for the classifier (required for resnet50; safetensors or state dict)")
     return group
@@ -81,52 +100,71 @@ def add_attack_options(parser: argparse.ArgumentParser, single_attack: bool = Tr
     takes several methods and stand-ins as lists of its own)."""
     group = parser.add_argument_group("attack")
     if single_attack:
-        group.add_argument("--attack", default=defaults.ATTACK, choices=ATTACK_METHODS,
-                           help=f"default: {defaults.ATTACK}")
-        add_through_option(group, None, "the shipped ComModel for the --check codec")
-    group.add_argument("--eps", type=eps_value, default=defaults.EPS,
-                       help=f"L-inf budget on the 0-255 scale (default {defaults.EPS:g})")
-    add_steps_option(group)
+        group.add_argument("--strength", default=DEFAULT_STRENGTH, choices=STRENGTHS,
+                           help="preset of the numbers below (each given option wins over it): "
+                                + "; ".join(preset.describe() for preset in PRESETS.values())
+                                + f". Default {DEFAULT_STRENGTH}; measured protection in docs/RESULTS.md")
+        group.add_argument("--attack", default=None, choices=ATTACK_METHODS,
+                           help=f"default: the preset's ({defaults.ATTACK})")
+        add_through_option(group, None, "the preset's, comodel:jpeg:50; paper: the shipped ComModel for the "
+                                        "--check codec")
+        group.add_argument("--eps", type=eps_value, default=None,
+                           help="L-inf budget on the 0-255 scale (default: the preset's; 5 for balanced)")
+        group.add_argument("--steps", type=positive_int, default=None,
+                           help="iterations of bim/mim (default: the preset's; 20 for balanced; fgsm takes one)")
+        group.add_argument("--draws", type=non_negative_int, default=None,
+                           help="random draws per step of the platform (downscale, codec stand-in) and the "
+                                "attacker's view (rescale, crop, flip, shift) the loss is averaged over; 0: none, "
+                                "the paper's attack (default: the preset's; 2 for balanced)")
+        group.add_argument("--loss", default=None, choices=LOSSES,
+                           help="ce (cross-entropy) or margin (push the clean label out of the top-5) (default: "
+                                "the preset's; margin for balanced)")
+    else:
+        group.add_argument("--eps", type=eps_value, default=defaults.EPS,
+                           help=f"L-inf budget on the 0-255 scale (default {defaults.EPS:g})")
+        add_steps_option(group)
     group.add_argument("--alpha", type=eps_value, default=None, help="step size, 0-255 scale (default eps/steps)")
     group.add_argument("--momentum", type=float, default=None, help="MIM momentum mu (default 1; MIM only)")
     group.add_argument("--targeted", action="store_true",
                        help="aim at a class: --target, or the paper's (clean + 500) mod 1000")
     if single_attack:
         group.add_argument("--target", type=int, default=None, help="target class index (implies --targeted)")
-        group.add_argument("--attack-size", type=positive_int, default=defaults.ATTACK_SIZE,
-                           help=f"shorter side of the attack view in pixels (default {defaults.ATTACK_SIZE})")
+        group.add_argument("--attack-size", type=positive_int, default=None,
+                           help="shorter side of the working view the cloak is computed on, in pixels (default: "
+                                "the preset's; 288 for balanced)")
     group.add_argument("--seed", type=int, default=defaults.SEED,
-                       help=f"seed for random stand-in picks (default {defaults.SEED})")
+                       help=f"seed for the random draws and stand-in picks (default {defaults.SEED})")
 
 
 def attack_config_from_args(args: argparse.Namespace, method: str | None = None, through: str | None = None):
     """The :class:`~comcloak.attacks.AttackConfig` of the parsed options (eps and alpha converted from 0-255 there).
 
-    ``--target`` implies ``--targeted``; without ``--through``, the stand-in matched to the ``--check`` codec. With
-    ``method`` (and ``through``) given, as ``eval`` does for each entry of its lists, ``--steps`` and ``--alpha``
-    apply to the iterative attacks and ``--momentum`` to MIM (as eval's help says); otherwise every option applies
-    as given, and one that does not fit the attack is an error.
+    ``cloak``/``demo``: the ``--strength`` preset with every option given winning over it (``--target`` implies
+    ``--targeted``); without ``--through``, the preset's stand-in, or for ``paper`` the one matched to the ``--check``
+    codec. ``eval`` passes ``method`` and ``through`` for each entry of its lists: the paper's attack with its own
+    numbers, ``--steps`` and ``--alpha`` applying to the iterative attacks and ``--momentum`` to MIM (as eval's help
+    says); otherwise an option that does not fit the attack is an error.
     """
     from comcloak.attacks import AttackConfig
+    from comcloak.attacks.presets import preset_config
     from comcloak.attacks.through import matched_through_spec
 
-    per_method = method is not None
-    method = method or args.attack
-    iterative = method != "fgsm" or not per_method
+    if method is not None:  # eval: one entry of its --attacks list
+        iterative = method != "fgsm"
+        return AttackConfig.from_user(
+            method=method, eps=args.eps, steps=args.steps if iterative else None,
+            alpha=args.alpha if iterative else None, momentum=args.momentum if method == "mim" else None,
+            targeted=args.targeted, through=through, classifier=args.classifier,
+            classifier_weights=args.classifier_weights, attack_size=defaults.ATTACK_SIZE, seed=args.seed,
+        )
     target = getattr(args, "target", None)
-    return AttackConfig.from_user(
-        method=method,
-        eps=args.eps,
-        steps=args.steps if iterative else None,
-        alpha=args.alpha if iterative else None,
-        momentum=args.momentum if method == "mim" or not per_method else None,
-        targeted=args.targeted or target is not None,
-        target=target,
-        through=through or args.through or matched_through_spec(args.check),
-        classifier=args.classifier,
-        classifier_weights=args.classifier_weights,
-        attack_size=getattr(args, "attack_size", defaults.ATTACK_SIZE),
-        seed=args.seed,
+    if args.through is None and args.strength == "paper":
+        through = matched_through_spec(args.check)
+    return preset_config(
+        args.strength, method=args.attack, eps=args.eps, steps=args.steps, alpha=args.alpha, momentum=args.momentum,
+        targeted=args.targeted or target is not None, target=target, through=args.through or through,
+        classifier=args.classifier, classifier_weights=args.classifier_weights, attack_size=args.attack_size,
+        seed=args.seed, loss=args.loss, draws=args.draws,
     )
 
 

@@ -13,6 +13,8 @@ from PIL import Image
 
 from comcloak import defaults
 from comcloak.attacks import AttackConfig, AttackConfigError, attack_config
+from comcloak.attacks.config import EotSettings
+from comcloak.attacks.presets import PRESETS, preset_config
 from comcloak.engine.cli import build_parser, main
 from comcloak.engine.cloaker import Cloaker, CloakerConfigError
 from comcloak.engine.commands.options import attack_config_from_args
@@ -46,11 +48,49 @@ def test_the_cli_builds_the_config_the_cloaker_runs() -> None:
     args = build_parser().parse_args(["cloak", "a.jpg", "-o", "out", "--classifier", "tiny_classifier", "--eps", "4",
                                       "--steps", "3", "--target", "7", "--attack-size", "48", "--check", "webp:75"])
     config = attack_config_from_args(args)
-    assert config == AttackConfig.from_user("mim", 4, 3, targeted=True, target=7, through="comodel:webp:75",
-                                            classifier="tiny_classifier", attack_size=48)
-    from_keywords = Cloaker(classifier="tiny_classifier", through="comodel:webp:75", eps=4, steps=3, targeted=True,
-                            target=7, attack_size=48, device="cpu")
+    # The balanced preset, with every option given winning over it; its stand-in does not follow --check.
+    assert config == preset_config("balanced", eps=4, steps=3, targeted=True, target=7, classifier="tiny_classifier",
+                                   attack_size=48)
+    assert (config.through, config.loss, config.eot.draws, config.strength) == (
+        "comodel:jpeg:50", "margin", PRESETS["balanced"].draws, "balanced")
+    from_keywords = Cloaker(classifier="tiny_classifier", eps=4, steps=3, targeted=True, target=7, attack_size=48,
+                            device="cpu")
     assert from_keywords.config == config == Cloaker(config, device="cpu").config
+
+
+def test_the_paper_strength_attacks_through_the_stand_in_of_the_check_codec() -> None:
+    args = build_parser().parse_args(["cloak", "a.jpg", "-o", "out", "--strength", "paper", "--check", "webp:75"])
+    config = attack_config_from_args(args)
+    assert config == AttackConfig.from_user("mim", 5, 10, through="comodel:webp:75", eot=EotSettings(draws=0),
+                                            strength="paper")
+
+
+@pytest.mark.parametrize("strength", sorted(PRESETS))
+def test_each_preset_is_valid_and_given_values_win(strength: str) -> None:
+    preset = PRESETS[strength]
+    config = preset_config(strength)
+    assert (config.eps_255, config.steps, config.eot.draws, config.attack_size, config.loss) == (
+        preset.eps, preset.steps, preset.draws, preset.attack_size, preset.loss)
+    assert "efficientnet_lite1" not in config.classifiers and "efficientnet_lite2" not in config.classifiers
+    overridden = preset_config(strength, eps=3, draws=0, loss="ce", classifier="tiny_classifier")
+    assert (overridden.eps_255, overridden.eot.draws, overridden.loss, overridden.classifiers) == (
+        3, 0, "ce", ("tiny_classifier",))
+    assert preset_config(strength, method="fgsm").steps == 1
+
+
+def test_bad_strengths_and_ensembles_are_user_errors() -> None:
+    with pytest.raises(AttackConfigError, match="unknown strength 'max'"):
+        preset_config("max")
+    with pytest.raises(AttackConfigError, match="names a surrogate twice"):
+        preset_config("fast", classifier="tiny_classifier,tiny_classifier")
+    with pytest.raises(AttackConfigError, match="comma-separated list"):
+        preset_config("fast", classifier="tiny_classifier,")
+    with pytest.raises(AttackConfigError, match="one classifier, not to an ensemble"):
+        preset_config("fast", classifier="a,b", classifier_weights="w.safetensors")
+    with pytest.raises(AttackConfigError, match="unknown loss 'hinge'"):
+        preset_config("fast", loss="hinge")
+    with pytest.raises(AttackConfigError, match="draws must be 0"):
+        preset_config("fast", draws=-1)
 
 
 def test_config_and_keyword_arguments_do_not_mix() -> None:
@@ -76,8 +116,8 @@ def test_the_report_records_the_config(tmp_path: Path, sample_photos, capsys) ->
                  "tiny_classifier", "--steps", "2", "--attack-size", "32", "--eps", "3", "--report", str(report), "-q"])
     assert code == 0
     recorded = json.loads(report.read_text())["settings"]["config"]
-    assert recorded == asdict(AttackConfig.from_user("mim", 3, 2, through="comodel:jpeg:50",
-                                                     classifier="tiny_classifier", attack_size=32))
+    expected = preset_config("balanced", eps=3, steps=2, classifier="tiny_classifier", attack_size=32)
+    assert recorded == json.loads(json.dumps(asdict(expected)))
 
 
 def test_eval_offers_no_runtime_flags_it_would_refuse(capsys) -> None:

@@ -162,7 +162,8 @@ def test_attack_step_outputs() -> None:
     scalars = [torch.tensor([v]) for v in (4 / 255, 1 / 255, 1.0)]
     with torch.no_grad():
         x_next, m_next, logits, loss = step(x0, x0, torch.zeros_like(x0), w, *scalars)
-        torch.testing.assert_close(logits, classifier(x0))
-        torch.testing.assert_close(loss, F.cross_entropy(logits, goal, reduction="none"))
+        assert logits.shape == (2, 1, 1000)  # (N, surrogates, classes)
+        torch.testing.assert_close(logits[:, 0], classifier(x0))
+        torch.testing.assert_close(loss, F.cross_entropy(logits[:, 0], goal, reduction="none"))
     torch.testing.assert_close(m_next.abs().mean(dim=(1, 2, 3)), torch.ones(2))  # L1-normalised
     assert ((x_next - x0).abs() <= 1 / 255 + 1e-7).all() and x_next.min() >= 0 and x_next.max() <= 1

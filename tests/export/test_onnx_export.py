@@ -90,7 +90,7 @@ def test_onnxruntime_step_matches_the_torch_step_at_any_batch(exported, models, 
     x0 = torch.rand(batch, 3, HEIGHT, WIDTH, generator=generator)
     x = (x0 + 0.01 * torch.randn(x0.shape, generator=generator)).clamp(0, 1)
     m = torch.randn(x0.shape, generator=generator)
-    w = goal_weights(torch.randint(1000, (batch,), generator=generator), 1000, targeted=False)
+    w = goal_weights(torch.randint(1000, (batch, 1), generator=generator), 1000, targeted=False)  # (N, 1, K)
     inputs = (x, x0, m, w, torch.tensor([4 / 255]), torch.tensor([1 / 255]), torch.tensor([0.9]))
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     outputs = session.run(None, {name: value.numpy() for name, value in zip(INPUT_NAMES, inputs)})

@@ -8,7 +8,7 @@ from comcloak.models import registry
 
 EXPECTED = [
     "comodel", "comodel_tc", "comodel_tc_tiny", "comodel_tiny", "efficientnet_lite0", "efficientnet_lite1",
-    "efficientnet_lite2", "mobilenet_v2", "resnet50", "tiny_classifier",
+    "efficientnet_lite2", "mobilenet_v2", "resnet50", "tiny_classifier", "tiny_classifier_b",
 ]
 
 

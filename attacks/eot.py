@@ -1,0 +1,241 @@
+"""Expectation over the attacker's geometry and the platform's transforms (docs/DESIGN.md §2, the robust attack).
+
+A cloak is judged after a platform (downscale + codec) and the attacker's own preprocessing (rescale, crop, flip),
+none of which the cloaker controls. The robust attack therefore averages its loss, at every step, over ``draws``
+random *draws* per image of what may happen to the photo:
+
+1. a platform downscale: the working view shrunk by a random factor and brought back (a low-pass, ``pre_h``/``pre_w``);
+2. a platform codec: one of the stand-ins (a relaxed ComModel, diff-JPEG) on a fraction ``through_rate`` of the
+   draws, the identity on the others (``mix``: a one-hot weight per draw over ``identity, stand-in 1, ...``);
+3. the attacker's view: a square crop at a random scale and position (the 256/224 centre crop and its neighbours) or
+   a whole-image resize, a random flip and a sub-pixel shift, resampled to ``view_size`` (``post_h``/``post_w``).
+
+Steps 1 and 3 are separable linear maps: ``y = A · x · Bᵀ`` per channel, with resampling matrices ``A`` (rows) and ``B``
+(columns) built per draw (:func:`resample_matrix`); their input gradient is ``Aᵀ · g · B``. The matrices are inputs
+of the computation, so the exported step graph takes them as per-step inputs (plain MatMul, no GridSample) and every
+backend runs the same draws.
+
+Shapes (N images, D draws, J stand-ins, working view H x W, attacker view S x S):
+``pre_h`` (N, D, H, H), ``pre_w`` (N, D, W, W), ``mix`` (N, D, J + 1), ``post_h`` (N, D, S, H), ``post_w`` (N, D, S, W).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, fields
+
+import torch
+from torch import nn
+
+from comcloak.attacks.config import EotSettings
+
+
+@dataclass
+class Draw:
+    """One step's random draws for a batch (shapes in the module docstring); all float32 on one device."""
+
+    pre_h: torch.Tensor
+    pre_w: torch.Tensor
+    mix: torch.Tensor
+    post_h: torch.Tensor
+    post_w: torch.Tensor
+
+    def to(self, device: torch.device | str) -> Draw:
+        return Draw(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The draw by input name of the exported step graph."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+DRAW_INPUTS = tuple(f.name for f in fields(Draw))
+
+
+def resample_matrix(in_size: int, out_size: int, start: torch.Tensor, length: torch.Tensor,
+                    flip: torch.Tensor | None = None) -> torch.Tensor:
+    """Matrices that resample the interval ``[start, start + length)`` of a 1-D signal of ``in_size`` pixels to
+    ``out_size`` pixels: a triangle (bilinear) filter, widened when shrinking so that it antialiases like Pillow's and
+    torch's ``antialias=True``; each row sums to 1, so the map keeps [0, 1] images in [0, 1].
+
+    Args:
+        in_size, out_size: pixels in and out.
+        start, length: (B,) float, in input pixels (a crop box; ``0, in_size`` is the whole signal).
+        flip: (B,) bool, mirror the output (None: no flips).
+
+    Returns:
+        (B, out_size, in_size) float32.
+
+    Example:
+        >>> resample_matrix(4, 2, torch.zeros(1), torch.full((1,), 4.0))   # 2x downscale: pairs averaged
+    """
+    device = start.device
+    step = (length / out_size)[:, None, None]  # input pixels per output pixel
+    centres = start[:, None, None] + (torch.arange(out_size, device=device)[None, :, None] + 0.5) * step
+    centres = centres.clamp(0.0, float(in_size))
+    radius = step.clamp_min(1.0)
+    pixels = torch.arange(in_size, device=device, dtype=torch.float32)[None, None, :] + 0.5
+    weights = (1.0 - (pixels - centres).abs() / radius).clamp_min(0.0)
+    weights = weights / weights.sum(dim=2, keepdim=True).clamp_min(1e-12)
+    if flip is not None:
+        weights = torch.where(flip[:, None, None], weights.flip(1), weights)
+    return weights.float()
+
+
+def identity_draw(batch: int, height: int, width: int, stand_ins: int, device: torch.device | str = "cpu") -> Draw:
+    """A draw that changes nothing (identity matrices, no stand-in), for a square ``height`` = ``width`` view."""
+    def eye(size: int) -> torch.Tensor:
+        return torch.eye(size, device=device).expand(batch, 1, size, size).clone()
+    mix = torch.zeros(batch, 1, stand_ins + 1, device=device)
+    mix[..., 0] = 1.0
+    return Draw(eye(height), eye(width), mix, eye(height), eye(width))
+
+
+class DrawSampler:
+    """Samples the random draws of :class:`comcloak.attacks.config.EotSettings` for batches of working views.
+
+    Args:
+        settings: the distribution (draws per step, view size, through rate, scale ranges, ...).
+        stand_ins: J, the number of stand-ins a draw may pick (0: the codec step is always the identity).
+        seed: seeds the generator.
+        device: where the draws are built.
+        image_seeds: one seed per image (:meth:`for_images`); each image then has its own generator.
+    """
+
+    def __init__(self, settings: EotSettings, stand_ins: int, seed: int = 0, device: torch.device | str = "cpu",
+                 image_seeds: list[int] | None = None) -> None:
+        self.settings = settings
+        self.stand_ins = stand_ins
+        self.device = torch.device(device)
+        self.generator = torch.Generator(self.device).manual_seed(seed)
+        # One generator per image: an image's draws then do not depend on the batch it is attacked in.
+        self.image_generators = [torch.Generator(self.device).manual_seed(value) for value in image_seeds or ()]
+
+    @classmethod
+    def on_device(cls, settings: EotSettings, stand_ins: int, device: torch.device | str) -> DrawSampler:
+        """A sampler on the device's default generator, which a CUDA graph can capture (each replay draws anew);
+        its draws depend on the batch, unlike :meth:`for_images`'."""
+        sampler = cls(settings, stand_ins, 0, device)
+        sampler.generator = None
+        return sampler
+
+    @classmethod
+    def for_images(cls, settings: EotSettings, stand_ins: int, images: torch.Tensor, seed: int = 0) -> DrawSampler:
+        """A sampler whose draws for each image depend only on ``seed`` and the image's content (so batching and
+        the order of photos change nothing, and every backend draws the same)."""
+        return cls(settings, stand_ins, seed, images.device, [content_seed(image, seed) for image in images])
+
+    def _uniform(self, count: int, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
+        return low + (high - low) * torch.rand(count, generator=self.generator, device=self.device)
+
+    def _downscale(self, size: int, factor: torch.Tensor) -> torch.Tensor:
+        """(B, size, size): shrink a signal of ``size`` pixels by ``factor`` (B,) in (0, 1] (antialiased) and
+        resample it back up (bilinear): the low-pass of a platform's downscale. Low-resolution pixel ``k`` covers
+        input pixels ``[k / f, (k + 1) / f)``; those past ``size * f`` do not exist and are masked."""
+        step = (1.0 / factor)[:, None, None]  # input pixels per low-resolution pixel
+        low = torch.arange(size, device=self.device, dtype=torch.float32)
+        exists = (low[None, :] < size * factor[:, None]).float()  # (B, size)
+        inputs = low[None, None, :] + 0.5
+        down = (1.0 - (inputs - (low[None, :, None] + 0.5) * step).abs() / step.clamp_min(1.0)).clamp_min(0.0)
+        down = down * exists[:, :, None]
+        down = down / down.sum(dim=2, keepdim=True).clamp_min(1e-12)  # (B, low, size)
+        centres = (low[None, :, None] + 0.5) / step  # output pixel i, in low-resolution pixels
+        up = (1.0 - ((low[None, None, :] + 0.5) - centres).abs()).clamp_min(0.0) * exists[:, None, :]
+        up = up / up.sum(dim=2, keepdim=True).clamp_min(1e-12)  # (B, size, low)
+        return up @ down
+
+    def sample(self, batch: int, height: int, width: int) -> Draw:
+        """The draws for ``batch`` working views of ``height`` x ``width``: (N, D, ...) tensors (from the per-image
+        generators when the sampler has them, one image at a time)."""
+        if self.image_generators:
+            if len(self.image_generators) != batch:
+                raise ValueError(f"this sampler draws for {len(self.image_generators)} images, asked for {batch}")
+            shared = self.generator
+            parts = []
+            try:
+                for generator in self.image_generators:
+                    self.generator = generator
+                    parts.append(self._sample(1, height, width))
+            finally:
+                self.generator = shared
+            return Draw(**{name: torch.cat([getattr(part, name) for part in parts]) for name in DRAW_INPUTS})
+        return self._sample(batch, height, width)
+
+    def _sample(self, batch: int, height: int, width: int) -> Draw:
+        s = self.settings
+        count = batch * s.draws
+        view = s.view_size
+        shorter = float(min(height, width))
+        # 3. The attacker's view: a square crop (side = shorter * view / rescaled shorter side), or the whole photo.
+        rescaled = self._uniform(count, *s.rescale_range)
+        side = shorter * view / rescaled
+        # The crop's position: the mean of two uniforms over the free range, centred on average, reaching the edges.
+        pos_y = (height - side) * (self._uniform(count) + self._uniform(count)) / 2
+        pos_x = (width - side) * (self._uniform(count) + self._uniform(count)) / 2
+        whole = self._uniform(count) < s.whole_image_rate
+        top = torch.where(whole, torch.zeros_like(pos_y), pos_y)
+        left = torch.where(whole, torch.zeros_like(pos_x), pos_x)
+        box_h = torch.where(whole, torch.full_like(side, float(height)), side)
+        box_w = torch.where(whole, torch.full_like(side, float(width)), side)
+        # A sub-pixel shift of up to half an output pixel, in input pixels.
+        top = top + (self._uniform(count) - 0.5) * box_h / view
+        left = left + (self._uniform(count) - 0.5) * box_w / view
+        flip = self._uniform(count) < s.flip_rate
+        post_h = resample_matrix(height, view, top, box_h)
+        post_w = resample_matrix(width, view, left, box_w, flip)
+        # 1. The platform's downscale, on some draws.
+        shrink = self._uniform(count) < s.downscale_rate
+        factor = torch.where(shrink, self._uniform(count, *s.downscale_range), torch.ones(count, device=self.device))
+        pre_h = self._downscale(height, factor)
+        pre_w = self._downscale(width, factor)
+        # 2. The platform's codec: a stand-in on a fraction of the draws, the identity on the others.
+        mix = torch.zeros(count, self.stand_ins + 1, device=self.device)
+        if self.stand_ins:
+            coded = self._uniform(count) < s.through_rate
+            pick = 1 + torch.randint(self.stand_ins, (count,), generator=self.generator, device=self.device)
+            mix[torch.arange(count, device=self.device), torch.where(coded, pick, torch.zeros_like(pick))] = 1.0
+        else:
+            mix[:, 0] = 1.0
+
+        def shaped(tensor: torch.Tensor) -> torch.Tensor:
+            return tensor.reshape(batch, s.draws, *tensor.shape[1:]).contiguous()
+
+        return Draw(shaped(pre_h), shaped(pre_w), shaped(mix), shaped(post_h), shaped(post_w))
+
+
+def content_seed(image: torch.Tensor, seed: int = 0) -> int:
+    """A 63-bit seed from an image's bytes and ``seed``."""
+    digest = hashlib.sha256(image.detach().float().cpu().contiguous().numpy().tobytes())
+    digest.update(seed.to_bytes(8, "little", signed=True))
+    return int.from_bytes(digest.digest()[:8], "little") >> 1
+
+
+def separable(x: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+    """``rows · x · columnsᵀ`` per channel: x (N, D, C, H, W) or (N, 1, C, H, W), rows (N, D, H', H), columns
+    (N, D, W', W) -> (N, D, C, H', W')."""
+    return rows.unsqueeze(2) @ x @ columns.transpose(-1, -2).unsqueeze(2)
+
+
+def apply_draw(x: torch.Tensor, draw: Draw, stand_ins: list[nn.Module] | nn.ModuleList,
+               dense: bool = False) -> torch.Tensor:
+    """What the classifiers see of working views ``x`` (N, 3, H, W) under ``draw``: (N * D, 3, S, S), draw-major
+    within each image (row ``n * D + d``). Differentiable (autograd). Each stand-in runs only on the draws that pick it,
+    or with ``dense`` on every draw, weighted (no data-dependent shapes: what a CUDA graph can capture).
+    """
+    batch, draws, options = draw.mix.shape
+    if options != len(stand_ins) + 1:
+        raise ValueError(f"the draw mixes {options - 1} stand-ins, {len(stand_ins)} given")
+    lowpassed = separable(x.unsqueeze(1), draw.pre_h, draw.pre_w)  # (N, D, 3, H, W)
+    flat = lowpassed.reshape(batch * draws, *lowpassed.shape[2:])
+    weights = draw.mix.reshape(batch * draws, options)
+    coded = flat * weights[:, 0, None, None, None]
+    for index, stand_in in enumerate(stand_ins, start=1):
+        if dense:
+            coded = coded + stand_in(flat) * weights[:, index, None, None, None]
+            continue
+        chosen = torch.nonzero(weights[:, index] != 0).flatten()
+        if chosen.numel():
+            through = stand_in(flat.index_select(0, chosen)) * weights[chosen, index, None, None, None]
+            coded = coded.index_add(0, chosen, through)
+    coded = coded.reshape(batch, draws, *coded.shape[1:])
+    viewed = separable(coded, draw.post_h, draw.post_w)
+    return viewed.reshape(batch * draws, *viewed.shape[2:])

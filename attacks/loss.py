@@ -1,0 +1,65 @@
+"""The losses the attack descends, on ``w``-encoded goals (docs/DESIGN.md §2).
+
+A goal is encoded per image and surrogate as ``w`` (..., K): the one-hot target class (targeted) or minus the one-hot
+clean label (untargeted), :func:`goal_weights`. Every loss here is *descended*, so one update rule and one exported
+graph serve both modes:
+
+* ``ce`` — ``-sum(w * log_softmax(z))``: the cross-entropy of the target (targeted) or minus that of the clean label
+  (untargeted), the paper's loss.
+* ``margin`` — aimed at privacy rather than top-1: untargeted, ``z_clean - z_(5)``, the clean logit minus the 5th
+  largest other logit, so descending it pushes the clean class out of the top-5; targeted, ``max_other z - z_target``
+  (Carlini & Wagner's margin). Floored at ``-MARGIN_KAPPA``: an image already that far past the goal stops pulling.
+
+:func:`loss_gradient` is each loss's gradient with respect to the logits, written out by hand for the exported graph
+(which has no autograd); a test checks it against autograd.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from comcloak.attacks.config import LOSSES
+
+MARGIN_TOP = 5  # untargeted margin: out of the top-5 (the hide@5 the platform protocol reports)
+MARGIN_KAPPA = 5.0  # logits past the goal at which an image stops pulling
+_MASK = 1e4  # subtracted from the goal's logit to leave it out of the ranking of the others
+
+
+def goal_weights(goal: torch.Tensor, num_classes: int, targeted: bool, dtype: torch.dtype = torch.float32):
+    """``w`` for ``goal`` labels of any shape: one-hot (targeted) or its negative (untargeted); shape ``goal.shape +
+    (num_classes,)``."""
+    one_hot = F.one_hot(goal, num_classes).to(dtype)
+    return one_hot if targeted else -one_hot
+
+
+def _margin_parts(logits: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(sign, goal logit, ranked other logit): sign +1 targeted, -1 untargeted."""
+    sign = w.sum(dim=-1)
+    goal_logit = (w.abs() * logits).sum(dim=-1)
+    values = (logits - _MASK * w.abs()).topk(MARGIN_TOP, dim=-1).values
+    other = torch.where(sign > 0, values[..., 0], values[..., MARGIN_TOP - 1])
+    return sign, goal_logit, other
+
+
+def per_image_loss(logits: torch.Tensor, w: torch.Tensor, kind: str = "ce") -> torch.Tensor:
+    """The loss of each row: logits and w (..., K) -> (...). Differentiable by autograd."""
+    if kind == "ce":
+        return -(w * F.log_softmax(logits, dim=-1)).sum(dim=-1)
+    if kind == "margin":
+        sign, goal_logit, other = _margin_parts(logits, w)
+        return (sign * (other - goal_logit)).clamp_min(-MARGIN_KAPPA)
+    raise ValueError(f"unknown loss {kind!r}; available: {', '.join(LOSSES)}")
+
+
+def loss_gradient(logits: torch.Tensor, w: torch.Tensor, kind: str = "ce") -> torch.Tensor:
+    """d per_image_loss / d logits, by hand (the exported graph's loss VJP): (..., K)."""
+    if kind == "ce":
+        return torch.softmax(logits, dim=-1) * w.sum(dim=-1, keepdim=True) - w
+    if kind == "margin":
+        sign, goal_logit, other = _margin_parts(logits, w)
+        active = ((sign * (other - goal_logit)) > -MARGIN_KAPPA).to(logits.dtype)
+        # The ranked other class, found by value (no Range/ScatterND in the exported graph; ties have measure zero).
+        other_hot = ((logits - _MASK * w.abs()) == other.unsqueeze(-1)).to(logits.dtype)
+        return (sign * active).unsqueeze(-1) * (other_hot - w.abs())
+    raise ValueError(f"unknown loss {kind!r}; available: {', '.join(LOSSES)}")

@@ -1,0 +1,79 @@
+"""Named strengths (``--strength``): the attack's numbers for the trade-offs users pick from, torch-free.
+
+Every preset but ``paper`` is the robust attack: the loss averaged, at every step, over random draws of what the
+platform and the attacker's preprocessing may do to the photo (``comcloak.attacks.eot``), on a working view larger than
+the attacker's 224-pixel view. ``balanced`` is the default of ``comcloak cloak``, ``demo`` and the Python API.
+Their measured protection, PSNR and time per photo are in docs/RESULTS.md (the platform protocol on the dev photos).
+
+The surrogates are EfficientNet-Lite0 and MobileNetV2; EfficientNet-Lite1/Lite2 are evaluation-only and never used here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from comcloak.attacks.config import AttackConfig, AttackConfigError, EotSettings
+
+ENSEMBLE = "efficientnet_lite0,mobilenet_v2"
+
+
+@dataclass(frozen=True)
+class Preset:
+    """The numbers a strength sets (eps on the 0-255 scale); anything the user gives explicitly wins."""
+
+    name: str
+    summary: str
+    eps: float
+    steps: int
+    draws: int
+    attack_size: int
+    classifier: str
+    loss: str
+    through: str = "comodel:jpeg:50"
+    method: str = "mim"
+
+    def describe(self) -> str:
+        robust = f"{self.draws} draws/step, working view {self.attack_size} px" if self.draws else \
+            f"no draws, attack view {self.attack_size} px"
+        return (f"{self.name}: {self.summary} (eps {self.eps:g}, {self.steps} steps, {robust}, {self.loss} loss, "
+                f"surrogates {self.classifier})")
+
+
+PRESETS: dict[str, Preset] = {preset.name: preset for preset in (
+    Preset("fast", "one draw per step, one surrogate", eps=5, steps=10, draws=1, attack_size=256,
+           classifier="efficientnet_lite0", loss="margin"),
+    Preset("balanced", "the default: two draws per step, two surrogates", eps=5, steps=20, draws=2, attack_size=288,
+           classifier=ENSEMBLE, loss="margin"),
+    Preset("strong", "more budget, draws and steps", eps=8, steps=30, draws=4, attack_size=320, classifier=ENSEMBLE,
+           loss="margin"),
+    Preset("paper", "ComReAdv as published: the whole photo at 224, no draws (lab view only)", eps=5, steps=10,
+           draws=0, attack_size=224, classifier="efficientnet_lite0", loss="ce"),
+)}
+STRENGTHS = tuple(PRESETS)
+DEFAULT_STRENGTH = "balanced"
+
+
+def preset_config(strength: str = DEFAULT_STRENGTH, **given: Any) -> AttackConfig:
+    """The configuration of a strength, with the values the user gave explicitly (on the user's scales, as for
+    :meth:`AttackConfig.from_user`, plus ``draws``) taking precedence.
+
+    Example:
+        >>> preset_config("balanced").eot.draws
+        2
+        >>> preset_config("balanced", eps=4).eps_255
+        4.0
+    """
+    if strength not in PRESETS:
+        raise AttackConfigError(f"unknown strength {strength!r}; available: {', '.join(STRENGTHS)}")
+    preset = PRESETS[strength]
+    settings = {key: value for key, value in given.items() if value is not None}
+    draws = settings.pop("draws", preset.draws)
+    eot = EotSettings(draws=int(draws))
+    values: dict[str, Any] = dict(method=preset.method, eps=preset.eps, through=preset.through,
+                                  classifier=preset.classifier, attack_size=preset.attack_size, loss=preset.loss)
+    method = settings.get("method", preset.method)
+    if method != "fgsm":  # fgsm takes one step; the preset's count would be refused
+        values["steps"] = preset.steps
+    values.update(settings)
+    return AttackConfig.from_user(eot=eot, strength=strength, **values)
