@@ -37,7 +37,9 @@ class EotSettings:
         whole_image_rate: fraction of draws that resize the whole photo to S x S instead of cropping.
         flip_rate: fraction of draws mirrored left-right.
         downscale_rate, downscale_range: fraction of draws downscaled by a platform first, and by what factor.
-        through_rate: fraction of draws that go through a stand-in for the platform's codec.
+        through_rate: fraction of draws that go through a stand-in for the platform's codec: the first
+            :attr:`coded_draws` of each image's draws at every step (stratified rather than a coin per draw, so a
+            fixed graph runs the stand-ins on those draws only).
     """
 
     draws: int = 0
@@ -45,13 +47,18 @@ class EotSettings:
     rescale_range: tuple[float, float] = (224.0, 300.0)
     whole_image_rate: float = 0.25
     flip_rate: float = 0.5
-    downscale_rate: float = 0.5
+    downscale_rate: float = 0.25
     downscale_range: tuple[float, float] = (0.5, 1.0)
-    through_rate: float = 0.7
+    through_rate: float = 0.5
 
     @property
     def enabled(self) -> bool:
         return self.draws > 0
+
+    @property
+    def coded_draws(self) -> int:
+        """How many of each step's draws go through a stand-in: ``draws x through_rate``, rounded half up."""
+        return int(self.draws * self.through_rate + 0.5)
 
     def validate(self) -> None:
         if self.draws < 0:

@@ -5,8 +5,9 @@ none of which the cloaker controls. The robust attack therefore averages its los
 random *draws* per image of what may happen to the photo:
 
 1. a platform downscale: the working view shrunk by a random factor and brought back (a low-pass, ``pre_h``/``pre_w``);
-2. a platform codec: one of the stand-ins (a relaxed ComModel, diff-JPEG) on a fraction ``through_rate`` of the
-   draws, the identity on the others (``mix``: a one-hot weight per draw over ``identity, stand-in 1, ...``);
+2. a platform codec: one of the stand-ins (a relaxed ComModel, diff-JPEG), picked at random, on the first
+   ``coded_draws`` draws of each image (a fraction ``through_rate``), the identity on the others (``mix``: a one-hot
+   weight per draw over ``identity, stand-in 1, ...``);
 3. the attacker's view: a square crop at a random scale and position (the 256/224 centre crop and its neighbours) or
    a whole-image resize, a random flip and a sub-pixel shift, resampled to ``view_size`` (``post_h``/``post_w``).
 
@@ -40,8 +41,9 @@ class Draw:
     post_h: torch.Tensor
     post_w: torch.Tensor
 
-    def to(self, device: torch.device | str) -> Draw:
-        return Draw(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+    def to(self, *args, **kwargs) -> Draw:  # noqa: ANN002, ANN003 - as Tensor.to
+        """The draw with every tensor ``.to(...)`` (a device, a dtype)."""
+        return Draw(**{f.name: getattr(self, f.name).to(*args, **kwargs) for f in fields(self)})
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """The draw by input name of the exported step graph."""
@@ -187,10 +189,10 @@ class DrawSampler:
         factor = torch.where(shrink, self._uniform(count, *s.downscale_range), torch.ones(count, device=self.device))
         pre_h = self._downscale(height, factor)
         pre_w = self._downscale(width, factor)
-        # 2. The platform's codec: a stand-in on a fraction of the draws, the identity on the others.
+        # 2. The platform's codec: a random stand-in on each image's first coded_draws draws, the identity after.
         mix = torch.zeros(count, self.stand_ins + 1, device=self.device)
         if self.stand_ins:
-            coded = self._uniform(count) < s.through_rate
+            coded = (torch.arange(count, device=self.device) % s.draws) < s.coded_draws
             pick = 1 + torch.randint(self.stand_ins, (count,), generator=self.generator, device=self.device)
             mix[torch.arange(count, device=self.device), torch.where(coded, pick, torch.zeros_like(pick))] = 1.0
         else:

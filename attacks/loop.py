@@ -217,7 +217,7 @@ def run_attack(
     debug = logger.isEnabledFor(logging.DEBUG)  # loss.item() waits for the device: only when asked for
     update = kernels.attack_update if fused_update else kernels.attack_update_reference
     for step in range(config.steps):
-        draw = sampler.sample(x0.shape[0], x0.shape[2], x0.shape[3]) if config.eot.enabled else None
+        draw = sampler.sample(x0.shape[0], x0.shape[2], x0.shape[3]).to(x0.dtype) if config.eot.enabled else None
         loss, gradient = descent_gradient(surrogates, through, x, goal, config, draw, loss_scale, dense_draws)
         x, momentum = update(x, momentum, gradient, lower, upper, -config.alpha, config.momentum)
         if debug:

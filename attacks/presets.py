@@ -45,7 +45,7 @@ PRESETS: dict[str, Preset] = {preset.name: preset for preset in (
            classifier="efficientnet_lite0", loss="margin"),
     Preset("balanced", "the default: two draws per step, two surrogates", eps=5, steps=20, draws=2, attack_size=288,
            classifier=ENSEMBLE, loss="margin"),
-    Preset("strong", "more budget, draws and steps", eps=8, steps=30, draws=4, attack_size=320, classifier=ENSEMBLE,
+    Preset("strong", "more budget, draws and steps", eps=8, steps=30, draws=3, attack_size=320, classifier=ENSEMBLE,
            loss="margin"),
     Preset("paper", "ComReAdv as published: the whole photo at 224, no draws (lab view only)", eps=5, steps=10,
            draws=0, attack_size=224, classifier="efficientnet_lite0", loss="ce"),

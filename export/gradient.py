@@ -276,13 +276,16 @@ class RobustAttackStep(nn.Module):
     and the stand-ins (the platform's codec), and ``post_h · . · post_wᵀ`` (the attacker's crop, flip and shift) to
     an S x S view every surrogate classifies. The backward pass is written out: ``Aᵀ · g · B`` for each separable map,
     the stand-ins' and classifiers' input gradients (:class:`InputGradient`) for the rest. Every stand-in runs on every
-    draw and is weighted by ``mix`` (a fixed graph; the eager reference runs each only where picked).
+    draw that may pick it (the first ``coded_draws``) and is weighted by ``mix`` (a fixed graph; the eager reference
+    runs each only where picked).
 
     Args:
         surrogates: the classifiers (traceable, eval mode); the loss is averaged over them and the draws.
         stand_ins: traceable stand-ins for the working-view size (:func:`traceable_through`); may be empty.
         draws: D, draws per image and step.
         loss: ``ce`` or ``margin``.
+        coded_draws: C, how many of each image's draws (the first) may go through a stand-in (default all; the
+            sampler's ``EotSettings.coded_draws``); the stand-ins run on those only.
 
     Inputs (N images, M surrogates, K classes, J stand-ins, working view H x W, attacker view S x S): as
     :class:`AttackStep`, plus the draw (``comcloak.attacks.eot.Draw``): pre_h (N, D, H, H), pre_w (N, D, W, W),
@@ -292,10 +295,14 @@ class RobustAttackStep(nn.Module):
     """
 
     def __init__(self, surrogates: Sequence[nn.Module], stand_ins: Sequence[nn.Module], draws: int,
-                 loss: str = "ce") -> None:
+                 loss: str = "ce", coded_draws: int | None = None) -> None:
         super().__init__()
         if draws < 1:
             raise ValueError(f"the robust step needs at least one draw, got {draws}")
+        # The stand-ins run on each image's first coded_draws draws only (the sampler codes no others).
+        self.coded_draws = draws if coded_draws is None else coded_draws
+        if not 0 <= self.coded_draws <= draws:
+            raise ValueError(f"coded_draws must be in 0..{draws}, got {coded_draws}")
         self.classifier_gradients = nn.ModuleList([InputGradient(model) for model in surrogates])
         self.stand_in_gradients = nn.ModuleList([InputGradient(model) for model in stand_ins])
         self.draws = draws
@@ -320,15 +327,18 @@ class RobustAttackStep(nn.Module):
         draws, height, width = self.draws, x.shape[2], x.shape[3]
         view_h, view_w = post_h.shape[2], post_w.shape[2]
         lowpassed = pre_h.unsqueeze(2) @ x.unsqueeze(1) @ pre_w.transpose(2, 3).unsqueeze(2)  # (N, D, 3, H, W)
-        flat = lowpassed.reshape(-1, 3, height, width)
-        weights = mix.reshape(-1, mix.shape[2], 1, 1, 1)  # (N*D, J+1, 1, 1, 1)
+        # The first C draws of each image may go through a stand-in; the others are the identity.
+        split = self.coded_draws if self.stand_in_gradients else 0
+        flat = lowpassed[:, :split].reshape(-1, 3, height, width)  # (N*C, 3, H, W)
+        weights = mix[:, :split].reshape(-1, mix.shape[2], 1, 1, 1)  # (N*C, J+1, 1, 1, 1)
         coded = flat * weights[:, 0]
         stand_in_envs = []
         for index, gradient in enumerate(self.stand_in_gradients, start=1):
             env = gradient.run_forward(flat)
             coded = coded + env[gradient.output_node] * weights[:, index]
             stand_in_envs.append(env)
-        coded = coded.reshape(-1, draws, 3, height, width)
+        coded = torch.cat([coded.reshape(-1, split, 3, height, width), lowpassed[:, split:]], dim=1) if split else \
+            lowpassed
         viewed = (post_h.unsqueeze(2) @ coded @ post_w.transpose(2, 3).unsqueeze(2)).reshape(-1, 3, view_h, view_w)
         count = len(self.classifier_gradients) * draws
         grad_viewed, all_logits, loss = None, [], None
@@ -342,12 +352,15 @@ class RobustAttackStep(nn.Module):
             loss = member_loss if loss is None else loss + member_loss
             all_logits.append(logits.reshape(-1, draws, logits.shape[1]).mean(1))
         grad_viewed = grad_viewed.reshape(-1, draws, 3, view_h, view_w)
-        grad_coded = (post_h.transpose(2, 3).unsqueeze(2) @ grad_viewed @ post_w.unsqueeze(2)).reshape(
-            -1, 3, height, width)
-        grad_flat = grad_coded * weights[:, 0]
-        for index, (gradient, env) in enumerate(zip(self.stand_in_gradients, stand_in_envs), start=1):
-            grad_flat = grad_flat + gradient.run_backward(env, grad_coded * weights[:, index])
-        grad_lowpassed = grad_flat.reshape(-1, draws, 3, height, width)
+        grad_coded = post_h.transpose(2, 3).unsqueeze(2) @ grad_viewed @ post_w.unsqueeze(2)  # (N, D, 3, H, W)
+        if split:
+            grad_first = grad_coded[:, :split].reshape(-1, 3, height, width)
+            grad_flat = grad_first * weights[:, 0]
+            for index, (gradient, env) in enumerate(zip(self.stand_in_gradients, stand_in_envs), start=1):
+                grad_flat = grad_flat + gradient.run_backward(env, grad_first * weights[:, index])
+            grad_lowpassed = torch.cat([grad_flat.reshape(-1, split, 3, height, width), grad_coded[:, split:]], dim=1)
+        else:
+            grad_lowpassed = grad_coded
         grad = (pre_h.transpose(2, 3).unsqueeze(2) @ grad_lowpassed @ pre_w.unsqueeze(2)).sum(1)
         x_next, m_next = momentum_update(grad, x, x0, m, eps, alpha, mu)
         return x_next, m_next, torch.stack(all_logits, dim=1), loss

@@ -80,6 +80,7 @@ class StepLayout:
     stand_ins: int = 0
     view_size: int = 224
     loss: str = "ce"
+    coded_draws: int = 0
 
     @property
     def input_names(self) -> tuple[str, ...]:
@@ -87,14 +88,15 @@ class StepLayout:
 
     def metadata(self) -> dict[str, str]:
         return {"surrogates": str(self.surrogates), "draws": str(self.draws), "stand_ins": str(self.stand_ins),
-                "view_size": str(self.view_size), "loss": self.loss}
+                "view_size": str(self.view_size), "loss": self.loss, "coded_draws": str(self.coded_draws)}
 
     @classmethod
     def from_metadata(cls, metadata: dict[str, str]) -> StepLayout:
         defaults = cls()
         return cls(int(metadata.get("surrogates", defaults.surrogates)), int(metadata.get("draws", defaults.draws)),
                    int(metadata.get("stand_ins", defaults.stand_ins)),
-                   int(metadata.get("view_size", defaults.view_size)), metadata.get("loss", defaults.loss))
+                   int(metadata.get("view_size", defaults.view_size)), metadata.get("loss", defaults.loss),
+                   int(metadata.get("coded_draws", defaults.coded_draws)))
 
 
 def step_tensor_shapes(batch: int, height: int, width: int, classes: int,
@@ -373,9 +375,7 @@ def _example_inputs(batch: int, height: int, width: int, classes: int, generator
     inputs = (x, x0, torch.zeros_like(x0), w, *scalars)
     if layout.draws:
         seed = int(torch.randint(2**31, (1,), generator=generator))
-        # Every draw goes through a stand-in when there are any, so the check exercises their gradients.
-        settings = replace(eot or EotSettings(), draws=layout.draws, view_size=layout.view_size,
-                           through_rate=1.0 if layout.stand_ins else 0.0)
+        settings = replace(eot or EotSettings(), draws=layout.draws, view_size=layout.view_size)
         inputs += tuple(DrawSampler(settings, layout.stand_ins, seed).sample(batch, height, width).tensors().values())
     return inputs
 
@@ -401,8 +401,8 @@ def export_attack_step(
     surrogates = [member.eval() for member in as_surrogates(classifier)]
     if eot.draws:
         stand_ins = [traceable_through(stand_in, height, width) for stand_in in stand_ins_of(through)]
-        step: nn.Module = RobustAttackStep(surrogates, stand_ins, eot.draws, loss).eval()
-        layout = StepLayout(len(surrogates), eot.draws, len(stand_ins), eot.view_size, loss)
+        step: nn.Module = RobustAttackStep(surrogates, stand_ins, eot.draws, loss, eot.coded_draws).eval()
+        layout = StepLayout(len(surrogates), eot.draws, len(stand_ins), eot.view_size, loss, eot.coded_draws)
     else:
         static_through = traceable_through(through, height, width)
         step = AttackStep([ThroughThenClassify(member, static_through) for member in surrogates], loss).eval()

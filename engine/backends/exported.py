@@ -109,7 +109,8 @@ class ExportedStepRunner(AttackRunner):
         except (KeyError, ValueError):
             raise BackendUnavailableError(f"{self.name}: {path} is not a comcloak step graph (no metadata)") from None
         wanted = (self.config.eot.draws, self.config.loss)
-        if (self.layout.draws, self.layout.loss) != wanted:
+        if (self.layout.draws, self.layout.loss) != wanted or self.layout.coded_draws != (
+                self.config.eot.coded_draws if self.layout.draws else 0):
             raise BackendUnavailableError(
                 f"{self.name}: {path} was exported for {self.layout.draws} draws and the {self.layout.loss} loss; the "
                 f"attack needs {wanted[0]} draws and the {wanted[1]} loss")

@@ -112,7 +112,7 @@ class StepGraphCache:
         key = model_fingerprint(
             self.classifier, self.through,
             extra={"height": height, "width": width, "opset": OPSET, "format": GRAPH_FORMAT_VERSION,
-                   "loss": self.loss, "draws": self.eot.draws, "view": self.eot.view_size},
+                   "loss": self.loss, "eot": repr(self.eot)},
         )
         path = self.cache_dir / f"step-{key}.onnx"
         with self._lock:

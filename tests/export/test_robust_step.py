@@ -23,7 +23,7 @@ from comcloak.export.gradient import RobustAttackStep, goal_weights, traceable_t
 from comcloak.export.onnx_export import GRADIENT_TOLERANCE, INPUT_NAMES, StepLayout, relative_error
 
 HEIGHT, WIDTH = 40, 56  # a working view: not square, not multiples of 16
-EOT = EotSettings(draws=2, view_size=32, through_rate=0.6)
+EOT = EotSettings(draws=3, view_size=32, through_rate=0.6)  # 2 of 3 draws coded
 
 
 def _surrogates(count: int) -> list[torch.nn.Module]:
@@ -54,7 +54,8 @@ def test_the_robust_step_is_the_eager_reference(loss: str, surrogates: int, stan
     draw = DrawSampler(EOT, stand_ins, seed=7).sample(3, HEIGHT, WIDTH)
     draw = Draw(**{name: value.double() for name, value in draw.tensors().items()})
     _, reference = descent_gradient(members, _through(modules), x, goal, config, draw)
-    step = RobustAttackStep(members, [traceable_through(m, HEIGHT, WIDTH) for m in modules], EOT.draws, loss).double()
+    step = RobustAttackStep(members, [traceable_through(m, HEIGHT, WIDTH) for m in modules], EOT.draws, loss,
+                            EOT.coded_draws).double()
     scalars = [torch.tensor([value], dtype=torch.float64) for value in (config.eps, config.alpha, 0.0)]
     w = goal_weights(goal, 1000, targeted, torch.float64)
     with torch.no_grad():
@@ -84,14 +85,15 @@ def test_the_robust_export_passes_its_self_checks_with_the_draws_as_inputs(robus
     assert tensorrt_op_violations(model) == []
     assert "MatMul" in loader.report.ops and not any(op.startswith(("Scatter", "GridSample")) for op in loader.report.ops)
     layout = StepLayout.from_metadata(read_export_metadata(path))
-    assert layout == StepLayout(surrogates=2, draws=2, stand_ins=1, view_size=32, loss="margin")
+    assert layout == StepLayout(surrogates=2, draws=3, stand_ins=1, view_size=32, loss="margin", coded_draws=2)
 
 
 @pytest.mark.parametrize("batch", [1, 3])
 def test_onnxruntime_runs_the_robust_step_as_torch_does(robust_export, batch: int) -> None:
     ort = pytest.importorskip("onnxruntime")
     path, _ = robust_export
-    step = RobustAttackStep(_surrogates(2), [traceable_through(_stand_ins(1)[0], HEIGHT, WIDTH)], EOT.draws, "margin")
+    step = RobustAttackStep(_surrogates(2), [traceable_through(_stand_ins(1)[0], HEIGHT, WIDTH)], EOT.draws, "margin",
+                            EOT.coded_draws)
     generator = torch.Generator().manual_seed(batch)
     x0 = torch.rand(batch, 3, HEIGHT, WIDTH, generator=generator)
     x = (x0 + 0.01 * torch.randn(x0.shape, generator=generator)).clamp(0, 1)
@@ -131,5 +133,5 @@ def test_an_exported_graph_for_other_draws_is_refused(robust_export) -> None:
 
     path, _ = robust_export
     config = dataclasses.replace(attack_config("mim", 5 / 255, loss="margin"), eot=EotSettings(draws=4))
-    with pytest.raises(BackendUnavailableError, match="exported for 2 draws and the margin loss; the attack needs 4"):
+    with pytest.raises(BackendUnavailableError, match="exported for 3 draws and the margin loss; the attack needs 4"):
         OnnxRuntimeRunner(path, config).activate()
