@@ -64,7 +64,8 @@ class EotSettings:
         if self.draws < 0:
             raise AttackConfigError(f"draws must be 0 (off) or more, got {self.draws}")
         if self.view_size < MIN_ATTACK_SIZE:
-            raise AttackConfigError(f"the attacker view must be at least {MIN_ATTACK_SIZE} pixels, got {self.view_size}")
+            raise AttackConfigError(
+                f"the attacker view must be at least {MIN_ATTACK_SIZE} pixels, got {self.view_size}")
         for name in ("whole_image_rate", "flip_rate", "downscale_rate", "through_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise AttackConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")

@@ -60,7 +60,8 @@ class PhotoRecord:
     clean_check_label: int | None = None  # judge: the original after the check codec, in the attacker's crop view
     check_label: int | None = None  # judge: the output after the check codec, in the attacker's crop view
     goal_label: int | None = None
-    success: bool | None = None  # protected: judged on check_label against clean_check_label (or the target)
+    success: bool | None = None  # protected on every surrogate (check_label against clean_check_label, or the target)
+    protected_on: dict[str, bool] | None = None  # each surrogate's judgement, by --classifier name
     psnr_db: float | None = None
     linf: int | None = None
     seconds: float | None = None
@@ -211,25 +212,37 @@ def score_cloak(cloaker: Cloaker, record: PhotoRecord, original: np.ndarray, wri
                 check_codec: Codec | None) -> None:
     """Step 3: quality against the original; the label of the output as written in the cloaker's own (lab) view; and
     the judgement, made the way an attacker sees the photo: the original and the output each through the
-    ``check_codec`` chain, then the attacker's crop view (:data:`JUDGE_VIEW`), classified by the surrogate. Protected
-    (the success rule of :mod:`comcloak.attacks.success`): the output's label differs from the original's under the
-    same chain and view (targeted: it is the target). A cloak that fools only the lab view is not protected."""
+    ``check_codec`` chain, then the attacker's crop view (:data:`JUDGE_VIEW`), classified by each surrogate. Protected
+    (the success rule of :mod:`comcloak.attacks.success`) on a surrogate: the output's label differs from the
+    original's under the same chain and view (targeted: it is the target); the photo is protected when it is on every
+    surrogate. A cloak that fools only the lab view is not protected."""
     record.psnr_db = psnr(original, written)
     record.linf = linf(original, written)
     record.cloaked_label = int(cloaker.predict(written[None])[0])
 
-    def judged(image: np.ndarray) -> int:
-        received = check_codec.apply(image) if check_codec is not None else image
-        return view_top_labels(cloaker.classifier, received, JUDGE_VIEW, cloaker.device, k=1)[0]
-
-    record.clean_check_label = judged(original)
-    record.check_label = judged(written)
-    record.success = bool(attack_succeeded(record.check_label, record.goal_label, record.clean_check_label,
-                                           cloaker.config.targeted))
+    received_original = check_codec.apply(original) if check_codec is not None else original
+    received_cloak = check_codec.apply(written) if check_codec is not None else written
+    names = cloaker.config.classifiers if len(cloaker.config.classifiers) == len(cloaker.surrogates) else \
+        tuple(f"surrogate {index + 1}" for index in range(len(cloaker.surrogates)))
+    record.protected_on = {}
+    for name, surrogate in zip(names, cloaker.surrogates):
+        clean = view_top_labels(surrogate, received_original, JUDGE_VIEW, cloaker.device, k=1)[0]
+        cloak = view_top_labels(surrogate, received_cloak, JUDGE_VIEW, cloaker.device, k=1)[0]
+        if record.check_label is None:  # the table's label columns: the first surrogate's
+            record.clean_check_label, record.check_label = clean, cloak
+        record.protected_on[name] = bool(attack_succeeded(cloak, record.goal_label, clean, cloaker.config.targeted))
+    record.success = all(record.protected_on.values())
 
 
 def _label(index: int | None) -> str:
     return "-" if index is None else f"{index} {imagenet_class_name(index)}"[:28]
+
+
+def _protected(record: PhotoRecord) -> str:
+    """``yes``/``no``; for an ensemble, ``no (1/2)`` when only some surrogates are fooled."""
+    if record.success or not record.protected_on or len(record.protected_on) == 1:
+        return "yes" if record.success else "no"
+    return f"no ({sum(record.protected_on.values())}/{len(record.protected_on)})"
 
 
 def format_table(records: list[PhotoRecord], check_spec: str) -> str:
@@ -247,13 +260,14 @@ def format_table(records: list[PhotoRecord], check_spec: str) -> str:
             f"{record.width}x{record.height}",
             _label(record.clean_check_label),
             _label(record.check_label),
-            "yes" if record.success else "no",
+            _protected(record),
             _label(record.cloaked_label),
             "inf" if record.psnr_db is None or math.isinf(record.psnr_db) else f"{record.psnr_db:.1f}",
         ))
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     lines = [f"Judged as an attacker sees the photo: {check_spec}, then shorter side 256 and centre crop 224, "
-             "classified by the surrogate (the lab-view column is the cloaker's own whole-photo view, not protection)."]
+             "classified by each surrogate (protected: on all of them; the label columns are the first one's; the "
+             "lab-view column is the cloaker's own whole-photo view, not protection)."]
     lines += ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip()
               for row in [header, *rows]]
     lines.insert(2, "  ".join("-" * width for width in widths))

@@ -47,15 +47,13 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
-
-from comcloak.errors import UserError
 
 from comcloak.attacks.config import EotSettings
 from comcloak.attacks.eot import DRAW_INPUTS, Draw, DrawSampler, apply_draw
 from comcloak.attacks.loop import as_surrogates, stand_ins_of
 from comcloak.attacks.loss import per_image_loss
+from comcloak.errors import UserError
 
 from .gradient import AttackStep, RobustAttackStep, ThroughThenClassify, goal_weights, traceable_through
 

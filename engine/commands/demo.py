@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         cloaked_path = output_dir / relative
         if cloaked_path.exists():
             rows.append((source.name, load_photo(source).pixels, load_photo(cloaked_path).pixels))
-    sheet = write_sheet(rows, args.eps, output_dir / "sheet.png")
+    sheet = write_sheet(rows, cloaker.config.eps_255, output_dir / "sheet.png")
     if not args.quiet:
         print(f"wrote {len(rows)} cloaked photos and {sheet} (original | cloaked | amplified difference)")
     return status

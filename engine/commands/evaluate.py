@@ -135,7 +135,8 @@ def run(args: argparse.Namespace) -> int:
     if not photos:
         raise UserError(f"no readable photos in {', '.join(args.photos)}")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    classifier = freeze(build_classifier(args).to(device))
+    # With --strengths each preset's Cloaker loads its own surrogates.
+    classifier = freeze(build_classifier(args).to(device)) if args.strengths is None else None
     throughs = {name: module.to(device) if module is not PRESET_THROUGH else module
                 for name, module in throughs.items()}
     started = time.perf_counter()

@@ -11,9 +11,9 @@ import torch.nn.functional as F
 
 import comcloak.models as M
 from comcloak.attacks import attack_config, run_attack
-from comcloak.attacks.loop import descent_gradient
 from comcloak.attacks.config import AttackConfigError, EotSettings
 from comcloak.attacks.eot import DRAW_INPUTS, DrawSampler, apply_draw, identity_draw, resample_matrix
+from comcloak.attacks.loop import descent_gradient
 from comcloak.attacks.through import make_through
 
 ROBUST = EotSettings(draws=2, view_size=32)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -36,7 +37,7 @@ def test_cloak_folder_writes_same_size_and_format(photo_dir: Path, tmp_path: Pat
     report = tmp_path / "report.json"
     code, stdout, _ = run_cli(["cloak", str(photo_dir), "-o", str(out), "--report", str(report), *FAST[:-1]], capsys)
     assert code == 0
-    assert "protected after jpeg:50 (attacker's crop view)" in stdout and "cat.jpg" in stdout
+    assert "protected after facebook (attacker's crop view)" in stdout and "cat.jpg" in stdout
     for relative, image_format in (("cat.jpg", "JPEG"), ("sub/coffee.png", "PNG")):
         with Image.open(photo_dir / relative) as original, Image.open(out / relative) as cloaked:
             assert cloaked.size == original.size and cloaked.format == image_format
@@ -306,3 +307,38 @@ def test_a_cloak_that_fools_only_the_lab_view_is_not_protected(tmp_path: Path, m
     assert record.check_label == record.clean_check_label and record.success is False  # the attacker is not
     table = pipeline.format_table([record], "none")
     assert "Judged as an attacker sees the photo" in table and "0 protected after none" in table
+
+
+def test_an_ensemble_cloak_is_judged_on_every_surrogate(photo_dir: Path, tmp_path: Path, capsys) -> None:
+    report = tmp_path / "report.json"
+    code, stdout, _ = run_cli(["cloak", str(photo_dir / "cat.jpg"), "-o", str(tmp_path / "out"), "--classifier",
+                               "tiny_classifier,tiny_classifier_b", "--steps", "2", "--attack-size", "48", "--check",
+                               "instagram", "--report", str(report)], capsys)
+    assert code == 0 and "classified by each surrogate" in stdout and "after instagram" in stdout
+    [record] = json.loads(report.read_text())["photos"]
+    assert set(record["protected_on"]) == {"tiny_classifier", "tiny_classifier_b"}
+    assert record["success"] == all(record["protected_on"].values())
+    settings = json.loads(report.read_text())["settings"]["config"]
+    assert (settings["strength"], settings["loss"], settings["eot"]["draws"]) == ("balanced", "margin", 2)
+
+
+def test_eval_platform_protocol_with_presets(tmp_path: Path, photo_dir: Path, capsys, monkeypatch) -> None:
+    """--strengths cloaks with each preset as cloak --strength does; every surrogate of a preset is a surrogate row,
+    the evaluation-only judges are evaluation rows. The tiny networks stand in for the presets' real ones."""
+    from comcloak.attacks import presets
+
+    tiny = {name: dataclasses.replace(preset, classifier="tiny_classifier,tiny_classifier_b", steps=1,
+                                      attack_size=48) for name, preset in presets.PRESETS.items()}
+    monkeypatch.setattr(presets, "PRESETS", tiny)
+    out = tmp_path / "presets.json"
+    code, stdout, _ = run_cli(["eval", str(photo_dir), "--protocol", "platform", "--strengths", "fast,paper",
+                               "--judges", "none", "--codecs", "instagram", "--views", "crop", "--json", str(out),
+                               "-q"], capsys)
+    assert code == 0 and "fast through comodel:jpeg:50, view crop" in stdout
+    payload = json.loads(out.read_text())
+    assert set(payload["attacks"]) == {"fast", "paper"} and payload["attacks"]["fast"]["draws"] == 1
+    assert {(r["attack"], r["classifier"], r["role"]) for r in payload["results"]} == {
+        (attack, name, "surrogate") for attack in ("fast", "paper")
+        for name in ("tiny_classifier", "tiny_classifier_b")}
+    code, _, err = run_cli_error(["eval", str(photo_dir), "--strengths", "fast"], capsys)
+    assert code == 2 and "--strengths applies to --protocol platform" in err

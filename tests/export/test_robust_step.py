@@ -83,7 +83,8 @@ def test_the_robust_export_passes_its_self_checks_with_the_draws_as_inputs(robus
     model = onnx.load(str(path))
     assert [i.name for i in model.graph.input] == [*INPUT_NAMES, *DRAW_INPUTS]
     assert tensorrt_op_violations(model) == []
-    assert "MatMul" in loader.report.ops and not any(op.startswith(("Scatter", "GridSample")) for op in loader.report.ops)
+    ops = loader.report.ops
+    assert "MatMul" in ops and not any(op.startswith(("Scatter", "GridSample")) for op in ops)
     layout = StepLayout.from_metadata(read_export_metadata(path))
     assert layout == StepLayout(surrogates=2, draws=3, stand_ins=1, view_size=32, loss="margin", coded_draws=2)
 
