@@ -5,9 +5,10 @@ The graph computes one step ``(x, x0, m, w, eps, alpha, mu) -> (x_next, m_next, 
 (:func:`comcloak.export.onnx_export.step_tensor_shapes`); a robust graph also takes one step's random draws
 (``pre_h, pre_w, mix, post_h, post_w``), which the runner samples on the host before each step with the same
 :class:`comcloak.attacks.eot.DrawSampler` the torch backend uses, so both backends draw the same. A runner keeps,
-per batch size, static buffers for every tensor and two of the carried ones: step ``k`` reads ``x``/``m`` from pair ``a`` and writes ``x_next``/``m_next`` into
-pair ``b`` when ``k`` is even, the other way round when odd (:func:`ping_pong`), so no data moves between steps. A
-subclass says how to bind a buffer set and how to run the steps on it.
+per batch size, static buffers for every tensor and two of the carried ones: step ``k`` reads ``x``/``m`` from pair
+``a`` and writes ``x_next``/``m_next`` into pair ``b`` when ``k`` is even, the other way round when odd
+(:func:`ping_pong`), so no data moves between steps. A subclass says how to bind a buffer set and how to run the
+steps on it.
 """
 
 from __future__ import annotations
