@@ -43,18 +43,22 @@ class BenchSettings:
     attack: str = defaults.ATTACK
     eps: float = defaults.EPS  # 0-255 scale
     steps: int = defaults.STEPS
-    size: int = defaults.ATTACK_SIZE  # the random images' side: the attack view
+    size: int = defaults.ATTACK_SIZE  # the random images' side: the attack (working) view
     classifier_weights: str | None = None
     device: str = "cpu"
     threads: int | None = None
     min_seconds: float = 5.0  # keep timing calls until this much time has passed (at least one call)
     seed: int = 0
     random_weights: bool = False  # speed only: classifiers without shipped weights (resnet50)
+    strength: str | None = None  # a preset (comcloak.attacks.presets): its surrogates, stand-in, eps, draws, loss
 
     @property
     def config(self):  # -> AttackConfig
         from comcloak.attacks import AttackConfig
+        from comcloak.attacks.presets import preset_config
 
+        if self.strength is not None:  # the preset as comcloak cloak runs it, at this size and step count
+            return preset_config(self.strength, steps=self.steps, attack_size=self.size, seed=self.seed)
         return AttackConfig.from_user(self.attack, self.eps, self.steps if self.attack != "fgsm" else None,
                                       through=self.through, classifier=self.classifier,
                                       classifier_weights=self.classifier_weights, attack_size=self.size,
@@ -170,14 +174,20 @@ def _measure(backend: str, precision: str, batch: int, settings: BenchSettings,
 
 
 def bench_classifier(settings: BenchSettings):  # -> nn.Module (torch imported lazily)
-    """The classifier to time: shipped weights, or random ones with ``random_weights`` (speed does not depend on
-    the values; ResNet50 ships none)."""
+    """The classifier to time (an ``nn.ModuleList`` for a preset's ensemble): shipped weights, or random ones with
+    ``random_weights`` (speed does not depend on the values; ResNet50 ships none)."""
+    from torch import nn
+
     from comcloak.engine.cloaker import load_classifier
     from comcloak.models import create_model
 
+    config = settings.config
+    names = config.classifiers
     if settings.random_weights:
-        return create_model(settings.classifier).eval()
-    return load_classifier(settings.classifier, settings.classifier_weights)
+        members = [create_model(name).eval() for name in names]
+    else:
+        members = [load_classifier(name, config.classifier_weights) for name in names]
+    return members[0] if len(members) == 1 else nn.ModuleList(members)
 
 
 def attack_flops_per_image(settings: BenchSettings) -> int:
@@ -188,18 +198,25 @@ def attack_flops_per_image(settings: BenchSettings) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
     from comcloak.attacks import make_through
+    from comcloak.attacks.eot import DrawSampler, apply_draw
+    from comcloak.attacks.loop import as_surrogates, stand_ins_of
     from comcloak.models import freeze
 
-    classifier = freeze(bench_classifier(settings))
-    through = freeze(make_through(settings.through, settings.seed))
+    config = settings.config
+    surrogates = as_surrogates(freeze(bench_classifier(settings)))
+    through = freeze(make_through(config.through, settings.seed))
     x = torch.rand(1, 3, settings.size, settings.size, requires_grad=True)
-    # loss_and_gradient's pass, with backward() instead of autograd.grad (which FlopCounterMode's module tracker
-    # rejects); the weights are frozen, so both compute the input gradient only.
+    # descent_gradient's pass, with backward() instead of autograd.grad (which FlopCounterMode's module tracker
+    # rejects); the weights are frozen, so both compute the input gradient only. A robust step's draws: the stand-ins
+    # run on the coded draws only, as the torch backend runs them.
+    draw = DrawSampler(config.eot, len(stand_ins_of(through)), settings.seed).sample(1, settings.size, settings.size) \
+        if config.eot.enabled else None
     with FlopCounterMode(display=False) as counter:
-        loss = F.cross_entropy(classifier(through(x)), torch.zeros(1, dtype=torch.long), reduction="sum")
+        seen = apply_draw(x, draw, stand_ins_of(through)) if draw is not None else through(x)
+        labels = torch.zeros(seen.shape[0], dtype=torch.long)
+        loss = sum(F.cross_entropy(surrogate(seen), labels, reduction="sum") for surrogate in surrogates)
         loss.backward()
-    steps = settings.config.steps
-    return int(counter.get_total_flops()) * steps
+    return int(counter.get_total_flops()) * config.steps
 
 
 def measure_matmul_rate(device: str = "cpu", seconds: float = 2.0) -> tuple[float, str]:
@@ -263,10 +280,12 @@ def export_for_bench(settings: BenchSettings, cache_dir: str | os.PathLike | Non
     from comcloak.engine.backends import StepGraphCache
     from comcloak.models import freeze
 
+    config = settings.config
     classifier = freeze(bench_classifier(settings))
-    through = freeze(make_through(settings.through, settings.seed))
+    through = freeze(make_through(config.through, settings.seed))
     graphs = StepGraphCache(classifier, through, cache_dir,
-                            metadata={"classifier": settings.classifier, "through": settings.through})
+                            metadata={"classifier": config.classifier, "through": config.through},
+                            loss=config.loss, eot=config.eot)
     return graphs.path_for(settings.size, settings.size)
 
 
@@ -291,11 +310,17 @@ def results_payload(
         if flops_per_image and matmul:
             row["fraction_of_matmul_rate"] = round(result.images_per_s * flops_per_image / matmul[0], 5)
         rows.append(row)
+    config = settings.config
+    draws = f", {config.eot.draws} draws/step ({config.eot.coded_draws} through the stand-in)" \
+        if config.eot.enabled else ""
+    strength = f"--strength {settings.strength}: " if settings.strength else ""
     payload = {
         "machine": machine_description(settings.device),
         "results": rows,
         "versions": library_versions(),
         "settings": asdict(settings),
+        "workload": f"{strength}{config.classifier} through {config.through}, {config.method}, {config.steps} steps"
+                    f"{draws}, {config.loss} loss",
     }
     if flops_per_image and matmul:
         payload.update(flops_per_image=flops_per_image, matmul_flops_per_s=round(matmul[0]), matmul_dtype=matmul[1])
@@ -309,11 +334,13 @@ def markdown_table(payload: dict) -> str:
     settings = payload.get("settings", {})
     versions = ", ".join(f"{name} {value}" for name, value in payload.get("versions", {}).items())
     weights = ", random weights" if settings.get("random_weights") else ""
+    workload = payload.get("workload") or (
+        f"{settings.get('classifier')} through {settings.get('through')}, {settings.get('attack')}, "
+        f"{settings.get('steps')} steps")
     lines = [
         f"Machine: {payload['machine']}  ",
         f"Versions: {versions}  ",
-        f"Workload: {settings.get('classifier')}{weights} through {settings.get('through')}, "
-        f"{settings.get('attack')}, {settings.get('steps')} steps, {settings.get('size')}x{settings.get('size')}, "
+        f"Workload: {workload}{weights}, {settings.get('size')}x{settings.get('size')}, "
         f"device {settings.get('device')}, threads {settings.get('threads') or 'default'}  ",
     ]
     floor = "flops_per_image" in payload

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from comcloak.attacks.loss import loss_gradient, per_image_loss
+from comcloak.attacks.loss import goal_weights, loss_gradient, per_image_loss  # noqa: F401 - goal_weights re-exported
 from comcloak.attacks.through import COMODEL_MULTIPLE, ComModelThrough
 
 from .vjp import NodeValues, UnsupportedLayerError, VjpRule, describe_node, prepare_constants, rules_for

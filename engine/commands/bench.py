@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from comcloak import defaults
+from comcloak.attacks.presets import PRESETS, STRENGTHS
 from comcloak.engine.backends.registry import PRECISIONS, backend_names
 from comcloak.engine.commands.options import (
     add_classifier_options,
@@ -30,12 +31,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help=f"comma-separated: {', '.join(PRECISIONS)} (default fp32); torch fp32 is the reference "
                              "of the ratios")
     parser.add_argument("--batch", default="1,8,32", help="comma-separated batch sizes (default 1,8,32)")
-    add_steps_option(parser, defaults.STEPS)
+    add_steps_option(parser, None)
     add_through_option(add_classifier_options(parser), defaults.THROUGH, defaults.THROUGH)
+    parser.add_argument("--strength", default=None, choices=STRENGTHS,
+                        help="time a preset as comcloak cloak --strength runs it (its surrogates, stand-in, eps, "
+                             "draws and loss; --steps and --size still apply; --classifier and --through do not); "
+                             "default: none, the plain attack of --classifier through --through")
     parser.add_argument("--random-weights", action="store_true",
                         help="time the classifier with random weights (speed does not depend on them; resnet50 "
                              "ships none)")
-    parser.add_argument("--size", type=positive_int, default=224, help="image side (default 224)")
+    parser.add_argument("--size", type=positive_int, default=None,
+                        help="image side: the attack (working) view (default 224, or the --strength preset's)")
     add_device_option(parser, "cpu")
     parser.add_argument("--threads", type=positive_int, default=None, help="CPU threads per backend (default all)")
     parser.add_argument("--min-seconds", type=float, default=5.0, help="time calls for at least this long (default 5)")
@@ -90,9 +96,16 @@ def run(args: argparse.Namespace) -> int:
                 print(f"skipped: {backend} {precision}: {backend} runs in "
                       f"{', '.join(get_backend(backend).precisions)}", file=sys.stderr)
     batches = _int_list(args.batch, "--batch")
+    if args.strength is not None and (args.classifier != defaults.CLASSIFIER or args.through != defaults.THROUGH):
+        raise UserError("--strength sets the surrogates and the stand-in; drop --classifier/--through")
+    steps = args.steps if args.steps is not None else (
+        PRESETS[args.strength].steps if args.strength is not None else defaults.STEPS)
+    size = args.size if args.size is not None else (
+        PRESETS[args.strength].attack_size if args.strength is not None else defaults.ATTACK_SIZE)
     settings = BenchSettings(classifier=args.classifier, classifier_weights=args.classifier_weights,
-                             through=args.through, steps=args.steps, size=args.size, device=args.device,
-                             threads=args.threads, min_seconds=args.min_seconds, random_weights=args.random_weights)
+                             through=args.through, steps=steps, size=size, device=args.device,
+                             threads=args.threads, min_seconds=args.min_seconds, random_weights=args.random_weights,
+                             strength=args.strength)
     onnx_path = None
     if any(get_backend(name).exported for name, _ in measurements):
         print("exporting the step graph ...", file=sys.stderr)

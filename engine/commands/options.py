@@ -92,7 +92,8 @@ def add_runtime_options(parser: argparse.ArgumentParser) -> None:
 
 def add_steps_option(group: argparse._ArgumentGroup | argparse.ArgumentParser, default: int | None = None) -> None:
     group.add_argument("--steps", type=positive_int, default=default,
-                       help=f"iterations of bim/mim (default {defaults.STEPS}; fgsm takes one)")
+                       help=f"iterations of bim/mim (default {defaults.STEPS}, or the preset's own with --strength or "
+                            "--strengths; fgsm takes one)")
 
 
 def add_attack_options(parser: argparse.ArgumentParser, single_attack: bool = True) -> None:
