@@ -243,3 +243,27 @@ def test_tensorrt_runner_matches_torch(models, graphs, tmp_path: Path) -> None:
     assert (np.abs(cloaked - reference) <= 1).mean() >= PARITY_FRACTION
     np.testing.assert_array_equal(replayed, cloaked)
     assert len(list(tmp_path.glob("step-*.engine"))) == 1  # cached for the next activation
+
+
+def test_bench_times_a_preset_with_its_ensemble_and_draws(monkeypatch) -> None:
+    """--strength: the preset's surrogates, stand-in and draws are what is timed and counted (the tiny networks stand
+    in for the preset's real ones)."""
+    import dataclasses
+
+    from comcloak.attacks import presets
+    from comcloak.engine.bench import BenchSettings, attack_flops_per_image, markdown_table, results_payload
+
+    tiny = {name: dataclasses.replace(preset, classifier="tiny_classifier,tiny_classifier_b")
+            for name, preset in presets.PRESETS.items()}
+    monkeypatch.setattr(presets, "PRESETS", tiny)
+    robust = BenchSettings(strength="balanced", steps=2, size=48)
+    config = robust.config
+    assert (config.classifiers, config.eot.draws, config.steps, config.attack_size) == (
+        ("tiny_classifier", "tiny_classifier_b"), 2, 2, 48)
+    plain = BenchSettings(classifier="tiny_classifier", through="comodel:jpeg:50", steps=2, size=48)
+    # Two surrogates on two 224x224 draws outweigh one on the 48x48 view.
+    assert attack_flops_per_image(robust) > 2 * attack_flops_per_image(plain)
+    payload = results_payload([], robust)
+    workload = payload["workload"]
+    assert "--strength balanced" in workload and "2 draws/step (1 through the stand-in)" in workload
+    assert payload["workload"] in markdown_table(payload)
