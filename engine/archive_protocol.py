@@ -11,6 +11,7 @@ Quality: PSNR and SSIM of the full-resolution output against the original.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -37,16 +38,30 @@ class FullResolutionQuality:
     psnrs: list[float] = field(default_factory=list)
     ssims: list[float] = field(default_factory=list)
     linf_max: int = 0
+    linfs: list[int] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=list)  # which attack (and stand-in) made each cloak
+    cloak_seconds: dict[str, float] = field(default_factory=dict)  # time in Cloaker.cloak_photos, per kind
 
-    def add(self, original: np.ndarray, cloaked: np.ndarray) -> None:
+    def add(self, original: np.ndarray, cloaked: np.ndarray, kind: str = "") -> None:
         self.psnrs.append(min(psnr(original, cloaked), 99.0))  # identical images: cap inf for the statistics
         self.ssims.append(ssim(original, cloaked))
-        self.linf_max = max(self.linf_max, linf(original, cloaked))
+        self.linfs.append(linf(original, cloaked))
+        self.linf_max = max(self.linf_max, self.linfs[-1])
+        self.kinds.append(kind)
 
-    def quality(self) -> dict[str, float]:
-        """PSNR mean / 5th percentile, SSIM mean and max L-inf of the full-resolution outputs."""
-        return {"psnr_mean": float(np.mean(self.psnrs)), "psnr_p05": float(np.percentile(self.psnrs, 5)),
-                "ssim_mean": float(np.mean(self.ssims)), "linf_max": float(self.linf_max)}
+    def quality(self, kind: str | None = None) -> dict[str, float]:
+        """PSNR mean / 5th percentile, SSIM mean and max L-inf of the full-resolution outputs (of one ``kind``)."""
+        rows = [i for i, name in enumerate(self.kinds) if kind is None or name == kind] or list(range(len(self.psnrs)))
+        psnrs = [self.psnrs[i] for i in rows]
+        return {"psnr_mean": float(np.mean(psnrs)), "psnr_p05": float(np.percentile(psnrs, 5)),
+                "ssim_mean": float(np.mean([self.ssims[i] for i in rows])),
+                "linf_max": float(max(self.linfs[i] for i in rows))}
+
+    def quality_by_kind(self) -> dict[str, dict[str, float]]:
+        """:meth:`quality` of each attack (and stand-in), with its cloaking seconds per photo."""
+        counts = {kind: self.kinds.count(kind) for kind in dict.fromkeys(self.kinds)}
+        return {kind: {**self.quality(kind), "cloak_seconds_per_photo": self.cloak_seconds.get(kind, 0.0) / count}
+                for kind, count in counts.items()}
 
 
 @dataclass
@@ -80,10 +95,14 @@ def full_resolution_cloaks(
                 # No module: the config is a preset that cloaks through its own stand-in.
                 cloaker = make_cloaker(config if module is None else replace(config, through=stand_in), module)
                 row_through = through_name if module is not None else config.through
+                kind = f"{config.strength or config.method} through {row_through}"
                 for start in range(0, len(photos), batch_size):
                     chunk = list(photos[start : start + batch_size])
-                    for offset, (photo, cloak) in enumerate(zip(chunk, cloaker.cloak_photos(chunk, batch_size))):
-                        quality.add(photo, cloak.cloaked)
+                    began = time.perf_counter()
+                    cloaks = cloaker.cloak_photos(chunk, batch_size)
+                    quality.cloak_seconds[kind] = quality.cloak_seconds.get(kind, 0.0) + time.perf_counter() - began
+                    for offset, (photo, cloak) in enumerate(zip(chunk, cloaks)):
+                        quality.add(photo, cloak.cloaked, kind)
                         yield config, row_through, group, start + offset, cloak
                     if progress is not None:
                         progress(len(chunk))

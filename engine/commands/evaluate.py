@@ -219,8 +219,8 @@ def _run_platform(args, classifier, photos, failed, attacks, throughs, profiles,
         } for config in attacks},
         "judges": {name: role for name, (_, role) in judges.items()}, "views": views,
         "eps": args.eps, "steps": max(a.steps for a in attacks), "targeted": False, "n_photos": result.n_photos,
-        "results": [row.as_dict() for row in result.rows], "quality": quality, "failed_photos": failed,
-        "seconds": seconds,
+        "results": [row.as_dict() for row in result.rows], "quality": quality,
+        "quality_by_attack": result.quality_by_kind(), "failed_photos": failed, "seconds": seconds,
     }
     write_outputs(args, payload, platform_markdown)
     print(f"{result.n_photos} photos, {seconds:.0f} s")
