@@ -137,11 +137,19 @@ def platform_markdown(payload: dict) -> str:
     judging classifiers (surrogates, then evaluation-only), columns = platform profiles; then image quality."""
     results = payload["results"]
     profiles = list(dict.fromkeys(r["profile"] for r in results))
+    presets = payload.get("strengths") and payload.get("attacks") or {}
+    if presets:
+        cloaked = "with the presets " + "; ".join(
+            f"`{name}` (surrogates {', '.join(f'`{s}`' for s in value['surrogates'])}, eps {value['eps']:g}/255, "
+            f"{value['steps']} steps, {value['draws']} draws/step, working view {value['attack_size']} px, "
+            f"{value['loss']} loss, through `{value['through']}`)" for name, value in presets.items())
+    else:
+        cloaked = (f"through surrogate `{payload['classifier']}`, eps {payload['eps']:g}/255, {payload['steps']} "
+                   "steps (FGSM: 1)")
     lines = [
         "# comcloak eval — platform protocol",
         "",
-        f"{payload['n_photos']} photos cloaked at full resolution through surrogate `{payload['classifier']}`, "
-        f"eps {payload['eps']:g}/255, {payload['steps']} steps (FGSM: 1); {payload['seconds']:.0f} s. Each cloak "
+        f"{payload['n_photos']} photos cloaked at full resolution {cloaked}; {payload['seconds']:.0f} s. Each cloak "
         "goes through a platform profile, then an attacker view, then every classifier. **protect@1**: the top-1 "
         "differs from the clean photo's under the same profile and view; **hide@5**: the clean top-1 is not in the "
         "cloak's top 5. *Evaluation-only* classifiers were never attacked through: they stand for models the cloak "

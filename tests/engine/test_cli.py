@@ -333,13 +333,16 @@ def test_eval_platform_protocol_with_presets(tmp_path: Path, photo_dir: Path, ca
     out = tmp_path / "presets.json"
     code, stdout, _ = run_cli(["eval", str(photo_dir), "--protocol", "platform", "--strengths", "fast,paper",
                                "--judges", "none", "--codecs", "instagram", "--views", "crop", "--json", str(out),
-                               "-q"], capsys)
+                               "--report", str(tmp_path / "presets.md"), "-q"], capsys)
     assert code == 0 and "fast through comodel:jpeg:50, view crop" in stdout
     payload = json.loads(out.read_text())
     assert set(payload["attacks"]) == {"fast", "paper"} and payload["attacks"]["fast"]["draws"] == 1
     by_attack = payload["quality_by_attack"]  # each preset's own quality and time
     assert set(by_attack) == {"fast through comodel:jpeg:50", "paper through comodel:jpeg:50"}
     assert all(value["cloak_seconds_per_photo"] > 0 and value["psnr_mean"] > 30 for value in by_attack.values())
+    report = (tmp_path / "presets.md").read_text()
+    assert "with the presets `fast` (surrogates `tiny_classifier`, `tiny_classifier_b`" in report
+    assert "| fast through comodel:jpeg:50 |" in report
     assert {(r["attack"], r["classifier"], r["role"]) for r in payload["results"]} == {
         (attack, name, "surrogate") for attack in ("fast", "paper")
         for name in ("tiny_classifier", "tiny_classifier_b")}
