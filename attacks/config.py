@@ -32,8 +32,8 @@ class EotSettings:
         draws: random draws per image and step; 0 turns the expectation off (the paper's attack: the stand-in on the
             whole attack view, every step).
         view_size: the attacker's view the draws resample to (S x S), the classifiers' input.
-        rescale_range: the attacker's rescaled shorter side, in pixels of a ``view_size`` crop: 256 is the
-            torchvision/timm 256/224 centre crop; the range spans tighter and looser crops.
+        rescale_range: the attacker's rescaled shorter side over the crop's side, drawn uniformly: 256/224 is the
+            torchvision/timm centre crop; the default (1, 300/224) spans tighter and looser crops.
         whole_image_rate: fraction of draws that resize the whole photo to S x S instead of cropping.
         flip_rate: fraction of draws mirrored left-right.
         downscale_rate, downscale_range: fraction of draws downscaled by a platform first, and by what factor.
@@ -44,7 +44,7 @@ class EotSettings:
 
     draws: int = 0
     view_size: int = 224
-    rescale_range: tuple[float, float] = (224.0, 300.0)
+    rescale_range: tuple[float, float] = (1.0, 300 / 224)
     whole_image_rate: float = 0.25
     flip_rate: float = 0.5
     downscale_rate: float = 0.25
@@ -70,8 +70,9 @@ class EotSettings:
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise AttackConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         low, high = self.rescale_range
-        if not 0 < low <= high:
-            raise AttackConfigError(f"rescale_range must be increasing and positive, got {self.rescale_range}")
+        if not 1 <= low <= high:
+            raise AttackConfigError(f"rescale_range must be increasing and at least 1 (a crop within the photo), got "
+                                    f"{self.rescale_range}")
         low, high = self.downscale_range
         if not 0 < low <= high <= 1:
             raise AttackConfigError(f"downscale_range must be within (0, 1], got {self.downscale_range}")

@@ -11,6 +11,10 @@ random *draws* per image of what may happen to the photo:
 3. the attacker's view: a square crop at a random scale and position (the 256/224 centre crop and its neighbours) or
    a whole-image resize, a random flip and a sub-pixel shift, resampled to ``view_size`` (``post_h``/``post_w``).
 
+The working view is already far below any platform's resolution, so a platform's downscale and codec act on it only
+approximately: the stand-in (a JPEG-50 ComModel at the working scale) is a deliberately harsh proxy, and the downscale
+draws a mild low-pass.
+
 Steps 1 and 3 are separable linear maps: ``y = A · x · Bᵀ`` per channel, with resampling matrices ``A`` (rows) and ``B``
 (columns) built per draw (:func:`resample_matrix`); their input gradient is ``Aᵀ · g · B``. The matrices are inputs
 of the computation, so the exported step graph takes them as per-step inputs (plain MatMul, no GridSample) and every
@@ -68,7 +72,7 @@ def resample_matrix(in_size: int, out_size: int, start: torch.Tensor, length: to
         (B, out_size, in_size) float32.
 
     Example:
-        >>> resample_matrix(4, 2, torch.zeros(1), torch.full((1,), 4.0))   # 2x downscale: pairs averaged
+        >>> resample_matrix(4, 2, torch.zeros(1), torch.full((1,), 4.0))   # a 2x downscale, antialiased
     """
     device = start.device
     step = (length / out_size)[:, None, None]  # input pixels per output pixel
@@ -167,9 +171,8 @@ class DrawSampler:
         count = batch * s.draws
         view = s.view_size
         shorter = float(min(height, width))
-        # 3. The attacker's view: a square crop (side = shorter * view / rescaled shorter side), or the whole photo.
-        rescaled = self._uniform(count, *s.rescale_range)
-        side = shorter * view / rescaled
+        # 3. The attacker's view: a square crop (side = shorter side / rescale ratio), or the whole photo.
+        side = shorter / self._uniform(count, *s.rescale_range)
         # The crop's position: the mean of two uniforms over the free range, centred on average, reaching the edges.
         pos_y = (height - side) * (self._uniform(count) + self._uniform(count)) / 2
         pos_x = (width - side) * (self._uniform(count) + self._uniform(count)) / 2
