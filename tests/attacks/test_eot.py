@@ -77,7 +77,8 @@ def test_an_identity_draw_changes_nothing_and_dense_equals_sparse() -> None:
 
 def test_eot_settings_are_validated() -> None:
     for bad, message in [({"draws": -1}, "draws must be 0"), ({"through_rate": 1.5}, "through_rate must be in"),
-                         ({"rescale_range": (1.3, 1.1)}, "rescale_range"), ({"rescale_range": (0.5, 1.1)}, "at least 1"),
+                         ({"rescale_range": (1.3, 1.1)}, "rescale_range"),
+                         ({"rescale_range": (0.5, 1.1)}, "at least 1"),
                          ({"downscale_range": (0.5, 1.5)}, "downscale_range"), ({"view_size": 8}, "attacker view")]:
         with pytest.raises(AttackConfigError, match=message):
             attack_config("mim", 5 / 255, eot=EotSettings(**bad))
