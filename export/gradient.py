@@ -207,6 +207,26 @@ def momentum_update(
     return x_next, m_next
 
 
+def surrogates_backward(
+    gradients: Sequence[InputGradient], seen: torch.Tensor, w: torch.Tensor, kind: str, draws: int = 1
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The surrogates' part of a step: each classifies ``seen`` ((N * draws) rows, draw-major within an image) and
+    the loss is averaged over surrogates and draws. Returns (input gradient of ``seen``, logits (N, M, K) averaged
+    over the draws, loss (N,)); ``w`` is (N, M, K)."""
+    count = len(gradients) * draws
+    grad, all_logits, loss = None, [], None
+    for index, gradient in enumerate(gradients):
+        env = gradient.run_forward(seen)
+        logits = env[gradient.output_node]  # (N * draws, K)
+        member_w = w[:, index].unsqueeze(1).expand(-1, draws, -1).reshape(logits.shape)
+        member_loss = per_image_loss(logits, member_w, kind).reshape(-1, draws).sum(1) / count
+        member_grad = gradient.run_backward(env, loss_gradient(logits, member_w, kind) / count)
+        grad = member_grad if grad is None else grad + member_grad
+        loss = member_loss if loss is None else loss + member_loss
+        all_logits.append(logits.reshape(-1, draws, logits.shape[1]).mean(1))
+    return grad, torch.stack(all_logits, dim=1), loss
+
+
 def _per_surrogate(w: torch.Tensor) -> torch.Tensor:
     """w as (N, M, K): a (N, K) w is one surrogate's."""
     return w.unsqueeze(1) if w.dim() == 2 else w
@@ -253,19 +273,9 @@ class AttackStep(nn.Module):
         alpha: torch.Tensor,
         mu: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        w = _per_surrogate(w)
-        count = len(self.gradients)
-        grad, all_logits, loss = None, [], None
-        for index, gradient in enumerate(self.gradients):
-            env = gradient.run_forward(x)
-            logits = env[gradient.output_node]
-            member_loss = per_image_loss(logits, w[:, index], self.loss_kind) / count
-            member_grad = gradient.run_backward(env, loss_gradient(logits, w[:, index], self.loss_kind) / count)
-            grad = member_grad if grad is None else grad + member_grad
-            loss = member_loss if loss is None else loss + member_loss
-            all_logits.append(logits)
+        grad, logits, loss = surrogates_backward(self.gradients, x, _per_surrogate(w), self.loss_kind)
         x_next, m_next = momentum_update(grad, x, x0, m, eps, alpha, mu)
-        return x_next, m_next, torch.stack(all_logits, dim=1), loss
+        return x_next, m_next, logits, loss
 
 
 class RobustAttackStep(nn.Module):
@@ -340,17 +350,7 @@ class RobustAttackStep(nn.Module):
         coded = torch.cat([coded.reshape(-1, split, 3, height, width), lowpassed[:, split:]], dim=1) if split else \
             lowpassed
         viewed = (post_h.unsqueeze(2) @ coded @ post_w.transpose(2, 3).unsqueeze(2)).reshape(-1, 3, view_h, view_w)
-        count = len(self.classifier_gradients) * draws
-        grad_viewed, all_logits, loss = None, [], None
-        for index, gradient in enumerate(self.classifier_gradients):
-            env = gradient.run_forward(viewed)
-            logits = env[gradient.output_node]  # (N*D, K)
-            member_w = w[:, index].unsqueeze(1).expand(-1, draws, -1).reshape(logits.shape)
-            member_loss = per_image_loss(logits, member_w, self.loss_kind).reshape(-1, draws).sum(1) / count
-            member_grad = gradient.run_backward(env, loss_gradient(logits, member_w, self.loss_kind) / count)
-            grad_viewed = member_grad if grad_viewed is None else grad_viewed + member_grad
-            loss = member_loss if loss is None else loss + member_loss
-            all_logits.append(logits.reshape(-1, draws, logits.shape[1]).mean(1))
+        grad_viewed, logits, loss = surrogates_backward(self.classifier_gradients, viewed, w, self.loss_kind, draws)
         grad_viewed = grad_viewed.reshape(-1, draws, 3, view_h, view_w)
         grad_coded = post_h.transpose(2, 3).unsqueeze(2) @ grad_viewed @ post_w.unsqueeze(2)  # (N, D, 3, H, W)
         if split:
@@ -363,4 +363,4 @@ class RobustAttackStep(nn.Module):
             grad_lowpassed = grad_coded
         grad = (pre_h.transpose(2, 3).unsqueeze(2) @ grad_lowpassed @ pre_w.unsqueeze(2)).sum(1)
         x_next, m_next = momentum_update(grad, x, x0, m, eps, alpha, mu)
-        return x_next, m_next, torch.stack(all_logits, dim=1), loss
+        return x_next, m_next, logits, loss
