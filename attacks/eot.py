@@ -130,8 +130,9 @@ class DrawSampler:
         the order of photos change nothing, and every backend draws the same)."""
         return cls(settings, stand_ins, seed, images.device, [content_seed(image, seed) for image in images])
 
-    def _uniform(self, count: int, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
-        return low + (high - low) * torch.rand(count, generator=self.generator, device=self.device)
+    def _uniform(self, generator: torch.Generator | None, count: int, low: float = 0.0,
+                 high: float = 1.0) -> torch.Tensor:
+        return low + (high - low) * torch.rand(count, generator=generator, device=self.device)
 
     def _downscale(self, size: int, factor: torch.Tensor) -> torch.Tensor:
         """(B, size, size): shrink a signal of ``size`` pixels by ``factor`` (B,) in (0, 1] (antialiased) and
@@ -155,48 +156,42 @@ class DrawSampler:
         if self.image_generators:
             if len(self.image_generators) != batch:
                 raise ValueError(f"this sampler draws for {len(self.image_generators)} images, asked for {batch}")
-            shared = self.generator
-            parts = []
-            try:
-                for generator in self.image_generators:
-                    self.generator = generator
-                    parts.append(self._sample(1, height, width))
-            finally:
-                self.generator = shared
+            parts = [self._sample(1, height, width, generator) for generator in self.image_generators]
             return Draw(**{name: torch.cat([getattr(part, name) for part in parts]) for name in DRAW_INPUTS})
-        return self._sample(batch, height, width)
+        return self._sample(batch, height, width, self.generator)
 
-    def _sample(self, batch: int, height: int, width: int) -> Draw:
+    def _sample(self, batch: int, height: int, width: int, generator: torch.Generator | None) -> Draw:
         s = self.settings
         count = batch * s.draws
         view = s.view_size
         shorter = float(min(height, width))
         # 3. The attacker's view: a square crop (side = shorter side / rescale ratio), or the whole photo.
-        side = shorter / self._uniform(count, *s.rescale_range)
+        side = shorter / self._uniform(generator, count, *s.rescale_range)
         # The crop's position: the mean of two uniforms over the free range, centred on average, reaching the edges.
-        pos_y = (height - side) * (self._uniform(count) + self._uniform(count)) / 2
-        pos_x = (width - side) * (self._uniform(count) + self._uniform(count)) / 2
-        whole = self._uniform(count) < s.whole_image_rate
+        pos_y = (height - side) * (self._uniform(generator, count) + self._uniform(generator, count)) / 2
+        pos_x = (width - side) * (self._uniform(generator, count) + self._uniform(generator, count)) / 2
+        whole = self._uniform(generator, count) < s.whole_image_rate
         top = torch.where(whole, torch.zeros_like(pos_y), pos_y)
         left = torch.where(whole, torch.zeros_like(pos_x), pos_x)
         box_h = torch.where(whole, torch.full_like(side, float(height)), side)
         box_w = torch.where(whole, torch.full_like(side, float(width)), side)
         # A sub-pixel shift of up to half an output pixel, in input pixels.
-        top = top + (self._uniform(count) - 0.5) * box_h / view
-        left = left + (self._uniform(count) - 0.5) * box_w / view
-        flip = self._uniform(count) < s.flip_rate
+        top = top + (self._uniform(generator, count) - 0.5) * box_h / view
+        left = left + (self._uniform(generator, count) - 0.5) * box_w / view
+        flip = self._uniform(generator, count) < s.flip_rate
         post_h = resample_matrix(height, view, top, box_h)
         post_w = resample_matrix(width, view, left, box_w, flip)
         # 1. The platform's downscale, on some draws.
-        shrink = self._uniform(count) < s.downscale_rate
-        factor = torch.where(shrink, self._uniform(count, *s.downscale_range), torch.ones(count, device=self.device))
+        shrink = self._uniform(generator, count) < s.downscale_rate
+        factor = torch.where(shrink, self._uniform(generator, count, *s.downscale_range),
+                             torch.ones(count, device=self.device))
         pre_h = self._downscale(height, factor)
         pre_w = self._downscale(width, factor)
         # 2. The platform's codec: a random stand-in on each image's first coded_draws draws, the identity after.
         mix = torch.zeros(count, self.stand_ins + 1, device=self.device)
         if self.stand_ins:
             coded = (torch.arange(count, device=self.device) % s.draws) < s.coded_draws
-            pick = 1 + torch.randint(self.stand_ins, (count,), generator=self.generator, device=self.device)
+            pick = 1 + torch.randint(self.stand_ins, (count,), generator=generator, device=self.device)
             mix[torch.arange(count, device=self.device), torch.where(coded, pick, torch.zeros_like(pick))] = 1.0
         else:
             mix[:, 0] = 1.0

@@ -37,7 +37,6 @@ class FullResolutionQuality:
 
     psnrs: list[float] = field(default_factory=list)
     ssims: list[float] = field(default_factory=list)
-    linf_max: int = 0
     linfs: list[int] = field(default_factory=list)
     kinds: list[str] = field(default_factory=list)  # which attack (and stand-in) made each cloak
     cloak_seconds: dict[str, float] = field(default_factory=dict)  # time in Cloaker.cloak_photos, per kind
@@ -46,12 +45,11 @@ class FullResolutionQuality:
         self.psnrs.append(min(psnr(original, cloaked), 99.0))  # identical images: cap inf for the statistics
         self.ssims.append(ssim(original, cloaked))
         self.linfs.append(linf(original, cloaked))
-        self.linf_max = max(self.linf_max, self.linfs[-1])
         self.kinds.append(kind)
 
     def quality(self, kind: str | None = None) -> dict[str, float]:
         """PSNR mean / 5th percentile, SSIM mean and max L-inf of the full-resolution outputs (of one ``kind``)."""
-        rows = [i for i, name in enumerate(self.kinds) if kind is None or name == kind] or list(range(len(self.psnrs)))
+        rows = [i for i, name in enumerate(self.kinds) if kind is None or name == kind]
         psnrs = [self.psnrs[i] for i in rows]
         return {"psnr_mean": float(np.mean(psnrs)), "psnr_p05": float(np.percentile(psnrs, 5)),
                 "ssim_mean": float(np.mean([self.ssims[i] for i in rows])),

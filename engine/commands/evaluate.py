@@ -90,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
     from comcloak.errors import UserError
     from comcloak.models import freeze
 
+    # --eps as given (None: not given, and a preset keeps its own); every other path takes the default.
+    given_eps, args.eps = args.eps, defaults.EPS if args.eps is None else args.eps
     if args.examples and args.protocol != "paper":
         raise UserError(f"--examples shows 224x224 paper-protocol cloaks; it does not apply to --protocol "
                         f"{args.protocol}")
@@ -106,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     if args.strengths is not None:
         if args.protocol != "platform":
             raise UserError("--strengths applies to --protocol platform")
-        attacks = strength_configs(args)
+        attacks = strength_configs(args, given_eps)
         through_specs = ["preset"]
     else:
         attacks = [attack_config_from_args(args, method=name.strip(), through=defaults.THROUGH)
@@ -230,8 +232,9 @@ def _run_platform(args, classifier, photos, failed, attacks, throughs, profiles,
 PRESET_THROUGH = None  # eval --strengths: each preset cloaks through its own stand-in
 
 
-def strength_configs(args: argparse.Namespace) -> list:
-    """The configurations of ``--strengths``: each preset, with --eps/--steps/--seed applied when given."""
+def strength_configs(args: argparse.Namespace, eps: float | None) -> list:
+    """The configurations of ``--strengths``: each preset, with ``eps`` (the --eps given, or None), --steps and
+    --seed applied when given."""
     from comcloak.attacks.presets import preset_config
     from comcloak.errors import UserError
 
@@ -239,8 +242,7 @@ def strength_configs(args: argparse.Namespace) -> list:
     unknown = [name for name in names if name not in STRENGTHS]
     if unknown or not names:
         raise UserError(f"--strengths takes comma-separated {', '.join(STRENGTHS)}, got {args.strengths!r}")
-    explicit_eps = args.eps if args.eps != defaults.EPS else None
-    return [preset_config(name, eps=explicit_eps, steps=args.steps, seed=args.seed) for name in names]
+    return [preset_config(name, eps=eps, steps=args.steps, seed=args.seed) for name in names]
 
 
 def format_quality(quality: dict[str, float], where: str) -> str:

@@ -118,8 +118,9 @@ def add_attack_options(parser: argparse.ArgumentParser, single_attack: bool = Tr
                            help="ce (cross-entropy) or margin (push the clean label out of the top-5) (default: "
                                 "the preset's; margin for balanced)")
     else:
-        group.add_argument("--eps", type=eps_value, default=defaults.EPS,
-                           help=f"L-inf budget on the 0-255 scale (default {defaults.EPS:g})")
+        group.add_argument("--eps", type=eps_value, default=None,
+                           help=f"L-inf budget on the 0-255 scale (default {defaults.EPS:g}, or the preset's own "
+                                "with --strengths)")
         add_steps_option(group)
     group.add_argument("--alpha", type=eps_value, default=None, help="step size, 0-255 scale (default eps/steps)")
     group.add_argument("--momentum", type=float, default=None, help="MIM momentum mu (default 1; MIM only)")

@@ -348,3 +348,18 @@ def test_eval_platform_protocol_with_presets(tmp_path: Path, photo_dir: Path, ca
         for name in ("tiny_classifier", "tiny_classifier_b")}
     code, _, err = run_cli_error(["eval", str(photo_dir), "--strengths", "fast"], capsys)
     assert code == 2 and "--strengths applies to --protocol platform" in err
+
+
+def test_eval_strengths_take_an_eps_given_even_when_it_equals_the_default() -> None:
+    from comcloak.engine.commands.evaluate import strength_configs
+
+    given = build_parser_args(["eval", "photos", "--protocol", "platform", "--strengths", "strong", "--eps", "5"])
+    assert [config.eps_255 for config in strength_configs(given, given.eps)] == [5]
+    default = build_parser_args(["eval", "photos", "--protocol", "platform", "--strengths", "strong"])
+    assert [config.eps_255 for config in strength_configs(default, default.eps)] == [8]  # the preset's own
+
+
+def build_parser_args(argv: list[str]):
+    from comcloak.engine.cli import build_parser
+
+    return build_parser().parse_args(argv)
