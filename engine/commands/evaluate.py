@@ -16,6 +16,7 @@ from comcloak.engine.commands.options import (
     add_classifier_options,
     add_device_option,
     attack_config_from_args,
+    non_negative_int,
     positive_int,
 )
 
@@ -48,7 +49,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--strengths", default=None, metavar="LIST",
                         help=f"platform protocol: cloak with these presets instead of --attacks, comma-separated "
                              f"from {','.join(STRENGTHS)}, each with its own numbers, surrogates and stand-in (as "
-                             "comcloak cloak --strength runs them); --eps, --steps and --seed still apply when given")
+                             "comcloak cloak --strength runs them); --eps, --steps, --alpha, --momentum, --draws "
+                             "and --seed still apply when given")
     parser.add_argument("--through", default="none,diffjpeg:50,comodel:auto",
                         help="comma-separated stand-ins: none, diffjpeg:Q, comodel:CODEC, comodel:PATH, "
                              "comodel-cubic:CODEC (the ComModel's trained cubic rounding instead of its continuous "
@@ -70,6 +72,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="write an example grid: the first 4 photos, each cloak and its amplified difference")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_attack_options(parser, single_attack=False)
+    parser.add_argument("--draws", type=non_negative_int, default=None,
+                        help="with --strengths: random draws per step of the platform and the attacker's view "
+                             "(default: each preset's own)")
     add_device_option(add_classifier_options(parser))  # eval runs on the torch backend in fp32: no runtime options
     parser.set_defaults(run=run)
 
@@ -105,9 +110,14 @@ def run(args: argparse.Namespace) -> int:
     through_specs = [spec.strip() for spec in args.through.split(",") if spec.strip()]
     # One configuration per attack; the protocols pair each with every stand-in (the config's own through is the
     # row's stand-in where a Cloaker runs it).
+    if args.strengths is None and args.draws is not None:
+        raise UserError("--draws applies with --strengths (the presets' robust attack)")
     if args.strengths is not None:
         if args.protocol != "platform":
             raise UserError("--strengths applies to --protocol platform")
+        if args.classifier != defaults.CLASSIFIER or args.classifier_weights:
+            raise UserError("with --strengths each preset attacks its own surrogates; --classifier and "
+                            "--classifier-weights do not apply")
         attacks = strength_configs(args, given_eps)
         through_specs = ["preset"]
     else:
@@ -233,8 +243,8 @@ PRESET_THROUGH = None  # eval --strengths: each preset cloaks through its own st
 
 
 def strength_configs(args: argparse.Namespace, eps: float | None) -> list:
-    """The configurations of ``--strengths``: each preset, with ``eps`` (the --eps given, or None), --steps and
-    --seed applied when given."""
+    """The configurations of ``--strengths``: each preset, with ``eps`` (the --eps given, or None), --steps, --alpha,
+    --momentum, --draws and --seed applied when given."""
     from comcloak.attacks.presets import preset_config
     from comcloak.errors import UserError
 
@@ -242,7 +252,8 @@ def strength_configs(args: argparse.Namespace, eps: float | None) -> list:
     unknown = [name for name in names if name not in STRENGTHS]
     if unknown or not names:
         raise UserError(f"--strengths takes comma-separated {', '.join(STRENGTHS)}, got {args.strengths!r}")
-    return [preset_config(name, eps=eps, steps=args.steps, seed=args.seed) for name in names]
+    return [preset_config(name, eps=eps, steps=args.steps, alpha=args.alpha, momentum=args.momentum, draws=args.draws,
+                          seed=args.seed) for name in names]
 
 
 def format_quality(quality: dict[str, float], where: str) -> str:

@@ -359,6 +359,24 @@ def test_eval_strengths_take_an_eps_given_even_when_it_equals_the_default() -> N
     assert [config.eps_255 for config in strength_configs(default, default.eps)] == [8]  # the preset's own
 
 
+def test_eval_strengths_apply_the_step_options_given(photo_dir: Path, capsys) -> None:
+    """--alpha, --momentum and --draws reach each preset (they were silently dropped); where they cannot apply, the
+    command says so instead of ignoring them."""
+    from comcloak.engine.commands.evaluate import strength_configs
+
+    args = build_parser_args(["eval", "photos", "--protocol", "platform", "--strengths", "fast,balanced", "--alpha",
+                              "0.5", "--momentum", "0.5", "--draws", "3"])
+    configs = strength_configs(args, args.eps)
+    assert [(round(c.alpha_255, 6), c.momentum, c.eot.draws) for c in configs] == [(0.5, 0.5, 3)] * 2
+    plain = build_parser_args(["eval", "photos", "--protocol", "platform", "--strengths", "balanced"])
+    assert [(c.alpha_255, c.eot.draws) for c in strength_configs(plain, plain.eps)] == [(5 / 20, 2)]
+    code, _, err = run_cli_error(["eval", str(photo_dir), "--protocol", "platform", "--draws", "2"], capsys)
+    assert code == 2 and "--draws applies with --strengths" in err
+    code, _, err = run_cli_error(["eval", str(photo_dir), "--protocol", "platform", "--strengths", "fast",
+                                  "--classifier", "mobilenet_v2"], capsys)
+    assert code == 2 and "--classifier and --classifier-weights do not apply" in err
+
+
 def build_parser_args(argv: list[str]):
     from comcloak.engine.cli import build_parser
 
