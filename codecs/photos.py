@@ -7,6 +7,7 @@ Pillow's decompression-bomb guard stays on: an oversized image is a :class:`Phot
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Iterator
@@ -19,17 +20,23 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from comcloak import defaults
 from comcloak.atomic import atomic_writer
+from comcloak.codecs.pixel_formats import PixelFormatError, declares_signed_samples, icc_colour_space, to_rgb8
 from comcloak.errors import UserError
 
 logger = logging.getLogger(__name__)
 
 # Extensions collected when a folder is given; single files of other types are still tried.
-PHOTO_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp"})
+PHOTO_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".avif",
+                              ".heic", ".heif"})
+HEIF_SUFFIXES = frozenset({".heic", ".heif"})  # read through pillow-heif: pip install 'comcloak[heif]'
+
 # Lossy outputs are written at high quality with full-resolution chroma so the cloak is not smoothed away.
 DEFAULT_JPEG_QUALITY = defaults.JPEG_QUALITY
 DEFAULT_WEBP_QUALITY = defaults.WEBP_QUALITY
 # Formats written back as they came; anything else (GIF, ...) becomes PNG, since a palette would destroy the cloak.
-_SAVE_FORMATS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "TIFF": ".tif", "BMP": ".bmp"}
+WRITTEN_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "TIFF", "BMP"})
+_GREY_FORMATS = frozenset({"JPEG", "PNG", "TIFF", "BMP"})  # WebP has no greyscale mode: written as RGB
+_ALPHA_FORMATS = frozenset({"PNG", "WEBP", "TIFF"})
 
 
 class PhotoError(UserError, ValueError):
@@ -46,14 +53,17 @@ class PhotoError(UserError, ValueError):
 
 @dataclass
 class Photo:
-    """A decoded photo: ``pixels`` uint8 RGB (H, W, 3), upright (EXIF orientation applied)."""
+    """A decoded photo: ``pixels`` uint8 RGB (H, W, 3), upright (EXIF orientation applied), by the rules of
+    :mod:`comcloak.codecs.pixel_formats`; ``icc_profile`` is valid for the output's mode; ``greyscale`` photos are
+    written back greyscale; ``notes`` say what the decoding did to the samples (16-bit scaled, CMYK converted, ...)."""
 
     pixels: np.ndarray
     format: str
     alpha: np.ndarray | None = None
     icc_profile: bytes | None = None
     source: Path | None = None
-    info: dict = field(default_factory=dict)
+    greyscale: bool = False
+    notes: tuple[str, ...] = field(default_factory=tuple)
 
 
 @dataclass(frozen=True)
@@ -70,10 +80,22 @@ _TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})
 _EXIF_ORIENTATION = 0x0112
 
 
+@functools.cache
+def _heif_support() -> bool:
+    """Register pillow-heif's HEIC/HEIF opener with Pillow once, if it is installed (the ``heif`` extra)."""
+    try:
+        import pillow_heif
+    except ImportError:
+        return False
+    pillow_heif.register_heif_opener()
+    return True
+
+
 def read_header(path: str | os.PathLike) -> PhotoHeader:
     """The upright size and format of ``path`` from its header (no pixels are decoded; cheap on any size), with the
     same one-line :class:`PhotoError` as :func:`load_photo`."""
     path = Path(path)
+    _heif_support()
     with _decoding_errors(path), Image.open(path) as image:
         width, height = image.size
         if image.getexif().get(_EXIF_ORIENTATION) in _TRANSPOSING_ORIENTATIONS:
@@ -93,6 +115,8 @@ def _decoding_errors(path: Path) -> Iterator[None]:
     except PermissionError:
         raise PhotoError(path, "permission denied") from None
     except UnidentifiedImageError:
+        if path.suffix.lower() in HEIF_SUFFIXES and not _heif_support():
+            raise PhotoError(path, "HEIC/HEIF needs pillow-heif: pip install 'comcloak[heif]'") from None
         raise PhotoError(path, "not a readable image") from None
     except Image.DecompressionBombError as error:
         raise PhotoError(path, f"refused as a possible decompression bomb ({error})") from None
@@ -103,19 +127,22 @@ def _decoding_errors(path: Path) -> Iterator[None]:
 def load_photo(path: str | os.PathLike) -> Photo:
     """Decode ``path`` to upright RGB; raise :class:`PhotoError` with a one-line reason on failure."""
     path = Path(path)
+    _heif_support()
     with _decoding_errors(path), Image.open(path) as image:
         image_format = image.format or "PNG"
-        icc_profile = image.info.get("icc_profile")
-        image = ImageOps.exif_transpose(image)
-        alpha = None
-        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-            rgba = image.convert("RGBA")
-            alpha = np.asarray(rgba)[..., 3].copy()
-            image = rgba
-        pixels = np.asarray(image.convert("RGB")).copy()
-    if pixels.ndim != 3 or min(pixels.shape[:2]) < 1:
+        frames = getattr(image, "n_frames", 1)
+        if frames > 1:
+            raise PhotoError(path, f"has {frames} frames; animated images and multi-page files are not cloaked")
+        upright = ImageOps.exif_transpose(image)
+        upright.info.setdefault("icc_profile", image.info.get("icc_profile"))
+        try:
+            decoded = to_rgb8(upright, signed_samples=declares_signed_samples(image))
+        except PixelFormatError as error:
+            raise PhotoError(path, str(error)) from None
+    if decoded.pixels.ndim != 3 or min(decoded.pixels.shape[:2]) < 1:
         raise PhotoError(path, "empty image")
-    return Photo(pixels=pixels, format=image_format, alpha=alpha, icc_profile=icc_profile, source=path)
+    return Photo(pixels=decoded.pixels, format=image_format, alpha=decoded.alpha, icc_profile=decoded.icc_profile,
+                 source=path, greyscale=decoded.greyscale, notes=decoded.notes)
 
 
 def load_rgb(path: str | os.PathLike) -> np.ndarray:
@@ -123,27 +150,27 @@ def load_rgb(path: str | os.PathLike) -> np.ndarray:
     return load_photo(path).pixels
 
 
-def output_suffix(photo_format: str, source_suffix: str) -> str:
-    """Suffix of the cloaked file: the source's own when its format is written back, else ``.png``."""
-    if photo_format in _SAVE_FORMATS:
-        return source_suffix if source_suffix.lower() in PHOTO_EXTENSIONS else _SAVE_FORMATS[photo_format]
-    return ".png"
-
-
 def save_photo(
-    photo: Photo, pixels: np.ndarray, destination: str | os.PathLike, jpeg_quality: int = DEFAULT_JPEG_QUALITY
+    photo: Photo, pixels: np.ndarray, destination: str | os.PathLike, jpeg_quality: int = DEFAULT_JPEG_QUALITY,
+    image_format: str | None = None,
 ) -> Path:
-    """Write ``pixels`` (uint8 RGB) in ``photo``'s format family to ``destination`` via a temp file and rename.
+    """Write ``pixels`` (uint8 RGB) to ``destination`` via a temp file and rename: in ``image_format`` (a Pillow
+    format name), by default ``photo``'s format family (:func:`output_format`).
 
-    A crash or a full disk leaves either the old file or none, never a half-written one.
+    A greyscale photo is written greyscale (the cloak's luminance) where the format has greyscale; alpha is kept where
+    the format has it; the colour profile is attached only when it is valid for the mode written. A crash or a full
+    disk leaves either the old file or none, never a half-written one.
     """
     destination = Path(destination)
-    image_format = photo.format if photo.format in _SAVE_FORMATS else "PNG"
+    image_format = image_format or output_format(photo.format)
     image = Image.fromarray(pixels, "RGB")
-    if photo.alpha is not None and image_format in ("PNG", "WEBP", "TIFF"):
+    if photo.greyscale and image_format in _GREY_FORMATS:  # ITU-R 601 luma of the cloak
+        image = image.convert("L")
+    if photo.alpha is not None and image_format in _ALPHA_FORMATS:
         image.putalpha(Image.fromarray(photo.alpha, "L"))
     options: dict = {}
-    if photo.icc_profile:
+    wanted_space = "GRAY" if image.mode in ("L", "LA") else "RGB"
+    if photo.icc_profile and icc_colour_space(photo.icc_profile) == wanted_space:
         options["icc_profile"] = photo.icc_profile
     if image_format == "JPEG":
         options.update(quality=jpeg_quality, subsampling=0)  # 4:4:4
@@ -156,21 +183,94 @@ def save_photo(
     return destination
 
 
-def collect_photos(inputs: list[str | os.PathLike]) -> list[tuple[Path, Path]]:
-    """Expand files and folders into ``(photo_path, relative_output_path)`` pairs, sorted, without duplicates.
+def output_format(photo_format: str) -> str:
+    """The Pillow format a photo is written back in: its own when it is one of the writable ones, else PNG."""
+    return photo_format if photo_format in WRITTEN_FORMATS else "PNG"
 
-    Files named directly keep their name; photos found in a folder keep their path relative to that folder.
-    Raises :class:`PhotoError` naming the first input that does not exist.
+
+@dataclass(frozen=True)
+class SkippedInput:
+    """A file or folder met while collecting inputs that is not cloaked, and why (one line)."""
+
+    path: Path
+    reason: str
+
+
+@dataclass
+class CollectedInputs:
+    """What :func:`collect_inputs` found: ``pairs`` ``(photo_path, relative_output_path)``, sorted by relative path,
+    and everything ``skipped`` with its reason."""
+
+    pairs: list[tuple[Path, Path]] = field(default_factory=list)
+    skipped: list[SkippedInput] = field(default_factory=list)
+
+
+def collect_inputs(inputs: list[str | os.PathLike], follow_symlinks: bool = False) -> CollectedInputs:
+    """Expand files and folders into photos to cloak, and say what was skipped and why: files that are not photos
+    (by extension), dangling symlinks, symlinked folders (followed only with ``follow_symlinks``, loops detected) and
+    second paths to a photo already found (a symlink to it; the real path is kept, else the first in sorted order).
+
+    Files named directly keep their name and are tried whatever their extension; photos found in a folder keep their
+    path relative to that folder. Raises :class:`PhotoError` naming the first input that does not exist.
     """
-    found: dict[Path, Path] = {}
+    collected = CollectedInputs()
+    candidates: list[tuple[Path, Path]] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            for candidate in sorted(path.rglob("*")):
-                if candidate.is_file() and candidate.suffix.lower() in PHOTO_EXTENSIONS:
-                    found.setdefault(candidate.resolve(), candidate.relative_to(path))
+            candidates += _walk(path, follow_symlinks, collected.skipped)
         elif path.is_file():
-            found.setdefault(path.resolve(), Path(path.name))
+            candidates.append((path, Path(path.name)))
+        elif path.is_symlink():
+            raise PhotoError(path, "dangling symlink")
         else:
             raise PhotoError(path, "input not found")
-    return sorted(found.items(), key=lambda pair: str(pair[1]))
+    by_target: dict[Path, list[tuple[Path, Path]]] = {}
+    for source, relative in candidates:
+        by_target.setdefault(source.resolve(), []).append((source, relative))
+    for target, claims in by_target.items():
+        claims.sort(key=lambda claim: (claim[0].is_symlink(), str(claim[1])))
+        kept_source, kept_relative = claims[0]
+        collected.pairs.append((target, kept_relative))
+        for source, _ in claims[1:]:
+            collected.skipped.append(SkippedInput(source, f"the same photo as {kept_source} (through a symlink)"))
+    collected.pairs.sort(key=lambda pair: str(pair[1]))
+    collected.skipped.sort(key=lambda skipped: str(skipped.path))
+    return collected
+
+
+def _walk(top: Path, follow_symlinks: bool, skipped: list[SkippedInput]) -> list[tuple[Path, Path]]:
+    """The photo files under ``top`` with their paths relative to it; what is passed over goes to ``skipped``."""
+    found: list[tuple[Path, Path]] = []
+    visited = {top.resolve()}
+    for folder, subfolders, files in os.walk(top, followlinks=follow_symlinks):
+        here = Path(folder)
+        for name in sorted(subfolders):
+            child = here / name
+            if not child.is_symlink():
+                continue
+            if not follow_symlinks:
+                skipped.append(SkippedInput(child, "symlinked folder not followed (use --follow-symlinks)"))
+            else:
+                target, parent = child.resolve(), here.resolve()
+                if target in visited or target == parent or target in parent.parents:
+                    skipped.append(SkippedInput(child, f"symlinked folder loops back to {target}"))
+                    subfolders.remove(name)
+                visited.add(target)
+        for name in sorted(files):
+            candidate = here / name
+            if candidate.is_symlink() and not candidate.exists():
+                skipped.append(SkippedInput(candidate, "dangling symlink"))
+            elif candidate.suffix.lower() not in PHOTO_EXTENSIONS:
+                skipped.append(SkippedInput(candidate, f"not a photo ({candidate.suffix or 'no extension'})"))
+            elif candidate.is_file():
+                found.append((candidate, candidate.relative_to(top)))
+            else:
+                skipped.append(SkippedInput(candidate, "not a regular file"))
+    return found
+
+
+def collect_photos(inputs: list[str | os.PathLike]) -> list[tuple[Path, Path]]:
+    """The ``(photo_path, relative_output_path)`` pairs of :func:`collect_inputs`, without the skip list (evaluation
+    and training, which read photos and write nothing beside them)."""
+    return collect_inputs(inputs).pairs

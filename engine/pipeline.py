@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
@@ -31,8 +30,9 @@ from comcloak.atomic import write_json
 from comcloak.attacks import attack_succeeded, linf, psnr
 from comcloak.attacks.views import view_top_labels
 from comcloak.codecs import Codec
-from comcloak.codecs.photos import Photo, PhotoError, load_photo, output_suffix, read_header, save_photo
+from comcloak.codecs.photos import Photo, PhotoError, load_photo, save_photo
 from comcloak.engine.cloaker import Cloaker, CloakResult, attack_shape
+from comcloak.engine.outputs import PlannedPhoto
 from comcloak.errors import UserError
 from comcloak.models.labels import imagenet_class_name
 
@@ -40,10 +40,6 @@ logger = logging.getLogger(__name__)
 
 MIN_PHOTO_SIDE = 32  # below this the classifiers' strided stages have nothing left to look at
 JUDGE_VIEW = "crop"  # the closing table judges as an attacker sees the photo: shorter side 256, centre crop 224
-
-
-class OutputLayoutError(UserError, ValueError):
-    """The output folder would overwrite or live inside the inputs."""
 
 
 @dataclass
@@ -74,25 +70,6 @@ class PhotoRecord:
         return record
 
 
-def plan_outputs(pairs: list[tuple[Path, Path]], output_dir: Path, inputs: Iterable[str | os.PathLike]) -> None:
-    """Refuse layouts that could overwrite an input or feed outputs back into the inputs on a rerun."""
-    output_dir = output_dir.resolve()
-    for item in inputs:
-        source = Path(item).resolve()
-        if source.is_dir() and (output_dir == source or source in output_dir.parents):
-            raise OutputLayoutError(f"output folder {output_dir} is inside input folder {source}; choose another")
-    sources = {source for source, _ in pairs}
-    seen: dict[Path, Path] = {}
-    for source, relative in pairs:
-        destination = (output_dir / relative).resolve()
-        if destination in sources:
-            raise OutputLayoutError(f"output {destination} would overwrite the input {source}; choose another folder")
-        stem_key = destination.with_suffix("")
-        if stem_key in seen:
-            raise OutputLayoutError(f"inputs {seen[stem_key]} and {source} would both be written to {destination}")
-        seen[stem_key] = source
-
-
 @dataclass(frozen=True)
 class CloakFailure:
     """A photo the cloaker could not cloak, and why (one line)."""
@@ -104,21 +81,21 @@ class CloakFailure:
 class _Job:
     source: Path
     destination: Path
+    image_format: str
     view_shape: tuple[int, int]
 
 
 def cloak_files(
     cloaker: Cloaker,
-    pairs: list[tuple[Path, Path]],
-    output_dir: Path,
+    plan: list[PlannedPhoto],
     check_codec: Codec | None,
     batch_size: int = defaults.BATCH_SIZE,
     overwrite: bool = False,
     jpeg_quality: int = defaults.JPEG_QUALITY,
     on_photo_done: Callable[[PhotoRecord], None] | None = None,
 ) -> list[PhotoRecord]:
-    """Cloak every ``(source, relative_output)`` pair into ``output_dir``; returns one record per pair, in the order
-    of ``pairs`` (the work itself runs grouped by attack-view shape; see the module docstring)."""
+    """Cloak every planned photo (:func:`comcloak.engine.outputs.plan_outputs`); returns one record per photo, in
+    the order of ``plan`` (the work itself runs grouped by attack-view shape; see the module docstring)."""
     records: list[PhotoRecord] = []
 
     def emit(record: PhotoRecord) -> None:
@@ -127,27 +104,28 @@ def cloak_files(
             on_photo_done(record)
 
     groups: dict[tuple[int, int], list[_Job]] = {}
-    for source, relative in pairs:
-        try:
-            header = read_header(source)
-            if min(header.height, header.width) < MIN_PHOTO_SIDE:
-                raise PhotoError(source, f"too small to cloak ({header.width}x{header.height}, need at least "
-                                         f"{MIN_PHOTO_SIDE} px on each side)")
-        except PhotoError as error:
-            emit(PhotoRecord(source=str(source), status="failed", error=str(error)))
+    for planned in plan:
+        source, header = planned.source, planned.header
+        if planned.error is not None or header is None or planned.destination is None:
+            emit(PhotoRecord(source=str(source), status="failed", error=planned.error or f"{source}: not planned"))
             continue
-        destination = output_dir / relative.with_suffix(output_suffix(header.format, relative.suffix))
-        if destination.exists() and not overwrite:
-            emit(PhotoRecord(source=str(source), status="skipped", output=str(destination),
+        if min(header.height, header.width) < MIN_PHOTO_SIDE:
+            emit(PhotoRecord(source=str(source), status="failed", error=str(PhotoError(
+                source, f"too small to cloak ({header.width}x{header.height}, need at least {MIN_PHOTO_SIDE} px on "
+                        "each side)"))))
+            continue
+        if planned.destination.exists() and not overwrite:
+            emit(PhotoRecord(source=str(source), status="skipped", output=str(planned.destination),
                              error="output exists (use --overwrite)"))
             continue
         view_shape = attack_shape(header.height, header.width, cloaker.config.attack_size)
-        groups.setdefault(view_shape, []).append(_Job(source, destination, view_shape))
+        groups.setdefault(view_shape, []).append(_Job(source, planned.destination, planned.image_format or "PNG",
+                                                      view_shape))
     for jobs in groups.values():
         for start in range(0, len(jobs), batch_size):
             for record in _cloak_write_score(cloaker, jobs[start : start + batch_size], check_codec, jpeg_quality):
                 emit(record)
-    order = {str(source): index for index, (source, _) in enumerate(pairs)}
+    order = {str(planned.source): index for index, planned in enumerate(plan)}
     return sorted(records, key=lambda record: order[record.source])
 
 
@@ -173,7 +151,7 @@ def _cloak_write_score(cloaker: Cloaker, jobs: list[_Job], check_codec: Codec | 
         record = PhotoRecord(source=str(job.source), status="cloaked", width=width, height=height,
                              clean_label=result.clean_label, goal_label=result.goal_label, seconds=per_photo)
         try:
-            written = write_cloak(photo, result, job.destination, jpeg_quality)
+            written = write_cloak(photo, result, job.destination, jpeg_quality, job.image_format)
         except OSError as error:
             record.status, record.error = "failed", f"{job.destination}: cannot write ({error})"
         else:
@@ -201,10 +179,12 @@ def _cloak_one(cloaker: Cloaker, photo: Photo) -> CloakResult | CloakFailure:
         return CloakFailure(f"cloaking failed ({type(error).__name__}: {error})")
 
 
-def write_cloak(photo: Photo, result: CloakResult, destination: Path, jpeg_quality: int) -> np.ndarray:
-    """Step 2: write the cloak atomically in the input's format family; returns the pixels as written to disk
-    (decoded again, so scoring sees what the output file holds, after our own encoder). Raises OSError."""
-    save_photo(photo, result.cloaked, destination, jpeg_quality=jpeg_quality)
+def write_cloak(photo: Photo, result: CloakResult, destination: Path, jpeg_quality: int,
+                image_format: str | None = None) -> np.ndarray:
+    """Step 2: write the cloak atomically in ``image_format`` (default: the input's format family); returns the pixels
+    as written to disk (decoded again, so scoring sees what the output file holds, after our own encoder). Raises
+    OSError."""
+    save_photo(photo, result.cloaked, destination, jpeg_quality=jpeg_quality, image_format=image_format)
     return load_photo(destination).pixels
 
 

@@ -13,7 +13,7 @@ from comcloak.codecs.photos import PhotoError
 from comcloak.engine import cli
 from comcloak.engine.backends import BackendUnavailableError
 from comcloak.engine.cloaker import CloakerConfigError
-from comcloak.engine.pipeline import OutputLayoutError
+from comcloak.engine.outputs import OutputLayoutError
 from comcloak.errors import UserError
 from comcloak.export import ExportError, OnnxDependencyError, UnsupportedLayerError
 from comcloak.models import UnknownModelError, WeightsError

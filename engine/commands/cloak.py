@@ -16,6 +16,7 @@ from comcloak.engine.commands.options import (
     build_cloaker,
     positive_int,
 )
+from comcloak.engine.outputs import DEFAULT_OUTPUT_FORMAT, OUTPUT_FORMATS
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -42,6 +43,9 @@ def add_output_options(parser: argparse.ArgumentParser, overwrite_option: bool =
                        help=f"photos attacked together (default {defaults.BATCH_SIZE})")
     group.add_argument("--jpeg-quality", type=positive_int, default=defaults.JPEG_QUALITY,
                        help=f"quality of JPEG outputs, 4:4:4 chroma (default {defaults.JPEG_QUALITY})")
+    group.add_argument("--format", default=DEFAULT_OUTPUT_FORMAT, choices=tuple(OUTPUT_FORMATS),
+                       help="format of the cloaked files: keep (default: JPEG, PNG, WebP, TIFF and BMP stay "
+                            "themselves; HEIC, AVIF, GIF and others become PNG), or jpeg, png, webp for all")
     if overwrite_option:
         group.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip them)")
     group.add_argument("--report", metavar="FILE.json", help="write a JSON record per photo")
@@ -51,7 +55,7 @@ def add_output_options(parser: argparse.ArgumentParser, overwrite_option: bool =
 def run(args: argparse.Namespace) -> int:
     from comcloak.codecs import parse_codec
     from comcloak.codecs.photos import collect_photos
-    from comcloak.engine.pipeline import plan_outputs
+    from comcloak.engine.outputs import plan_outputs
     from comcloak.errors import UserError
 
     if args.jpeg_quality > 100:
@@ -64,19 +68,19 @@ def run(args: argparse.Namespace) -> int:
     output_dir = Path(args.output)
     if output_dir.exists() and not output_dir.is_dir():
         raise UserError(f"output {output_dir} exists and is not a folder")
-    plan_outputs(pairs, output_dir, args.inputs)
+    plan = plan_outputs(pairs, output_dir, args.inputs, args.format)
     cloaker = build_cloaker(args)
-    return cloak_and_report(cloaker, pairs, output_dir, check_codec, args)
+    return cloak_and_report(cloaker, plan, check_codec, args)
 
 
-def cloak_and_report(cloaker, pairs, output_dir: Path, check_codec, args: argparse.Namespace) -> int:
+def cloak_and_report(cloaker, plan, check_codec, args: argparse.Namespace) -> int:
     """Run the pipeline with a progress bar, print the table, write the report; exit 1 if any photo failed."""
     from tqdm import tqdm
 
     from comcloak.engine.pipeline import cloak_files, format_table, write_report
 
-    with tqdm(total=len(pairs), unit="photo", disable=args.quiet, file=sys.stderr, dynamic_ncols=True) as bar:
-        records = cloak_files(cloaker, pairs, output_dir, check_codec, batch_size=args.batch_size,
+    with tqdm(total=len(plan), unit="photo", disable=args.quiet, file=sys.stderr, dynamic_ncols=True) as bar:
+        records = cloak_files(cloaker, plan, check_codec, batch_size=args.batch_size,
                               overwrite=args.overwrite, jpeg_quality=args.jpeg_quality,
                               on_photo_done=lambda record: bar.update(1))
     if not args.quiet:

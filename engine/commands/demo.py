@@ -40,18 +40,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from comcloak.codecs import parse_codec
     from comcloak.codecs.photos import load_photo
+    from comcloak.engine.outputs import plan_outputs
     from comcloak.engine.sheet import write_sheet
 
     check_codec = parse_codec(args.check)
     output_dir = Path(args.output)
-    pairs = [(path, Path(path.name)) for path in sample_photos()]
+    plan = plan_outputs([(path, Path(path.name)) for path in sample_photos()], output_dir, [], args.format)
     cloaker = build_cloaker(args)
-    status = cloak_and_report(cloaker, pairs, output_dir, check_codec, args)
+    status = cloak_and_report(cloaker, plan, check_codec, args)
     rows = []
-    for source, relative in pairs:
-        cloaked_path = output_dir / relative
-        if cloaked_path.exists():
-            rows.append((source.name, load_photo(source).pixels, load_photo(cloaked_path).pixels))
+    for planned in plan:
+        if planned.destination is not None and planned.destination.exists():
+            rows.append((planned.source.name, load_photo(planned.source).pixels,
+                         load_photo(planned.destination).pixels))
     sheet = write_sheet(rows, cloaker.config.eps_255, output_dir / "sheet.png")
     if not args.quiet:
         print(f"wrote {len(rows)} cloaked photos and {sheet} (original | cloaked | amplified difference)")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from comcloak.codecs.photos import PhotoError, collect_photos, load_photo, output_suffix, save_photo
+from comcloak.codecs.photos import PhotoError, collect_inputs, collect_photos, load_photo, save_photo
 
 
 @pytest.fixture()
@@ -47,11 +47,6 @@ def test_alpha_survives(tmp_path: Path, pixels: np.ndarray) -> None:
     save_photo(photo, photo.pixels, tmp_path / "out.png")
     with Image.open(tmp_path / "out.png") as written:
         assert written.mode == "RGBA" and np.asarray(written)[..., 3].tolist() == alpha.tolist()
-
-
-def test_gif_becomes_png() -> None:
-    assert output_suffix("GIF", ".gif") == ".png"
-    assert output_suffix("JPEG", ".JPEG") == ".JPEG"
 
 
 @pytest.mark.parametrize(("content", "message"), [(b"not an image", "not a readable image"),
@@ -100,6 +95,50 @@ def test_collect_photos_walks_folders(tmp_path: Path, pixels: np.ndarray) -> Non
     assert [str(relative) for _, relative in pairs] == ["b/y.png", "x.jpg"]
     with pytest.raises(PhotoError, match="input not found"):
         collect_photos([tmp_path / "missing"])
+
+
+def test_collect_inputs_says_what_it_skipped_and_why(tmp_path: Path, pixels: np.ndarray) -> None:
+    top = tmp_path / "top"
+    (top / "sub").mkdir(parents=True)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    Image.fromarray(pixels).save(top / "real.jpg")
+    Image.fromarray(pixels).save(outside / "far.png")
+    (top / "notes.txt").write_text("hi")
+    (top / "link-to-real.jpg").symlink_to(top / "real.jpg")  # a second path to real.jpg
+    (top / "gone.jpg").symlink_to(tmp_path / "missing.jpg")
+    (top / "linked-folder").symlink_to(outside, target_is_directory=True)
+    (top / "sub" / "loop").symlink_to(top, target_is_directory=True)
+    collected = collect_inputs([top])
+    assert [str(relative) for _, relative in collected.pairs] == ["real.jpg"]
+    reasons = {str(item.path.relative_to(top)): item.reason for item in collected.skipped}
+    assert reasons["notes.txt"] == "not a photo (.txt)"
+    assert reasons["gone.jpg"] == "dangling symlink"
+    assert reasons["link-to-real.jpg"].startswith("the same photo as") and "real.jpg" in reasons["link-to-real.jpg"]
+    assert "use --follow-symlinks" in reasons["linked-folder"] and "use --follow-symlinks" in reasons["sub/loop"]
+    followed = collect_inputs([top], follow_symlinks=True)
+    assert [str(relative) for _, relative in followed.pairs] == ["linked-folder/far.png", "real.jpg"]
+    assert "loops back" in {str(i.path.relative_to(top)): i.reason for i in followed.skipped}["sub/loop"]
+
+
+@pytest.mark.parametrize(("suffix", "image_format"), [(".gif", "GIF"), (".avif", "AVIF"), (".heic", "HEIF")])
+def test_gif_avif_and_heic_inputs_are_read(tmp_path: Path, pixels: np.ndarray, suffix: str,
+                                           image_format: str) -> None:
+    if image_format == "HEIF":
+        pytest.importorskip("pillow_heif").register_heif_opener()
+    source = tmp_path / f"photo{suffix}"
+    Image.fromarray(pixels).save(source, format=image_format)
+    photo = load_photo(source)
+    assert photo.format == image_format and photo.pixels.shape == (40, 60, 3)
+    assert [str(relative) for _, relative in collect_photos([tmp_path])] == [f"photo{suffix}"]
+
+
+def test_animated_images_are_refused_not_flattened(tmp_path: Path, pixels: np.ndarray) -> None:
+    source = tmp_path / "anim.gif"
+    frames = [Image.fromarray(pixels), Image.fromarray(255 - pixels)]
+    frames[0].save(source, save_all=True, append_images=frames[1:])
+    with pytest.raises(PhotoError, match="has 2 frames"):
+        load_photo(source)
 
 
 def test_one_loader_one_extension_list_one_error_for_the_whole_project() -> None:

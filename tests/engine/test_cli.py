@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from comcloak.engine.cli import main
+from comcloak.engine.outputs import plan_outputs
 
 FAST = ["--classifier", "tiny_classifier", "--steps", "2", "--attack-size", "48", "-q"]
 
@@ -222,7 +223,7 @@ def test_photos_are_cloaked_grouped_by_attack_view_shape(tmp_path: Path, sample_
     monkeypatch.setattr(pipeline, "cloak_batch", recording)
     cloaker = Cloaker(classifier="tiny_classifier", through="none", steps=1, attack_size=32, device="cpu")
     pairs = [(path, Path(path.name)) for path in sorted(folder.iterdir())]
-    records = pipeline.cloak_files(cloaker, pairs, tmp_path / "out", None, batch_size=8)
+    records = pipeline.cloak_files(cloaker, plan_outputs(pairs, tmp_path / "out", []), None, batch_size=8)
     assert batches == [[(64, 96, 3)] * 2, [(96, 64, 3)] * 2]
     assert [Path(r.source).name for r in records] == ["0.png", "1.png", "2.png", "3.png"]  # reported in input order
     assert all(r.status == "cloaked" for r in records)
@@ -239,7 +240,8 @@ def test_a_photo_that_fails_to_cloak_is_a_failure_record(tmp_path: Path, sample_
         raise RuntimeError("out of memory")
 
     monkeypatch.setattr(cloaker, "cloak_photos", broken)
-    [record] = pipeline.cloak_files(cloaker, [(tmp_path / "a.png", Path("a.png"))], tmp_path / "out", None)
+    [record] = pipeline.cloak_files(cloaker, plan_outputs([(tmp_path / "a.png", Path("a.png"))], tmp_path / "out", []),
+                                     None)
     assert record.status == "failed" and "cloaking failed (RuntimeError: out of memory)" in record.error
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
@@ -302,7 +304,8 @@ def test_a_cloak_that_fools_only_the_lab_view_is_not_protected(tmp_path: Path, m
         return [CloakResult(painted, lab_label, lab_label) for _ in photos]
 
     monkeypatch.setattr(cloaker, "cloak_photos", border_only)
-    [record] = pipeline.cloak_files(cloaker, [(tmp_path / "wide.png", Path("wide.png"))], tmp_path / "out", None)
+    [record] = pipeline.cloak_files(
+        cloaker, plan_outputs([(tmp_path / "wide.png", Path("wide.png"))], tmp_path / "out", []), None)
     assert record.status == "cloaked" and record.cloaked_label != record.clean_label  # the lab view is fooled
     assert record.check_label == record.clean_check_label and record.success is False  # the attacker is not
     table = pipeline.format_table([record], "none")
