@@ -1,4 +1,6 @@
-"""Atomic file writes: write to a temporary file beside the destination, then rename over it."""
+"""Atomic, durable file writes: write to a temporary file beside the destination, fsync it, rename it over the
+destination, fsync the folder. A crash leaves the old file or the new one, never a torn one; the temp files
+(``.NAME.*.part``) a SIGKILL can leave behind are removed by the next run (``comcloak.engine.manifest``)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,22 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
+
+TEMP_SUFFIX = ".part"
+
+
+def fsync_folder(folder: str | os.PathLike) -> None:
+    """Make a rename or a new file in ``folder`` durable (no-op where folders cannot be opened)."""
+    try:
+        descriptor = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
 
 
 def default_file_mode() -> int:
@@ -31,13 +49,17 @@ def atomic_writer(destination: str | os.PathLike) -> Iterator[BinaryIO]:
     """
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temp_name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".part", dir=destination.parent)
+    descriptor, temp_name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=TEMP_SUFFIX,
+                                             dir=destination.parent)
     try:
         with os.fdopen(descriptor, "wb") as handle:
             yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
         # mkstemp creates the file 0600; the result should have the permissions any new file would get.
         os.chmod(temp_name, default_file_mode())
         os.replace(temp_name, destination)
+        fsync_folder(destination.parent)
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
         raise

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -58,10 +59,17 @@ class PhotoRecord:
     goal_label: int | None = None
     success: bool | None = None  # protected on every surrogate (check_label against clean_check_label, or the target)
     protected_on: dict[str, bool] | None = None  # each surrogate's judgement, by --classifier name
-    psnr_db: float | None = None
-    linf: int | None = None
+    psnr_db: float | None = None  # of the output as written against the original, full resolution
+    linf: int | None = None  # of the cloak itself (at most eps), before the output encoder
+    linf_written: int | None = None  # of the output as written: the cloak plus the output encoder's error
     seconds: float | None = None
     error: str | None = None
+    notes: list[str] | None = None  # what decoding did to the input's samples (16-bit scaled, CMYK converted, ...)
+    source_size: int | None = None
+    source_sha256: str | None = None
+    output_sha256: str | None = None
+    settings_hash: str | None = None
+    resumed: bool = False  # done by an earlier run with the same input and settings: its record, kept
 
     def as_dict(self) -> dict:
         record = asdict(self)
@@ -93,9 +101,14 @@ def cloak_files(
     overwrite: bool = False,
     jpeg_quality: int = defaults.JPEG_QUALITY,
     on_photo_done: Callable[[PhotoRecord], None] | None = None,
+    replaceable: set[Path] | frozenset[Path] = frozenset(),
+    before_write: Callable[[Path, Path], None] | None = None,
 ) -> list[PhotoRecord]:
     """Cloak every planned photo (:func:`comcloak.engine.outputs.plan_outputs`); returns one record per photo, in
-    the order of ``plan`` (the work itself runs grouped by attack-view shape; see the module docstring)."""
+    the order of ``plan`` (the work itself runs grouped by attack-view shape; see the module docstring).
+
+    An existing output is skipped unless ``overwrite`` or it is in ``replaceable`` (this archive's own, per its
+    manifest); ``before_write(source, destination)`` runs before each output is written (the manifest's mark)."""
     records: list[PhotoRecord] = []
 
     def emit(record: PhotoRecord) -> None:
@@ -114,7 +127,7 @@ def cloak_files(
                 source, f"too small to cloak ({header.width}x{header.height}, need at least {MIN_PHOTO_SIDE} px on "
                         "each side)"))))
             continue
-        if planned.destination.exists() and not overwrite:
+        if planned.destination.exists() and not overwrite and planned.destination not in replaceable:
             emit(PhotoRecord(source=str(source), status="skipped", output=str(planned.destination),
                              error="output exists (use --overwrite)"))
             continue
@@ -123,14 +136,15 @@ def cloak_files(
                                                       view_shape))
     for jobs in groups.values():
         for start in range(0, len(jobs), batch_size):
-            for record in _cloak_write_score(cloaker, jobs[start : start + batch_size], check_codec, jpeg_quality):
+            for record in _cloak_write_score(cloaker, jobs[start : start + batch_size], check_codec, jpeg_quality,
+                                             before_write):
                 emit(record)
     order = {str(planned.source): index for index, planned in enumerate(plan)}
     return sorted(records, key=lambda record: order[record.source])
 
 
-def _cloak_write_score(cloaker: Cloaker, jobs: list[_Job], check_codec: Codec | None,
-                       jpeg_quality: int) -> Iterable[PhotoRecord]:
+def _cloak_write_score(cloaker: Cloaker, jobs: list[_Job], check_codec: Codec | None, jpeg_quality: int,
+                       before_write: Callable[[Path, Path], None] | None = None) -> Iterable[PhotoRecord]:
     """One batch through the three steps, a record per photo."""
     loaded: list[tuple[_Job, Photo]] = []
     for job in jobs:
@@ -149,13 +163,17 @@ def _cloak_write_score(cloaker: Cloaker, jobs: list[_Job], check_codec: Codec | 
             continue
         height, width = photo.pixels.shape[:2]
         record = PhotoRecord(source=str(job.source), status="cloaked", width=width, height=height,
-                             clean_label=result.clean_label, goal_label=result.goal_label, seconds=per_photo)
+                             clean_label=result.clean_label, goal_label=result.goal_label, seconds=per_photo,
+                             notes=list(photo.notes) or None)
+        if before_write is not None:
+            before_write(job.source, job.destination)
         try:
             written = write_cloak(photo, result, job.destination, jpeg_quality, job.image_format)
         except OSError as error:
             record.status, record.error = "failed", f"{job.destination}: cannot write ({error})"
         else:
             record.output = str(job.destination)
+            record.linf = linf(photo.pixels, result.cloaked)
             score_cloak(cloaker, record, photo.pixels, written, check_codec)
         yield record
 
@@ -197,7 +215,7 @@ def score_cloak(cloaker: Cloaker, record: PhotoRecord, original: np.ndarray, wri
     original's under the same chain and view (targeted: it is the target); the photo is protected when it is on every
     surrogate. A cloak that fools only the lab view is not protected."""
     record.psnr_db = psnr(original, written)
-    record.linf = linf(original, written)
+    record.linf_written = linf(original, written)
     record.cloaked_label = int(cloaker.predict(written[None])[0])
 
     received_original = check_codec.apply(original) if check_codec is not None else original
@@ -225,37 +243,58 @@ def _protected(record: PhotoRecord) -> str:
     return f"no ({sum(record.protected_on.values())}/{len(record.protected_on)})"
 
 
+def _printable(text: str) -> str:
+    """``text`` with control characters (a newline in a file name) escaped, so one record stays one line."""
+    return "".join(char if char.isprintable() else char.encode("unicode_escape").decode() for char in text)
+
+
+def _display_width(text: str) -> int:
+    """Terminal columns of ``text``: East Asian wide and full-width characters take two."""
+    return sum(2 if unicodedata.east_asian_width(char) in ("W", "F") else 1 for char in text)
+
+
+def _pad(text: str, width: int) -> str:
+    return text + " " * (width - _display_width(text))
+
+
 def format_table(records: list[PhotoRecord], check_spec: str) -> str:
-    """A plain-text table, one row per photo, and a summary line. Protection is judged as an attacker sees the photo
-    (after ``check_spec``, in the crop view); the cloaker's own view is a separate, labelled lab-view column."""
+    """A plain-text table, one row per input, then one line per failed or skipped input with its reason, and a
+    summary. Protection is judged as an attacker sees the photo (after ``check_spec``, in the crop view); the
+    cloaker's own view is a separate, labelled lab-view column. Rows cloaked by an earlier run (resumed from the
+    manifest) are marked ``*``."""
     judge = f"after {check_spec}, crop view"
     header = ("photo", "size", f"clean ({judge})", f"cloak ({judge})", "protected", "cloak (lab view)", "PSNR dB")
-    rows = []
+    rows, reasons = [], []
     for record in records:
+        name = _printable(Path(record.source).name)
         if record.status != "cloaked":
-            rows.append((Path(record.source).name, "-", record.status + ": " + (record.error or ""), "", "", "", ""))
+            rows.append((name, "-", "-", "-", record.status, "-", "-"))
+            reasons.append(f"{record.status}: {_printable(record.source)}: {_printable(record.error or '')}")
             continue
         rows.append((
-            Path(record.source).name,
+            name,
             f"{record.width}x{record.height}",
             _label(record.clean_check_label),
             _label(record.check_label),
-            _protected(record),
+            _protected(record) + (" *" if record.resumed else ""),
             _label(record.cloaked_label),
             "inf" if record.psnr_db is None or math.isinf(record.psnr_db) else f"{record.psnr_db:.1f}",
         ))
-    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    widths = [max(_display_width(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     lines = [f"Judged as an attacker sees the photo: {check_spec}, then shorter side 256 and centre crop 224, "
              "classified by each surrogate (protected: on all of them; the label columns are the first one's; the "
              "lab-view column is the cloaker's own whole-photo view, not protection)."]
-    lines += ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip()
+    lines += ["  ".join(_pad(str(cell), width) for cell, width in zip(row, widths)).rstrip()
               for row in [header, *rows]]
     lines.insert(2, "  ".join("-" * width for width in widths))
+    lines += reasons
     cloaked = [record for record in records if record.status == "cloaked"]
     protected = sum(bool(record.success) for record in cloaked)
+    resumed = sum(record.resumed for record in cloaked)
     failed = sum(record.status == "failed" for record in records)
     skipped = sum(record.status == "skipped" for record in records)
-    lines.append(f"{len(cloaked)} cloaked, {protected} protected after {check_spec} (attacker's crop view), "
+    earlier = f" ({resumed} by an earlier run, marked *)" if resumed else ""
+    lines.append(f"{len(cloaked)} cloaked{earlier}, {protected} protected after {check_spec} (attacker's crop view), "
                  f"{skipped} skipped, {failed} failed")
     return "\n".join(lines)
 

@@ -26,6 +26,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "size and format family of their inputs; inputs are never modified.")
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="photo files or folders (searched recursively)")
     parser.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the cloaked photos")
+    parser.add_argument("--follow-symlinks", action="store_true",
+                        help="descend into symlinked folders (loops are detected); default: list them as skipped")
     add_output_options(parser)
     add_attack_options(parser)
     add_classifier_options(parser, ensemble=True)
@@ -47,14 +49,21 @@ def add_output_options(parser: argparse.ArgumentParser, overwrite_option: bool =
                        help="format of the cloaked files: keep (default: JPEG, PNG, WebP, TIFF and BMP stay "
                             "themselves; HEIC, AVIF, GIF and others become PNG), or jpeg, png, webp for all")
     if overwrite_option:
-        group.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip them)")
-    group.add_argument("--report", metavar="FILE.json", help="write a JSON record per photo")
-    group.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no table")
+        group.add_argument("--overwrite", action="store_true",
+                           help="redo every photo and replace existing outputs (default: photos the folder's manifest "
+                                "says are done with the same settings are kept; other existing files are skipped)")
+    group.add_argument("--report", metavar="FILE.json",
+                       help="write a JSON record per input (the whole archive, resumed photos included)")
+    group.add_argument("--wait", action="store_true",
+                       help="if another comcloak run is writing to the output folder, wait for it (default: stop)")
+    group.add_argument("-q", "--quiet", action="store_true",
+                       help="no progress bar and no table (failures are still printed to stderr)")
 
 
 def run(args: argparse.Namespace) -> int:
     from comcloak.codecs import parse_codec
-    from comcloak.codecs.photos import collect_photos
+    from comcloak.codecs.photos import collect_inputs
+    from comcloak.engine.archive import check_writable
     from comcloak.engine.outputs import plan_outputs
     from comcloak.errors import UserError
 
@@ -62,34 +71,58 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--jpeg-quality must be in 1..100, got {args.jpeg_quality}")
     check_codec = parse_codec(args.check)
     check_codec.apply(np.zeros((16, 16, 3), np.uint8))  # an unavailable codec (AVIF) fails now, not mid-run
-    pairs = collect_photos(args.inputs)
-    if not pairs:
-        raise UserError(f"no photos found in {', '.join(args.inputs)}")
+    collected = collect_inputs(args.inputs, follow_symlinks=args.follow_symlinks)
+    if not collected.pairs:
+        skipped = f" ({len(collected.skipped)} skipped: {collected.skipped[0].path}: {collected.skipped[0].reason}" \
+                  f"{', ...' if len(collected.skipped) > 1 else ''})" if collected.skipped else ""
+        raise UserError(f"no photos found in {', '.join(args.inputs)}{skipped}")
     output_dir = Path(args.output)
-    if output_dir.exists() and not output_dir.is_dir():
-        raise UserError(f"output {output_dir} exists and is not a folder")
-    plan = plan_outputs(pairs, output_dir, args.inputs, args.format)
+    plan = plan_outputs(collected.pairs, output_dir, args.inputs, args.format)
+    # Every path the run writes is checked before the first photo is cloaked: exit 2 means nothing was done.
+    check_writable(output_dir, folder=True)
+    if args.report:
+        check_writable(Path(args.report))
     cloaker = build_cloaker(args)
-    return cloak_and_report(cloaker, plan, check_codec, args)
+    return cloak_and_report(cloaker, plan, collected.skipped, output_dir, check_codec, args)
 
 
-def cloak_and_report(cloaker, plan, check_codec, args: argparse.Namespace) -> int:
-    """Run the pipeline with a progress bar, print the table, write the report; exit 1 if any photo failed."""
+def output_settings(cloaker, args: argparse.Namespace) -> dict:
+    """Everything that changes an output file: the attack as run, the output encoding and the numeric precision
+    (not the backend, device or batch size, which give the same cloaks)."""
+    from dataclasses import asdict
+
+    from comcloak import __version__
+
+    return {"config": asdict(cloaker.config), "format": args.format, "jpeg_quality": args.jpeg_quality,
+            "precision": getattr(args, "precision", None), "comcloak": __version__}
+
+
+def cloak_and_report(cloaker, plan, skipped, output_dir: Path, check_codec, args: argparse.Namespace) -> int:
+    """Run the archive with a progress bar, print the table (failures also with -q), write the report; exit 1 if
+    any photo failed."""
     from tqdm import tqdm
 
-    from comcloak.engine.pipeline import cloak_files, format_table, write_report
+    from comcloak.engine.archive import run_archive
+    from comcloak.engine.pipeline import format_table, write_report
 
+    planned = {str(item.source) for item in plan}
     with tqdm(total=len(plan), unit="photo", disable=args.quiet, file=sys.stderr, dynamic_ncols=True) as bar:
-        records = cloak_files(cloaker, plan, check_codec, batch_size=args.batch_size,
-                              overwrite=args.overwrite, jpeg_quality=args.jpeg_quality,
-                              on_photo_done=lambda record: bar.update(1))
-    if not args.quiet:
+        def done(record) -> None:
+            if record.source in planned:  # the bar counts photos; skipped non-photos are listed in the table
+                bar.update(1)
+
+        records = run_archive(cloaker, plan, skipped, output_dir, check_codec, output_settings(cloaker, args),
+                              batch_size=args.batch_size, overwrite=args.overwrite, jpeg_quality=args.jpeg_quality,
+                              wait=args.wait, on_photo_done=done)
+    if args.quiet:
+        for record in records:
+            if record.status == "failed":
+                print(f"failed: {record.error}", file=sys.stderr)
+    else:
         print(repr(cloaker))
         print(format_table(records, check_codec.spec))
     if args.report:
-        from dataclasses import asdict
-
         settings = {key: value for key, value in vars(args).items() if key != "run"}
-        settings["config"] = asdict(cloaker.config)  # the attack as run (eps, alpha on the [0, 1] scale)
+        settings.update(output_settings(cloaker, args))  # the attack as run (eps, alpha on the [0, 1] scale)
         write_report(records, Path(args.report), settings)
     return 1 if any(record.status == "failed" for record in records) else 0

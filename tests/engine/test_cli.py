@@ -48,16 +48,24 @@ def test_cloak_folder_writes_same_size_and_format(photo_dir: Path, tmp_path: Pat
     assert records[1]["linf"] <= 5  # lossless PNG: exactly the eps budget; JPEG adds its own re-encoding error
 
 
-def test_existing_outputs_are_skipped_unless_overwrite(photo_dir: Path, tmp_path: Path, capsys) -> None:
+def test_done_photos_are_resumed_and_foreign_outputs_skipped_unless_overwrite(photo_dir: Path, tmp_path: Path,
+                                                                               capsys) -> None:
     out = tmp_path / "out"
     assert run_cli(["cloak", str(photo_dir / "cat.jpg"), "-o", str(out), *FAST], capsys)[0] == 0
     before = (out / "cat.jpg").stat().st_mtime_ns
     report = tmp_path / "r.json"
     again = ["cloak", str(photo_dir / "cat.jpg"), "-o", str(out), "--report", str(report), *FAST]
     assert run_cli(again, capsys)[0] == 0
-    assert json.loads(report.read_text())["photos"][0]["status"] == "skipped"
+    [record] = json.loads(report.read_text())["photos"]
+    assert record["status"] == "cloaked" and record["resumed"] and record["clean_label"] is not None
     assert (out / "cat.jpg").stat().st_mtime_ns == before
+    (out / "coffee.png").write_bytes(b"somebody else's file")  # not in the manifest: never replaced silently
+    code, _, _ = run_cli(["cloak", str(photo_dir / "sub" / "coffee.png"), "-o", str(out), "--report", str(report),
+                          *FAST], capsys)
+    assert code == 0 and json.loads(report.read_text())["photos"][0]["status"] == "skipped"
+    assert (out / "coffee.png").read_bytes() == b"somebody else's file"
     assert run_cli(["cloak", str(photo_dir / "cat.jpg"), "-o", str(out), "--overwrite", *FAST], capsys)[0] == 0
+    assert (out / "cat.jpg").stat().st_mtime_ns != before
 
 
 def test_unreadable_file_is_a_record_not_a_crash(photo_dir: Path, tmp_path: Path, capsys) -> None:

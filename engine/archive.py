@@ -1,0 +1,151 @@
+"""An archive run: the output folder locked, its manifest read and appended, finished photos skipped, the rest cloaked.
+
+:func:`run_archive` is what ``comcloak cloak`` and ``demo`` run after planning (:mod:`comcloak.engine.outputs`):
+
+1. take the output folder's lock (one run per folder; ``wait`` blocks instead of failing) and remove the temp files a
+   killed run left;
+2. record every input the collection skipped (not a photo, dangling link, ...) with its reason;
+3. hash every planned input; one already cloaked from the same bytes with the same settings (the manifest says so
+   and its output is unchanged on disk) is skipped with its record kept; everything else is cloaked by
+   :func:`comcloak.engine.pipeline.cloak_files`;
+4. each finished photo appends its record to the manifest before the next one (a ``writing`` mark precedes each
+   output's rename, so a rerun knows a half-finished output is its own to replace).
+
+Returns one record per input: what the whole archive looks like, whether this run did the work or an earlier one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from comcloak.codecs import Codec
+from comcloak.codecs.photos import SkippedInput
+from comcloak.engine.cloaker import Cloaker
+from comcloak.engine.manifest import Manifest, file_sha256, output_lock, remove_stale_parts, settings_hash
+from comcloak.engine.outputs import PlannedPhoto
+from comcloak.engine.pipeline import PhotoRecord, cloak_files
+from comcloak.errors import UserError
+
+logger = logging.getLogger(__name__)
+
+WRITING = "writing"  # the manifest's mark before an output is renamed into place
+
+
+def check_writable(path: Path, folder: bool = False) -> None:
+    """Fail before any work if ``path`` (a file to write, or with ``folder`` a folder to write into) cannot be written:
+    one line, a :class:`UserError`. Creates nothing: a folder that does not exist yet is judged by its nearest
+    existing parent."""
+    path = Path(path)
+    if folder and path.exists() and not path.is_dir():
+        raise UserError(f"output {path} exists and is not a folder")
+    if not folder and path.is_dir():
+        raise UserError(f"{path} is a folder; give a file name")
+    if not folder and path.exists() and not os.access(path, os.W_OK):
+        raise UserError(f"cannot write {path}: it is read-only")
+    existing = path if folder else path.parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"cannot write {path}: {existing} is not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise UserError(f"cannot write {path}: {error.strerror or error} in {existing}") from None
+
+
+def record_from_manifest(entry: dict[str, Any]) -> PhotoRecord:
+    """A :class:`PhotoRecord` from a manifest line (unknown keys, such as the manifest's own, are dropped)."""
+    known = {field.name for field in fields(PhotoRecord)}
+    return PhotoRecord(**{key: value for key, value in entry.items() if key in known})
+
+
+def run_archive(
+    cloaker: Cloaker,
+    plan: list[PlannedPhoto],
+    skipped: list[SkippedInput],
+    output_dir: Path,
+    check_codec: Codec | None,
+    settings: dict[str, Any],
+    batch_size: int,
+    overwrite: bool = False,
+    jpeg_quality: int = 95,
+    wait: bool = False,
+    on_photo_done: Callable[[PhotoRecord], None] | None = None,
+) -> list[PhotoRecord]:
+    """Run the archive into ``output_dir`` (see the module docstring); ``settings`` is everything that changes an
+    output, hashed into each record. Returns the records of skipped inputs first, then one per planned photo in the
+    order of ``plan``. ``overwrite`` redoes every photo, done or not, and replaces any existing output."""
+    digest = settings_hash(settings)
+    with output_lock(output_dir, wait=wait):
+        for stale in remove_stale_parts(output_dir):
+            logger.info("removed %s, left by a killed run", stale)
+        manifest = Manifest(output_dir)
+        manifest.open()
+        try:
+            return _run_locked(cloaker, plan, skipped, manifest, digest, check_codec, batch_size, overwrite,
+                               jpeg_quality, on_photo_done)
+        finally:
+            manifest.close()
+
+
+def _run_locked(cloaker, plan, skipped, manifest: Manifest, digest: str, check_codec, batch_size: int,
+                overwrite: bool, jpeg_quality: int, on_photo_done) -> list[PhotoRecord]:
+    records: list[PhotoRecord] = []
+
+    def finish(record: PhotoRecord, append: bool = True) -> None:
+        if append:
+            manifest.append(record.as_dict())
+        records.append(record)
+        if on_photo_done:
+            on_photo_done(record)
+
+    for item in skipped:
+        finish(PhotoRecord(source=str(item.path), status="skipped", error=item.reason, settings_hash=digest))
+    identities: dict[str, tuple[int, str]] = {}
+    todo: list[PlannedPhoto] = []
+    replaceable: set[Path] = set()
+    for planned in plan:
+        source = str(planned.source)
+        if planned.error is None:
+            try:
+                identity = (planned.source.stat().st_size, file_sha256(planned.source))
+            except OSError as error:
+                finish(PhotoRecord(source=source, status="failed", error=f"{source}: cannot read ({error.strerror})",
+                                   settings_hash=digest))
+                continue
+            identities[source] = identity
+            kept = None if overwrite else manifest.done(source, identity[1], digest)
+            if kept is not None:
+                record = record_from_manifest(kept)
+                record.resumed = True
+                finish(record, append=False)
+                continue
+            previous = manifest.latest.get(source)
+            if previous and previous.get("output") and planned.destination is not None and \
+                    Path(previous["output"]) == planned.destination:
+                replaceable.add(planned.destination)  # this archive's own output, from other settings or a kill
+        todo.append(planned)
+
+    def before_write(source: Path, destination: Path) -> None:
+        manifest.append({"source": str(source), "status": WRITING, "output": str(destination),
+                         "settings_hash": digest})
+
+    def done(record: PhotoRecord) -> None:
+        record.settings_hash = digest
+        if record.source in identities:
+            record.source_size, record.source_sha256 = identities[record.source]
+        if record.status == "cloaked" and record.output:
+            record.output_sha256 = file_sha256(record.output)
+        finish(record)
+
+    cloak_files(cloaker, todo, check_codec, batch_size=batch_size, overwrite=overwrite, jpeg_quality=jpeg_quality,
+                on_photo_done=done, replaceable=replaceable, before_write=before_write)
+    order = {str(planned.source): index for index, planned in enumerate(plan)}
+    return sorted(records, key=lambda record: order.get(record.source, -1))
