@@ -20,6 +20,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from comcloak import defaults
 from comcloak.atomic import atomic_writer
+from comcloak.codecs.metadata import DEFAULT_METADATA, METADATA_POLICIES, output_exif, output_xmp
 from comcloak.codecs.pixel_formats import PixelFormatError, declares_signed_samples, icc_colour_space, to_rgb8
 from comcloak.errors import UserError
 
@@ -37,6 +38,7 @@ DEFAULT_WEBP_QUALITY = defaults.WEBP_QUALITY
 WRITTEN_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "TIFF", "BMP"})
 _GREY_FORMATS = frozenset({"JPEG", "PNG", "TIFF", "BMP"})  # WebP has no greyscale mode: written as RGB
 _ALPHA_FORMATS = frozenset({"PNG", "WEBP", "TIFF"})
+_METADATA_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "TIFF"})
 
 
 class PhotoError(UserError, ValueError):
@@ -64,6 +66,8 @@ class Photo:
     source: Path | None = None
     greyscale: bool = False
     notes: tuple[str, ...] = field(default_factory=tuple)
+    exif: Image.Exif | None = None  # as read; what is written is decided by the --metadata policy (codecs.metadata)
+    xmp: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -133,6 +137,8 @@ def load_photo(path: str | os.PathLike) -> Photo:
         frames = getattr(image, "n_frames", 1)
         if frames > 1:
             raise PhotoError(path, f"has {frames} frames; animated images and multi-page files are not cloaked")
+        exif = image.getexif()
+        xmp = image.info.get("xmp")
         upright = ImageOps.exif_transpose(image)
         upright.info.setdefault("icc_profile", image.info.get("icc_profile"))
         try:
@@ -142,7 +148,8 @@ def load_photo(path: str | os.PathLike) -> Photo:
     if decoded.pixels.ndim != 3 or min(decoded.pixels.shape[:2]) < 1:
         raise PhotoError(path, "empty image")
     return Photo(pixels=decoded.pixels, format=image_format, alpha=decoded.alpha, icc_profile=decoded.icc_profile,
-                 source=path, greyscale=decoded.greyscale, notes=decoded.notes)
+                 source=path, greyscale=decoded.greyscale, notes=decoded.notes, exif=exif,
+                 xmp=xmp if isinstance(xmp, bytes) else None)
 
 
 def load_rgb(path: str | os.PathLike) -> np.ndarray:
@@ -150,16 +157,34 @@ def load_rgb(path: str | os.PathLike) -> np.ndarray:
     return load_photo(path).pixels
 
 
+@dataclass(frozen=True)
+class WriteOptions:
+    """How cloaks are encoded: JPEG quality (4:4:4 chroma) and the ``--metadata`` policy."""
+
+    jpeg_quality: int = DEFAULT_JPEG_QUALITY
+    metadata: str = DEFAULT_METADATA
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.jpeg_quality <= 100:
+            raise UserError(f"--jpeg-quality must be in 1..100, got {self.jpeg_quality}")
+        if self.metadata not in METADATA_POLICIES:
+            raise UserError(f"--metadata takes {', '.join(METADATA_POLICIES)}, got {self.metadata!r}")
+
+
+DEFAULT_WRITE = WriteOptions()
+
+
 def save_photo(
-    photo: Photo, pixels: np.ndarray, destination: str | os.PathLike, jpeg_quality: int = DEFAULT_JPEG_QUALITY,
+    photo: Photo, pixels: np.ndarray, destination: str | os.PathLike, options: WriteOptions = DEFAULT_WRITE,
     image_format: str | None = None,
 ) -> Path:
     """Write ``pixels`` (uint8 RGB) to ``destination`` via a temp file and rename: in ``image_format`` (a Pillow
     format name), by default ``photo``'s format family (:func:`output_format`).
 
     A greyscale photo is written greyscale (the cloak's luminance) where the format has greyscale; alpha is kept where
-    the format has it; the colour profile is attached only when it is valid for the mode written. A crash or a full
-    disk leaves either the old file or none, never a half-written one.
+    the format has it; the colour profile is attached only when it is valid for the mode written; EXIF and XMP follow
+    ``options.metadata`` (:mod:`comcloak.codecs.metadata`; BMP carries none). A crash or a full disk leaves either
+    the old file or none, never a half-written one.
     """
     destination = Path(destination)
     image_format = image_format or output_format(photo.format)
@@ -168,19 +193,33 @@ def save_photo(
         image = image.convert("L")
     if photo.alpha is not None and image_format in _ALPHA_FORMATS:
         image.putalpha(Image.fromarray(photo.alpha, "L"))
-    options: dict = {}
+    encoder: dict = {}
     wanted_space = "GRAY" if image.mode in ("L", "LA") else "RGB"
     if photo.icc_profile and icc_colour_space(photo.icc_profile) == wanted_space:
-        options["icc_profile"] = photo.icc_profile
+        encoder["icc_profile"] = photo.icc_profile
+    if image_format in _METADATA_FORMATS:
+        exif, xmp = output_exif(photo.exif, options.metadata), output_xmp(photo.xmp, options.metadata)
+        if exif is not None:
+            encoder["exif"] = exif.tobytes()
+        if xmp is not None:
+            encoder["xmp"] = xmp
     if image_format == "JPEG":
-        options.update(quality=jpeg_quality, subsampling=0)  # 4:4:4
+        encoder.update(quality=options.jpeg_quality, subsampling=0)  # 4:4:4
     elif image_format == "WEBP":
-        options.update(quality=DEFAULT_WEBP_QUALITY)
-    elif image_format == "TIFF":
-        options["compression"] = "tiff_deflate"
+        encoder.update(quality=DEFAULT_WEBP_QUALITY)
+    elif image_format == "TIFF" and not _has_sub_ifds(encoder.get("exif")):
+        encoder["compression"] = "tiff_deflate"  # libtiff; it cannot write EXIF sub-IFDs, Pillow's own writer can
     with atomic_writer(destination) as handle:
-        image.save(handle, format=image_format, **options)
+        image.save(handle, format=image_format, **encoder)
     return destination
+
+
+def _has_sub_ifds(exif_bytes: bytes | None) -> bool:
+    if not exif_bytes:
+        return False
+    exif = Image.Exif()
+    exif.load(exif_bytes)
+    return any(tag in exif for tag in (0x8769, 0x8825, 0xA005))  # Exif, GPS and Interop IFD pointers
 
 
 def output_format(photo_format: str) -> str:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from comcloak.codecs import Codec
-from comcloak.codecs.photos import SkippedInput
+from comcloak.codecs.photos import DEFAULT_WRITE, SkippedInput, WriteOptions
 from comcloak.engine.cloaker import Cloaker
 from comcloak.engine.manifest import Manifest, file_sha256, output_lock, remove_stale_parts, settings_hash
 from comcloak.engine.outputs import PlannedPhoto
@@ -75,7 +75,7 @@ def run_archive(
     settings: dict[str, Any],
     batch_size: int,
     overwrite: bool = False,
-    jpeg_quality: int = 95,
+    write: WriteOptions = DEFAULT_WRITE,
     wait: bool = False,
     on_photo_done: Callable[[PhotoRecord], None] | None = None,
 ) -> list[PhotoRecord]:
@@ -90,13 +90,13 @@ def run_archive(
         manifest.open()
         try:
             return _run_locked(cloaker, plan, skipped, manifest, digest, check_codec, batch_size, overwrite,
-                               jpeg_quality, on_photo_done)
+                               write, on_photo_done)
         finally:
             manifest.close()
 
 
 def _run_locked(cloaker, plan, skipped, manifest: Manifest, digest: str, check_codec, batch_size: int,
-                overwrite: bool, jpeg_quality: int, on_photo_done) -> list[PhotoRecord]:
+                overwrite: bool, write: WriteOptions, on_photo_done) -> list[PhotoRecord]:
     records: list[PhotoRecord] = []
 
     def finish(record: PhotoRecord, append: bool = True) -> None:
@@ -145,7 +145,7 @@ def _run_locked(cloaker, plan, skipped, manifest: Manifest, digest: str, check_c
             record.output_sha256 = file_sha256(record.output)
         finish(record)
 
-    cloak_files(cloaker, todo, check_codec, batch_size=batch_size, overwrite=overwrite, jpeg_quality=jpeg_quality,
+    cloak_files(cloaker, todo, check_codec, batch_size=batch_size, overwrite=overwrite, write=write,
                 on_photo_done=done, replaceable=replaceable, before_write=before_write)
     order = {str(planned.source): index for index, planned in enumerate(plan)}
     return sorted(records, key=lambda record: order.get(record.source, -1))

@@ -31,7 +31,7 @@ from comcloak.atomic import write_json
 from comcloak.attacks import attack_succeeded, linf, psnr
 from comcloak.attacks.views import view_top_labels
 from comcloak.codecs import Codec
-from comcloak.codecs.photos import Photo, PhotoError, load_photo, save_photo
+from comcloak.codecs.photos import DEFAULT_WRITE, Photo, PhotoError, WriteOptions, load_photo, save_photo
 from comcloak.engine.cloaker import Cloaker, CloakResult, attack_shape
 from comcloak.engine.outputs import PlannedPhoto
 from comcloak.errors import UserError
@@ -99,7 +99,7 @@ def cloak_files(
     check_codec: Codec | None,
     batch_size: int = defaults.BATCH_SIZE,
     overwrite: bool = False,
-    jpeg_quality: int = defaults.JPEG_QUALITY,
+    write: WriteOptions = DEFAULT_WRITE,
     on_photo_done: Callable[[PhotoRecord], None] | None = None,
     replaceable: set[Path] | frozenset[Path] = frozenset(),
     before_write: Callable[[Path, Path], None] | None = None,
@@ -136,14 +136,14 @@ def cloak_files(
                                                       view_shape))
     for jobs in groups.values():
         for start in range(0, len(jobs), batch_size):
-            for record in _cloak_write_score(cloaker, jobs[start : start + batch_size], check_codec, jpeg_quality,
+            for record in _cloak_write_score(cloaker, jobs[start : start + batch_size], check_codec, write,
                                              before_write):
                 emit(record)
     order = {str(planned.source): index for index, planned in enumerate(plan)}
     return sorted(records, key=lambda record: order[record.source])
 
 
-def _cloak_write_score(cloaker: Cloaker, jobs: list[_Job], check_codec: Codec | None, jpeg_quality: int,
+def _cloak_write_score(cloaker: Cloaker, jobs: list[_Job], check_codec: Codec | None, write: WriteOptions,
                        before_write: Callable[[Path, Path], None] | None = None) -> Iterable[PhotoRecord]:
     """One batch through the three steps, a record per photo."""
     loaded: list[tuple[_Job, Photo]] = []
@@ -168,7 +168,7 @@ def _cloak_write_score(cloaker: Cloaker, jobs: list[_Job], check_codec: Codec | 
         if before_write is not None:
             before_write(job.source, job.destination)
         try:
-            written = write_cloak(photo, result, job.destination, jpeg_quality, job.image_format)
+            written = write_cloak(photo, result, job.destination, write, job.image_format)
         except OSError as error:
             record.status, record.error = "failed", f"{job.destination}: cannot write ({error})"
         else:
@@ -197,12 +197,12 @@ def _cloak_one(cloaker: Cloaker, photo: Photo) -> CloakResult | CloakFailure:
         return CloakFailure(f"cloaking failed ({type(error).__name__}: {error})")
 
 
-def write_cloak(photo: Photo, result: CloakResult, destination: Path, jpeg_quality: int,
+def write_cloak(photo: Photo, result: CloakResult, destination: Path, write: WriteOptions,
                 image_format: str | None = None) -> np.ndarray:
     """Step 2: write the cloak atomically in ``image_format`` (default: the input's format family); returns the pixels
     as written to disk (decoded again, so scoring sees what the output file holds, after our own encoder). Raises
     OSError."""
-    save_photo(photo, result.cloaked, destination, jpeg_quality=jpeg_quality, image_format=image_format)
+    save_photo(photo, result.cloaked, destination, write, image_format=image_format)
     return load_photo(destination).pixels
 
 

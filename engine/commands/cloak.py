@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from comcloak import defaults
+from comcloak.codecs.metadata import DEFAULT_METADATA, METADATA_POLICIES
 from comcloak.engine.commands.options import (
     add_attack_options,
     add_classifier_options,
@@ -45,6 +46,11 @@ def add_output_options(parser: argparse.ArgumentParser, overwrite_option: bool =
                        help=f"photos attacked together (default {defaults.BATCH_SIZE})")
     group.add_argument("--jpeg-quality", type=positive_int, default=defaults.JPEG_QUALITY,
                        help=f"quality of JPEG outputs, 4:4:4 chroma (default {defaults.JPEG_QUALITY})")
+    group.add_argument("--metadata", default=DEFAULT_METADATA, choices=METADATA_POLICIES,
+                       help="EXIF/XMP of the cloaked files: keep-safe (default: capture date, camera make and model, "
+                            "copyright; no GPS, serial numbers, MakerNote, XMP), strip (none) or keep (all); in every "
+                            "policy the orientation is reset (pixels are upright) and the EXIF thumbnail, which "
+                            "would show the uncloaked photo, is dropped; the colour profile is kept")
     group.add_argument("--format", default=DEFAULT_OUTPUT_FORMAT, choices=tuple(OUTPUT_FORMATS),
                        help="format of the cloaked files: keep (default: JPEG, PNG, WebP, TIFF and BMP stay "
                             "themselves; HEIC, AVIF, GIF and others become PNG), or jpeg, png, webp for all")
@@ -67,8 +73,7 @@ def run(args: argparse.Namespace) -> int:
     from comcloak.engine.outputs import plan_outputs
     from comcloak.errors import UserError
 
-    if args.jpeg_quality > 100:
-        raise UserError(f"--jpeg-quality must be in 1..100, got {args.jpeg_quality}")
+    write_options(args)  # a bad --jpeg-quality or --metadata stops here
     check_codec = parse_codec(args.check)
     check_codec.apply(np.zeros((16, 16, 3), np.uint8))  # an unavailable codec (AVIF) fails now, not mid-run
     collected = collect_inputs(args.inputs, follow_symlinks=args.follow_symlinks)
@@ -86,6 +91,13 @@ def run(args: argparse.Namespace) -> int:
     return cloak_and_report(cloaker, plan, collected.skipped, output_dir, check_codec, args)
 
 
+def write_options(args: argparse.Namespace):
+    """The :class:`~comcloak.codecs.photos.WriteOptions` of ``--jpeg-quality`` and ``--metadata``."""
+    from comcloak.codecs.photos import WriteOptions
+
+    return WriteOptions(jpeg_quality=args.jpeg_quality, metadata=args.metadata)
+
+
 def output_settings(cloaker, args: argparse.Namespace) -> dict:
     """Everything that changes an output file: the attack as run, the output encoding and the numeric precision
     (not the backend, device or batch size, which give the same cloaks)."""
@@ -94,6 +106,7 @@ def output_settings(cloaker, args: argparse.Namespace) -> dict:
     from comcloak import __version__
 
     return {"config": asdict(cloaker.config), "format": args.format, "jpeg_quality": args.jpeg_quality,
+            "metadata": args.metadata,
             "precision": getattr(args, "precision", None), "comcloak": __version__}
 
 
@@ -112,7 +125,7 @@ def cloak_and_report(cloaker, plan, skipped, output_dir: Path, check_codec, args
                 bar.update(1)
 
         records = run_archive(cloaker, plan, skipped, output_dir, check_codec, output_settings(cloaker, args),
-                              batch_size=args.batch_size, overwrite=args.overwrite, jpeg_quality=args.jpeg_quality,
+                              batch_size=args.batch_size, overwrite=args.overwrite, write=write_options(args),
                               wait=args.wait, on_photo_done=done)
     if args.quiet:
         for record in records:
