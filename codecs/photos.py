@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -100,11 +101,25 @@ def read_header(path: str | os.PathLike) -> PhotoHeader:
     same one-line :class:`PhotoError` as :func:`load_photo`."""
     path = Path(path)
     _heif_support()
-    with _decoding_errors(path), Image.open(path) as image:
+    with _decoding_errors(path), _large_image_warnings(), Image.open(path) as image:
         width, height = image.size
         if image.getexif().get(_EXIF_ORIENTATION) in _TRANSPOSING_ORIENTATIONS:
             width, height = height, width
         return PhotoHeader(height, width, image.format or "PNG")
+
+
+@contextmanager
+def _large_image_warnings() -> Iterator[list[warnings.WarningMessage]]:
+    """Collect Pillow's DecompressionBombWarning (an image between its warning and error sizes) instead of letting it
+    print into the progress bar; the caller turns it into a note. The error size still refuses the file."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", Image.DecompressionBombWarning)
+        large: list[warnings.WarningMessage] = []
+        yield large
+        large += [item for item in caught if issubclass(item.category, Image.DecompressionBombWarning)]
+        for item in caught:
+            if not issubclass(item.category, Image.DecompressionBombWarning):
+                warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
 
 
 @contextmanager
@@ -132,7 +147,7 @@ def load_photo(path: str | os.PathLike) -> Photo:
     """Decode ``path`` to upright RGB; raise :class:`PhotoError` with a one-line reason on failure."""
     path = Path(path)
     _heif_support()
-    with _decoding_errors(path), Image.open(path) as image:
+    with _decoding_errors(path), _large_image_warnings() as large, Image.open(path) as image:
         image_format = image.format or "PNG"
         frames = getattr(image, "n_frames", 1)
         if frames > 1:
@@ -147,8 +162,10 @@ def load_photo(path: str | os.PathLike) -> Photo:
             raise PhotoError(path, str(error)) from None
     if decoded.pixels.ndim != 3 or min(decoded.pixels.shape[:2]) < 1:
         raise PhotoError(path, "empty image")
+    notes = decoded.notes + tuple(f"large image ({decoded.pixels.shape[0] * decoded.pixels.shape[1] / 1e6:.0f} MP, "
+                                  "above Pillow's decompression-bomb warning size; decoded)" for _ in large[:1])
     return Photo(pixels=decoded.pixels, format=image_format, alpha=decoded.alpha, icc_profile=decoded.icc_profile,
-                 source=path, greyscale=decoded.greyscale, notes=decoded.notes, exif=exif,
+                 source=path, greyscale=decoded.greyscale, notes=notes, exif=exif,
                  xmp=xmp if isinstance(xmp, bytes) else None)
 
 

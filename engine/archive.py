@@ -78,6 +78,7 @@ def run_archive(
     write: WriteOptions = DEFAULT_WRITE,
     wait: bool = False,
     on_photo_done: Callable[[PhotoRecord], None] | None = None,
+    on_batch_start: Callable[[int, tuple[int, int]], None] | None = None,
 ) -> list[PhotoRecord]:
     """Run the archive into ``output_dir`` (see the module docstring); ``settings`` is everything that changes an
     output, hashed into each record. Returns the records of skipped inputs first, then one per planned photo in the
@@ -90,13 +91,13 @@ def run_archive(
         manifest.open()
         try:
             return _run_locked(cloaker, plan, skipped, manifest, digest, check_codec, batch_size, overwrite,
-                               write, on_photo_done)
+                               write, on_photo_done, on_batch_start)
         finally:
             manifest.close()
 
 
 def _run_locked(cloaker, plan, skipped, manifest: Manifest, digest: str, check_codec, batch_size: int,
-                overwrite: bool, write: WriteOptions, on_photo_done) -> list[PhotoRecord]:
+                overwrite: bool, write: WriteOptions, on_photo_done, on_batch_start) -> list[PhotoRecord]:
     records: list[PhotoRecord] = []
 
     def finish(record: PhotoRecord, append: bool = True) -> None:
@@ -146,6 +147,6 @@ def _run_locked(cloaker, plan, skipped, manifest: Manifest, digest: str, check_c
         finish(record)
 
     cloak_files(cloaker, todo, check_codec, batch_size=batch_size, overwrite=overwrite, write=write,
-                on_photo_done=done, replaceable=replaceable, before_write=before_write)
+                on_photo_done=done, replaceable=replaceable, before_write=before_write, on_batch_start=on_batch_start)
     order = {str(planned.source): index for index, planned in enumerate(plan)}
     return sorted(records, key=lambda record: order.get(record.source, -1))

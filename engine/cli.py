@@ -10,6 +10,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from comcloak import __version__
 from comcloak.errors import UserError
@@ -20,7 +21,13 @@ EXIT_USER_ERROR = 2
 class OneLineArgumentParser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (the usage block is one ``--help`` away)."""
 
+    argv: list[str] = []  # the command line being parsed (set by main), for hints
+
     def error(self, message: str) -> None:  # type: ignore[override]
+        dashed = [arg for arg in self.argv if arg.startswith("-") and len(arg) > 1 and Path(arg).exists()]
+        if dashed:  # a photo named like an option: argparse cannot tell, the user can with --
+            message += f"; {dashed[0]!r} is a file: put file names that start with '-' after --, e.g. " \
+                       f"comcloak cloak -o OUT -- {dashed[0]}"
         self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
@@ -38,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    OneLineArgumentParser.argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")

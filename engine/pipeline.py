@@ -103,12 +103,14 @@ def cloak_files(
     on_photo_done: Callable[[PhotoRecord], None] | None = None,
     replaceable: set[Path] | frozenset[Path] = frozenset(),
     before_write: Callable[[Path, Path], None] | None = None,
+    on_batch_start: Callable[[int, tuple[int, int]], None] | None = None,
 ) -> list[PhotoRecord]:
     """Cloak every planned photo (:func:`comcloak.engine.outputs.plan_outputs`); returns one record per photo, in
     the order of ``plan`` (the work itself runs grouped by attack-view shape; see the module docstring).
 
     An existing output is skipped unless ``overwrite`` or it is in ``replaceable`` (this archive's own, per its
-    manifest); ``before_write(source, destination)`` runs before each output is written (the manifest's mark)."""
+    manifest); ``before_write(source, destination)`` runs before each output is written (the manifest's mark);
+    ``on_batch_start(photos, view_shape)`` before each batch is attacked (the progress bar's word)."""
     records: list[PhotoRecord] = []
 
     def emit(record: PhotoRecord) -> None:
@@ -136,6 +138,8 @@ def cloak_files(
                                                       view_shape))
     for jobs in groups.values():
         for start in range(0, len(jobs), batch_size):
+            if on_batch_start is not None:
+                on_batch_start(len(jobs[start : start + batch_size]), jobs[start].view_shape)
             for record in _cloak_write_score(cloaker, jobs[start : start + batch_size], check_codec, write,
                                              before_write):
                 emit(record)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -110,6 +112,29 @@ def output_settings(cloaker, args: argparse.Namespace) -> dict:
             "precision": getattr(args, "precision", None), "comcloak": __version__}
 
 
+@contextmanager
+def heartbeat(bar, seconds: float = 1.0) -> Iterator[None]:
+    """Redraw ``bar`` every ``seconds`` while the block runs, so its clock moves during a long batch (the count only
+    moves when photos finish)."""
+    import threading
+
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(seconds):
+            bar.refresh()
+
+    thread = threading.Thread(target=beat, daemon=True)
+    if not bar.disable:
+        thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        if thread.is_alive():
+            thread.join()
+
+
 def cloak_and_report(cloaker, plan, skipped, output_dir: Path, check_codec, args: argparse.Namespace) -> int:
     """Run the archive with a progress bar, print the table (failures also with -q), write the report; exit 1 if
     any photo failed."""
@@ -119,14 +144,18 @@ def cloak_and_report(cloaker, plan, skipped, output_dir: Path, check_codec, args
     from comcloak.engine.pipeline import format_table, write_report
 
     planned = {str(item.source) for item in plan}
-    with tqdm(total=len(plan), unit="photo", disable=args.quiet, file=sys.stderr, dynamic_ncols=True) as bar:
+    with tqdm(total=len(plan), unit="photo", disable=args.quiet, file=sys.stderr, dynamic_ncols=True) as bar, \
+            heartbeat(bar):
         def done(record) -> None:
             if record.source in planned:  # the bar counts photos; skipped non-photos are listed in the table
                 bar.update(1)
 
+        def batch_start(photos: int, shape: tuple[int, int]) -> None:
+            bar.set_postfix_str(f"cloaking {photos} photo{'s' if photos > 1 else ''} at {shape[0]}x{shape[1]}")
+
         records = run_archive(cloaker, plan, skipped, output_dir, check_codec, output_settings(cloaker, args),
                               batch_size=args.batch_size, overwrite=args.overwrite, write=write_options(args),
-                              wait=args.wait, on_photo_done=done)
+                              wait=args.wait, on_photo_done=done, on_batch_start=batch_start)
     if args.quiet:
         for record in records:
             if record.status == "failed":

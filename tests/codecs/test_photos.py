@@ -159,3 +159,19 @@ def test_photo_errors_name_the_file_and_the_reason(tmp_path: Path) -> None:
         load_photo(tmp_path / "bad.jpg")
     assert raised.value.path == tmp_path / "bad.jpg" and raised.value.reason == "not a readable image"
     assert str(raised.value) == f"{tmp_path / 'bad.jpg'}: not a readable image"
+
+
+def test_large_image_warning_becomes_a_note_not_a_printout(tmp_path: Path, pixels: np.ndarray,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import warnings
+
+    source = tmp_path / "big.png"
+    Image.fromarray(pixels).save(source)  # 2400 pixels
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2000)  # warning above 2000, error above 4000
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning escaping would fail here
+        photo = load_photo(source)
+    assert any("decompression-bomb warning size" in note for note in photo.notes)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # the guard itself stays on
+    with pytest.raises(PhotoError, match="decompression bomb"):
+        load_photo(source)

@@ -188,3 +188,32 @@ def test_sigkill_at_random_moments_then_a_rerun_completes_the_archive(tmp_path: 
         with Image.open(record["output"]) as image:
             image.load()
     assert (out / LOCK_NAME).exists()
+
+
+def test_closing_table_keeps_its_columns_with_failures_newlines_and_wide_names() -> None:
+    from comcloak.engine.pipeline import PhotoRecord, _display_width, format_table
+
+    records = [
+        PhotoRecord(source="/in/猫の写真.jpg", status="cloaked", width=64, height=48, clean_check_label=281,
+                    check_label=282, success=True, protected_on={"a": True}, cloaked_label=1, psnr_db=38.0),
+        PhotoRecord(source="/in/two\nlines.jpg", status="failed", error="/in/two\nlines.jpg: not a readable image"),
+        PhotoRecord(source="/in/notes.txt", status="skipped", error="not a photo (.txt)"),
+    ]
+    lines = format_table(records, "facebook").splitlines()
+    table = lines[1:6]
+    header_width = _display_width(table[0])
+    assert all(_display_width(line) <= header_width for line in table[1:])  # no row widened by an error message
+    assert "two\\nlines.jpg" in table[3] and table[3].split()[-3] == "failed"
+    assert "failed: /in/two\\nlines.jpg: /in/two\\nlines.jpg: not a readable image" in lines
+    assert "skipped: /in/notes.txt: not a photo (.txt)" in lines
+    assert lines[-1] == "1 cloaked, 1 protected after facebook (attacker's crop view), 1 skipped, 1 failed"
+
+
+def test_a_file_named_like_an_option_gets_a_hint(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    _photos(tmp_path, 1)
+    (tmp_path / "p00.jpg").rename(tmp_path / "-dash.jpg")
+    code, _, err = _cli(["cloak", "-dash.jpg", "-o", "out", *TINY], capsys)
+    assert code == 2 and "put file names that start with '-' after --" in err
+    code, _, _ = _cli(["cloak", "-o", "out", "-q", *TINY, "--", "-dash.jpg"], capsys)
+    assert code == 0 and (tmp_path / "out" / "-dash.jpg").exists()
