@@ -217,3 +217,29 @@ def test_a_file_named_like_an_option_gets_a_hint(tmp_path: Path, capsys, monkeyp
     assert code == 2 and "put file names that start with '-' after --" in err
     code, _, _ = _cli(["cloak", "-o", "out", "-q", *TINY, "--", "-dash.jpg"], capsys)
     assert code == 0 and (tmp_path / "out" / "-dash.jpg").exists()
+
+
+def test_high_bit_depth_photos_are_cloaked_not_destroyed(tmp_path: Path, capsys) -> None:
+    """The issue's zoo: 16-bit greyscale PNG, 32-bit integer and float TIFF were written all white or all black and
+    reported cloaked; now each output is a greyscale photo of the same scene within the cloak's budget."""
+    import tifffile
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    ramp = np.tile(np.linspace(0.1, 0.9, 72), (64, 1))  # a mid-grey ramp
+    Image.fromarray(np.rint(ramp * 65535).astype(np.uint16)).save(folder / "grey16.png")
+    tifffile.imwrite(folder / "int32.tif", np.rint(ramp * 4_000_000).astype(np.int32))
+    tifffile.imwrite(folder / "float.tif", ramp.astype(np.float32))
+    report = tmp_path / "r.json"
+    code, _, _ = _cli(["cloak", str(folder), "-o", str(tmp_path / "out"), "-q", "--report", str(report), *TINY],
+                      capsys)
+    assert code == 0
+    expected = {"grey16.png": ramp * 255, "float.tif": ramp * 255,  # nominal ranges
+                "int32.tif": ramp / ramp.max() * 255}  # its real range: 0 to the highest value present
+    for record in json.loads(report.read_text())["photos"]:
+        assert record["status"] == "cloaked" and record["notes"], record
+        with Image.open(record["output"]) as image:
+            assert image.mode == "L"
+            pixels = np.asarray(image).astype(float)
+        error = np.abs(pixels - expected[Path(record["source"]).name]).max()
+        assert error <= 5 + 1.5, record["source"]  # eps 5, plus the rounding of the scaling and of the luma
