@@ -68,7 +68,7 @@ def plan_outputs(pairs: list[tuple[Path, Path]], output_dir: Path, inputs: Itera
     Raises :class:`OutputLayoutError` when the output folder lies inside an input folder or an output would replace
     an input; unreadable headers become planned failures, not errors.
     """
-    output_dir = Path(output_dir)
+    output_dir = Path(output_dir).absolute()  # records name outputs independently of the working folder
     resolved_output = output_dir.resolve()
     for item in inputs:
         source = Path(item).resolve()

@@ -125,7 +125,7 @@ def heartbeat(bar, seconds: float = 1.0) -> Iterator[None]:
             bar.refresh()
 
     thread = threading.Thread(target=beat, daemon=True)
-    if not bar.disable:
+    if not bar.disable and sys.stderr.isatty():  # a log file gets the bar's own updates only
         thread.start()
     try:
         yield

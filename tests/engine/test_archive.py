@@ -243,3 +243,15 @@ def test_high_bit_depth_photos_are_cloaked_not_destroyed(tmp_path: Path, capsys)
             pixels = np.asarray(image).astype(float)
         error = np.abs(pixels - expected[Path(record["source"]).name]).max()
         assert error <= 5 + 1.5, record["source"]  # eps 5, plus the rounding of the scaling and of the luma
+
+
+def test_resume_does_not_depend_on_the_working_folder(tmp_path: Path, capsys, monkeypatch) -> None:
+    _photos(tmp_path / "in", 1)
+    monkeypatch.chdir(tmp_path)
+    assert _cli(["cloak", "in", "-o", "out", "-q", *TINY], capsys)[0] == 0
+    assert all(Path(r["output"]).is_absolute() for r in _latest(tmp_path / "out").values())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    code, stdout, _ = _cli(["cloak", "../in", "-o", "../out", *TINY], capsys)
+    assert code == 0 and "1 by an earlier run" in stdout
