@@ -27,7 +27,14 @@ from typing import Any
 from comcloak.codecs import Codec
 from comcloak.codecs.photos import DEFAULT_WRITE, SkippedInput, WriteOptions
 from comcloak.engine.cloaker import Cloaker
-from comcloak.engine.manifest import Manifest, file_sha256, output_lock, remove_stale_parts, settings_hash
+from comcloak.engine.manifest import (
+    MANIFEST_NAME,
+    Manifest,
+    file_sha256,
+    output_lock,
+    remove_stale_parts,
+    settings_hash,
+)
 from comcloak.engine.outputs import PlannedPhoto
 from comcloak.engine.pipeline import PhotoRecord, cloak_files
 from comcloak.errors import UserError
@@ -87,8 +94,12 @@ def run_archive(
     with output_lock(output_dir, wait=wait):
         for stale in remove_stale_parts(output_dir):
             logger.info("removed %s, left by a killed run", stale)
-        manifest = Manifest(output_dir)
-        manifest.open()
+        try:
+            manifest = Manifest(output_dir)
+            manifest.open()
+        except (OSError, UnicodeDecodeError) as error:  # before any photo: nothing is done, exit 2
+            raise UserError(f"cannot use the manifest {output_dir / MANIFEST_NAME}: "
+                            f"{getattr(error, 'strerror', None) or error}") from None
         try:
             return _run_locked(cloaker, plan, skipped, manifest, digest, check_codec, batch_size, overwrite,
                                write, on_photo_done, on_batch_start)

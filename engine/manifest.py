@@ -58,9 +58,13 @@ def settings_hash(settings: dict[str, Any]) -> str:
 def output_lock(output_dir: Path, wait: bool = False) -> Iterator[None]:
     """Hold ``output_dir``'s lock for the block; raise :class:`OutputBusyError` if another run holds it (unless
     ``wait``, which blocks until it is free)."""
-    output_dir.mkdir(parents=True, exist_ok=True)
     path = output_dir / LOCK_NAME
-    with open(path, "a+") as handle:
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a+")
+    except OSError as error:
+        raise UserError(f"cannot lock {output_dir}: {error.strerror or error}") from None
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except OSError as error:

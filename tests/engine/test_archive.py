@@ -255,3 +255,13 @@ def test_resume_does_not_depend_on_the_working_folder(tmp_path: Path, capsys, mo
     monkeypatch.chdir(elsewhere)
     code, stdout, _ = _cli(["cloak", "../in", "-o", "../out", *TINY], capsys)
     assert code == 0 and "1 by an earlier run" in stdout
+
+
+def test_a_manifest_that_cannot_be_read_stops_before_any_work(tmp_path: Path, capsys) -> None:
+    _photos(tmp_path / "in", 1)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / MANIFEST_NAME).mkdir()  # a folder where the manifest should be
+    code, _, err = _cli(["cloak", str(tmp_path / "in"), "-o", str(out), "-q", *TINY], capsys)
+    assert code == 2 and "cannot use the manifest" in err and err.count("\n") == 1
+    assert not (out / "p00.jpg").exists()
