@@ -100,7 +100,7 @@ def add_attack_options(parser: argparse.ArgumentParser, single_attack: bool = Tr
     if single_attack:
         group.add_argument("--strength", default=DEFAULT_STRENGTH, choices=STRENGTHS,
                            help="preset of the numbers below (each given option wins over it): "
-                                + "; ".join(preset.describe() for preset in PRESETS.values())
+                                + "; ".join(preset.describe() for preset in PRESETS.values()).replace("%", "%%")
                                 + f". Default {DEFAULT_STRENGTH}; measured protection in docs/RESULTS.md")
         group.add_argument("--attack", default=None, choices=ATTACK_METHODS,
                            help=f"default: the preset's ({defaults.ATTACK})")

@@ -392,3 +392,17 @@ def build_parser_args(argv: list[str]):
     from comcloak.engine.cli import build_parser
 
     return build_parser().parse_args(argv)
+
+
+def test_every_help_renders_and_the_presets_state_their_measured_figures(capsys) -> None:
+    from comcloak.engine.cli import build_parser
+
+    parser = build_parser()
+    commands = next(action for action in parser._actions if action.dest == "command").choices
+    for command in commands:
+        with pytest.raises(SystemExit) as exit_:
+            main([command, "--help"])
+        assert exit_.value.code == 0, command
+        text = capsys.readouterr().out
+        if command == "cloak":
+            assert "balanced: the default" in text and "measured: surrogates 89-95%" in " ".join(text.split())
