@@ -302,7 +302,9 @@ def _hardtanh(values: NodeValues, gradient: torch.Tensor) -> list[tuple[fx.Node,
         low, high = 0.0, 6.0
     else:
         low, high = values.arg(1, "min_val", -1.0), values.arg(2, "max_val", 1.0)
-    mask = _clamp_mask(values.args[0], low, high, inclusive=False)
+    # Strictly inside (low, high) holds for the output exactly when it holds for the input; testing the output leaves
+    # the convolution's pre-activation with one consumer, so ONNX Runtime can fuse the clamp into the convolution.
+    mask = _clamp_mask(values.output, low, high, inclusive=False)
     return _only(values, gradient * mask.to(gradient.dtype))
 
 

@@ -24,7 +24,8 @@ from .registry import AUTO, PRECISIONS, BackendUnavailableError, get_backend, re
 
 logger = logging.getLogger(__name__)
 
-GRAPH_FORMAT_VERSION = "2"  # bump when the exported step graph changes meaning (2: per-surrogate w, loss, draws)
+# Bump when the exported step graph changes (2: per-surrogate w, loss, draws; 3: ReLU6 masks from the output).
+GRAPH_FORMAT_VERSION = "3"
 
 
 def default_cache_dir() -> Path:
