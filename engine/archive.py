@@ -120,20 +120,20 @@ def _run_locked(cloaker, plan, skipped, manifest: Manifest, digest: str, check_c
 
     for item in skipped:
         finish(PhotoRecord(source=str(item.path), status="skipped", error=item.reason, settings_hash=digest))
-    identities: dict[str, tuple[int, str]] = {}
+    identities: dict[str, tuple[int, int, str]] = {}
     todo: list[PlannedPhoto] = []
     replaceable: set[Path] = set()
     for planned in plan:
         source = str(planned.source)
         if planned.error is None:
             try:
-                identity = (planned.source.stat().st_size, file_sha256(planned.source))
+                identity = manifest.source_identity(planned.source)
             except OSError as error:
                 finish(PhotoRecord(source=source, status="failed", error=f"{source}: cannot read ({error.strerror})",
                                    settings_hash=digest))
                 continue
             identities[source] = identity
-            kept = None if overwrite else manifest.done(source, identity[1], digest)
+            kept = None if overwrite else manifest.done(source, identity[2], digest)
             if kept is not None:
                 record = record_from_manifest(kept)
                 record.resumed = True
@@ -152,8 +152,10 @@ def _run_locked(cloaker, plan, skipped, manifest: Manifest, digest: str, check_c
     def done(record: PhotoRecord) -> None:
         record.settings_hash = digest
         if record.source in identities:
-            record.source_size, record.source_sha256 = identities[record.source]
+            record.source_size, record.source_mtime_ns, record.source_sha256 = identities[record.source]
         if record.status == "cloaked" and record.output:
+            stat = os.stat(record.output)
+            record.output_size, record.output_mtime_ns = stat.st_size, stat.st_mtime_ns
             record.output_sha256 = file_sha256(record.output)
         finish(record)
 

@@ -116,15 +116,31 @@ class Manifest:
                 if isinstance(record, dict) and "source" in record:
                     self.latest[record["source"]] = record
 
+    def source_identity(self, source: str | os.PathLike) -> tuple[int, int, str]:
+        """``(size, mtime_ns, sha256)`` of an input; the SHA-256 is taken from its latest record when the size and
+        modification time are the recorded ones (as make and rsync trust them), so a rerun over a large archive does
+        not read every photo again."""
+        stat = os.stat(source)
+        record = self.latest.get(str(source)) or {}
+        if record.get("source_sha256") and record.get("source_size") == stat.st_size and \
+                record.get("source_mtime_ns") == stat.st_mtime_ns:
+            return stat.st_size, stat.st_mtime_ns, record["source_sha256"]
+        return stat.st_size, stat.st_mtime_ns, file_sha256(source)
+
     def done(self, source: str, source_sha256: str, settings: str) -> dict[str, Any] | None:
         """The kept record of ``source`` if it was cloaked from the same content with the same settings and its output
-        is on disk unchanged; None if it must be (re)done."""
+        is on disk unchanged (same size and modification time as recorded, else the same SHA-256); None if it must be
+        (re)done."""
         record = self.latest.get(source)
         if not record or record.get("status") != "cloaked" or record.get("source_sha256") != source_sha256 or \
                 record.get("settings_hash") != settings or not record.get("output"):
             return None
         output = Path(record["output"])
-        if not output.is_file() or file_sha256(output) != record.get("output_sha256"):
+        if not output.is_file():
+            return None
+        stat = output.stat()
+        unchanged = record.get("output_size") == stat.st_size and record.get("output_mtime_ns") == stat.st_mtime_ns
+        if not unchanged and file_sha256(output) != record.get("output_sha256"):
             return None
         return record
 

@@ -66,8 +66,11 @@ class PhotoRecord:
     error: str | None = None
     notes: list[str] | None = None  # what decoding did to the input's samples (16-bit scaled, CMYK converted, ...)
     source_size: int | None = None
+    source_mtime_ns: int | None = None
     source_sha256: str | None = None
     output_sha256: str | None = None
+    output_size: int | None = None
+    output_mtime_ns: int | None = None
     settings_hash: str | None = None
     resumed: bool = False  # done by an earlier run with the same input and settings: its record, kept
 

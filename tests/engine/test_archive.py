@@ -265,3 +265,31 @@ def test_a_manifest_that_cannot_be_read_stops_before_any_work(tmp_path: Path, ca
     code, _, err = _cli(["cloak", str(tmp_path / "in"), "-o", str(out), "-q", *TINY], capsys)
     assert code == 2 and "cannot use the manifest" in err and err.count("\n") == 1
     assert not (out / "p00.jpg").exists()
+
+
+def test_a_rerun_trusts_unchanged_size_and_time_and_rehashes_the_rest(tmp_path: Path, capsys, monkeypatch) -> None:
+    """A rerun over an unchanged archive reads no photo again (size and modification time as recorded, like make
+    and rsync); an output changed behind its back (other bytes, other time) is detected and redone."""
+    import comcloak.engine.archive as archive
+    import comcloak.engine.manifest as manifest
+
+    photos = _photos(tmp_path / "in", 2)
+    out = tmp_path / "out"
+    assert _cli(["cloak", str(tmp_path / "in"), "-o", str(out), "-q", *TINY], capsys)[0] == 0
+    hashed: list[str] = []
+    real = manifest.file_sha256
+
+    def counting(path):
+        hashed.append(Path(path).name)
+        return real(path)
+
+    monkeypatch.setattr(manifest, "file_sha256", counting)
+    monkeypatch.setattr(archive, "file_sha256", counting)
+    code, stdout, _ = _cli(["cloak", str(tmp_path / "in"), "-o", str(out), *TINY], capsys)
+    assert code == 0 and "2 by an earlier run" in stdout and hashed == []
+    record = _latest(out)[str(photos[0].resolve())]
+    Path(record["output"]).write_bytes(Path(record["output"]).read_bytes()[::-1])  # tampered output
+    code, stdout, _ = _cli(["cloak", str(tmp_path / "in"), "-o", str(out), *TINY], capsys)
+    assert code == 0 and "1 by an earlier run" in stdout
+    with Image.open(record["output"]) as image:
+        image.load()  # a real photo again
