@@ -8,6 +8,7 @@ Pillow's decompression-bomb guard stays on: an oversized image is a :class:`Phot
 from __future__ import annotations
 
 import functools
+import io
 import logging
 import os
 import warnings
@@ -143,11 +144,13 @@ def _decoding_errors(path: Path) -> Iterator[None]:
         raise PhotoError(path, f"corrupt image ({error})") from None
 
 
-def load_photo(path: str | os.PathLike) -> Photo:
-    """Decode ``path`` to upright RGB; raise :class:`PhotoError` with a one-line reason on failure."""
+def load_photo(path: str | os.PathLike, data: bytes | None = None) -> Photo:
+    """Decode ``path`` (or, given ``data``, those bytes, named ``path`` in errors: an upload) to upright RGB; raise
+    :class:`PhotoError` with a one-line reason on failure."""
     path = Path(path)
     _heif_support()
-    with _decoding_errors(path), _large_image_warnings() as large, Image.open(path) as image:
+    source = io.BytesIO(data) if data is not None else path
+    with _decoding_errors(path), _large_image_warnings() as large, Image.open(source) as image:
         image_format = image.format or "PNG"
         frames = getattr(image, "n_frames", 1)
         if frames > 1:
@@ -195,15 +198,23 @@ def save_photo(
     photo: Photo, pixels: np.ndarray, destination: str | os.PathLike, options: WriteOptions = DEFAULT_WRITE,
     image_format: str | None = None,
 ) -> Path:
-    """Write ``pixels`` (uint8 RGB) to ``destination`` via a temp file and rename: in ``image_format`` (a Pillow
-    format name), by default ``photo``'s format family (:func:`output_format`).
+    """Write ``pixels`` (uint8 RGB) to ``destination`` via a temp file and rename, encoded by :func:`encode_photo`.
+    A crash or a full disk leaves either the old file or none, never a half-written one."""
+    data = encode_photo(photo, pixels, options, image_format)
+    with atomic_writer(destination) as handle:
+        handle.write(data)
+    return Path(destination)
+
+
+def encode_photo(photo: Photo, pixels: np.ndarray, options: WriteOptions = DEFAULT_WRITE,
+                 image_format: str | None = None) -> bytes:
+    """The bytes of ``pixels`` (uint8 RGB) encoded in ``image_format`` (a Pillow format name), by default ``photo``'s
+    format family (:func:`output_format`).
 
     A greyscale photo is written greyscale (the cloak's luminance) where the format has greyscale; alpha is kept where
     the format has it; the colour profile is attached only when it is valid for the mode written; EXIF and XMP follow
-    ``options.metadata`` (:mod:`comcloak.codecs.metadata`; BMP carries none). A crash or a full disk leaves either
-    the old file or none, never a half-written one.
+    ``options.metadata`` (:mod:`comcloak.codecs.metadata`; BMP carries none).
     """
-    destination = Path(destination)
     image_format = image_format or output_format(photo.format)
     image = Image.fromarray(pixels, "RGB")
     if photo.greyscale and image_format in _GREY_FORMATS:  # ITU-R 601 luma of the cloak
@@ -226,9 +237,9 @@ def save_photo(
         encoder.update(quality=DEFAULT_WEBP_QUALITY)
     elif image_format == "TIFF" and not _has_sub_ifds(encoder.get("exif")):
         encoder["compression"] = "tiff_deflate"  # libtiff; it cannot write EXIF sub-IFDs, Pillow's own writer can
-    with atomic_writer(destination) as handle:
-        image.save(handle, format=image_format, **encoder)
-    return destination
+    buffer = io.BytesIO()
+    image.save(buffer, format=image_format, **encoder)
+    return buffer.getvalue()
 
 
 def _has_sub_ifds(exif_bytes: bytes | None) -> bool:

@@ -78,6 +78,40 @@ def test_failed_write_leaves_nothing(tmp_path: Path, pixels: np.ndarray, monkeyp
         raise OSError("disk full")
 
     monkeypatch.setattr(Image.Image, "save", broken_save)
+    (tmp_path / "out").mkdir()
+    with pytest.raises(OSError, match="disk full"):
+        save_photo(photo, photo.pixels, tmp_path / "out" / "in.png")
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_a_write_that_fails_midway_leaves_nothing(tmp_path: Path, pixels: np.ndarray,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import comcloak.codecs.photos as photos
+
+    source = tmp_path / "in.png"
+    Image.fromarray(pixels).save(source)
+    photo = load_photo(source)
+    real_writer = photos.atomic_writer
+
+    def failing_writer(destination):
+        class Handle:
+            def __init__(self, inner):
+                self.inner = inner
+
+            def write(self, data):
+                self.inner.write(data[: len(data) // 2])
+                raise OSError("disk full")
+
+        from contextlib import contextmanager
+
+        @contextmanager
+        def wrapped():
+            with real_writer(destination) as inner:
+                yield Handle(inner)
+
+        return wrapped()
+
+    monkeypatch.setattr(photos, "atomic_writer", failing_writer)
     with pytest.raises(OSError, match="disk full"):
         save_photo(photo, photo.pixels, tmp_path / "out" / "in.png")
     assert list((tmp_path / "out").iterdir()) == []
@@ -175,3 +209,15 @@ def test_large_image_warning_becomes_a_note_not_a_printout(tmp_path: Path, pixel
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # the guard itself stays on
     with pytest.raises(PhotoError, match="decompression bomb"):
         load_photo(source)
+
+
+def test_uploads_decode_from_bytes_and_encode_to_bytes(tmp_path: Path, pixels: np.ndarray) -> None:
+    from comcloak.codecs.photos import encode_photo
+
+    source = tmp_path / "in.png"
+    Image.fromarray(pixels).save(source)
+    photo = load_photo("upload", data=source.read_bytes())
+    np.testing.assert_array_equal(photo.pixels, load_photo(source).pixels)
+    assert encode_photo(photo, photo.pixels) == save_photo(photo, photo.pixels, tmp_path / "out.png").read_bytes()
+    with pytest.raises(PhotoError, match="^upload: not a readable image"):
+        load_photo("upload", data=b"not an image")
