@@ -32,13 +32,13 @@ class OneLineArgumentParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from comcloak.engine.commands import bench, cloak, demo, eval_commodel, evaluate, export, train
+    from comcloak.engine.commands import bench, cloak, demo, eval_commodel, evaluate, export, serve, train
 
     parser = OneLineArgumentParser(prog="comcloak", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"comcloak {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     subparsers = parser.add_subparsers(dest="command", required=True, parser_class=OneLineArgumentParser)
-    for module in (cloak, demo, evaluate, eval_commodel, train, export, bench):
+    for module in (cloak, demo, serve, evaluate, eval_commodel, train, export, bench):
         module.add_parser(subparsers)
     return parser
 
