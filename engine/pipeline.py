@@ -83,9 +83,11 @@ class PhotoRecord:
 
 @dataclass(frozen=True)
 class CloakFailure:
-    """A photo the cloaker could not cloak, and why (one line)."""
+    """A photo the cloaker could not cloak, and why (one line); ``internal``: not the photo's fault (a bug, logged
+    with its traceback), as opposed to a photo the attack refuses."""
 
     error: str
+    internal: bool = False
 
 
 @dataclass(frozen=True)
@@ -201,7 +203,7 @@ def _cloak_one(cloaker: Cloaker, photo: Photo) -> CloakResult | CloakFailure:
         return CloakFailure(f"cloaking failed ({error})")
     except Exception as error:  # noqa: BLE001 - reported as this photo's failure record, with the traceback logged
         logger.warning("cloaking %s failed", photo.source, exc_info=True)
-        return CloakFailure(f"cloaking failed ({type(error).__name__}: {error})")
+        return CloakFailure(f"cloaking failed ({type(error).__name__}: {error})", internal=True)
 
 
 def write_cloak(photo: Photo, result: CloakResult, destination: Path, write: WriteOptions,

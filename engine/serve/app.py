@@ -7,8 +7,9 @@ Prometheus metrics.
   ``X-Comcloak-Protected`` (after ``check``, in the attacker's crop view), ``X-Comcloak-PSNR`` and
   ``X-Comcloak-Seconds``; with ``response=json`` the same as JSON, the image base64-encoded.
 - Errors are ``application/problem+json`` with one line of detail: 400 an undecodable or unsupported image, 413 too
-  large (``max_bytes``, ``max_pixels``), 422 a bad parameter, 503 (``Retry-After``) the queue is full or the server is
-  stopping, 504 past the timeout. A bad photo fails alone, never the requests batched with it.
+  large (``max_bytes``, ``max_pixels``), 422 a bad parameter, 500 this photo's cloak failed inside the attack (a bug,
+  logged), 503 (``Retry-After``) the queue is full or the server is stopping, 504 past the timeout. A bad photo fails
+  alone, never the requests batched with it.
 - ``GET /v2/health/live``, ``GET /v2/health/ready`` (200 once the models are loaded and a warm-up batch has run),
   ``GET /metrics``, ``GET /v1/info``.
 
@@ -132,7 +133,7 @@ class CloakService:
         answers: list[dict | Exception] = []
         for job, result in zip(jobs, results):
             if isinstance(result, CloakFailure):
-                answers.append(RequestError(400, result.error))
+                answers.append(RequestError(500 if result.internal else 400, result.error))
                 continue
             try:
                 data = encode_photo(job.photo, result.cloaked, WriteOptions(), job.image_format)
@@ -142,7 +143,7 @@ class CloakService:
                 score_cloak(cloaker, record, job.photo.pixels, written, job.check)
             except Exception as error:  # noqa: BLE001 - this photo's failure, never its batch's
                 logger.warning("encoding or scoring an upload failed", exc_info=True)
-                answers.append(RuntimeError(f"cloaking failed ({type(error).__name__}: {error})"))
+                answers.append(RequestError(500, f"cloaking failed ({type(error).__name__}: {error})"))
                 continue
             answers.append({"data": data, "format": job.image_format, "clean_label": record.clean_check_label,
                             "protected": bool(record.success), "protected_on": record.protected_on,
@@ -186,7 +187,8 @@ def problem(status: int, title: str, detail: str, headers: dict[str, str] | None
     return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
-_TITLES = {400: "Bad image", 413: "Too large", 422: "Bad parameter", 503: "Busy", 504: "Timeout"}
+_TITLES = {400: "Bad image", 413: "Too large", 422: "Bad parameter", 500: "Cloaking failed", 503: "Busy",
+           504: "Timeout"}
 
 
 def parse_request(query: dict[str, str], default_check: str) -> tuple[CloakRequest, Any, str | None, bool]:
@@ -345,6 +347,8 @@ def _decode(body: bytes, max_pixels: int) -> Photo:
 
     from PIL import Image
 
+    from comcloak.engine.pipeline import MIN_PHOTO_SIDE
+
     try:
         with Image.open(io.BytesIO(body)) as image:
             width, height = image.size
@@ -353,6 +357,11 @@ def _decode(body: bytes, max_pixels: int) -> Photo:
     if width * height > max_pixels:
         raise RequestError(413, f"the photo is {width}x{height} = {width * height} pixels; the limit is {max_pixels}")
     try:
-        return load_photo("upload", data=body)
+        photo = load_photo("upload", data=body)
     except PhotoError as error:
         raise RequestError(400, error.reason) from None
+    height, width = photo.pixels.shape[:2]
+    if min(height, width) < MIN_PHOTO_SIDE:  # the same floor as comcloak cloak
+        raise RequestError(400, f"too small to cloak ({width}x{height}, need at least {MIN_PHOTO_SIDE} px on each "
+                                "side)")
+    return photo

@@ -197,3 +197,40 @@ def test_a_port_in_use_is_one_line_exit_2(capsys) -> None:
         code = main(["serve", "--port", str(port), "--classifier", "tiny_classifier"])
     err = capsys.readouterr().err
     assert code == 2 and f"cannot listen on 127.0.0.1:{port}" in err and err.count("\n") == 1
+
+
+class FailsOnBlack(CloakService):
+    """The real service, whose Cloaker raises on an all-black photo: one that decodes but fails inside the attack."""
+
+    def cloaker(self, request):
+        real = super().cloaker(request)
+
+        class Fussy:
+            config, surrogates, device = real.config, real.surrogates, real.device
+
+            def cloak_photos(self, photos, batch_size):
+                if any(not photo.any() for photo in photos):
+                    raise RuntimeError("this attack cannot handle black")
+                return real.cloak_photos(photos, batch_size=batch_size)
+
+            def predict(self, images):
+                return real.predict(images)
+
+        return Fussy()
+
+
+def test_a_bad_photo_inside_a_batch_fails_alone_and_tiny_photos_are_refused() -> None:
+    settings = ServeSettings(batch=BatchSettings(max_batch=4, max_delay_s=0.5), **TINY)
+    black = io.BytesIO()
+    Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(black, "PNG")
+    with running_server(settings, FailsOnBlack(settings)) as (base, _):
+        bodies = [png_bytes(0), black.getvalue(), png_bytes(1), png_bytes(2)]
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(lambda body: httpx.post(f"{base}/v1/cloak", params=FAST, content=body,
+                                                            timeout=120), bodies))
+        metrics = httpx.get(f"{base}/metrics").text
+        tiny = httpx.post(f"{base}/v1/cloak", content=png_bytes(3, size=(20, 40)), timeout=60)
+    assert [answer.status_code for answer in answers] == [200, 500, 200, 200]
+    assert "cannot handle black" in answers[1].json()["detail"]
+    assert "comcloak_batch_size_sum 4.0" in metrics  # the four were one batch
+    assert tiny.status_code == 400 and "too small to cloak (40x20" in tiny.json()["detail"]
