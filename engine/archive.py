@@ -30,7 +30,6 @@ from comcloak.engine.cloaker import Cloaker
 from comcloak.engine.manifest import (
     MANIFEST_NAME,
     Manifest,
-    file_sha256,
     output_lock,
     remove_stale_parts,
     settings_hash,
@@ -153,10 +152,9 @@ def _run_locked(cloaker, plan, skipped, manifest: Manifest, digest: str, check_c
         record.settings_hash = digest
         if record.source in identities:
             record.source_size, record.source_mtime_ns, record.source_sha256 = identities[record.source]
-        if record.status == "cloaked" and record.output:
+        if record.status == "cloaked" and record.output:  # its SHA-256 came from the bytes written
             stat = os.stat(record.output)
             record.output_size, record.output_mtime_ns = stat.st_size, stat.st_mtime_ns
-            record.output_sha256 = file_sha256(record.output)
         finish(record)
 
     cloak_files(cloaker, todo, check_codec, batch_size=batch_size, overwrite=overwrite, write=write,

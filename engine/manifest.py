@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from comcloak.atomic import TEMP_SUFFIX, fsync_folder
+from comcloak.atomic import TEMP_SUFFIX, atomic_writer, fsync_folder
 from comcloak.errors import UserError
 
 MANIFEST_NAME = "comcloak-manifest.jsonl"
@@ -155,8 +155,6 @@ class Manifest:
 
     def _repair(self) -> None:
         """Drop torn lines so the file stays valid JSON Lines (rewritten atomically)."""
-        from comcloak.atomic import atomic_writer
-
         with open(self.path, encoding="utf-8") as handle:
             lines = [line for line in handle if _is_json(line)]
         with atomic_writer(self.path) as out:

@@ -15,6 +15,7 @@ written to. Memory holds one batch of photos at a time.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
@@ -27,11 +28,11 @@ import numpy as np
 import torch
 
 from comcloak import defaults
-from comcloak.atomic import write_json
+from comcloak.atomic import atomic_writer, write_json
 from comcloak.attacks import attack_succeeded, linf, psnr
 from comcloak.attacks.views import view_top_labels
 from comcloak.codecs import Codec
-from comcloak.codecs.photos import DEFAULT_WRITE, Photo, PhotoError, WriteOptions, load_photo, save_photo
+from comcloak.codecs.photos import DEFAULT_WRITE, Photo, PhotoError, WriteOptions, encode_photo, load_photo
 from comcloak.engine.cloaker import Cloaker, CloakResult, attack_shape
 from comcloak.engine.outputs import PlannedPhoto
 from comcloak.errors import UserError
@@ -79,6 +80,13 @@ class PhotoRecord:
         if record["psnr_db"] is not None and math.isinf(record["psnr_db"]):
             record["psnr_db"] = None  # JSON has no infinity; identical images have no finite PSNR
         return record
+
+
+def too_small_reason(width: int, height: int) -> str | None:
+    """Why a photo of this size cannot be cloaked, or None: the one floor for files and uploads alike."""
+    if min(width, height) >= MIN_PHOTO_SIDE:
+        return None
+    return f"too small to cloak ({width}x{height}, need at least {MIN_PHOTO_SIDE} px on each side)"
 
 
 @dataclass(frozen=True)
@@ -129,10 +137,9 @@ def cloak_files(
         if planned.error is not None or header is None or planned.destination is None:
             emit(PhotoRecord(source=str(source), status="failed", error=planned.error or f"{source}: not planned"))
             continue
-        if min(header.height, header.width) < MIN_PHOTO_SIDE:
-            emit(PhotoRecord(source=str(source), status="failed", error=str(PhotoError(
-                source, f"too small to cloak ({header.width}x{header.height}, need at least {MIN_PHOTO_SIDE} px on "
-                        "each side)"))))
+        too_small = too_small_reason(header.width, header.height)
+        if too_small is not None:
+            emit(PhotoRecord(source=str(source), status="failed", error=str(PhotoError(source, too_small))))
             continue
         if planned.destination.exists() and not overwrite and planned.destination not in replaceable:
             emit(PhotoRecord(source=str(source), status="skipped", output=str(planned.destination),
@@ -177,7 +184,7 @@ def _cloak_write_score(cloaker: Cloaker, jobs: list[_Job], check_codec: Codec | 
         if before_write is not None:
             before_write(job.source, job.destination)
         try:
-            written = write_cloak(photo, result, job.destination, write, job.image_format)
+            written, record.output_sha256 = write_cloak(photo, result, job.destination, write, job.image_format)
         except OSError as error:
             record.status, record.error = "failed", f"{job.destination}: cannot write ({error})"
         else:
@@ -206,13 +213,22 @@ def _cloak_one(cloaker: Cloaker, photo: Photo) -> CloakResult | CloakFailure:
         return CloakFailure(f"cloaking failed ({type(error).__name__}: {error})", internal=True)
 
 
+def encode_as_written(photo: Photo, pixels: np.ndarray, write: WriteOptions = DEFAULT_WRITE,
+                      image_format: str | None = None) -> tuple[bytes, np.ndarray]:
+    """The cloak's file bytes in ``image_format`` (default: the input's format family) and the pixels those bytes
+    decode to: what scoring must see, after our own encoder. Files and uploads alike."""
+    data = encode_photo(photo, pixels, write, image_format)
+    return data, load_photo(photo.source or "cloak", data=data).pixels
+
+
 def write_cloak(photo: Photo, result: CloakResult, destination: Path, write: WriteOptions,
-                image_format: str | None = None) -> np.ndarray:
-    """Step 2: write the cloak atomically in ``image_format`` (default: the input's format family); returns the pixels
-    as written to disk (decoded again, so scoring sees what the output file holds, after our own encoder). Raises
-    OSError."""
-    save_photo(photo, result.cloaked, destination, write, image_format=image_format)
-    return load_photo(destination).pixels
+                image_format: str | None = None) -> tuple[np.ndarray, str]:
+    """Step 2: write the cloak atomically (:func:`encode_as_written`); returns the pixels the file holds and the
+    SHA-256 of its bytes, both from the bytes written, so the file is not read back. Raises OSError."""
+    data, written = encode_as_written(photo, result.cloaked, write, image_format)
+    with atomic_writer(destination) as handle:
+        handle.write(data)
+    return written, hashlib.sha256(data).hexdigest()
 
 
 def score_cloak(cloaker: Cloaker, record: PhotoRecord, original: np.ndarray, written: np.ndarray,

@@ -109,7 +109,7 @@ def output_settings(cloaker, args: argparse.Namespace) -> dict:
 
     return {"config": asdict(cloaker.config), "format": args.format, "jpeg_quality": args.jpeg_quality,
             "metadata": args.metadata,
-            "precision": getattr(args, "precision", None), "comcloak": __version__}
+            "precision": args.precision, "comcloak": __version__}
 
 
 @contextmanager

@@ -33,7 +33,7 @@ import numpy as np
 from comcloak import __version__, defaults
 from comcloak.attacks.presets import DEFAULT_STRENGTH, PRESETS, STRENGTHS
 from comcloak.codecs import parse_codec
-from comcloak.codecs.photos import Photo, PhotoError, WriteOptions, encode_photo, load_photo
+from comcloak.codecs.photos import Photo, PhotoError, load_photo
 from comcloak.engine.outputs import OUTPUT_FORMATS, written_format
 from comcloak.engine.serve.batcher import BatchSettings, DynamicBatcher, QueueFullError, RequestTimeoutError
 from comcloak.errors import UserError
@@ -124,7 +124,7 @@ class CloakService:
     def run_batch(self, jobs: list[_Job]) -> list[dict | Exception]:
         """Cloak, encode and score one batch (one attack configuration and view shape); a result or an exception per
         job. Runs in the batcher's worker thread."""
-        from comcloak.engine.pipeline import CloakFailure, PhotoRecord, cloak_batch, score_cloak
+        from comcloak.engine.pipeline import CloakFailure, PhotoRecord, cloak_batch, encode_as_written, score_cloak
 
         cloaker = self.cloaker(jobs[0].request)
         started = time.perf_counter()
@@ -136,8 +136,7 @@ class CloakService:
                 answers.append(RequestError(500 if result.internal else 400, result.error))
                 continue
             try:
-                data = encode_photo(job.photo, result.cloaked, WriteOptions(), job.image_format)
-                written = load_photo("cloak", data=data).pixels
+                data, written = encode_as_written(job.photo, result.cloaked, image_format=job.image_format)
                 record = PhotoRecord(source="upload", status="cloaked", clean_label=result.clean_label,
                                      goal_label=result.goal_label)
                 score_cloak(cloaker, record, job.photo.pixels, written, job.check)
@@ -347,7 +346,7 @@ def _decode(body: bytes, max_pixels: int) -> Photo:
 
     from PIL import Image
 
-    from comcloak.engine.pipeline import MIN_PHOTO_SIDE
+    from comcloak.engine.pipeline import too_small_reason
 
     try:
         with Image.open(io.BytesIO(body)) as image:
@@ -360,8 +359,7 @@ def _decode(body: bytes, max_pixels: int) -> Photo:
         photo = load_photo("upload", data=body)
     except PhotoError as error:
         raise RequestError(400, error.reason) from None
-    height, width = photo.pixels.shape[:2]
-    if min(height, width) < MIN_PHOTO_SIDE:  # the same floor as comcloak cloak
-        raise RequestError(400, f"too small to cloak ({width}x{height}, need at least {MIN_PHOTO_SIDE} px on each "
-                                "side)")
+    too_small = too_small_reason(photo.pixels.shape[1], photo.pixels.shape[0])  # the floor of comcloak cloak
+    if too_small is not None:
+        raise RequestError(400, too_small)
     return photo
