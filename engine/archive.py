@@ -20,7 +20,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Callable
-from dataclasses import fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -66,10 +66,34 @@ def check_writable(path: Path, folder: bool = False) -> None:
         raise UserError(f"cannot write {path}: {error.strerror or error} in {existing}") from None
 
 
+def archive_settings(config: Any, output_format: str, write: WriteOptions, precision: str) -> dict[str, Any]:
+    """Everything that changes an output file, hashed into each manifest record: the attack as run (an
+    :class:`~comcloak.attacks.AttackConfig`), the output encoding and the numeric precision (not the backend, device,
+    batch size or runner, which give the same cloaks). One definition for ``comcloak cloak`` and Ray runs, so either
+    resumes the other's folder."""
+    from comcloak import __version__
+
+    return {"config": asdict(config), "format": output_format, "jpeg_quality": write.jpeg_quality,
+            "metadata": write.metadata, "precision": precision, "comcloak": __version__}
+
+
 def record_from_manifest(entry: dict[str, Any]) -> PhotoRecord:
     """A :class:`PhotoRecord` from a manifest line (unknown keys, such as the manifest's own, are dropped)."""
     known = {field.name for field in fields(PhotoRecord)}
     return PhotoRecord(**{key: value for key, value in entry.items() if key in known})
+
+
+@dataclass
+class ArchiveWork:
+    """What an archive run hands its runner (this process, or a Ray cluster: :mod:`comcloak.engine.scale`): the photos
+    to cloak, the outputs that are this archive's own to replace, and the two ways back to the manifest:
+    ``mark_writing([(source, destination), ...])`` before those outputs may be renamed into place, and ``done(record)``
+    as each photo finishes (its record appended and fsynced)."""
+
+    todo: list[PlannedPhoto]
+    replaceable: set[Path]
+    mark_writing: Callable[[list[tuple[Path, Path]]], None]
+    done: Callable[[PhotoRecord], None]
 
 
 def run_archive(
@@ -86,9 +110,36 @@ def run_archive(
     on_photo_done: Callable[[PhotoRecord], None] | None = None,
     on_batch_start: Callable[[int, tuple[int, int]], None] | None = None,
 ) -> list[PhotoRecord]:
-    """Run the archive into ``output_dir`` (see the module docstring); ``settings`` is everything that changes an
-    output, hashed into each record. Returns the records of skipped inputs first, then one per planned photo in the
-    order of ``plan``. ``overwrite`` redoes every photo, done or not, and replaces any existing output."""
+    """Run the archive into ``output_dir`` in this process (see the module docstring); ``settings`` is everything
+    that changes an output, hashed into each record. Returns the records of skipped inputs first, then one per planned
+    photo in the order of ``plan``. ``overwrite`` redoes every photo, done or not, and replaces any existing
+    output."""
+
+    def cloak_here(work: ArchiveWork) -> None:
+        cloak_files(cloaker, work.todo, check_codec, batch_size=batch_size, overwrite=overwrite, write=write,
+                    on_photo_done=work.done, replaceable=work.replaceable,
+                    before_write=lambda source, destination: work.mark_writing([(source, destination)]),
+                    on_batch_start=on_batch_start)
+
+    return run_archive_with(cloak_here, plan, skipped, output_dir, settings, overwrite=overwrite, wait=wait,
+                            on_photo_done=on_photo_done)
+
+
+def run_archive_with(
+    runner: Callable[[ArchiveWork], None],
+    plan: list[PlannedPhoto],
+    skipped: list[SkippedInput],
+    output_dir: Path,
+    settings: dict[str, Any],
+    overwrite: bool = False,
+    wait: bool = False,
+    on_photo_done: Callable[[PhotoRecord], None] | None = None,
+    hash_new_sources: bool = True,
+) -> list[PhotoRecord]:
+    """:func:`run_archive` with the cloaking done by ``runner``: the lock, the manifest, skipping what is done and
+    recording what finishes are the same for every runner. ``hash_new_sources=False`` leaves the SHA-256 of inputs
+    the manifest has never cloaked to the runner, which reads them anyway (on a cluster, its workers), instead of
+    reading every input here first."""
     digest = settings_hash(settings)
     with output_lock(output_dir, wait=wait):
         for stale in remove_stale_parts(output_dir):
@@ -100,14 +151,13 @@ def run_archive(
             raise UserError(f"cannot use the manifest {output_dir / MANIFEST_NAME}: "
                             f"{getattr(error, 'strerror', None) or error}") from None
         try:
-            return _run_locked(cloaker, plan, skipped, manifest, digest, check_codec, batch_size, overwrite,
-                               write, on_photo_done, on_batch_start)
+            return _run_locked(runner, plan, skipped, manifest, digest, overwrite, on_photo_done, hash_new_sources)
         finally:
             manifest.close()
 
 
-def _run_locked(cloaker, plan, skipped, manifest: Manifest, digest: str, check_codec, batch_size: int,
-                overwrite: bool, write: WriteOptions, on_photo_done, on_batch_start) -> list[PhotoRecord]:
+def _run_locked(runner, plan, skipped, manifest: Manifest, digest: str, overwrite: bool, on_photo_done,
+                hash_new_sources: bool) -> list[PhotoRecord]:
     records: list[PhotoRecord] = []
 
     def finish(record: PhotoRecord, append: bool = True) -> None:
@@ -124,7 +174,8 @@ def _run_locked(cloaker, plan, skipped, manifest: Manifest, digest: str, check_c
     replaceable: set[Path] = set()
     for planned in plan:
         source = str(planned.source)
-        if planned.error is None:
+        previous = manifest.latest.get(source)
+        if planned.error is None and (hash_new_sources or (previous and previous.get("status") == "cloaked")):
             try:
                 identity = manifest.source_identity(planned.source)
             except OSError as error:
@@ -138,26 +189,24 @@ def _run_locked(cloaker, plan, skipped, manifest: Manifest, digest: str, check_c
                 record.resumed = True
                 finish(record, append=False)
                 continue
-            previous = manifest.latest.get(source)
-            if previous and previous.get("output") and planned.destination is not None and \
-                    Path(previous["output"]) == planned.destination:
-                replaceable.add(planned.destination)  # this archive's own output, from other settings or a kill
+        if planned.error is None and previous and previous.get("output") and planned.destination is not None and \
+                Path(previous["output"]) == planned.destination:
+            replaceable.add(planned.destination)  # this archive's own output, from other settings or a kill
         todo.append(planned)
 
-    def before_write(source: Path, destination: Path) -> None:
-        manifest.append({"source": str(source), "status": WRITING, "output": str(destination),
-                         "settings_hash": digest})
+    def mark_writing(pairs: list[tuple[Path, Path]]) -> None:
+        manifest.append_many([{"source": str(source), "status": WRITING, "output": str(destination),
+                               "settings_hash": digest} for source, destination in pairs])
 
     def done(record: PhotoRecord) -> None:
         record.settings_hash = digest
-        if record.source in identities:
+        if record.source_sha256 is None and record.source in identities:
             record.source_size, record.source_mtime_ns, record.source_sha256 = identities[record.source]
-        if record.status == "cloaked" and record.output:  # its SHA-256 came from the bytes written
-            stat = os.stat(record.output)
+        if record.status == "cloaked" and record.output and record.output_size is None:
+            stat = os.stat(record.output)  # its SHA-256 came from the bytes written
             record.output_size, record.output_mtime_ns = stat.st_size, stat.st_mtime_ns
         finish(record)
 
-    cloak_files(cloaker, todo, check_codec, batch_size=batch_size, overwrite=overwrite, write=write,
-                on_photo_done=done, replaceable=replaceable, before_write=before_write, on_batch_start=on_batch_start)
+    runner(ArchiveWork(todo, replaceable, mark_writing, done))
     order = {str(planned.source): index for index, planned in enumerate(plan)}
     return sorted(records, key=lambda record: order.get(record.source, -1))

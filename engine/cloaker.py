@@ -302,3 +302,32 @@ class Cloaker:
         """
         full = torch.from_numpy(np.ascontiguousarray(photo)).to(self.device)[None]
         return kernels.compose(full, delta.to(self.device))[0].cpu().numpy()
+
+
+@dataclass(frozen=True)
+class CloakerSpec:
+    """How to build a :class:`Cloaker` somewhere else (a Ray actor, a worker process): the attack configuration and
+    the runtime options, small and picklable, so the models are loaded where they are used, once per worker.
+
+    Example:
+        >>> spec = CloakerSpec(preset_config("balanced"))
+        >>> cloaker = spec.build()   # on the worker
+    """
+
+    config: AttackConfig
+    backend: str = defaults.BACKEND
+    device: str | None = None
+    cache_dir: str | None = None
+    precision: str = defaults.PRECISION
+    threads: int | None = None
+
+    def build(self) -> Cloaker:
+        return Cloaker(self.config, backend=self.backend, device=self.device, cache_dir=self.cache_dir,
+                       threads=self.threads, precision=self.precision)
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"Cloaker(strength={c.strength!r}, classifier={c.classifier!r}, through={c.through!r}, "
+                f"attack={c.method!r}, eps={c.eps_255:g}, steps={c.steps}, draws={c.eot.draws}, loss={c.loss!r}, "
+                f"attack_size={c.attack_size}, targeted={c.targeted}, backend={self.backend!r}, "
+                f"precision={self.precision!r}, device={self.device or 'auto'!r}) on each Ray actor")

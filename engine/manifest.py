@@ -163,13 +163,21 @@ class Manifest:
 
     def append(self, record: dict[str, Any]) -> None:
         """Append one record, flushed and fsynced before returning."""
+        self.append_many([record])
+
+    def append_many(self, records: list[dict[str, Any]]) -> None:
+        """Append records with one flush and one fsync (a run's ``writing`` marks for a whole cluster job)."""
         if self._handle is None:
             raise RuntimeError("Manifest.append before open()")
-        record = {"manifest_version": MANIFEST_VERSION, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **record}
-        self._handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        if not records:
+            return
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        stamped = [{"manifest_version": MANIFEST_VERSION, "time": stamp, **record} for record in records]
+        self._handle.write("".join(json.dumps(record, ensure_ascii=False) + "\n" for record in stamped))
         self._handle.flush()
         os.fsync(self._handle.fileno())
-        self.latest[record["source"]] = record
+        for record in stamped:
+            self.latest[record["source"]] = record
 
     def close(self) -> None:
         if self._handle is not None:

@@ -99,11 +99,52 @@ class CloakFailure:
 
 
 @dataclass(frozen=True)
-class _Job:
+class PhotoJob:
+    """One photo to cloak in a batch of photos whose attack views share ``view_shape``. ``data``: the file's bytes
+    when a read stage already read them (Ray Data), with ``identity`` ``(size, mtime_ns, sha256)`` of those bytes;
+    otherwise the file is read when the batch is cloaked."""
+
     source: Path
     destination: Path
     image_format: str
     view_shape: tuple[int, int]
+    data: bytes | None = None
+    identity: tuple[int, int, str] | None = None
+
+
+def plan_batches(
+    plan: list[PlannedPhoto],
+    attack_size: int,
+    batch_size: int = defaults.BATCH_SIZE,
+    overwrite: bool = False,
+    replaceable: set[Path] | frozenset[Path] = frozenset(),
+) -> tuple[list[PhotoRecord], list[list[PhotoJob]]]:
+    """The batches :func:`cloak_files` attacks: planned photos grouped by attack-view shape (in order of first
+    appearance), each group cut into batches of ``batch_size``; and the records of the photos that need no attack
+    (unreadable header, too small, an existing output that is not ``replaceable`` without ``overwrite``). Every
+    runner (this process, a Ray cluster) attacks the same batches, so they write the same cloaks."""
+    records: list[PhotoRecord] = []
+    groups: dict[tuple[int, int], list[PhotoJob]] = {}
+    for planned in plan:
+        source, header = planned.source, planned.header
+        if planned.error is not None or header is None or planned.destination is None:
+            records.append(PhotoRecord(source=str(source), status="failed",
+                                       error=planned.error or f"{source}: not planned"))
+            continue
+        too_small = too_small_reason(header.width, header.height)
+        if too_small is not None:
+            records.append(PhotoRecord(source=str(source), status="failed", error=str(PhotoError(source, too_small))))
+            continue
+        if planned.destination.exists() and not overwrite and planned.destination not in replaceable:
+            records.append(PhotoRecord(source=str(source), status="skipped", output=str(planned.destination),
+                                       error="output exists (use --overwrite)"))
+            continue
+        view_shape = attack_shape(header.height, header.width, attack_size)
+        groups.setdefault(view_shape, []).append(PhotoJob(source, planned.destination,
+                                                          planned.image_format or "PNG", view_shape))
+    batches = [jobs[start : start + batch_size]
+               for jobs in groups.values() for start in range(0, len(jobs), batch_size)]
+    return records, batches
 
 
 def cloak_files(
@@ -119,7 +160,7 @@ def cloak_files(
     on_batch_start: Callable[[int, tuple[int, int]], None] | None = None,
 ) -> list[PhotoRecord]:
     """Cloak every planned photo (:func:`comcloak.engine.outputs.plan_outputs`); returns one record per photo, in
-    the order of ``plan`` (the work itself runs grouped by attack-view shape; see the module docstring).
+    the order of ``plan`` (the work itself runs in the batches of :func:`plan_batches`; see the module docstring).
 
     An existing output is skipped unless ``overwrite`` or it is in ``replaceable`` (this archive's own, per its
     manifest); ``before_write(source, destination)`` runs before each output is written (the manifest's mark);
@@ -131,43 +172,28 @@ def cloak_files(
         if on_photo_done:
             on_photo_done(record)
 
-    groups: dict[tuple[int, int], list[_Job]] = {}
-    for planned in plan:
-        source, header = planned.source, planned.header
-        if planned.error is not None or header is None or planned.destination is None:
-            emit(PhotoRecord(source=str(source), status="failed", error=planned.error or f"{source}: not planned"))
-            continue
-        too_small = too_small_reason(header.width, header.height)
-        if too_small is not None:
-            emit(PhotoRecord(source=str(source), status="failed", error=str(PhotoError(source, too_small))))
-            continue
-        if planned.destination.exists() and not overwrite and planned.destination not in replaceable:
-            emit(PhotoRecord(source=str(source), status="skipped", output=str(planned.destination),
-                             error="output exists (use --overwrite)"))
-            continue
-        view_shape = attack_shape(header.height, header.width, cloaker.config.attack_size)
-        groups.setdefault(view_shape, []).append(_Job(source, planned.destination, planned.image_format or "PNG",
-                                                      view_shape))
-    for jobs in groups.values():
-        for start in range(0, len(jobs), batch_size):
-            if on_batch_start is not None:
-                on_batch_start(len(jobs[start : start + batch_size]), jobs[start].view_shape)
-            for record in _cloak_write_score(cloaker, jobs[start : start + batch_size], check_codec, write,
-                                             before_write):
-                emit(record)
+    immediate, batches = plan_batches(plan, cloaker.config.attack_size, batch_size, overwrite, replaceable)
+    for record in immediate:
+        emit(record)
+    for jobs in batches:
+        if on_batch_start is not None:
+            on_batch_start(len(jobs), jobs[0].view_shape)
+        for record in cloak_write_score(cloaker, jobs, check_codec, write, before_write):
+            emit(record)
     order = {str(planned.source): index for index, planned in enumerate(plan)}
     return sorted(records, key=lambda record: order[record.source])
 
 
-def _cloak_write_score(cloaker: Cloaker, jobs: list[_Job], check_codec: Codec | None, write: WriteOptions,
-                       before_write: Callable[[Path, Path], None] | None = None) -> Iterable[PhotoRecord]:
-    """One batch through the three steps, a record per photo."""
-    loaded: list[tuple[_Job, Photo]] = []
+def cloak_write_score(cloaker: Cloaker, jobs: list[PhotoJob], check_codec: Codec | None, write: WriteOptions,
+                      before_write: Callable[[Path, Path], None] | None = None) -> Iterable[PhotoRecord]:
+    """One batch through the three steps, a record per photo (a photo that cannot be read, cloaked or written fails
+    alone)."""
+    loaded: list[tuple[PhotoJob, Photo]] = []
     for job in jobs:
         try:
-            loaded.append((job, load_photo(job.source)))
+            loaded.append((job, load_photo(job.source, data=job.data)))
         except PhotoError as error:
-            yield PhotoRecord(source=str(job.source), status="failed", error=str(error))
+            yield _with_identity(PhotoRecord(source=str(job.source), status="failed", error=str(error)), job)
     if not loaded:
         return
     started = time.perf_counter()
@@ -175,12 +201,13 @@ def _cloak_write_score(cloaker: Cloaker, jobs: list[_Job], check_codec: Codec | 
     per_photo = (time.perf_counter() - started) / len(loaded)
     for (job, photo), result in zip(loaded, results):
         if isinstance(result, CloakFailure):
-            yield PhotoRecord(source=str(job.source), status="failed", error=f"{job.source}: {result.error}")
+            yield _with_identity(PhotoRecord(source=str(job.source), status="failed",
+                                             error=f"{job.source}: {result.error}"), job)
             continue
         height, width = photo.pixels.shape[:2]
-        record = PhotoRecord(source=str(job.source), status="cloaked", width=width, height=height,
-                             clean_label=result.clean_label, goal_label=result.goal_label, seconds=per_photo,
-                             notes=list(photo.notes) or None)
+        record = _with_identity(PhotoRecord(
+            source=str(job.source), status="cloaked", width=width, height=height, clean_label=result.clean_label,
+            goal_label=result.goal_label, seconds=per_photo, notes=list(photo.notes) or None), job)
         if before_write is not None:
             before_write(job.source, job.destination)
         try:
@@ -192,6 +219,14 @@ def _cloak_write_score(cloaker: Cloaker, jobs: list[_Job], check_codec: Codec | 
             record.linf = linf(photo.pixels, result.cloaked)
             score_cloak(cloaker, record, photo.pixels, written, check_codec)
         yield record
+
+
+def _with_identity(record: PhotoRecord, job: PhotoJob) -> PhotoRecord:
+    """``record`` with the size, modification time and SHA-256 of the bytes its job read, when a read stage gave
+    them."""
+    if job.identity is not None:
+        record.source_size, record.source_mtime_ns, record.source_sha256 = job.identity
+    return record
 
 
 def cloak_batch(cloaker: Cloaker, photos: list[Photo]) -> list[CloakResult | CloakFailure]:

@@ -35,7 +35,71 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_attack_options(parser)
     add_classifier_options(parser, ensemble=True)
     add_runtime_options(parser)
+    add_ray_options(parser)
     parser.set_defaults(run=run)
+
+
+def add_ray_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("scale-out (Ray Data; the ray extra: pip install 'comcloak[ray]')")
+    group.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                       help="cloak on Ray: without ADDRESS a Ray runtime on this machine; 'auto' or HOST:PORT joins "
+                            "a running cluster, ray://HOST:PORT through Ray Client. Same outputs, manifest and resume "
+                            "as without --ray; on a cluster, inputs and OUTDIR must be on a filesystem every node sees "
+                            "at the same path")
+    group.add_argument("--ray-actors", default=None, metavar="MIN[,MAX]", type=_actor_range,
+                       help="cloaking actors, each holding one Cloaker (default: 1 up to what the cluster's CPUs, or "
+                            "GPUs with --ray-gpus-per-actor, allow)")
+    group.add_argument("--ray-cpus-per-actor", type=_positive_float, default=None, metavar="N",
+                       help="CPUs each actor reserves; its torch threads (default 1)")
+    group.add_argument("--ray-gpus-per-actor", type=_non_negative_float, default=None, metavar="N",
+                       help="GPUs each actor reserves (default 0; 1 on GPU clusters, a fraction to share one)")
+
+
+def _actor_range(text: str) -> tuple[int, int | None]:
+    parts = text.split(",")
+    try:
+        values = [int(part) for part in parts]
+    except ValueError:
+        values = []
+    if len(values) not in (1, 2) or min(values) < 1 or values[0] > values[-1]:
+        raise argparse.ArgumentTypeError(f"expected MIN or MIN,MAX actors with 1 <= MIN <= MAX, got {text!r}")
+    return values[0], values[1] if len(values) == 2 else None
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number above 0, got {text!r}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number 0 or above, got {text!r}")
+    return value
+
+
+def actor_pool(args: argparse.Namespace):
+    """The :class:`~comcloak.engine.scale.ActorPool` of the ``--ray-*`` options; they need ``--ray``."""
+    from comcloak.engine.scale import ActorPool
+    from comcloak.errors import UserError
+
+    given = [name for name in ("ray_actors", "ray_cpus_per_actor", "ray_gpus_per_actor")
+             if getattr(args, name) is not None]
+    if args.ray is None:
+        if given:
+            raise UserError(f"--{given[0].replace('_', '-')} applies to a Ray run; add --ray")
+        return None
+    low, high = args.ray_actors or (1, None)
+    return ActorPool(min_actors=low, max_actors=high, cpus_per_actor=args.ray_cpus_per_actor or 1.0,
+                     gpus_per_actor=args.ray_gpus_per_actor or 0.0)
 
 
 def add_output_options(parser: argparse.ArgumentParser, overwrite_option: bool = True) -> None:
@@ -76,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
     from comcloak.errors import UserError
 
     write_options(args)  # a bad --jpeg-quality or --metadata stops here
+    pool = actor_pool(args)  # --ray-* without --ray stops here
     check_codec = parse_codec(args.check)
     check_codec.apply(np.zeros((16, 16, 3), np.uint8))  # an unavailable codec (AVIF) fails now, not mid-run
     collected = collect_inputs(args.inputs, follow_symlinks=args.follow_symlinks)
@@ -89,8 +154,32 @@ def run(args: argparse.Namespace) -> int:
     check_writable(output_dir, folder=True)
     if args.report:
         check_writable(Path(args.report))
+    if pool is not None:
+        return cloak_on_ray(plan, collected.skipped, output_dir, check_codec, pool, args)
     cloaker = build_cloaker(args)
     return cloak_and_report(cloaker, plan, collected.skipped, output_dir, check_codec, args)
+
+
+def cloak_on_ray(plan, skipped, output_dir: Path, check_codec, pool, args: argparse.Namespace) -> int:
+    """``--ray``: the archive on Ray Data (:mod:`comcloak.engine.scale`), reported as without it. A job that stops
+    midway exits 1 with one line; what finished is recorded and a rerun resumes."""
+    from comcloak.engine.commands.options import cloaker_spec
+    from comcloak.engine.scale import RayJobError, connect, import_ray, run_archive_on_ray
+
+    import_ray()  # no Ray: one line, exit 2, before the runtime starts
+    spec = cloaker_spec(args)  # a bad attack option stops here, not on each actor
+    connect(args.ray)
+
+    def run_here(done, batch_start):
+        return run_archive_on_ray(spec, plan, skipped, output_dir, args.check, output_settings(spec, args),
+                                  batch_size=args.batch_size, pool=pool, overwrite=args.overwrite,
+                                  write=write_options(args), wait=args.wait, on_photo_done=done, address=args.ray)
+
+    try:
+        return report_archive(spec, run_here, plan, check_codec, args)
+    except RayJobError as error:
+        print(f"comcloak cloak: {error}", file=sys.stderr)
+        return 1
 
 
 def write_options(args: argparse.Namespace):
@@ -101,15 +190,11 @@ def write_options(args: argparse.Namespace):
 
 
 def output_settings(cloaker, args: argparse.Namespace) -> dict:
-    """Everything that changes an output file: the attack as run, the output encoding and the numeric precision
-    (not the backend, device or batch size, which give the same cloaks)."""
-    from dataclasses import asdict
+    """Everything that changes an output file (:func:`comcloak.engine.archive.archive_settings`) of ``cloaker`` (a
+    ``Cloaker`` or a ``CloakerSpec``) and the output options."""
+    from comcloak.engine.archive import archive_settings
 
-    from comcloak import __version__
-
-    return {"config": asdict(cloaker.config), "format": args.format, "jpeg_quality": args.jpeg_quality,
-            "metadata": args.metadata,
-            "precision": args.precision, "comcloak": __version__}
+    return archive_settings(cloaker.config, args.format, write_options(args), args.precision)
 
 
 @contextmanager
@@ -136,11 +221,23 @@ def heartbeat(bar, seconds: float = 1.0) -> Iterator[None]:
 
 
 def cloak_and_report(cloaker, plan, skipped, output_dir: Path, check_codec, args: argparse.Namespace) -> int:
-    """Run the archive with a progress bar, print the table (failures also with -q), write the report; exit 1 if
-    any photo failed."""
+    """Run the archive in this process with a progress bar, print the table (failures also with -q), write the
+    report; exit 1 if any photo failed."""
+    from comcloak.engine.archive import run_archive
+
+    def run_here(done, batch_start):
+        return run_archive(cloaker, plan, skipped, output_dir, check_codec, output_settings(cloaker, args),
+                           batch_size=args.batch_size, overwrite=args.overwrite, write=write_options(args),
+                           wait=args.wait, on_photo_done=done, on_batch_start=batch_start)
+
+    return report_archive(cloaker, run_here, plan, check_codec, args)
+
+
+def report_archive(cloaker, run_archive, plan, check_codec, args: argparse.Namespace) -> int:
+    """``run_archive(on_photo_done, on_batch_start)`` under a progress bar, then the table and the report, for
+    ``cloaker`` (a ``Cloaker`` or the ``CloakerSpec`` each Ray actor builds)."""
     from tqdm import tqdm
 
-    from comcloak.engine.archive import run_archive
     from comcloak.engine.pipeline import format_table, write_report
 
     planned = {str(item.source) for item in plan}
@@ -153,9 +250,7 @@ def cloak_and_report(cloaker, plan, skipped, output_dir: Path, check_codec, args
         def batch_start(photos: int, shape: tuple[int, int]) -> None:
             bar.set_postfix_str(f"cloaking {photos} photo{'s' if photos > 1 else ''} at {shape[0]}x{shape[1]}")
 
-        records = run_archive(cloaker, plan, skipped, output_dir, check_codec, output_settings(cloaker, args),
-                              batch_size=args.batch_size, overwrite=args.overwrite, write=write_options(args),
-                              wait=args.wait, on_photo_done=done, on_batch_start=batch_start)
+        records = run_archive(done, batch_start)
     if args.quiet:
         for record in records:
             if record.status == "failed":

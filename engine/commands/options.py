@@ -174,9 +174,15 @@ def build_classifier(args: argparse.Namespace):
     return load_classifier(args.classifier, args.classifier_weights)
 
 
-def build_cloaker(args: argparse.Namespace):
-    """The ``Cloaker`` of ``cloak``/``demo``: the attack configuration and the runtime options."""
-    from comcloak.engine.cloaker import Cloaker
+def cloaker_spec(args: argparse.Namespace):
+    """The :class:`~comcloak.engine.cloaker.CloakerSpec` of ``cloak``/``demo``: the attack configuration and the
+    runtime options."""
+    from comcloak.engine.cloaker import CloakerSpec
 
-    return Cloaker(attack_config_from_args(args), backend=args.backend, device=args.device, cache_dir=args.cache_dir,
-                   precision=args.precision)
+    return CloakerSpec(attack_config_from_args(args), backend=args.backend, device=args.device,
+                       cache_dir=args.cache_dir, precision=args.precision)
+
+
+def build_cloaker(args: argparse.Namespace):
+    """The ``Cloaker`` of ``cloak``/``demo``, built here."""
+    return cloaker_spec(args).build()
