@@ -3,9 +3,10 @@
 The driver (this process) does what needs the whole archive: it plans the output names (the rules of ``comcloak
 cloak``, :mod:`comcloak.engine.outputs`), holds the output folder's lock, reads the manifest, skips what is done, and
 cuts the rest into the batches ``comcloak cloak`` would attack (:func:`comcloak.engine.pipeline.plan_batches`), one
-Ray Data row per batch. Ray Data streams the rows through two stages:
+Ray Data row per batch. Ray Data streams the rows through two map stages, which it fuses into the actors (the read
+asks for the same resources, so it can never wait for CPUs the pool holds):
 
-1. **read** (Ray tasks): each batch's files are read, with the size, modification time and SHA-256 of the bytes;
+1. **read**: each batch's files are read, with the size, modification time and SHA-256 of the bytes;
 2. **cloak** (``map_batches`` over an actor pool, ``ActorPoolStrategy(min_size, max_size)``, ``num_gpus`` per actor on
    GPU clusters): each actor builds one ``Cloaker`` from a :class:`~comcloak.engine.cloaker.CloakerSpec`, cloaks its
    batch, writes each output atomically under its final name and returns one record per photo. A photo that cannot
@@ -47,6 +48,7 @@ logger = logging.getLogger(__name__)
 LOCAL = "local"  # --ray without an address: a Ray runtime started on this machine for the run
 _JOBS = "jobs"  # the row column holding one batch of PhotoJobs (pickled: they only travel between our own stages)
 _RECORD = "record"  # the output column: one photo's record as JSON
+_MAX_BLOCKS = 4096  # beyond this many batches, blocks hold several (the object store's per-object overhead)
 
 
 class RayUnavailableError(UserError, ImportError):
@@ -223,12 +225,18 @@ def run_archive_on_ray(
         lowest, highest = pool.sizes(ray.cluster_resources())
         threads = max(1, int(pool.cpus_per_actor))
         actor_spec = spec if spec.threads is not None else replace(spec, threads=threads)  # ONNX Runtime's too
-        dataset = ray.data.from_items([{_JOBS: pickle.dumps(jobs)} for jobs in batches])
-        read = dataset.map_batches(_read_batches, batch_format="pyarrow", batch_size=1)
+        # Actors take whole blocks: one batch per block (up to a cap on the number of objects) lets every actor of the
+        # pool work, and lets records stream back batch by batch.
+        dataset = ray.data.from_items([{_JOBS: pickle.dumps(jobs)} for jobs in batches],
+                                      override_num_blocks=min(len(batches), _MAX_BLOCKS))
+        # The read asks for the actors' resources so that Ray Data fuses it into them: a separate read stage could
+        # wait forever for CPUs the actor pool holds (seen on a 2-CPU runtime with two 1-CPU actors).
+        resources = {"num_cpus": pool.cpus_per_actor, "num_gpus": pool.gpus_per_actor or None}
+        read = dataset.map_batches(_read_batches, batch_format="pyarrow", batch_size=1, **resources)
         cloaked = read.map_batches(
             CloakActor, fn_constructor_kwargs={"spec": actor_spec, "check": check, "write": write, "threads": threads},
             batch_format="pyarrow", batch_size=1, compute=ray.data.ActorPoolStrategy(min_size=lowest, max_size=highest),
-            num_cpus=pool.cpus_per_actor, num_gpus=pool.gpus_per_actor or None)
+            **resources)
         missing = {str(job.source) for jobs in batches for job in jobs}
         try:
             for row in cloaked.iter_rows():

@@ -165,7 +165,11 @@ def cloak_on_ray(plan, skipped, output_dir: Path, check_codec, pool, args: argpa
     midway exits 1 with one line; what finished is recorded and a rerun resumes."""
     from comcloak.engine.commands.options import cloaker_spec
     from comcloak.engine.scale import RayJobError, connect, import_ray, run_archive_on_ray
+    from comcloak.errors import UserError
 
+    if args.ray != "local" and Path(args.ray).exists():
+        raise UserError(f"--ray took {args.ray!r} as the cluster's address; put --ray after the inputs, or name the "
+                        "address (--ray local, --ray auto)")
     import_ray()  # no Ray: one line, exit 2, before the runtime starts
     spec = cloaker_spec(args)  # a bad attack option stops here, not on each actor
     connect(args.ray)

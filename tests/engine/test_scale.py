@@ -165,7 +165,10 @@ def test_killed_ray_run_resumes_to_the_same_outputs(archive, tmp_path: Path) -> 
         time.sleep(0.05)
         if manifest.exists():
             recorded = sum(record.get("status") == "cloaked" for record in Manifest(out).latest.values())
-    os.killpg(process.pid, signal.SIGKILL)
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:  # it finished first: the assertion below says so
+        pass
     process.wait(timeout=30)
     assert process.returncode == -signal.SIGKILL and 5 <= recorded < PHOTOS - 1  # killed mid-archive
 
@@ -188,6 +191,11 @@ def test_ray_options_need_ray_and_valid_ranges(tmp_path: Path, capsys) -> None:
     assert "--ray-actors applies to a Ray run; add --ray" in capsys.readouterr().err
     assert _cli([*base, "--ray", "--ray-actors", "3,1"]) == 2
     assert "MIN,MAX" in capsys.readouterr().err
+    (tmp_path / "more").mkdir()
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "more" / "b.png")
+    assert _cli(["cloak", "--ray", str(tmp_path / "in"), str(tmp_path / "more"), "-o", str(tmp_path / "out"),
+                 *TINY]) == 2
+    assert "put --ray after the inputs" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 
@@ -197,3 +205,17 @@ def test_without_ray_installed_the_error_names_the_extra(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)  # what an install without the extra looks like to import
     with pytest.raises(RayUnavailableError, match=r"comcloak\[ray\]"):
         import_ray()
+
+
+def test_actor_pool_sizes_follow_the_cluster_unless_given() -> None:
+    from comcloak.engine.scale import ActorPool
+    from comcloak.errors import UserError
+
+    assert ActorPool().sizes({"CPU": 16.0}) == (1, 16)
+    assert ActorPool(cpus_per_actor=4).sizes({"CPU": 16.0}) == (1, 4)
+    assert ActorPool(gpus_per_actor=1).sizes({"CPU": 64.0, "GPU": 8.0}) == (1, 8)
+    assert ActorPool(min_actors=2, gpus_per_actor=1).sizes({"CPU": 64.0}) == (2, 2)  # no GPUs yet: the minimum
+    assert ActorPool(min_actors=2, max_actors=5).sizes({"CPU": 1.0}) == (2, 5)
+    for bad in ({"min_actors": 0}, {"min_actors": 3, "max_actors": 2}, {"cpus_per_actor": 0}):
+        with pytest.raises(UserError):
+            ActorPool(**bad)
