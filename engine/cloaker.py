@@ -64,6 +64,15 @@ def attack_shape(height: int, width: int, attack_size: int) -> tuple[int, int]:
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
+def describe_cloaker(config: AttackConfig, backend: str, precision: str, device: str) -> str:
+    """The one-line description the closing table starts with: the attack as run and where it runs."""
+    c = config
+    return (f"Cloaker(strength={c.strength!r}, classifier={c.classifier!r}, through={c.through!r}, "
+            f"attack={c.method!r}, eps={c.eps_255:g}, steps={c.steps}, draws={c.eot.draws}, loss={c.loss!r}, "
+            f"attack_size={c.attack_size}, targeted={c.targeted}, backend={backend!r}, precision={precision!r}, "
+            f"device={device!r})")
+
+
 class Cloaker:
     """Cloaks photos so that an image classifier mislabels them, robustly to recompression (ComReAdv).
 
@@ -200,11 +209,7 @@ class Cloaker:
         self._runners_lock = threading.Lock()
 
     def __repr__(self) -> str:
-        c = self.config
-        return (f"Cloaker(strength={c.strength!r}, classifier={c.classifier!r}, through={c.through!r}, "
-                f"attack={c.method!r}, eps={c.eps_255:g}, steps={c.steps}, draws={c.eot.draws}, loss={c.loss!r}, "
-                f"attack_size={c.attack_size}, targeted={c.targeted}, backend={self.backend!r}, "
-                f"precision={self.precision!r}, device={str(self.device)!r})")
+        return describe_cloaker(self.config, self.backend, self.precision, str(self.device))
 
     def _runner(self, height: int, width: int) -> tuple[AttackRunner, threading.Lock]:
         """The activated runner for attack views of this size (exported graphs are fixed-size)."""
@@ -326,8 +331,4 @@ class CloakerSpec:
                        threads=self.threads, precision=self.precision)
 
     def __repr__(self) -> str:
-        c = self.config
-        return (f"Cloaker(strength={c.strength!r}, classifier={c.classifier!r}, through={c.through!r}, "
-                f"attack={c.method!r}, eps={c.eps_255:g}, steps={c.steps}, draws={c.eot.draws}, loss={c.loss!r}, "
-                f"attack_size={c.attack_size}, targeted={c.targeted}, backend={self.backend!r}, "
-                f"precision={self.precision!r}, device={self.device or 'auto'!r}) on each Ray actor")
+        return describe_cloaker(self.config, self.backend, self.precision, self.device or "auto") + " on each worker"
