@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["CloakResult", "Cloaker", "CloakerConfigError"]
+__all__ = ["CloakResult", "Cloaker", "CloakerConfigError", "CloakerSpec"]
 
 
 def __getattr__(name: str) -> Any:
