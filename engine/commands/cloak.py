@@ -43,9 +43,9 @@ def add_ray_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("scale-out (Ray Data; the ray extra: pip install 'comcloak[ray]')")
     group.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
                        help="cloak on Ray: without ADDRESS a Ray runtime on this machine; 'auto' or HOST:PORT joins "
-                            "a running cluster, ray://HOST:PORT through Ray Client. Same outputs, manifest and resume "
-                            "as without --ray; on a cluster, inputs and OUTDIR must be on a filesystem every node sees "
-                            "at the same path")
+                            "a running cluster, ray://HOST:PORT through Ray Client. Same outputs (byte-identical at "
+                            "the same torch thread count), manifest and resume as without --ray; on a cluster, inputs "
+                            "and OUTDIR must be on a filesystem every node sees at the same path")
     group.add_argument("--ray-actors", default=None, metavar="MIN[,MAX]", type=_actor_range,
                        help="cloaking actors, each holding one Cloaker (default: 1 up to what the cluster's CPUs, or "
                             "GPUs with --ray-gpus-per-actor, allow)")
