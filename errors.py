@@ -10,5 +10,11 @@ is a bug in comcloak and keeps its traceback.
 from __future__ import annotations
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of ``error``'s message (what a one-line report prints), or its type's name if it has none."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 class UserError(Exception):
     """An error in what the user asked for; its message is one line saying what was asked and what exists."""

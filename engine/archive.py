@@ -202,9 +202,6 @@ def _run_locked(runner, plan, skipped, manifest: Manifest, digest: str, overwrit
         record.settings_hash = digest
         if record.source_sha256 is None and record.source in identities:
             record.source_size, record.source_mtime_ns, record.source_sha256 = identities[record.source]
-        if record.status == "cloaked" and record.output and record.output_size is None:
-            stat = os.stat(record.output)  # its SHA-256 came from the bytes written
-            record.output_size, record.output_mtime_ns = stat.st_size, stat.st_mtime_ns
         finish(record)
 
     runner(ArchiveWork(todo, replaceable, mark_writing, done))

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from comcloak import __version__
-from comcloak.errors import UserError
+from comcloak.errors import UserError, first_line
 
 EXIT_USER_ERROR = 2
 
@@ -52,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.run(args) or 0)
     except UserError as error:
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        message = first_line(error)
         print(f"comcloak {args.command}: error: {message}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:

@@ -216,6 +216,8 @@ def cloak_write_score(cloaker: Cloaker, jobs: list[PhotoJob], check_codec: Codec
             record.status, record.error = "failed", f"{job.destination}: cannot write ({error})"
         else:
             record.output = str(job.destination)
+            stat = job.destination.stat()  # where it was written (on a cluster, the worker); the hash is of the bytes
+            record.output_size, record.output_mtime_ns = stat.st_size, stat.st_mtime_ns
             record.linf = linf(photo.pixels, result.cloaked)
             score_cloak(cloaker, record, photo.pixels, written, check_codec)
         yield record

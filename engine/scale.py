@@ -41,7 +41,7 @@ from comcloak.codecs.photos import DEFAULT_WRITE, SkippedInput, WriteOptions
 from comcloak.engine.archive import ArchiveWork, archive_settings, record_from_manifest, run_archive_with
 from comcloak.engine.outputs import DEFAULT_OUTPUT_FORMAT, PlannedPhoto, plan_outputs
 from comcloak.engine.pipeline import PhotoJob, PhotoRecord, plan_batches
-from comcloak.errors import UserError
+from comcloak.errors import UserError, first_line
 
 logger = logging.getLogger(__name__)
 
@@ -116,9 +116,7 @@ def connect(address: str | None = LOCAL) -> None:
             ray.init(address=None if address in (None, LOCAL) else address, include_dashboard=False,
                      logging_level=logging.WARNING)
         except (ConnectionError, RuntimeError, ValueError) as error:
-            raise RayUnavailableError(f"cannot reach the Ray cluster at {address}: "
-                                      f"{str(error).strip().splitlines()[0] if str(error).strip() else error}") \
-                from None
+            raise RayUnavailableError(f"cannot reach the Ray cluster at {address}: {first_line(error)}") from None
     quiet_ray_data(ray)
 
 
@@ -133,7 +131,7 @@ def quiet_ray_data(ray) -> None:
 
 
 def _read_batches(batch):
-    """Stage 1 (Ray tasks): read each batch's files, with the identity of the bytes read."""
+    """Stage 1 (fused by Ray Data into the actors): read each batch's files, with the identity of the bytes read."""
     import pyarrow as pa
 
     read = [pickle.dumps([_read_job(job) for job in pickle.loads(payload)])
@@ -180,9 +178,6 @@ class CloakActor:
         records: list[PhotoRecord] = []
         try:
             for record in cloak_write_score(self.cloaker, jobs, self.check_codec, self.write):
-                if record.status == "cloaked" and record.output:  # stat where it was written
-                    stat = os.stat(record.output)
-                    record.output_size, record.output_mtime_ns = stat.st_size, stat.st_mtime_ns
                 records.append(record)
         except Exception as error:  # noqa: BLE001 - a bug must not sink the archive: its photos fail with the reason
             logger.warning("cloaking a batch on a Ray actor failed", exc_info=True)
@@ -244,9 +239,8 @@ def run_archive_on_ray(
                 missing.discard(record.source)
                 work.done(record)
         except Exception as error:  # noqa: BLE001 - Ray raises many types; each means the job stopped
-            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise RayJobError(f"the Ray job stopped ({type(error).__name__}: {first}); the photos that finished are "
-                              "recorded in the manifest: rerun to resume") from error
+            raise RayJobError(f"the Ray job stopped ({type(error).__name__}: {first_line(error)}); the photos that "
+                              "finished are recorded in the manifest: rerun to resume") from error
         for source in sorted(missing):  # never a silent drop
             work.done(PhotoRecord(source=source, status="failed", error=f"{source}: the Ray job returned no record"))
 

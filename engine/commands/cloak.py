@@ -17,6 +17,8 @@ from comcloak.engine.commands.options import (
     add_classifier_options,
     add_runtime_options,
     build_cloaker,
+    non_negative_float,
+    positive_float,
     positive_int,
 )
 from comcloak.engine.outputs import DEFAULT_OUTPUT_FORMAT, OUTPUT_FORMATS
@@ -49,9 +51,9 @@ def add_ray_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--ray-actors", default=None, metavar="MIN[,MAX]", type=_actor_range,
                        help="cloaking actors, each holding one Cloaker (default: 1 up to what the cluster's CPUs, or "
                             "GPUs with --ray-gpus-per-actor, allow)")
-    group.add_argument("--ray-cpus-per-actor", type=_positive_float, default=None, metavar="N",
+    group.add_argument("--ray-cpus-per-actor", type=positive_float, default=None, metavar="N",
                        help="CPUs each actor reserves; its torch threads (default 1)")
-    group.add_argument("--ray-gpus-per-actor", type=_non_negative_float, default=None, metavar="N",
+    group.add_argument("--ray-gpus-per-actor", type=non_negative_float, default=None, metavar="N",
                        help="GPUs each actor reserves (default 0; 1 on GPU clusters, a fraction to share one)")
 
 
@@ -64,26 +66,6 @@ def _actor_range(text: str) -> tuple[int, int | None]:
     if len(values) not in (1, 2) or min(values) < 1 or values[0] > values[-1]:
         raise argparse.ArgumentTypeError(f"expected MIN or MIN,MAX actors with 1 <= MIN <= MAX, got {text!r}")
     return values[0], values[1] if len(values) == 2 else None
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number above 0, got {text!r}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number 0 or above, got {text!r}")
-    return value
 
 
 def actor_pool(args: argparse.Namespace):
@@ -164,7 +146,7 @@ def cloak_on_ray(plan, skipped, output_dir: Path, check_codec, pool, args: argpa
     """``--ray``: the archive on Ray Data (:mod:`comcloak.engine.scale`), reported as without it. A job that stops
     midway exits 1 with one line; what finished is recorded and a rerun resumes."""
     from comcloak.engine.commands.options import cloaker_spec
-    from comcloak.engine.scale import RayJobError, connect, import_ray, run_archive_on_ray
+    from comcloak.engine.scale import RayJobError, import_ray, run_archive_on_ray
     from comcloak.errors import UserError
 
     if args.ray != "local" and Path(args.ray).exists():
@@ -172,7 +154,6 @@ def cloak_on_ray(plan, skipped, output_dir: Path, check_codec, pool, args: argpa
                         "address (--ray local, --ray auto)")
     import_ray()  # no Ray: one line, exit 2, before the runtime starts
     spec = cloaker_spec(args)  # a bad attack option stops here, not on each actor
-    connect(args.ray)
 
     def run_here(done, batch_start):
         return run_archive_on_ray(spec, plan, skipped, output_dir, args.check, output_settings(spec, args),

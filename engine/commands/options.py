@@ -9,6 +9,7 @@ Building the parser imports no torch (the choices come from the torch-free regis
 from __future__ import annotations
 
 import argparse
+import math
 
 from comcloak import defaults
 from comcloak.attacks.config import ATTACK_METHODS, LOSSES
@@ -45,6 +46,23 @@ def _int_at_least(minimum: int, what: str):
 
 positive_int = _int_at_least(1, "positive")
 non_negative_int = _int_at_least(0, "non-negative")
+
+
+def _number_above(minimum: float, inclusive: bool, what: str):
+    """argparse type for numbers above ``minimum`` (or equal to it when ``inclusive``)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (value >= minimum if inclusive else value > minimum):
+            raise argparse.ArgumentTypeError(f"expected a number {what}, got {text!r}")
+        return value
+    return parse
+
+
+positive_float = _number_above(0, False, "above 0")
+non_negative_float = _number_above(0, True, "0 or above")
 
 
 def add_classifier_options(parser: argparse.ArgumentParser, ensemble: bool = False) -> argparse._ArgumentGroup:
