@@ -21,6 +21,7 @@ import multiprocessing
 import os
 import platform
 import resource
+import statistics
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -75,6 +76,7 @@ class BenchResult:
     seconds: float
     calls: int
     peak_gpu_mb: float | None = None
+    round: int = 0  # which pass over the measurements (``--rounds``) made it
 
 
 def machine_description(device: str = "cpu") -> str:
@@ -300,15 +302,32 @@ def results_payload(
 
     GPU rows add ``peak_gpu_mb``; with ``flops_per_image`` and ``matmul`` (rate, dtype) every row adds
     ``fraction_of_matmul_rate`` and the document ``flops_per_image``, ``matmul_flops_per_s`` and ``matmul_dtype``.
+    Results of several rounds (:attr:`BenchResult.round`) make one row per measurement: ``images_per_s`` is the
+    median over the rounds, ``peak_rss_mb`` the largest, and the row adds ``images_per_s_rounds`` and
+    ``vs_reference_rounds`` (the ratio to the reference measured in the same round, so that the machine's drift
+    between rounds cancels); the document adds ``rounds``.
     """
-    rows = []
+    rounds = len({result.round for result in results})
+    grouped: dict[tuple[str, str, int], list[BenchResult]] = {}
     for result in results:
-        row = {"backend": result.backend, "precision": result.precision, "batch": result.batch,
-               "images_per_s": round(result.images_per_s, 4), "peak_rss_mb": round(result.peak_rss_mb, 1)}
-        if result.peak_gpu_mb is not None:
-            row["peak_gpu_mb"] = round(result.peak_gpu_mb, 1)
+        grouped.setdefault((result.backend, result.precision, result.batch), []).append(result)
+    reference = {(result.batch, result.round): result.images_per_s for result in results
+                 if (result.backend, result.precision) == REFERENCE}
+    rows = []
+    for (backend, precision, batch), group in grouped.items():
+        speeds = [result.images_per_s for result in group]
+        row = {"backend": backend, "precision": precision, "batch": batch,
+               "images_per_s": round(statistics.median(speeds), 4),
+               "peak_rss_mb": round(max(result.peak_rss_mb for result in group), 1)}
+        gpu = [result.peak_gpu_mb for result in group if result.peak_gpu_mb is not None]
+        if gpu:
+            row["peak_gpu_mb"] = round(max(gpu), 1)
         if flops_per_image and matmul:
-            row["fraction_of_matmul_rate"] = round(result.images_per_s * flops_per_image / matmul[0], 5)
+            row["fraction_of_matmul_rate"] = round(row["images_per_s"] * flops_per_image / matmul[0], 5)
+        if rounds > 1:
+            row["images_per_s_rounds"] = [round(speed, 4) for speed in speeds]
+            row["vs_reference_rounds"] = [round(result.images_per_s / reference[batch, result.round], 4)
+                                          for result in group if (batch, result.round) in reference]
         rows.append(row)
     config = settings.config
     draws = f", {config.eot.draws} draws/step ({config.eot.coded_draws} through the stand-in)" \
@@ -322,6 +341,8 @@ def results_payload(
         "workload": f"{strength}{config.classifier} through {config.through}, {config.method}, {config.steps} steps"
                     f"{draws}, {config.loss} loss",
     }
+    if rounds > 1:
+        payload["rounds"] = rounds
     if flops_per_image and matmul:
         payload.update(flops_per_image=flops_per_image, matmul_flops_per_s=round(matmul[0]), matmul_dtype=matmul[1])
     return payload
@@ -343,6 +364,10 @@ def markdown_table(payload: dict) -> str:
         f"Workload: {workload}{weights}, {settings.get('size')}x{settings.get('size')}, "
         f"device {settings.get('device')}, threads {settings.get('threads') or 'default'}  ",
     ]
+    if payload.get("rounds"):
+        lines.append(f"Rounds: {payload['rounds']}, interleaved (every measurement once per round, in the same "
+                     "order); images/s is the median over the rounds, the ratio the median of same-round ratios "
+                     "(range in brackets)  ")
     floor = "flops_per_image" in payload
     if floor:
         lines.append(f"Floor: {payload['flops_per_image'] / 1e9:.2f} GFLOP per image (whole attack); measured "
@@ -357,7 +382,11 @@ def markdown_table(payload: dict) -> str:
     lines += ["", header, rule]
     for row in payload["results"]:
         base = reference.get(row["batch"])
-        ratio = f"{row['images_per_s'] / base:.2f}x" if base else "–"
+        paired = row.get("vs_reference_rounds")
+        if paired:  # several rounds: the median of the same-round ratios, and their range
+            ratio = f"{statistics.median(paired):.2f}x ({min(paired):.2f}–{max(paired):.2f})"
+        else:
+            ratio = f"{row['images_per_s'] / base:.2f}x" if base else "–"
         line = (f"| {row['backend']} | {row.get('precision', 'fp32')} | {row['batch']} | {row['images_per_s']:.3f} "
                 f"| {ratio} | {row['peak_rss_mb']:.0f} |")
         if gpu:

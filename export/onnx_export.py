@@ -55,6 +55,7 @@ from comcloak.attacks.loop import as_surrogates, stand_ins_of
 from comcloak.attacks.loss import per_image_loss
 from comcloak.errors import UserError
 
+from .gates import onnx_translations
 from .gradient import AttackStep, RobustAttackStep, ThroughThenClassify, goal_weights, traceable_through
 
 logger = logging.getLogger(__name__)
@@ -128,10 +129,10 @@ EPS_SEMANTICS = (
 TENSORRT_ONNX_OPS = frozenset({
     "Abs", "Add", "And", "AveragePool", "BatchNormalization", "Cast", "Ceil", "Clip", "Concat", "Constant",
     "ConstantOfShape", "Conv", "ConvTranspose", "Div", "Equal", "Exp", "Expand", "Flatten", "Floor", "Gather", "Gemm",
-    "GlobalAveragePool", "Greater", "GreaterOrEqual", "Identity", "Less", "LessOrEqual", "Log", "LogSoftmax",
-    "MatMul", "Max", "MaxPool", "Min", "Mul", "Neg", "Not", "Or", "Pad", "Pow", "ReduceMax", "ReduceMean",
-    "ReduceSum", "Relu", "Reshape", "Round", "Shape", "Sigmoid", "Sign", "Slice", "Softmax", "Split", "Sqrt",
-    "Squeeze", "Sub", "Sum", "Tanh", "Tile", "TopK", "Transpose", "Unsqueeze", "Where",
+    "GlobalAveragePool", "Greater", "GreaterOrEqual", "HardSigmoid", "Identity", "Less", "LessOrEqual", "Log",
+    "LogSoftmax", "MatMul", "Max", "MaxPool", "Min", "Mul", "Neg", "Not", "Or", "Pad", "Pow", "ReduceMax",
+    "ReduceMean", "ReduceSum", "Relu", "Reshape", "Round", "Shape", "Sigmoid", "Sign", "Slice", "Softmax", "Split",
+    "Sqrt", "Squeeze", "Sub", "Sum", "Tanh", "Tile", "TopK", "Transpose", "Unsqueeze", "Where",
 })
 
 
@@ -423,7 +424,7 @@ def export_attack_step(
                 torch.onnx.export(
                     step, example, str(scratch_file), input_names=list(input_names),
                     output_names=list(OUTPUT_NAMES), opset_version=OPSET, dynamo=True, external_data=False,
-                    dynamic_shapes=dynamic, verbose=False,
+                    dynamic_shapes=dynamic, verbose=False, custom_translation_table=onnx_translations(OPSET),
                 )
         except Exception as exc:  # the exporter raises many types; the message is what matters
             raise ExportError(f"torch.onnx.export of the attack step failed: {exc}") from exc

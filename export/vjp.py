@@ -3,7 +3,8 @@
 Inference runtimes (ONNX Runtime, TensorRT) have no autograd. For every node kind a model's traced graph contains,
 a rule here emits the forward ops that turn the gradient of the node's output into gradients of its inputs:
 Conv2d -> conv_transpose2d with the same weights (a conv with the flipped kernel when the stride is 1),
-ConvTranspose2d -> conv2d, eval BatchNorm -> a per-channel scale, ReLU/ReLU6/clamp -> a mask multiply,
+ConvTranspose2d -> conv2d, eval BatchNorm -> a per-channel scale, ReLU/ReLU6/clamp -> a mask multiply (ReLU's
+and ReLU6's as :func:`~comcloak.export.gates.gradient_gate`, which exports as HardSigmoid),
 MaxPool -> per-tap "first maximum" masks scattered back by a one-hot ConvTranspose (no Scatter, no pooling
 indices), cat -> slices, add -> pass-through, pooling/linear -> their transposes, padding -> slices (replicate
 padding also folds the border back), and the transform-coding ComModel's quantiser ops (exp, pow, mul,
@@ -28,6 +29,8 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from comcloak.errors import UserError
+
+from .gates import gradient_gate
 
 logger = logging.getLogger(__name__)
 
@@ -279,17 +282,17 @@ def _reshape(values: NodeValues, gradient: torch.Tensor) -> list[tuple[fx.Node, 
 @register_vjp(nn.ReLU, F.relu, torch.relu, "relu")
 def _relu(values: NodeValues, gradient: torch.Tensor) -> list[tuple[fx.Node, torch.Tensor]]:
     # autograd's threshold_backward: zero where the output is <= 0
-    return _only(values, gradient * (values.output > 0).to(gradient.dtype))
+    return _only(values, gradient * gradient_gate(values.output, 0.0, None).to(gradient.dtype))
 
 
-def _clamp_mask(x: torch.Tensor, low: float | None, high: float | None, inclusive: bool) -> torch.Tensor:
-    above = None if low is None else ((x >= low) if inclusive else (x > low))
-    below = None if high is None else ((x <= high) if inclusive else (x < high))
-    if above is None and below is None:
-        return torch.ones_like(x, dtype=torch.bool)
-    if above is None or below is None:
-        return above if below is None else below
-    return above & below
+def _clamp_mask(x: torch.Tensor, low: float | None, high: float | None) -> torch.Tensor:
+    """``low <= x <= high`` (inclusive; a None bound is open) as a bool tensor."""
+    inside = torch.ones_like(x, dtype=torch.bool)
+    if low is not None:
+        inside = inside & (x >= low)
+    if high is not None:
+        inside = inside & (x <= high)
+    return inside
 
 
 @register_vjp(nn.ReLU6, nn.Hardtanh, F.relu6, F.hardtanh)
@@ -304,8 +307,7 @@ def _hardtanh(values: NodeValues, gradient: torch.Tensor) -> list[tuple[fx.Node,
         low, high = values.arg(1, "min_val", -1.0), values.arg(2, "max_val", 1.0)
     # Strictly inside (low, high) holds for the output exactly when it holds for the input; testing the output leaves
     # the convolution's pre-activation with one consumer, so ONNX Runtime can fuse the clamp into the convolution.
-    mask = _clamp_mask(values.output, low, high, inclusive=False)
-    return _only(values, gradient * mask.to(gradient.dtype))
+    return _only(values, gradient * gradient_gate(values.output, low, high).to(gradient.dtype))
 
 
 @register_vjp(torch.clamp, torch.clip, "clamp", "clip", "clamp_min", "clamp_max")
@@ -320,7 +322,7 @@ def _clamp(values: NodeValues, gradient: torch.Tensor) -> list[tuple[fx.Node, to
         low, high = values.arg(1, "min"), values.arg(2, "max")
     if isinstance(low, torch.Tensor) or isinstance(high, torch.Tensor):
         raise UnsupportedLayerError(f"{values.describe()}: clamp to tensor bounds")
-    mask = _clamp_mask(values.args[0], low, high, inclusive=True)
+    mask = _clamp_mask(values.args[0], low, high)
     return _only(values, gradient * mask.to(gradient.dtype))
 
 

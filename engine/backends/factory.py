@@ -24,8 +24,9 @@ from .registry import AUTO, PRECISIONS, BackendUnavailableError, get_backend, re
 
 logger = logging.getLogger(__name__)
 
-# Bump when the exported step graph changes (2: per-surrogate w, loss, draws; 3: ReLU6 masks from the output).
-GRAPH_FORMAT_VERSION = "3"
+# Bump when the exported step graph changes (2: per-surrogate w, loss, draws; 3: ReLU6 masks from the output;
+# 4: ReLU/ReLU6 masks as HardSigmoid gates).
+GRAPH_FORMAT_VERSION = "4"
 
 
 def default_cache_dir() -> Path:

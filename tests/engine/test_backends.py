@@ -172,7 +172,7 @@ def test_cloak_cli_with_the_onnxruntime_backend(sample_photos, tmp_path: Path) -
 def test_bench_cli_writes_json_and_markdown(tmp_path: Path) -> None:
     output = tmp_path / "results" / "cpu.json"
     result = run_cli(["bench", "--backends", "torch,torch-per-image,onnxruntime,torch-cudagraph",
-                      "--precision", "fp32,bf16", "--batch", "1,2", "--steps", "2",
+                      "--precision", "fp32,bf16", "--batch", "2", "--rounds", "2", "--steps", "2",
                       "--classifier", "tiny_classifier", "--through", "none", "--size", "32", "--min-seconds", "0",
                       "--threads", "1", "--json", str(output), "--cache-dir", str(tmp_path / "cache")])
     assert result.returncode == 0, result.stderr
@@ -180,24 +180,31 @@ def test_bench_cli_writes_json_and_markdown(tmp_path: Path) -> None:
     assert isinstance(payload["machine"], str) and payload["machine"]
     rows = payload["results"]
     assert [(r["backend"], r["precision"], r["batch"]) for r in rows] == [
-        (backend, precision, batch) for batch in (1, 2)
+        (backend, precision, 2)
         for backend, precision in (("torch", "fp32"), ("torch", "bf16"), ("torch-per-image", "fp32"),
                                    ("torch-per-image", "bf16"), ("onnxruntime", "fp32"))
     ]
-    # One vocabulary: onnxruntime offers fp32 only (said once, up front); the CUDA graph needs a GPU (reported per
-    # measurement, and the bench goes on).
+    # One vocabulary: onnxruntime offers fp32 only (said once, up front); the CUDA graph needs a GPU (reported once,
+    # and the bench goes on without retrying it in the second round).
     assert "skipped: onnxruntime bf16: onnxruntime runs in fp32" in result.stderr
-    assert "skipped: torch-cudagraph bf16 at batch 1: BackendUnavailableError" in result.stderr
+    assert result.stderr.count("skipped: torch-cudagraph bf16 at batch 2: BackendUnavailableError") == 1
+    # The rounds interleave: every measurement once in round 1, then again in round 2.
+    assert result.stderr.index("onnxruntime      fp32 batch    2") < result.stderr.index("(round 2/2)")
+    assert payload["rounds"] == 2
     for row in rows:
-        assert set(row) == {"backend", "precision", "batch", "images_per_s", "peak_rss_mb", "fraction_of_matmul_rate"}
+        assert set(row) == {"backend", "precision", "batch", "images_per_s", "peak_rss_mb", "fraction_of_matmul_rate",
+                            "images_per_s_rounds", "vs_reference_rounds"}
         assert row["images_per_s"] > 0 and row["peak_rss_mb"] > 50 and 0 < row["fraction_of_matmul_rate"] < 1
+        assert len(row["images_per_s_rounds"]) == len(row["vs_reference_rounds"]) == 2
     assert payload["matmul_dtype"] == "float32" and payload["matmul_flops_per_s"] > 1e8
     assert payload["flops_per_image"] > 0
     table = output.with_suffix(".md").read_text()
-    assert "| onnxruntime | fp32 | 2 |" in table and "1.00x" in table and "torch" in payload["versions"]
-    assert "GFLOP per image" in table and "of matmul rate" in table
+    assert "| onnxruntime | fp32 | 2 |" in table and "1.00x (1.00–1.00)" in table and "torch" in payload["versions"]
+    assert "GFLOP per image" in table and "of matmul rate" in table and "Rounds: 2, interleaved" in table
     bad = run_cli(["bench", "--backends", "cuda-magic", "--json", str(tmp_path / "x.json")])
     assert bad.returncode == 2 and "unknown backend cuda-magic" in bad.stderr
+    bad = run_cli(["bench", "--rounds", "0", "--json", str(tmp_path / "x.json")])
+    assert bad.returncode == 2 and "--rounds" in bad.stderr
 
 
 def test_attack_flops_scale_with_steps_and_model_size() -> None:
@@ -267,3 +274,30 @@ def test_bench_times_a_preset_with_its_ensemble_and_draws(monkeypatch) -> None:
     workload = payload["workload"]
     assert "--strength balanced" in workload and "2 draws/step (1 through the stand-in)" in workload
     assert payload["workload"] in markdown_table(payload)
+
+
+def test_bench_rounds_report_medians_and_same_round_ratios() -> None:
+    """Several rounds: one row per measurement, the median speed, and ratios paired with the reference of the same
+    round (a machine twice as fast in round 2 leaves the ratio unchanged)."""
+    from comcloak.engine.bench import BenchResult, BenchSettings, markdown_table, results_payload
+
+    settings = BenchSettings(classifier="tiny_classifier", through="none", steps=2, size=32)
+
+    def result(backend: str, speed: float, index: int) -> BenchResult:
+        return BenchResult(backend, "fp32", 1, speed, 100.0 + index, 1.0, 3, round=index)
+
+    results = [result("torch", 1.0, 0), result("onnxruntime", 1.5, 0), result("torch", 2.0, 1),
+               result("onnxruntime", 3.4, 1), result("torch", 1.0, 2), result("onnxruntime", 1.6, 2)]
+    payload = results_payload(results, settings)
+    assert payload["rounds"] == 3
+    rows = {row["backend"]: row for row in payload["results"]}
+    assert list(rows) == ["torch", "onnxruntime"]
+    assert rows["onnxruntime"]["images_per_s"] == 1.6 and rows["onnxruntime"]["images_per_s_rounds"] == [1.5, 3.4, 1.6]
+    assert rows["onnxruntime"]["vs_reference_rounds"] == [1.5, 1.7, 1.6]
+    assert rows["torch"]["peak_rss_mb"] == 102.0
+    table = markdown_table(payload)
+    assert "| onnxruntime | fp32 | 1 | 1.600 | 1.60x (1.50–1.70) |" in table and "Rounds: 3, interleaved" in table
+    single = results_payload(results[:2], settings)
+    assert "rounds" not in single and "vs_reference_rounds" not in single["results"][1]
+    assert "| onnxruntime | fp32 | 1 | 1.500 | 1.50x |" in markdown_table(single)
+
