@@ -1,9 +1,11 @@
 """Throughput and memory of the attack backends, each measured in its own process (``comcloak bench``).
 
-Every (backend, precision, batch) runs in a fresh ``spawn``ed process, so its peak resident memory (``ru_maxrss``) is
-its own and no backend warms caches for another. The parent exports the step graph once (the exported backends
-load it from disk, as they would from the cache) and writes the results as JSON and a markdown table whose
-speed-ups are ratios to the ``torch`` reference measured in the same run.
+Every (backend, precision, batch) runs in its own ``spawn``ed process (:class:`BenchWorker`), so its peak resident
+memory (``ru_maxrss``) is its own and no backend warms caches for another. The workers of one batch size are prepared
+once and take turns (``--rounds``): in each round every worker times its calls while the others wait, so a drift of
+the machine's speed between rounds hits every backend alike and the ratios are paired within a round. The parent
+exports the step graph once (the exported backends load it from disk, as they would from the cache) and writes the
+results as JSON and a markdown table whose speed-ups are ratios to the ``torch`` reference measured in the same run.
 
 Backends and precisions are the registry's (:mod:`comcloak.engine.backends.registry`), the same names as
 ``comcloak cloak --backend/--precision``: ``torch`` at ``fp32`` is the reference; ``onnxruntime`` is named
@@ -23,8 +25,10 @@ import platform
 import resource
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from comcloak import defaults
 from comcloak.engine.backends.registry import BackendInfo, get_backend, register_backend
@@ -126,9 +130,9 @@ def peak_rss_megabytes() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux, bytes on macOS
 
 
-def _measure(backend: str, precision: str, batch: int, settings: BenchSettings,
-             onnx_path: str | None) -> BenchResult:
-    """Runs in the child process: build the runner from the registry, warm up, time calls."""
+def _prepare(backend: str, precision: str, batch: int, settings: BenchSettings, onnx_path: str | None):
+    """In the worker process: build the runner from the registry, activate it and warm it up. Returns the active
+    runner and a function timing calls for ``settings.min_seconds`` (at least one) -> ``(calls, seconds)``."""
     import torch
 
     from comcloak.attacks import make_through
@@ -154,11 +158,17 @@ def _measure(backend: str, precision: str, batch: int, settings: BenchSettings,
         context.through = freeze(make_through(config.through, config.seed).to(device))
     resolve_backend(backend, device, context.through, precision)  # the registry's reason, if it cannot run here
     runner = create_runner(backend, context)
-    with runner:
+    runner.activate()
+    try:
         runner.infer(x0, goal)  # warm-up: lazy allocation, graph capture, kernel selection
         if device.type == "cuda":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
+    except BaseException:
+        runner.deactivate()
+        raise
+
+    def timed() -> tuple[int, float]:
         calls, began = 0, time.perf_counter()
         while True:
             runner.infer(x0, goal)
@@ -167,12 +177,16 @@ def _measure(backend: str, precision: str, batch: int, settings: BenchSettings,
             calls += 1
             elapsed = time.perf_counter() - began
             if elapsed >= settings.min_seconds:
-                break
-    peak_rss_mb = peak_rss_megabytes()
-    peak_gpu = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
-    if backend == "onnxruntime" and device.type == "cuda":
-        backend = "onnxruntime-cuda"
-    return BenchResult(backend, precision, batch, batch * calls / elapsed, peak_rss_mb, elapsed, calls, peak_gpu)
+                return calls, elapsed
+
+    return runner, timed
+
+
+def _peak_memory(device: str) -> tuple[float, float | None]:
+    import torch
+
+    peak_gpu = torch.cuda.max_memory_allocated() / 2**20 if torch.device(device).type == "cuda" else None
+    return peak_rss_megabytes(), peak_gpu
 
 
 def bench_classifier(settings: BenchSettings):  # -> nn.Module (torch imported lazily)
@@ -250,30 +264,121 @@ def measure_matmul_rate(device: str = "cpu", seconds: float = 2.0) -> tuple[floa
     return 2.0 * side**3 * calls / elapsed, str(dtype).removeprefix("torch.")
 
 
-def _child(queue: multiprocessing.Queue, info: BackendInfo, precision: str, batch: int, settings: BenchSettings,
-           onnx: str | None) -> None:
+def _worker(connection: Any, info: BackendInfo, precision: str, batch: int, settings: BenchSettings,
+            onnx: str | None) -> None:
+    """The worker process: prepare the runner once, then answer ``"time"`` with ``(calls, seconds)`` and ``"stop"``
+    with the peak memory; any failure is sent to the parent as one line and ends the worker."""
     register_backend(info)  # the parent's entry: a backend registered at run time is known here too
     try:
-        queue.put(("ok", asdict(_measure(info.name, precision, batch, settings, onnx))))
+        runner, timed = _prepare(info.name, precision, batch, settings, onnx)
     except Exception as exc:  # reported to the parent as one line; the bench goes on with the next measurement
-        queue.put(("error", f"{type(exc).__name__}: {exc}"))
+        connection.send(("error", f"{type(exc).__name__}: {exc}"))
+        return
+    connection.send(("ready", None))
+    try:
+        while connection.recv() == "time":
+            connection.send(("ok", timed()))
+        connection.send(("ok", _peak_memory(settings.device)))
+    except Exception as exc:
+        connection.send(("error", f"{type(exc).__name__}: {exc}"))
+    finally:
+        runner.deactivate()
+
+
+class BenchWorker:
+    """One (backend, precision, batch) in its own ``spawn``ed process, prepared once and timed on demand, so that
+    several can take turns (``comcloak bench --rounds``) while each keeps its own memory and nothing else runs during
+    its turn (the others wait on a pipe).
+
+    Raises:
+        RuntimeError: at construction or from :meth:`time` / :meth:`close`, with the worker's error.
+    """
+
+    def __init__(self, backend: str, precision: str, batch: int, settings: BenchSettings,
+                 onnx_path: str | None) -> None:
+        info = get_backend(backend)  # an unknown name fails here, before a process is spawned
+        self.backend, self.precision, self.batch = backend, precision, batch
+        self.device = settings.device
+        context = multiprocessing.get_context("spawn")
+        self._connection, child = context.Pipe()
+        self._process = context.Process(target=_worker, args=(child, info, precision, batch, settings, onnx_path))
+        self._process.start()
+        child.close()
+        self._ask(None)
+
+    def _ask(self, command: str | None) -> Any:
+        try:
+            if command is not None:
+                self._connection.send(command)
+            status, payload = self._connection.recv()
+        except (EOFError, OSError):
+            status, payload = "error", f"the worker process ended (exit code {self._process.exitcode})"
+        if status == "error":
+            self._process.join()
+            raise RuntimeError(f"{self.backend} {self.precision} at batch {self.batch}: {payload}")
+        return payload
+
+    def time(self) -> tuple[int, float]:
+        """Time calls for the settings' ``min_seconds`` (at least one): ``(calls, seconds)``."""
+        return self._ask("time")
+
+    def close(self) -> tuple[float, float | None]:
+        """Stop the worker: its peak resident memory and peak GPU memory (None on a CPU), in MB."""
+        try:
+            return self._ask("stop")
+        finally:
+            self._process.join()
+
+    def result(self, calls: int, seconds: float, memory: tuple[float, float | None], round_index: int = 0,
+               ) -> BenchResult:
+        name = "onnxruntime-cuda" if self.backend == "onnxruntime" and self.device.startswith("cuda") else self.backend
+        return BenchResult(name, self.precision, self.batch, self.batch * calls / seconds, memory[0], seconds, calls,
+                           memory[1], round_index)
 
 
 def measure_in_subprocess(backend: str, precision: str, batch: int, settings: BenchSettings,
                           onnx_path: str | None) -> BenchResult:
     """One measurement in a fresh process; raises RuntimeError with the child's error."""
-    info = get_backend(backend)  # an unknown name fails here, before a process is spawned
-    context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
-    process = context.Process(target=_child, args=(queue, info, precision, batch, settings, onnx_path))
-    process.start()
+    worker = BenchWorker(backend, precision, batch, settings, onnx_path)
+    calls, seconds = worker.time()
+    return worker.result(calls, seconds, worker.close())
+
+
+def measure_rounds(measurements: list[tuple[str, str]], batch: int, settings: BenchSettings, onnx_path: str | None,
+                   rounds: int = 1, report: Callable[[str], None] = logger.info) -> list[BenchResult]:
+    """Every (backend, precision) at ``batch``, ``rounds`` times, interleaved: one worker each, prepared once, then
+    in every round each times its calls in turn, so that a drift of the machine's speed hits all alike and each
+    round's ratios compare like with like. A measurement that fails is reported and dropped; the rest go on."""
+    workers: list[BenchWorker] = []
+    for backend, precision in measurements:
+        try:
+            workers.append(BenchWorker(backend, precision, batch, settings, onnx_path))
+        except RuntimeError as error:
+            report(f"skipped: {error}")
+    timings: dict[int, list[tuple[int, int, float]]] = {id(worker): [] for worker in workers}
     try:
-        status, payload = queue.get()
+        for round_index in range(rounds):
+            for worker in list(workers):
+                try:
+                    calls, seconds = worker.time()
+                except RuntimeError as error:
+                    report(f"skipped: {error}")
+                    workers.remove(worker)
+                    continue
+                timings[id(worker)].append((round_index, calls, seconds))
+                tag = f" (round {round_index + 1}/{rounds})" if rounds > 1 else ""
+                report(f"{worker.backend:16s} {worker.precision} batch {batch:4d}: {batch * calls / seconds:8.3f} "
+                       f"images/s ({calls} calls, {seconds:.1f} s){tag}")
     finally:
-        process.join()
-    if status != "ok":
-        raise RuntimeError(f"{backend} {precision} at batch {batch}: {payload}")
-    return BenchResult(**payload)
+        memory = {}
+        for worker in workers:
+            try:
+                memory[id(worker)] = worker.close()
+            except RuntimeError as error:
+                report(f"skipped: {error}")
+    return [worker.result(calls, seconds, memory[id(worker)], round_index)
+            for worker in workers if id(worker) in memory
+            for round_index, calls, seconds in timings[id(worker)]]
 
 
 def export_for_bench(settings: BenchSettings, cache_dir: str | os.PathLike | None) -> Path:

@@ -46,8 +46,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--threads", type=positive_int, default=None, help="CPU threads per backend (default all)")
     parser.add_argument("--min-seconds", type=float, default=5.0, help="time calls for at least this long (default 5)")
     parser.add_argument("--rounds", type=positive_int, default=1,
-                        help="measure everything this many times, interleaved, and report medians and the ratios "
-                             "to torch paired within each round, so that the machine's drift cancels (default 1)")
+                        help="time every backend this many times, taking turns (each prepared once, in its own "
+                             "process), and report medians and the ratios to torch paired within each round, so "
+                             "that the machine's drift cancels (default 1)")
     parser.add_argument("--json", metavar="OUT", required=True, help="results JSON (bench/results/NAME.json)")
     parser.add_argument("--markdown", metavar="OUT.md", default=None,
                         help="markdown table (default: the JSON path with .md)")
@@ -77,8 +78,8 @@ def run(args: argparse.Namespace) -> int:
         attack_flops_per_image,
         export_for_bench,
         markdown_table,
-        measure_in_subprocess,
         measure_matmul_rate,
+        measure_rounds,
         results_payload,
     )
     from comcloak.errors import UserError
@@ -114,24 +115,9 @@ def run(args: argparse.Namespace) -> int:
         print("exporting the step graph ...", file=sys.stderr)
         onnx_path = str(export_for_bench(settings, args.cache_dir))
     results = []
-    failed: set[tuple[str, str, int]] = set()  # a measurement that failed once is not retried in later rounds
-    for round_index in range(args.rounds):
-        for batch in batches:
-            for backend, precision in measurements:
-                if (backend, precision, batch) in failed:
-                    continue
-                try:
-                    result = measure_in_subprocess(backend, precision, batch, settings, onnx_path)
-                except RuntimeError as error:
-                    print(f"skipped: {error}", file=sys.stderr)
-                    failed.add((backend, precision, batch))
-                    continue
-                result.round = round_index
-                tag = f" (round {round_index + 1}/{args.rounds})" if args.rounds > 1 else ""
-                print(f"{backend:16s} {precision} batch {batch:4d}: {result.images_per_s:8.3f} images/s, "
-                      f"peak RSS {result.peak_rss_mb:.0f} MB ({result.calls} calls, {result.seconds:.1f} s){tag}",
-                      file=sys.stderr)
-                results.append(result)
+    for batch in batches:
+        results += measure_rounds(measurements, batch, settings, onnx_path, args.rounds,
+                                  report=lambda line: print(line, file=sys.stderr))
     if not results:
         raise UserError("no backend could be measured")
     flops = attack_flops_per_image(settings)
