@@ -137,7 +137,19 @@ class DrawSampler:
     def _downscale(self, size: int, factor: torch.Tensor) -> torch.Tensor:
         """(B, size, size): shrink a signal of ``size`` pixels by ``factor`` (B,) in (0, 1] (antialiased) and
         resample it back up (bilinear): the low-pass of a platform's downscale. Low-resolution pixel ``k`` covers
-        input pixels ``[k / f, (k + 1) / f)``; those past ``size * f`` do not exist and are masked."""
+        input pixels ``[k / f, (k + 1) / f)``; those past ``size * f`` do not exist and are masked.
+
+        A factor of 1 gives exactly the identity; with a generator (not inside a CUDA-graph capture, where shapes
+        must not depend on the draws) only the shrinking draws are computed, the rest are identities."""
+        if self.generator is not None or self.image_generators:
+            shrinking = torch.nonzero(factor < 1.0).flatten()
+            matrices = torch.eye(size, device=self.device).expand(len(factor), size, size).clone()
+            if shrinking.numel():
+                matrices[shrinking] = self._downscale_matrices(size, factor[shrinking])
+            return matrices
+        return self._downscale_matrices(size, factor)
+
+    def _downscale_matrices(self, size: int, factor: torch.Tensor) -> torch.Tensor:
         step = (1.0 / factor)[:, None, None]  # input pixels per low-resolution pixel
         low = torch.arange(size, device=self.device, dtype=torch.float32)
         exists = (low[None, :] < size * factor[:, None]).float()  # (B, size)

@@ -55,6 +55,19 @@ def test_the_sampler_draws_valid_shapes_and_one_hot_codecs() -> None:
     assert (never.mix[..., 0] == 1).all()
 
 
+def test_the_platform_downscale_of_an_unshrunk_draw_is_exactly_the_identity() -> None:
+    """The host sampler computes only the shrinking draws' low-passes (identities for the rest); the on-device
+    sampler (a CUDA graph's, no data-dependent shapes) computes all: the same matrices, bit for bit."""
+    factor = torch.tensor([1.0, 0.7, 1.0, 0.55, 0.999])
+    host = DrawSampler(ROBUST, stand_ins=1, seed=0)
+    capture = DrawSampler.on_device(ROBUST, 1, "cpu")
+    dense = capture._downscale(40, factor)
+    assert torch.equal(host._downscale(40, factor), dense)
+    assert torch.equal(dense[0], torch.eye(40)) and torch.equal(dense[2], torch.eye(40))
+    assert not torch.equal(dense[4], torch.eye(40))
+    assert torch.equal(host._downscale(40, torch.ones(3)), torch.eye(40).expand(3, 40, 40))
+
+
 def test_each_images_draws_depend_on_its_content_only() -> None:
     images = torch.rand(3, 3, 40, 56, generator=torch.Generator().manual_seed(1))
     together = DrawSampler.for_images(ROBUST, 1, images, seed=5).sample(3, 40, 56)
