@@ -38,14 +38,21 @@ def exact_bound(bound: float | None) -> bool:
     return bound is None or bound == 0.0 or EXACT_BOUNDS[0] <= abs(bound) < EXACT_BOUNDS[1]
 
 
-def comparison_gate(x: torch.Tensor, low: float | None, high: float | None) -> torch.Tensor:
-    """``1.0`` where ``low < x < high`` (a None bound is open), else ``0.0``, in ``x``'s dtype. Same shape as ``x``."""
+def interval_mask(x: torch.Tensor, low: float | None, high: float | None,
+                  inclusive: bool = False) -> torch.Tensor:
+    """Where ``low < x < high`` (``low <= x <= high`` when ``inclusive``; a None bound is open), as a bool tensor
+    shaped as ``x``: the comparisons every clamp-like VJP masks with."""
     inside = torch.ones_like(x, dtype=torch.bool)
     if low is not None:
-        inside = inside & (x > low)
+        inside = inside & ((x >= low) if inclusive else (x > low))
     if high is not None:
-        inside = inside & (x < high)
-    return inside.to(x.dtype)
+        inside = inside & ((x <= high) if inclusive else (x < high))
+    return inside
+
+
+def comparison_gate(x: torch.Tensor, low: float | None, high: float | None) -> torch.Tensor:
+    """``1.0`` where ``low < x < high`` (a None bound is open), else ``0.0``, in ``x``'s dtype. Same shape as ``x``."""
+    return interval_mask(x, low, high).to(x.dtype)
 
 
 @torch.library.custom_op(GATE_OP, mutates_args=())

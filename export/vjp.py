@@ -30,7 +30,7 @@ from torch import fx, nn
 
 from comcloak.errors import UserError
 
-from .gates import gradient_gate
+from .gates import gradient_gate, interval_mask
 
 logger = logging.getLogger(__name__)
 
@@ -285,16 +285,6 @@ def _relu(values: NodeValues, gradient: torch.Tensor) -> list[tuple[fx.Node, tor
     return _only(values, gradient * gradient_gate(values.output, 0.0, None).to(gradient.dtype))
 
 
-def _clamp_mask(x: torch.Tensor, low: float | None, high: float | None) -> torch.Tensor:
-    """``low <= x <= high`` (inclusive; a None bound is open) as a bool tensor."""
-    inside = torch.ones_like(x, dtype=torch.bool)
-    if low is not None:
-        inside = inside & (x >= low)
-    if high is not None:
-        inside = inside & (x <= high)
-    return inside
-
-
 @register_vjp(nn.ReLU6, nn.Hardtanh, F.relu6, F.hardtanh)
 def _hardtanh(values: NodeValues, gradient: torch.Tensor) -> list[tuple[fx.Node, torch.Tensor]]:
     # autograd's hardtanh_backward passes the gradient only strictly inside (min_val, max_val)
@@ -322,7 +312,7 @@ def _clamp(values: NodeValues, gradient: torch.Tensor) -> list[tuple[fx.Node, to
         low, high = values.arg(1, "min"), values.arg(2, "max")
     if isinstance(low, torch.Tensor) or isinstance(high, torch.Tensor):
         raise UnsupportedLayerError(f"{values.describe()}: clamp to tensor bounds")
-    mask = _clamp_mask(values.args[0], low, high)
+    mask = interval_mask(values.args[0], low, high, inclusive=True)
     return _only(values, gradient * mask.to(gradient.dtype))
 
 
