@@ -163,7 +163,6 @@ def _prepare(backend: str, precision: str, batch: int, settings: BenchSettings, 
         runner.infer(x0, goal)  # warm-up: lazy allocation, graph capture, kernel selection
         if device.type == "cuda":
             torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
     except BaseException:
         runner.deactivate()
         raise
@@ -185,7 +184,9 @@ def _prepare(backend: str, precision: str, batch: int, settings: BenchSettings, 
 def _peak_memory(device: str) -> tuple[float, float | None]:
     import torch
 
-    peak_gpu = torch.cuda.max_memory_allocated() / 2**20 if torch.device(device).type == "cuda" else None
+    # Reserved, not allocated: a CUDA graph's private pool and the allocator's cache are what the process takes from
+    # the device, and the capture (the warm-up) is part of running a backend.
+    peak_gpu = torch.cuda.max_memory_reserved() / 2**20 if torch.device(device).type == "cuda" else None
     return peak_rss_megabytes(), peak_gpu
 
 
@@ -348,7 +349,22 @@ def measure_rounds(measurements: list[tuple[str, str]], batch: int, settings: Be
                    rounds: int = 1, report: Callable[[str], None] = logger.info) -> list[BenchResult]:
     """Every (backend, precision) at ``batch``, ``rounds`` times, interleaved: one worker each, prepared once, then
     in every round each times its calls in turn, so that a drift of the machine's speed hits all alike and each
-    round's ratios compare like with like. A measurement that fails is reported and dropped; the rest go on."""
+    round's ratios compare like with like. A measurement that fails is reported and dropped; the rest go on.
+
+    With one round there is nothing to pair: each worker is prepared, timed and closed before the next starts, so
+    only one holds the device's memory at a time (large GPU batches would not fit side by side)."""
+    if rounds == 1:
+        results = []
+        for backend, precision in measurements:
+            try:
+                results.append(measure_in_subprocess(backend, precision, batch, settings, onnx_path))
+            except RuntimeError as error:
+                report(f"skipped: {error}")
+                continue
+            result = results[-1]
+            report(f"{backend:16s} {precision} batch {batch:4d}: {result.images_per_s:8.3f} images/s "
+                   f"({result.calls} calls, {result.seconds:.1f} s)")
+        return results
     workers: list[BenchWorker] = []
     for backend, precision in measurements:
         try:
@@ -405,7 +421,8 @@ def results_payload(
     """The JSON document: ``{"machine", "results": [{"backend", "precision", "batch", "images_per_s",
     "peak_rss_mb"}], ...}``.
 
-    GPU rows add ``peak_gpu_mb``; with ``flops_per_image`` and ``matmul`` (rate, dtype) every row adds
+    GPU rows add ``peak_gpu_mb`` (the most the worker reserved on the device, capture included); with
+    ``flops_per_image`` and ``matmul`` (rate, dtype) every row adds
     ``fraction_of_matmul_rate`` and the document ``flops_per_image``, ``matmul_flops_per_s`` and ``matmul_dtype``.
     Results of several rounds (:attr:`BenchResult.round`) make one row per measurement: ``images_per_s`` is the
     median over the rounds, ``peak_rss_mb`` the largest, and the row adds ``images_per_s_rounds`` and
@@ -481,7 +498,7 @@ def markdown_table(payload: dict) -> str:
     header = "| backend | precision | batch | images/s | vs torch fp32 | peak RSS (MB) |"
     rule = "|---|---|---:|---:|---:|---:|"
     if gpu:
-        header, rule = header + " peak GPU (MB) |", rule + "---:|"
+        header, rule = header + " peak GPU reserved (MB) |", rule + "---:|"
     if floor:
         header, rule = header + " of matmul rate |", rule + "---:|"
     lines += ["", header, rule]

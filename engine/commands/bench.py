@@ -26,7 +26,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "torch.utils.flop_counter).")
     parser.add_argument("--backends", default="torch,torch-per-image,onnxruntime",
                         help=f"comma-separated, the names of --backend: {', '.join(backend_names())} (default "
-                             "torch,torch-per-image,onnxruntime); each is measured at every --precision it offers")
+                             "torch,torch-per-image,onnxruntime); each is measured at every --precision it offers, "
+                             "or at one with NAME@PRECISION (torch@fp32)")
     parser.add_argument("--precision", default="fp32",
                         help=f"comma-separated: {', '.join(PRECISIONS)} (default fp32); torch fp32 is the reference "
                              "of the ratios")
@@ -84,16 +85,19 @@ def run(args: argparse.Namespace) -> int:
     )
     from comcloak.errors import UserError
 
-    backends = [name.strip() for name in args.backends.split(",") if name.strip()]
-    unknown = [name for name in backends if name not in backend_names()]
-    if unknown or not backends:
+    # NAME@PRECISION pins one backend's precision (torch@fp32 beside torch-cudagraph at every --precision).
+    entries = [entry.strip().partition("@") for entry in args.backends.split(",") if entry.strip()]
+    unknown = [name for name, _, _ in entries if name not in backend_names()]
+    if unknown or not entries:
         raise UserError(f"unknown backend {', '.join(unknown) or '(none)'}; available: {', '.join(backend_names())}")
     precisions = [name.strip() for name in args.precision.split(",") if name.strip()]
-    if not precisions or set(precisions) - set(PRECISIONS):
-        raise UserError(f"--precision takes comma-separated {', '.join(PRECISIONS)}, got {args.precision!r}")
+    pinned = {precision for _, at, precision in entries if at}
+    if not precisions or (set(precisions) | pinned) - set(PRECISIONS):
+        raise UserError(f"--precision and NAME@PRECISION take {', '.join(PRECISIONS)}, got "
+                        f"{args.precision!r} / {args.backends!r}")
     measurements = []
-    for backend in backends:
-        for precision in precisions:
+    for backend, at, own in entries:
+        for precision in [own] if at else precisions:
             if precision in get_backend(backend).precisions:
                 measurements.append((backend, precision))
             else:

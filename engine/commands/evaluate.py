@@ -13,6 +13,7 @@ from comcloak.attacks.views import ATTACKER_VIEWS
 from comcloak.codecs.platforms import PROFILES
 from comcloak.engine.commands.options import (
     add_attack_options,
+    add_backend_options,
     add_classifier_options,
     add_device_option,
     attack_config_from_args,
@@ -75,7 +76,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--draws", type=non_negative_int, default=None,
                         help="with --strengths: random draws per step of the platform and the attacker's view "
                              "(default: each preset's own)")
-    add_device_option(add_classifier_options(parser))  # eval runs on the torch backend in fp32: no runtime options
+    models = add_classifier_options(parser)
+    add_device_option(models)
+    # The archive and platform protocols cloak through a Cloaker, so they can check any backend; the paper protocol
+    # runs the plain attack loop (torch, fp32) and refuses them.
+    add_backend_options(models, "archive and platform protocols: ")
     parser.set_defaults(run=run)
 
 
@@ -100,6 +105,9 @@ def run(args: argparse.Namespace) -> int:
     if args.examples and args.protocol != "paper":
         raise UserError(f"--examples shows 224x224 paper-protocol cloaks; it does not apply to --protocol "
                         f"{args.protocol}")
+    if args.protocol == "paper" and (args.backend != defaults.BACKEND or args.precision != defaults.PRECISION):
+        raise UserError("--backend and --precision apply to the archive and platform protocols (the paper protocol "
+                        "runs the plain torch fp32 loop)")
     if args.protocol == "platform" and (args.plot or args.targeted or args.cross):
         raise UserError("the platform protocol measures untargeted protection as tables (--json, --report); "
                         "--plot, --targeted and --cross apply to the paper and archive protocols")
@@ -159,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
     with tqdm(total=total, unit="cloak", disable=args.quiet, file=sys.stderr, dynamic_ncols=True) as bar:
         if args.protocol == "archive":
             def make_cloaker(config, through):
-                return Cloaker(config, classifier=classifier, through=through, device=device)
+                return Cloaker(config, classifier=classifier, through=through, **cloaker_runtime(args, device))
 
             result = run_archive_protocol(classifier, photos, attacks, throughs, codecs, make_cloaker, device,
                                           progress=bar.update, batch_size=args.batch_size)
@@ -209,10 +217,12 @@ def _run_platform(args, classifier, photos, failed, attacks, throughs, profiles,
         if name and name != "none" and name not in judges:
             judges[name] = (freeze(load_classifier(name).to(device)), "evaluation")
 
+    runtime = cloaker_runtime(args, device)
+
     def make_cloaker(config, through):
         if through is None:  # a preset: the Cloaker builds its own surrogates and stand-in
-            return Cloaker(config, device=device)
-        return Cloaker(config, classifier=classifier, through=through, device=device)
+            return Cloaker(config, **runtime)
+        return Cloaker(config, classifier=classifier, through=through, **runtime)
 
     with tqdm(total=total, unit="cloak", disable=args.quiet, file=sys.stderr, dynamic_ncols=True) as bar:
         result = run_platform_protocol(judges, photos, attacks, throughs, profiles, views, make_cloaker, device,
@@ -225,6 +235,7 @@ def _run_platform(args, classifier, photos, failed, attacks, throughs, profiles,
     print(format_quality(quality, " (full resolution)"))
     payload = {
         "protocol": "platform", "classifier": args.classifier, "strengths": args.strengths,
+        "backend": args.backend, "precision": args.precision, "device": str(device),
         "attacks": {(config.strength or config.method): {
             "eps": config.eps_255, "steps": config.steps, "draws": config.eot.draws, "attack_size": config.attack_size,
             "surrogates": list(config.classifiers), "through": config.through, "loss": config.loss,
@@ -237,6 +248,11 @@ def _run_platform(args, classifier, photos, failed, attacks, throughs, profiles,
     write_outputs(args, payload, platform_markdown)
     print(f"{result.n_photos} photos, {seconds:.0f} s")
     return 0
+
+
+def cloaker_runtime(args: argparse.Namespace, device) -> dict:
+    """Where and how every Cloaker of the archive and platform protocols cloaks."""
+    return {"device": device, "backend": args.backend, "precision": args.precision}
 
 
 PRESET_THROUGH = None  # eval --strengths: each preset cloaks through its own stand-in

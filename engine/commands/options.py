@@ -96,13 +96,19 @@ def add_runtime_options(parser: argparse.ArgumentParser) -> None:
     """Where and how the attack runs: device, backend, precision, the step-graph cache (cloak, demo)."""
     group = parser.add_argument_group("runtime")
     add_device_option(group)
-    group.add_argument("--backend", default=defaults.BACKEND, choices=backend_choices(),
-                       help=f"{describe_backends()}; or auto, the fastest that can run here (default "
-                            f"{defaults.BACKEND}). Exported graphs are exported once per attack-view size and cached")
-    group.add_argument("--precision", default=defaults.PRECISION, choices=PRECISIONS,
-                       help=f"{defaults.PRECISION} (default), or bf16/fp16 autocast of the classifier (torch backends)")
+    add_backend_options(group)
     group.add_argument("--cache-dir", metavar="DIR", default=None,
                        help="where exported step graphs and TensorRT engines are kept (default ~/.cache/comcloak)")
+
+
+def add_backend_options(group: argparse._ArgumentGroup | argparse.ArgumentParser, applies: str = "") -> None:
+    """``--backend`` and ``--precision`` (``applies``: which of the command's modes they apply to, for the help)."""
+    group.add_argument("--backend", default=defaults.BACKEND, choices=backend_choices(),
+                       help=f"{applies}{describe_backends()}; or auto, the fastest that can run here (default "
+                            f"{defaults.BACKEND}). Exported graphs are exported once per attack-view size and cached")
+    group.add_argument("--precision", default=defaults.PRECISION, choices=PRECISIONS,
+                       help=f"{applies}{defaults.PRECISION} (default), or bf16/fp16 autocast of the classifier "
+                            "(torch backends)")
 
 
 def add_steps_option(group: argparse._ArgumentGroup | argparse.ArgumentParser, default: int | None = None) -> None:

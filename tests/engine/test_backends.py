@@ -207,6 +207,21 @@ def test_bench_cli_writes_json_and_markdown(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "--rounds" in bad.stderr
 
 
+def test_bench_pins_a_backends_precision_and_runs_one_round_one_worker_at_a_time(tmp_path: Path) -> None:
+    """NAME@PRECISION measures that backend at that precision only (one round: each worker is prepared, timed and
+    closed before the next starts)."""
+    output = tmp_path / "pinned.json"
+    result = run_cli(["bench", "--backends", "torch@fp32,torch-per-image", "--precision", "fp32,bf16", "--batch", "2",
+                      "--steps", "1", "--classifier", "tiny_classifier", "--through", "none", "--size", "32",
+                      "--min-seconds", "0", "--threads", "1", "--json", str(output)])
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(output.read_text())["results"]
+    assert [(r["backend"], r["precision"]) for r in rows] == [("torch", "fp32"), ("torch-per-image", "fp32"),
+                                                              ("torch-per-image", "bf16")]
+    bad = run_cli(["bench", "--backends", "torch@fp64", "--json", str(tmp_path / "x.json")])
+    assert bad.returncode == 2 and "NAME@PRECISION take fp32, bf16, fp16" in bad.stderr
+
+
 def test_attack_flops_scale_with_steps_and_model_size() -> None:
     from comcloak.engine.bench import BenchSettings, attack_flops_per_image
 
