@@ -30,6 +30,7 @@ from comcloak.atomic import atomic_writer, write_json
 from comcloak.engine.bench import library_versions, machine_description
 from comcloak.engine.serve.app import ServeSettings, create_app
 from comcloak.engine.serve.batcher import BatchSettings
+from comcloak.engine.serve.server import uvicorn_config
 
 
 def photo(seed: int, size: int) -> bytes:
@@ -40,7 +41,8 @@ def photo(seed: int, size: int) -> bytes:
 
 @contextmanager
 def server(settings: ServeSettings):
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_level="warning")
+    config = uvicorn_config(create_app(settings), settings.read_timeout_s, host="127.0.0.1", port=0,
+                            log_level="warning")  # as comcloak serve runs it
     running = uvicorn.Server(config)
     thread = threading.Thread(target=running.run, daemon=True)
     thread.start()

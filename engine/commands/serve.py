@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+from pathlib import Path
 
 from comcloak import defaults
 from comcloak.engine.commands.options import add_runtime_options, positive_int
+from comcloak.engine.serve.server import READ_TIMEOUT_S
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -32,6 +34,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="largest body accepted, bytes; more get 413 (default 50 MiB)")
     parser.add_argument("--max-pixels", type=positive_int, default=50_000_000,
                         help="largest photo accepted, pixels; more get 413 (default 50 million)")
+    parser.add_argument("--read-timeout", type=float, default=READ_TIMEOUT_S,
+                        help=f"seconds a client has to send a request's headers, and again its body; slower "
+                             f"connections are closed, slower bodies get 408 (default {READ_TIMEOUT_S:g})")
+    parser.add_argument("--token-file", type=Path, default=None,
+                        help="a file holding one bearer token: /v1/* then needs 'Authorization: Bearer <token>' "
+                             "(401 otherwise); health and metrics stay open. Use it off loopback")
     parser.add_argument("--check", default=defaults.CHECK_CODEC,
                         help=f"default platform profile the protection header is judged after (default "
                              f"{defaults.CHECK_CODEC}; a request's ?check= wins)")
@@ -48,13 +56,27 @@ def settings_from_args(args: argparse.Namespace):
     from comcloak.errors import UserError
 
     parse_codec(args.check)
-    if args.max_delay_ms < 0 or args.timeout <= 0:
-        raise UserError("--max-delay-ms must be >= 0 and --timeout > 0")
+    if not (args.max_delay_ms >= 0 and args.timeout > 0 and args.read_timeout > 0):  # NaN fails too
+        raise UserError("--max-delay-ms must be >= 0, and --timeout and --read-timeout > 0")
     batch = BatchSettings(max_batch=args.max_batch, max_delay_s=args.max_delay_ms / 1000, max_queue=args.max_queue,
                           timeout_s=args.timeout)
     return ServeSettings(batch=batch, max_bytes=args.max_bytes, max_pixels=args.max_pixels,
                          classifier=args.classifier, backend=args.backend, device=args.device,
-                         precision=args.precision, check=args.check)
+                         precision=args.precision, check=args.check, read_timeout_s=args.read_timeout,
+                         token=None if args.token_file is None else read_token(args.token_file))
+
+
+def read_token(path: Path) -> str:
+    """The bearer token of ``--token-file``: one line of printable ASCII without spaces; UserError otherwise."""
+    from comcloak.errors import UserError
+
+    try:
+        token = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"cannot read --token-file {path}: {getattr(error, 'strerror', None) or error}") from None
+    if not token or not token.isprintable() or any(character.isspace() for character in token):
+        raise UserError(f"--token-file {path} must hold one token: printable ASCII on one line, no spaces")
+    return token
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,15 +89,18 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from comcloak.engine.serve.app import create_app
+    from comcloak.engine.serve.server import uvicorn_config
 
     settings = settings_from_args(args)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         import logging
 
-        logging.getLogger(__name__).warning("listening on %s: not loopback; put it behind your own gateway", args.host)
+        logging.getLogger(__name__).warning(
+            "listening on %s: not loopback; put it behind your own gateway for TLS%s", args.host,
+            "" if settings.token else ", and require a token with --token-file")
     _check_address(args.host, args.port)
-    config = uvicorn.Config(create_app(settings), host=args.host, port=args.port, log_level="info",
-                            timeout_graceful_shutdown=int(args.timeout))
+    config = uvicorn_config(create_app(settings), settings.read_timeout_s, host=args.host, port=args.port,
+                            log_level="info", timeout_graceful_shutdown=int(args.timeout))
     server = _graceful_server_class(uvicorn)(config)
     try:
         server.run()

@@ -6,10 +6,12 @@ Prometheus metrics.
   ``targeted``/``target``, ``response=json``. The answer is the cloaked photo with ``X-Comcloak-Clean-Label``,
   ``X-Comcloak-Protected`` (after ``check``, in the attacker's crop view), ``X-Comcloak-PSNR`` and
   ``X-Comcloak-Seconds``; with ``response=json`` the same as JSON, the image base64-encoded.
-- Errors are ``application/problem+json`` with one line of detail: 400 an undecodable or unsupported image, 413 too
-  large (``max_bytes``, ``max_pixels``), 422 a bad parameter, 500 this photo's cloak failed inside the attack (a bug,
-  logged), 503 (``Retry-After``) the queue is full or the server is stopping, 504 past the timeout. A bad photo fails
-  alone, never the requests batched with it.
+- Errors, every one, are ``application/problem+json`` with one line of detail and close the connection: 400 an
+  undecodable or unsupported image or bad multipart, 401 no bearer token (when ``token`` is set: /v1/* only), 408 a
+  body slower than ``read_timeout_s``, 413 too large (``max_bytes``, counted on every request shape; ``max_pixels``),
+  422 a bad parameter, 500 this photo's cloak failed inside the attack or a bug (logged), 503 (``Retry-After``) the
+  queue is full or the server is stopping, 504 past the timeout; each is counted in ``comcloak_requests_total``
+  (499: the client went away, one log line). A bad photo fails alone, never the requests batched with it.
 - ``GET /v2/health/live``, ``GET /v2/health/ready`` (200 once the models are loaded and a warm-up batch has run),
   ``GET /metrics``, ``GET /v1/info``.
 
@@ -20,12 +22,14 @@ attack runs in a worker thread, never on the event loop.
 from __future__ import annotations
 
 import base64
+import hmac
 import json
 import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 
 import numpy as np
@@ -36,13 +40,15 @@ from comcloak.codecs import parse_codec
 from comcloak.codecs.photos import Photo, PhotoError, load_photo
 from comcloak.engine.outputs import OUTPUT_FORMATS, written_format
 from comcloak.engine.serve.batcher import BatchSettings, DynamicBatcher, QueueFullError, RequestTimeoutError
-from comcloak.errors import UserError
+from comcloak.engine.serve.server import READ_TIMEOUT_S, client_address
+from comcloak.errors import UserError, first_line
 
 logger = logging.getLogger(__name__)
 
 CONTENT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "TIFF": "image/tiff",
                  "BMP": "image/bmp"}
 PROBLEM_JSON = "application/problem+json"
+BEARER_CHALLENGE = {"WWW-Authenticate": "Bearer"}
 RETRY_AFTER_S = 1
 WARM_UP_SIDE = 64
 BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
@@ -61,6 +67,8 @@ class ServeSettings:
     precision: str = defaults.PRECISION
     check: str = defaults.CHECK_CODEC
     cloakers: int = 2  # attack configurations whose models stay loaded at once
+    read_timeout_s: float = READ_TIMEOUT_S  # for a request's headers, and again for its body
+    token: str | None = field(default=None, repr=False)  # when set, /v1/* needs "Authorization: Bearer <token>"
 
 
 @dataclass(frozen=True)
@@ -126,7 +134,10 @@ class CloakService:
         job. Runs in the batcher's worker thread."""
         from comcloak.engine.pipeline import CloakFailure, PhotoRecord, cloak_batch, encode_as_written, score_cloak
 
-        cloaker = self.cloaker(jobs[0].request)
+        try:
+            cloaker = self.cloaker(jobs[0].request)
+        except UserError as error:  # settings only the models can check (a target past the classifier's classes)
+            return [RequestError(422, first_line(error)) for _ in jobs]
         started = time.perf_counter()
         results = cloak_batch(cloaker, [job.photo for job in jobs])
         seconds = (time.perf_counter() - started) / len(jobs)
@@ -186,8 +197,17 @@ def problem(status: int, title: str, detail: str, headers: dict[str, str] | None
     return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
-_TITLES = {400: "Bad image", 413: "Too large", 422: "Bad parameter", 500: "Cloaking failed", 503: "Busy",
-           504: "Timeout"}
+_TITLES = {400: "Bad image", 401: "Unauthorized", 408: "Request timeout", 413: "Too large", 422: "Bad parameter",
+           499: "Client closed request", 500: "Cloaking failed", 503: "Busy", 504: "Timeout"}
+
+
+def check_token(headers: Any, token: str | None) -> None:
+    """RequestError 401 unless ``token`` is None or the request carries ``Authorization: Bearer <token>``."""
+    if token is None:
+        return
+    scheme, _, given = headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode("latin-1"), token.encode()):
+        raise RequestError(401, "this server needs a bearer token: send Authorization: Bearer <token>")
 
 
 def parse_request(query: dict[str, str], default_check: str) -> tuple[CloakRequest, Any, str | None, bool]:
@@ -231,6 +251,7 @@ def create_app(settings: ServeSettings = ServeSettings(), service: CloakService 
     from contextlib import asynccontextmanager
 
     from starlette.applications import Starlette
+    from starlette.exceptions import HTTPException
     from starlette.requests import Request
     from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
@@ -253,46 +274,36 @@ def create_app(settings: ServeSettings = ServeSettings(), service: CloakService 
             state["ready"] = False
             await batcher.stop()  # finish what is queued
 
-    async def read_photo(request: Request) -> bytes:
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > settings.max_bytes:
-            raise RequestError(413, f"the body is {int(length)} bytes; the limit is {settings.max_bytes}")
-        if request.headers.get("content-type", "").startswith("multipart/form-data"):
-            form = await request.form(max_part_size=settings.max_bytes)
-            files = [value for value in form.values() if hasattr(value, "read")]
-            if len(files) != 1:
-                raise RequestError(400, f"multipart/form-data needs exactly one file, got {len(files)}")
-            body = await files[0].read()
-        else:
-            chunks, size = [], 0
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > settings.max_bytes:
-                    raise RequestError(413, f"the body is over the limit of {settings.max_bytes} bytes")
-                chunks.append(chunk)
-            body = b"".join(chunks)
-        if not body:
-            raise RequestError(400, "the body is empty: send the photo's bytes")
-        return body
-
     async def cloak(request: Request) -> Response:
         started = time.perf_counter()
-        response = await _cloak(request)
+        try:
+            response = await _cloak(request)
+        except Exception:  # noqa: BLE001 - a bug: logged with its traceback, answered as problem+json all the same
+            logger.exception("a request to /v1/cloak failed")
+            response = problem(500, _TITLES[500], "the server failed on this request (logged)")
+        if response.status_code >= 400:
+            response.headers["Connection"] = "close"  # its body may be unread: stop the upload here
         metrics.requests.labels(code=str(response.status_code)).inc()
         metrics.request_seconds.observe(time.perf_counter() - started)
         return response
 
     async def _cloak(request: Request) -> Response:
+        from comcloak.engine.serve.body import CLIENT_CLOSED_REQUEST, read_upload
+
         try:
+            check_token(request.headers, settings.token)
             attack, check, choice, as_json = parse_request(dict(request.query_params), settings.check)
-            body = await read_photo(request)
+            body = await read_upload(request, settings.max_bytes, settings.read_timeout_s)
             photo = await asyncio.get_running_loop().run_in_executor(None, _decode, body, settings.max_pixels)
             image_format = written_format(photo.format, choice)
             job = _Job(attack, photo, check, image_format)
             key = (attack, service.view_shape(attack, photo))
             answer = await batcher.submit(key, job)
         except RequestError as error:
-            return problem(error.status, _TITLES[error.status], str(error))
+            if error.status == CLIENT_CLOSED_REQUEST:
+                logger.warning("%s: %s", client_address(request.client), error)
+            return problem(error.status, _TITLES[error.status], str(error),
+                           BEARER_CHALLENGE if error.status == 401 else None)
         except QueueFullError as error:
             return problem(503, _TITLES[503], str(error), {"Retry-After": str(RETRY_AFTER_S)})
         except RequestTimeoutError as error:
@@ -322,6 +333,10 @@ def create_app(settings: ServeSettings = ServeSettings(), service: CloakService 
     async def info(request: Request) -> Response:
         import torch
 
+        try:
+            check_token(request.headers, settings.token)
+        except RequestError as error:
+            return problem(401, _TITLES[401], str(error), BEARER_CHALLENGE)
         return JSONResponse({
             "comcloak": __version__, "torch": torch.__version__, "backend": settings.backend,
             "device": settings.device, "precision": settings.precision, "check": settings.check,
@@ -335,9 +350,15 @@ def create_app(settings: ServeSettings = ServeSettings(), service: CloakService 
 
     routes = [Route("/v1/cloak", cloak, methods=["POST"]), Route("/v2/health/live", live),
               Route("/v2/health/ready", ready), Route("/metrics", metrics_endpoint), Route("/v1/info", info)]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error})
     app.state.batcher, app.state.metrics, app.state.service = batcher, metrics, service
     return app
+
+
+async def _http_error(request: Any, error: Any):
+    """Starlette's own errors (404, 405) as problem+json too."""
+    status = error.status_code
+    return problem(status, HTTPStatus(status).phrase, str(error.detail), dict(error.headers or {}))
 
 
 def _decode(body: bytes, max_pixels: int) -> Photo:
@@ -351,6 +372,9 @@ def _decode(body: bytes, max_pixels: int) -> Photo:
     try:
         with Image.open(io.BytesIO(body)) as image:
             width, height = image.size
+    except Image.DecompressionBombError:  # a header past Pillow's bomb guard (twice MAX_IMAGE_PIXELS), never decoded
+        raise RequestError(413, f"the photo declares more than {2 * (Image.MAX_IMAGE_PIXELS or 0)} pixels; the limit "
+                                f"is {max_pixels}") from None
     except Exception:  # noqa: BLE001 - load_photo below gives the one-line reason
         width = height = 0
     if width * height > max_pixels:

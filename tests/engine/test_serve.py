@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import base64
 import io
-import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -20,18 +17,10 @@ uvicorn = pytest.importorskip("uvicorn")
 pytest.importorskip("starlette")
 pytest.importorskip("prometheus_client")
 
-from comcloak.engine.serve.app import CloakService, ServeSettings, create_app  # noqa: E402
+from serving import FAST, TINY, png_bytes, running_server  # noqa: E402
+
+from comcloak.engine.serve.app import CloakService, ServeSettings  # noqa: E402
 from comcloak.engine.serve.batcher import BatchSettings  # noqa: E402
-
-TINY = dict(classifier="tiny_classifier", check="none")
-FAST = {"strength": "fast"}
-
-
-def png_bytes(seed: int = 0, size: tuple[int, int] = (48, 64)) -> bytes:
-    pixels = np.random.default_rng(seed).integers(0, 256, (*size, 3), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 class SlowService(CloakService):
@@ -42,26 +31,6 @@ class SlowService(CloakService):
     def run_batch(self, jobs):
         time.sleep(self.seconds)
         return super().run_batch(jobs)
-
-
-@contextmanager
-def running_server(settings: ServeSettings, service: CloakService | None = None) -> Iterator[tuple[str, object]]:
-    config = uvicorn.Config(create_app(settings, service), host="127.0.0.1", port=0, log_level="warning",
-                            lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert server.started, "uvicorn did not start"
-    port = server.servers[0].sockets[0].getsockname()[1]
-    base = f"http://127.0.0.1:{port}"
-    try:
-        yield base, server
-    finally:
-        server.should_exit = True
-        thread.join(timeout=60)
 
 
 def test_ready_live_info_and_one_cloak(capsys) -> None:
