@@ -19,8 +19,11 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import types
+import typing
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +86,44 @@ def record_from_manifest(entry: dict[str, Any]) -> PhotoRecord:
     return PhotoRecord(**{key: value for key, value in entry.items() if key in known})
 
 
+@cache
+def _record_types() -> dict[str, Any]:
+    return typing.get_type_hints(PhotoRecord)
+
+
+def manifest_line_problem(entry: dict[str, Any]) -> str | None:
+    """What makes a manifest line unfit to be a :class:`PhotoRecord` (``"output": 5``, ``"psnr_db": "abc"``), or
+    None; keys a record does not have are the manifest's own and pass."""
+    hints = _record_types()
+    for key, value in entry.items():
+        if key in hints and not _fits(value, hints[key]):
+            return f"{key!r} is {_json_type(value)}"
+    return None
+
+
+def _json_type(value: Any) -> str:
+    return "null" if value is None else {bool: "a boolean", int: "a number", float: "a number", str: "a string",
+                                         list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a JSON ``value`` has the type ``hint`` (of :class:`PhotoRecord`'s fields): ``X | None``, ``int``,
+    ``float`` (an integer too), ``str``, ``bool``, ``list[X]``, ``dict[K, V]``."""
+    origin, arguments = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, argument) for argument in arguments)
+    if hint is type(None):
+        return value is None
+    if origin is list:
+        return isinstance(value, list) and all(_fits(item, arguments[0]) for item in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(_fits(key, arguments[0]) and _fits(item, arguments[1])
+                                               for key, item in value.items())
+    if hint in (int, float) and isinstance(value, bool):
+        return False
+    return isinstance(value, (int, float) if hint is float else hint)
+
+
 @dataclass
 class ArchiveWork:
     """What an archive run hands its runner (this process, or a Ray cluster: :mod:`comcloak.engine.scale`): the photos
@@ -142,18 +183,32 @@ def run_archive_with(
     reading every input here first."""
     digest = settings_hash(settings)
     with output_lock(output_dir, wait=wait):
-        for stale in remove_stale_parts(output_dir):
-            logger.info("removed %s, left by a killed run", stale)
-        try:
-            manifest = Manifest(output_dir)
-            manifest.open()
-        except (OSError, UnicodeDecodeError) as error:  # before any photo: nothing is done, exit 2
-            raise UserError(f"cannot use the manifest {output_dir / MANIFEST_NAME}: "
-                            f"{getattr(error, 'strerror', None) or error}") from None
+        manifest = _open_manifest(output_dir)
         try:
             return _run_locked(runner, plan, skipped, manifest, digest, overwrite, on_photo_done, hash_new_sources)
         finally:
             manifest.close()
+
+
+def _open_manifest(output_dir: Path) -> Manifest:
+    """The folder's manifest, read and open for appending, with the temp files a killed run left removed (those the
+    manifest knows to be comcloak's included). Fails with one line before any photo: nothing is done, exit 2."""
+
+    def unusable(error: Exception) -> UserError:
+        return UserError(f"cannot use the manifest {output_dir / MANIFEST_NAME}: "
+                         f"{getattr(error, 'strerror', None) or error}")
+
+    try:
+        manifest = Manifest(output_dir, check=manifest_line_problem)
+    except (OSError, UnicodeDecodeError) as error:
+        raise unusable(error) from None
+    for stale in remove_stale_parts(manifest.folder, manifest.recorded_outputs()):
+        logger.info("removed %s, left by a killed run", stale)
+    try:
+        manifest.open()
+    except OSError as error:
+        raise unusable(error) from None
+    return manifest
 
 
 def _run_locked(runner, plan, skipped, manifest: Manifest, digest: str, overwrite: bool, on_photo_done,
@@ -183,14 +238,15 @@ def _run_locked(runner, plan, skipped, manifest: Manifest, digest: str, overwrit
                                    settings_hash=digest))
                 continue
             identities[source] = identity
-            kept = None if overwrite else manifest.done(source, identity[2], digest)
+            kept = None if overwrite or planned.destination is None else \
+                manifest.done(source, identity[2], digest, planned.destination)
             if kept is not None:
                 record = record_from_manifest(kept)
-                record.resumed = True
+                record.resumed, record.output = True, str(planned.destination)  # where the folder is now
                 finish(record, append=False)
                 continue
-        if planned.error is None and previous and previous.get("output") and planned.destination is not None and \
-                Path(previous["output"]) == planned.destination:
+        if planned.error is None and previous and planned.destination is not None and \
+                manifest.names_output(previous, planned.destination):
             replaceable.add(planned.destination)  # this archive's own output, from other settings or a kill
         todo.append(planned)
 

@@ -224,6 +224,7 @@ def report_archive(cloaker, run_archive, plan, check_codec, args: argparse.Names
     from tqdm import tqdm
 
     from comcloak.engine.pipeline import format_table, write_report
+    from comcloak.errors import UserError
 
     planned = {str(item.source) for item in plan}
     with tqdm(total=len(plan), unit="photo", disable=args.quiet, file=sys.stderr, dynamic_ncols=True) as bar, \
@@ -246,5 +247,8 @@ def report_archive(cloaker, run_archive, plan, check_codec, args: argparse.Names
     if args.report:
         settings = {key: value for key, value in vars(args).items() if key != "run"}
         settings.update(output_settings(cloaker, args))  # the attack as run (eps, alpha on the [0, 1] scale)
-        write_report(records, Path(args.report), settings)
+        try:
+            write_report(records, Path(args.report), settings)
+        except OSError as error:  # a full disk after the run: the photos and the manifest are done
+            raise UserError(f"cannot write the report {args.report}: {error.strerror or error}") from None
     return 1 if any(record.status == "failed" for record in records) else 0
