@@ -21,7 +21,7 @@ import os
 import tempfile
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, fields
 from functools import cache
 from pathlib import Path
@@ -31,6 +31,7 @@ from comcloak.codecs import Codec
 from comcloak.codecs.photos import DEFAULT_WRITE, SkippedInput, WriteOptions
 from comcloak.engine.cloaker import Cloaker
 from comcloak.engine.manifest import (
+    LOCK_NAME,
     MANIFEST_NAME,
     Manifest,
     output_lock,
@@ -38,7 +39,7 @@ from comcloak.engine.manifest import (
     settings_hash,
 )
 from comcloak.engine.outputs import PlannedPhoto
-from comcloak.engine.pipeline import PhotoRecord, cloak_files
+from comcloak.engine.pipeline import PhotoRecord, cloak_files, is_report
 from comcloak.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,29 @@ def check_writable(path: Path, folder: bool = False) -> None:
             pass
     except OSError as error:
         raise UserError(f"cannot write {path}: {error.strerror or error} in {existing}") from None
+
+
+def check_report_path(report: Path, inputs: Iterable[str | os.PathLike], plan: list[PlannedPhoto],
+                      output_dir: Path) -> None:
+    """Fail before any work if ``--report`` would replace what is not a report: an input, anything inside an input
+    folder, an output, the manifest or the lock, or any existing file that is not a comcloak report (a rerun's own
+    report is replaced). One line, a :class:`UserError`."""
+    report = Path(report)
+    target = report.resolve()
+    for item in inputs:
+        given = Path(item).resolve()
+        if target == given or (given.is_dir() and given in target.parents):
+            where = "is the input" if target == given else "is inside the input folder"
+            raise UserError(f"--report {report} {where} {item}; write the report elsewhere")
+    for planned in plan:
+        if planned.source.resolve() == target:
+            raise UserError(f"--report {report} is the input {planned.source}; write the report elsewhere")
+    own = [Path(output_dir) / MANIFEST_NAME, Path(output_dir) / LOCK_NAME]
+    own += [planned.destination for planned in plan if planned.destination is not None]
+    if any(path.resolve() == target for path in own):
+        raise UserError(f"--report {report} is a file of the output folder {output_dir}; write the report elsewhere")
+    if report.exists() and not (report.is_file() and is_report(report)):
+        raise UserError(f"--report {report} exists and is not a comcloak report; give a new file name")
 
 
 def archive_settings(config: Any, output_format: str, write: WriteOptions, precision: str) -> dict[str, Any]:

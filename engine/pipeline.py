@@ -16,6 +16,7 @@ written to. Memory holds one batch of photos at a time.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import time
@@ -362,6 +363,23 @@ def format_table(records: list[PhotoRecord], check_spec: str) -> str:
 
 
 def write_report(records: list[PhotoRecord], path: Path, settings: dict) -> None:
-    """Write a JSON report (settings and one record per photo) atomically."""
+    """Write a JSON report (settings and one record per photo) atomically; :func:`is_report` knows it again."""
     payload = {"settings": settings, "torch": torch.__version__, "photos": [record.as_dict() for record in records]}
     write_json(payload, path)
+
+
+_REPORT_HEAD = b'{\n  "settings": '  # how write_json starts the report above
+
+
+def is_report(path: Path) -> bool:
+    """Whether the regular file ``path`` holds a :func:`write_report` report (a rerun may replace it, nothing else);
+    read whole only when it starts like one."""
+    with open(path, "rb") as handle:
+        if handle.read(len(_REPORT_HEAD)) != _REPORT_HEAD:
+            return False
+        handle.seek(0)
+        try:
+            payload = json.load(handle)
+        except ValueError:  # UnicodeDecodeError included
+            return False
+    return isinstance(payload, dict) and {"settings", "torch", "photos"} <= set(payload)

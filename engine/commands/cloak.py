@@ -117,7 +117,7 @@ def add_output_options(parser: argparse.ArgumentParser, overwrite_option: bool =
 def run(args: argparse.Namespace) -> int:
     from comcloak.codecs import parse_codec
     from comcloak.codecs.photos import collect_inputs
-    from comcloak.engine.archive import check_writable
+    from comcloak.engine.archive import check_report_path, check_writable
     from comcloak.engine.outputs import plan_outputs
     from comcloak.errors import UserError
 
@@ -136,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
     check_writable(output_dir, folder=True)
     if args.report:
         check_writable(Path(args.report))
+        check_report_path(Path(args.report), args.inputs, plan, output_dir)
     if pool is not None:
         return cloak_on_ray(plan, collected.skipped, output_dir, check_codec, pool, args)
     cloaker = build_cloaker(args)

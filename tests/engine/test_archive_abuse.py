@@ -25,6 +25,25 @@ def _command(inputs: list[Path], out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "comcloak.engine", "cloak", *map(str, inputs), "-o", str(out), "-q", *TINY, *extra]
 
 
+@pytest.mark.parametrize("case", ["input photo", "new file in an input folder", "other file", "an output"])
+def test_a_report_that_would_replace_anything_but_a_report_is_refused(tmp_path: Path, capsys, case: str) -> None:
+    photos = _photos(tmp_path / "in", 2)
+    out = tmp_path / "out"
+    if case == "an output":
+        assert _cli(["cloak", str(tmp_path / "in"), "-o", str(out), "-q", *TINY], capsys)[0] == 0
+    report = {"input photo": photos[1], "new file in an input folder": tmp_path / "in" / "report.json",
+              "other file": tmp_path / "notes.txt", "an output": out / photos[0].name}[case]
+    if case == "other file":
+        report.write_text("my notes")
+    before = report.read_bytes() if report.exists() else None
+    manifest = (out / MANIFEST_NAME).read_bytes() if out.exists() else None
+    code, _, err = _cli(["cloak", str(tmp_path / "in"), "-o", str(out), "-q", "--report", str(report), *TINY],
+                        capsys)
+    assert code == 2 and "--report" in err and err.count("\n") == 1, err
+    assert (report.read_bytes() if report.exists() else None) == before
+    assert ((out / MANIFEST_NAME).read_bytes() if out.exists() else None) == manifest  # nothing was done
+
+
 @pytest.fixture()
 def small_disk(tmp_path: Path):
     """A real 600 KB tmpfs (needs root and a mount command), unmounted afterwards."""
