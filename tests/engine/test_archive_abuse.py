@@ -194,6 +194,36 @@ def test_a_moved_or_copied_output_folder_resumes_against_its_own_files(tmp_path:
     assert code == 0 and "2 by an earlier run" in stdout and (copied / "p00.jpg").exists()
 
 
+@pytest.mark.parametrize("target", ["the output", "inside it", "a folder holding it"])
+def test_a_symlink_from_an_input_to_the_output_is_refused_on_the_first_run(tmp_path: Path, capsys,
+                                                                           target: str) -> None:
+    _photos(tmp_path / "in1", 1)
+    _photos(tmp_path / "in2", 1)
+    holder = tmp_path / "holder"
+    holder.mkdir()
+    out = holder / "outX"
+    link = tmp_path / "in2" / "link"
+    link.symlink_to({"the output": out, "inside it": out / "sub", "a folder holding it": holder}[target],
+                    target_is_directory=True)  # dangling but for the holder: the output does not exist yet
+    argv = ["cloak", str(tmp_path / "in1"), str(tmp_path / "in2"), "-o", str(out), "--follow-symlinks", "-q", *TINY]
+    code, _, err = _cli(argv, capsys)
+    assert code == 2 and f"input {tmp_path / 'in2'} reaches the output folder" in err and str(link) in err, err
+    assert not out.exists()
+    (out / "sub").mkdir(parents=True)  # an existing output folder: the same
+    code, _, err = _cli(argv, capsys)
+    assert code == 2 and f"input {tmp_path / 'in2'} reaches the output folder" in err
+
+
+def test_table_rows_of_symlinked_photos_show_the_links_name(tmp_path: Path, capsys) -> None:
+    [real] = _photos(tmp_path / "elsewhere", 1)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "alias.jpg").symlink_to(real)
+    code, stdout, _ = _cli(["cloak", str(tmp_path / "in"), "-o", str(tmp_path / "out"), *TINY], capsys)
+    assert code == 0 and (tmp_path / "out" / "alias.jpg").exists()
+    rows = [line for line in stdout.splitlines() if "64x64" in line]
+    assert len(rows) == 1 and rows[0].startswith("alias.jpg") and real.name not in stdout
+
+
 def test_a_name_of_253_bytes_is_cloaked(tmp_path: Path, capsys) -> None:
     folder = tmp_path / "in"
     folder.mkdir()
@@ -203,3 +233,18 @@ def test_a_name_of_253_bytes_is_cloaked(tmp_path: Path, capsys) -> None:
     code, _, err = _cli(["cloak", str(folder), "-o", str(tmp_path / "out"), "-q", *TINY], capsys)
     assert code == 0, err
     assert (tmp_path / "out" / name).exists() and not list((tmp_path / "out").glob("*.part"))
+
+
+def test_terminal_escapes_in_names_are_escaped_in_every_line_and_paths_said_once(tmp_path: Path, capsys) -> None:
+    _photos(tmp_path / "in", 1)
+    evil = tmp_path / "in" / "\x1b[2Jevil\rforged.png"
+    evil.write_bytes(b"not a png")
+    for quiet in (["-q"], []):
+        code, stdout, err = _cli(["cloak", str(tmp_path / "in"), "-o", str(tmp_path / "out"), *quiet, *TINY], capsys)
+        printed = stdout + err if quiet else stdout  # without -q, stderr is the progress bar's (its own \r)
+        assert code == 1 and "\x1b" not in printed + err and "\r" not in printed
+        [line] = [line for line in printed.splitlines() if line.startswith("failed:")]
+        assert "\\x1b[2Jevil\\rforged.png" in line and line.count("evil") == 1, line
+    code, _, err = _cli(["cloak", str(tmp_path / "in" / "\x1b[2Jgone.jpg"), "-o", str(tmp_path / "o2"), *TINY],
+                        capsys)
+    assert code == 2 and "\x1b" not in err and "\\x1b[2Jgone.jpg: input not found" in err
