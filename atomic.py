@@ -1,18 +1,29 @@
 """Atomic, durable file writes: write to a temporary file beside the destination, fsync it, rename it over the
-destination, fsync the folder. A crash leaves the old file or the new one, never a torn one; the temp files
-(``.NAME.*.part``) a SIGKILL can leave behind are removed by the next run (``comcloak.engine.manifest``)."""
+destination, fsync the folder. A crash leaves the old file or the new one, never a torn one; the temp files a SIGKILL
+can leave behind are removed by the next run (``comcloak.engine.manifest``). Their names are comcloak's own
+(``.comcloak-XXXXXXXX.part``, :func:`is_temp_name`), so that cleanup never touches a user's ``.NAME.part`` file, and
+short whatever the destination's name (a name of up to NAME_MAX bytes still gets a temp file beside it)."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
+TEMP_PREFIX = ".comcloak-"
 TEMP_SUFFIX = ".part"
+# mkstemp's random part: eight characters of this alphabet (CPython's tempfile._RandomNameSequence).
+_TEMP_NAME = re.compile(re.escape(TEMP_PREFIX) + r"[a-z0-9_]{8}" + re.escape(TEMP_SUFFIX))
+
+
+def is_temp_name(name: str) -> bool:
+    """Whether ``name`` is one of :func:`atomic_writer`'s temp files (and so comcloak's to remove if left over)."""
+    return _TEMP_NAME.fullmatch(name) is not None
 
 
 def fsync_folder(folder: str | os.PathLike) -> None:
@@ -49,8 +60,7 @@ def atomic_writer(destination: str | os.PathLike) -> Iterator[BinaryIO]:
     """
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temp_name = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=TEMP_SUFFIX,
-                                             dir=destination.parent)
+    descriptor, temp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=TEMP_SUFFIX, dir=destination.parent)
     try:
         with os.fdopen(descriptor, "wb") as handle:
             yield handle

@@ -18,3 +18,9 @@ def first_line(error: BaseException) -> str:
 
 class UserError(Exception):
     """An error in what the user asked for; its message is one line saying what was asked and what exists."""
+
+
+def printable(text: str) -> str:
+    """``text`` with control and other unprintable characters escaped (``\\x1b``, ``\\r``, ``\\n``), so that a file
+    name printed in a message can neither clear the screen nor forge or break a line."""
+    return "".join(char if char.isprintable() else char.encode("unicode_escape").decode() for char in text)

@@ -266,10 +266,12 @@ class SkippedInput:
 @dataclass
 class CollectedInputs:
     """What :func:`collect_inputs` found: ``pairs`` ``(photo_path, relative_output_path)``, sorted by relative path,
-    and everything ``skipped`` with its reason."""
+    everything ``skipped`` with its reason, and the symlinks it met (files, dangling ones, folders it followed), which
+    must not lead to the output folder (:func:`comcloak.engine.outputs.refuse_links_to_output`)."""
 
     pairs: list[tuple[Path, Path]] = field(default_factory=list)
     skipped: list[SkippedInput] = field(default_factory=list)
+    links: list[Path] = field(default_factory=list)
 
 
 def collect_inputs(inputs: list[str | os.PathLike], follow_symlinks: bool = False) -> CollectedInputs:
@@ -284,8 +286,10 @@ def collect_inputs(inputs: list[str | os.PathLike], follow_symlinks: bool = Fals
     candidates: list[tuple[Path, Path]] = []
     for item in inputs:
         path = Path(item)
+        if path.is_symlink():
+            collected.links.append(path)
         if path.is_dir():
-            candidates += _walk(path, follow_symlinks, collected.skipped)
+            candidates += _walk(path, follow_symlinks, collected)
         elif path.is_file():
             candidates.append((path, Path(path.name)))
         elif path.is_symlink():
@@ -306,8 +310,10 @@ def collect_inputs(inputs: list[str | os.PathLike], follow_symlinks: bool = Fals
     return collected
 
 
-def _walk(top: Path, follow_symlinks: bool, skipped: list[SkippedInput]) -> list[tuple[Path, Path]]:
-    """The photo files under ``top`` with their paths relative to it; what is passed over goes to ``skipped``."""
+def _walk(top: Path, follow_symlinks: bool, collected: CollectedInputs) -> list[tuple[Path, Path]]:
+    """The photo files under ``top`` with their paths relative to it; what is passed over goes to ``skipped``, the
+    symlinks met to ``links``."""
+    skipped = collected.skipped
     found: list[tuple[Path, Path]] = []
     visited = {top.resolve()}
     for folder, subfolders, files in os.walk(top, followlinks=follow_symlinks):
@@ -323,9 +329,13 @@ def _walk(top: Path, follow_symlinks: bool, skipped: list[SkippedInput]) -> list
                 if target in visited or target == parent or target in parent.parents:
                     skipped.append(SkippedInput(child, f"symlinked folder loops back to {target}"))
                     subfolders.remove(name)
+                else:
+                    collected.links.append(child)
                 visited.add(target)
         for name in sorted(files):
             candidate = here / name
+            if candidate.is_symlink():
+                collected.links.append(candidate)
             if candidate.is_symlink() and not candidate.exists():
                 skipped.append(SkippedInput(candidate, "dangling symlink"))
             elif candidate.suffix.lower() not in PHOTO_EXTENSIONS:

@@ -19,8 +19,11 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Callable
+import types
+import typing
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, fields
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,7 @@ from comcloak.codecs import Codec
 from comcloak.codecs.photos import DEFAULT_WRITE, SkippedInput, WriteOptions
 from comcloak.engine.cloaker import Cloaker
 from comcloak.engine.manifest import (
+    LOCK_NAME,
     MANIFEST_NAME,
     Manifest,
     output_lock,
@@ -35,7 +39,7 @@ from comcloak.engine.manifest import (
     settings_hash,
 )
 from comcloak.engine.outputs import PlannedPhoto
-from comcloak.engine.pipeline import PhotoRecord, cloak_files
+from comcloak.engine.pipeline import PhotoRecord, cloak_files, is_report
 from comcloak.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -66,6 +70,29 @@ def check_writable(path: Path, folder: bool = False) -> None:
         raise UserError(f"cannot write {path}: {error.strerror or error} in {existing}") from None
 
 
+def check_report_path(report: Path, inputs: Iterable[str | os.PathLike], plan: list[PlannedPhoto],
+                      output_dir: Path) -> None:
+    """Fail before any work if ``--report`` would replace what is not a report: an input, anything inside an input
+    folder, an output, the manifest or the lock, or any existing file that is not a comcloak report (a rerun's own
+    report is replaced). One line, a :class:`UserError`."""
+    report = Path(report)
+    target = report.resolve()
+    for item in inputs:
+        given = Path(item).resolve()
+        if target == given or (given.is_dir() and given in target.parents):
+            where = "is the input" if target == given else "is inside the input folder"
+            raise UserError(f"--report {report} {where} {item}; write the report elsewhere")
+    for planned in plan:
+        if planned.source.resolve() == target:
+            raise UserError(f"--report {report} is the input {planned.source}; write the report elsewhere")
+    own = [Path(output_dir) / MANIFEST_NAME, Path(output_dir) / LOCK_NAME]
+    own += [planned.destination for planned in plan if planned.destination is not None]
+    if any(path.resolve() == target for path in own):
+        raise UserError(f"--report {report} is a file of the output folder {output_dir}; write the report elsewhere")
+    if report.exists() and not (report.is_file() and is_report(report)):
+        raise UserError(f"--report {report} exists and is not a comcloak report; give a new file name")
+
+
 def archive_settings(config: Any, output_format: str, write: WriteOptions, precision: str) -> dict[str, Any]:
     """Everything that changes an output file, hashed into each manifest record: the attack as run (an
     :class:`~comcloak.attacks.AttackConfig`), the output encoding and the numeric precision (not the backend, device,
@@ -81,6 +108,44 @@ def record_from_manifest(entry: dict[str, Any]) -> PhotoRecord:
     """A :class:`PhotoRecord` from a manifest line (unknown keys, such as the manifest's own, are dropped)."""
     known = {field.name for field in fields(PhotoRecord)}
     return PhotoRecord(**{key: value for key, value in entry.items() if key in known})
+
+
+@cache
+def _record_types() -> dict[str, Any]:
+    return typing.get_type_hints(PhotoRecord)
+
+
+def manifest_line_problem(entry: dict[str, Any]) -> str | None:
+    """What makes a manifest line unfit to be a :class:`PhotoRecord` (``"output": 5``, ``"psnr_db": "abc"``), or
+    None; keys a record does not have are the manifest's own and pass."""
+    hints = _record_types()
+    for key, value in entry.items():
+        if key in hints and not _fits(value, hints[key]):
+            return f"{key!r} is {_json_type(value)}"
+    return None
+
+
+def _json_type(value: Any) -> str:
+    return "null" if value is None else {bool: "a boolean", int: "a number", float: "a number", str: "a string",
+                                         list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a JSON ``value`` has the type ``hint`` (of :class:`PhotoRecord`'s fields): ``X | None``, ``int``,
+    ``float`` (an integer too), ``str``, ``bool``, ``list[X]``, ``dict[K, V]``."""
+    origin, arguments = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, argument) for argument in arguments)
+    if hint is type(None):
+        return value is None
+    if origin is list:
+        return isinstance(value, list) and all(_fits(item, arguments[0]) for item in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(_fits(key, arguments[0]) and _fits(item, arguments[1])
+                                               for key, item in value.items())
+    if hint in (int, float) and isinstance(value, bool):
+        return False
+    return isinstance(value, (int, float) if hint is float else hint)
 
 
 @dataclass
@@ -142,18 +207,32 @@ def run_archive_with(
     reading every input here first."""
     digest = settings_hash(settings)
     with output_lock(output_dir, wait=wait):
-        for stale in remove_stale_parts(output_dir):
-            logger.info("removed %s, left by a killed run", stale)
-        try:
-            manifest = Manifest(output_dir)
-            manifest.open()
-        except (OSError, UnicodeDecodeError) as error:  # before any photo: nothing is done, exit 2
-            raise UserError(f"cannot use the manifest {output_dir / MANIFEST_NAME}: "
-                            f"{getattr(error, 'strerror', None) or error}") from None
+        manifest = _open_manifest(output_dir)
         try:
             return _run_locked(runner, plan, skipped, manifest, digest, overwrite, on_photo_done, hash_new_sources)
         finally:
             manifest.close()
+
+
+def _open_manifest(output_dir: Path) -> Manifest:
+    """The folder's manifest, read and open for appending, with the temp files a killed run left removed (those the
+    manifest knows to be comcloak's included). Fails with one line before any photo: nothing is done, exit 2."""
+
+    def unusable(error: Exception) -> UserError:
+        return UserError(f"cannot use the manifest {output_dir / MANIFEST_NAME}: "
+                         f"{getattr(error, 'strerror', None) or error}")
+
+    try:
+        manifest = Manifest(output_dir, check=manifest_line_problem)
+    except (OSError, UnicodeDecodeError) as error:
+        raise unusable(error) from None
+    for stale in remove_stale_parts(manifest.folder, manifest.recorded_outputs()):
+        logger.info("removed %s, left by a killed run", stale)
+    try:
+        manifest.open()
+    except OSError as error:
+        raise unusable(error) from None
+    return manifest
 
 
 def _run_locked(runner, plan, skipped, manifest: Manifest, digest: str, overwrite: bool, on_photo_done,
@@ -183,14 +262,15 @@ def _run_locked(runner, plan, skipped, manifest: Manifest, digest: str, overwrit
                                    settings_hash=digest))
                 continue
             identities[source] = identity
-            kept = None if overwrite else manifest.done(source, identity[2], digest)
+            kept = None if overwrite or planned.destination is None else \
+                manifest.done(source, identity[2], digest, planned.destination)
             if kept is not None:
                 record = record_from_manifest(kept)
-                record.resumed = True
+                record.resumed, record.output = True, str(planned.destination)  # where the folder is now
                 finish(record, append=False)
                 continue
-        if planned.error is None and previous and previous.get("output") and planned.destination is not None and \
-                Path(previous["output"]) == planned.destination:
+        if planned.error is None and previous and planned.destination is not None and \
+                manifest.names_output(previous, planned.destination):
             replaceable.add(planned.destination)  # this archive's own output, from other settings or a kill
         todo.append(planned)
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from comcloak import __version__
-from comcloak.errors import UserError, first_line
+from comcloak.errors import UserError, first_line, printable
 
 EXIT_USER_ERROR = 2
 
@@ -29,6 +29,14 @@ class OneLineArgumentParser(argparse.ArgumentParser):
             message += f"; {dashed[0]!r} is a file: put file names that start with '-' after --, e.g. " \
                        f"comcloak cloak -o OUT -- {dashed[0]}"
         self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class EscapingFormatter(logging.Formatter):
+    """Log lines with the message's control characters escaped: a file name in a log line cannot clear the screen or
+    forge a line (a traceback, added after the message, keeps its lines)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        return printable(super().formatMessage(record))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,12 +56,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     OneLineArgumentParser.argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(EscapingFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler])
     try:
         return int(args.run(args) or 0)
     except UserError as error:
         message = first_line(error)
-        print(f"comcloak {args.command}: error: {message}", file=sys.stderr)
+        print(f"comcloak {args.command}: error: {printable(message)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("comcloak: interrupted", file=sys.stderr)

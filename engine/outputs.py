@@ -61,6 +61,20 @@ def output_name(relative: Path, image_format: str) -> Path:
     return relative.with_name(relative.stem + FORMAT_SUFFIXES[image_format][0])
 
 
+def refuse_links_to_output(links: Iterable[Path], output_dir: Path, inputs: Iterable[str | os.PathLike]) -> None:
+    """Raise :class:`OutputLayoutError` if any symlink met under the inputs (``CollectedInputs.links``, dangling ones
+    included) leads to the output folder, into it, or to a folder holding it: the outputs would be read back as inputs
+    (a first run writes them, a rerun cloaks them again). The error names the input holding the link."""
+    resolved_output = Path(output_dir).absolute().resolve()
+    given = [Path(item) for item in inputs]
+    for link in links:
+        target = link.resolve()
+        if target == resolved_output or resolved_output in target.parents or target in resolved_output.parents:
+            holder = next((item for item in given if item == link or item in link.parents), link)
+            raise OutputLayoutError(f"input {holder} reaches the output folder {resolved_output} through the symlink "
+                                    f"{link} -> {target}; remove the link or choose another output folder")
+
+
 def plan_outputs(pairs: list[tuple[Path, Path]], output_dir: Path, inputs: Iterable[str | os.PathLike],
                  choice: str = DEFAULT_OUTPUT_FORMAT) -> list[PlannedPhoto]:
     """Plan every ``(source, relative)`` pair into ``output_dir`` by the module's rules, in the order of ``pairs``.
@@ -85,11 +99,12 @@ def plan_outputs(pairs: list[tuple[Path, Path]], output_dir: Path, inputs: Itera
         image_format = written_format(header.format, choice)
         planned.append(PlannedPhoto(source, relative, header, output_name(relative, image_format), image_format))
     planned = _resolve_collisions(planned)
-    sources = {source.resolve() for source, _ in pairs}
+    sources = {source.resolve(): source for source, _ in pairs}
     for plan in planned:
-        if plan.destination is not None and (output_dir / plan.destination).resolve() in sources:
+        overwritten = None if plan.destination is None else sources.get((output_dir / plan.destination).resolve())
+        if overwritten is not None:
             raise OutputLayoutError(f"output {output_dir / plan.destination} would overwrite the input "
-                                    f"{plan.source}; choose another folder")
+                                    f"{overwritten}; choose another folder")
     return [plan if plan.destination is None else
             PlannedPhoto(plan.source, plan.relative, plan.header, output_dir / plan.destination, plan.image_format)
             for plan in planned]

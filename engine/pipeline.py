@@ -16,6 +16,7 @@ written to. Memory holds one batch of photos at a time.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import time
@@ -35,7 +36,7 @@ from comcloak.codecs import Codec
 from comcloak.codecs.photos import DEFAULT_WRITE, Photo, PhotoError, WriteOptions, encode_photo, load_photo
 from comcloak.engine.cloaker import Cloaker, CloakResult, attack_shape
 from comcloak.engine.outputs import PlannedPhoto
-from comcloak.errors import UserError
+from comcloak.errors import UserError, printable
 from comcloak.models.labels import imagenet_class_name
 
 logger = logging.getLogger(__name__)
@@ -305,11 +306,6 @@ def _protected(record: PhotoRecord) -> str:
     return f"no ({sum(record.protected_on.values())}/{len(record.protected_on)})"
 
 
-def _printable(text: str) -> str:
-    """``text`` with control characters (a newline in a file name) escaped, so one record stays one line."""
-    return "".join(char if char.isprintable() else char.encode("unicode_escape").decode() for char in text)
-
-
 def _display_width(text: str) -> int:
     """Terminal columns of ``text``: East Asian wide and full-width characters take two."""
     return sum(2 if unicodedata.east_asian_width(char) in ("W", "F") else 1 for char in text)
@@ -319,19 +315,28 @@ def _pad(text: str, width: int) -> str:
     return text + " " * (width - _display_width(text))
 
 
-def format_table(records: list[PhotoRecord], check_spec: str) -> str:
+def reason_line(record: PhotoRecord) -> str:
+    """``STATUS: SOURCE: REASON`` of a failed or skipped input, escaped (:func:`comcloak.errors.printable`), the
+    path once: the table's lines and ``-q``'s."""
+    reason = record.error or ""
+    if reason.startswith(f"{record.source}: "):  # errors name their file; the line already does
+        reason = reason[len(record.source) + 2:]
+    return f"{record.status}: {printable(record.source)}: {printable(reason)}"
+
+
+def format_table(records: list[PhotoRecord], check_spec: str, names: dict[str, str] | None = None) -> str:
     """A plain-text table, one row per input, then one line per failed or skipped input with its reason, and a
     summary. Protection is judged as an attacker sees the photo (after ``check_spec``, in the crop view); the
     cloaker's own view is a separate, labelled lab-view column. Rows cloaked by an earlier run (resumed from the
-    manifest) are marked ``*``."""
+    manifest) are marked ``*``. ``names``: the name each source is shown by (a symlink's own), else its file name."""
     judge = f"after {check_spec}, crop view"
     header = ("photo", "size", f"clean ({judge})", f"cloak ({judge})", "protected", "cloak (lab view)", "PSNR dB")
     rows, reasons = [], []
     for record in records:
-        name = _printable(Path(record.source).name)
+        name = printable((names or {}).get(record.source) or Path(record.source).name)
         if record.status != "cloaked":
             rows.append((name, "-", "-", "-", record.status, "-", "-"))
-            reasons.append(f"{record.status}: {_printable(record.source)}: {_printable(record.error or '')}")
+            reasons.append(reason_line(record))
             continue
         rows.append((
             name,
@@ -362,6 +367,23 @@ def format_table(records: list[PhotoRecord], check_spec: str) -> str:
 
 
 def write_report(records: list[PhotoRecord], path: Path, settings: dict) -> None:
-    """Write a JSON report (settings and one record per photo) atomically."""
+    """Write a JSON report (settings and one record per photo) atomically; :func:`is_report` knows it again."""
     payload = {"settings": settings, "torch": torch.__version__, "photos": [record.as_dict() for record in records]}
     write_json(payload, path)
+
+
+_REPORT_HEAD = b'{\n  "settings": '  # how write_json starts the report above
+
+
+def is_report(path: Path) -> bool:
+    """Whether the regular file ``path`` holds a :func:`write_report` report (a rerun may replace it, nothing else);
+    read whole only when it starts like one."""
+    with open(path, "rb") as handle:
+        if handle.read(len(_REPORT_HEAD)) != _REPORT_HEAD:
+            return False
+        handle.seek(0)
+        try:
+            payload = json.load(handle)
+        except ValueError:  # UnicodeDecodeError included
+            return False
+    return isinstance(payload, dict) and {"settings", "torch", "photos"} <= set(payload)

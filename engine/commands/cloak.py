@@ -117,8 +117,8 @@ def add_output_options(parser: argparse.ArgumentParser, overwrite_option: bool =
 def run(args: argparse.Namespace) -> int:
     from comcloak.codecs import parse_codec
     from comcloak.codecs.photos import collect_inputs
-    from comcloak.engine.archive import check_writable
-    from comcloak.engine.outputs import plan_outputs
+    from comcloak.engine.archive import check_report_path, check_writable
+    from comcloak.engine.outputs import plan_outputs, refuse_links_to_output
     from comcloak.errors import UserError
 
     write_options(args)  # a bad --jpeg-quality or --metadata stops here
@@ -131,11 +131,13 @@ def run(args: argparse.Namespace) -> int:
                   f"{', ...' if len(collected.skipped) > 1 else ''})" if collected.skipped else ""
         raise UserError(f"no photos found in {', '.join(args.inputs)}{skipped}")
     output_dir = Path(args.output)
+    refuse_links_to_output(collected.links, output_dir, args.inputs)
     plan = plan_outputs(collected.pairs, output_dir, args.inputs, args.format)
     # Every path the run writes is checked before the first photo is cloaked: exit 2 means nothing was done.
     check_writable(output_dir, folder=True)
     if args.report:
         check_writable(Path(args.report))
+        check_report_path(Path(args.report), args.inputs, plan, output_dir)
     if pool is not None:
         return cloak_on_ray(plan, collected.skipped, output_dir, check_codec, pool, args)
     cloaker = build_cloaker(args)
@@ -223,7 +225,8 @@ def report_archive(cloaker, run_archive, plan, check_codec, args: argparse.Names
     ``cloaker`` (a ``Cloaker`` or the ``CloakerSpec`` each Ray actor builds)."""
     from tqdm import tqdm
 
-    from comcloak.engine.pipeline import format_table, write_report
+    from comcloak.engine.pipeline import format_table, reason_line, write_report
+    from comcloak.errors import UserError
 
     planned = {str(item.source) for item in plan}
     with tqdm(total=len(plan), unit="photo", disable=args.quiet, file=sys.stderr, dynamic_ncols=True) as bar, \
@@ -239,12 +242,16 @@ def report_archive(cloaker, run_archive, plan, check_codec, args: argparse.Names
     if args.quiet:
         for record in records:
             if record.status == "failed":
-                print(f"failed: {record.error}", file=sys.stderr)
+                print(reason_line(record), file=sys.stderr)
     else:
         print(repr(cloaker))
-        print(format_table(records, check_codec.spec))
+        names = {str(item.source): item.relative.name for item in plan}  # a symlink's own name, not its target's
+        print(format_table(records, check_codec.spec, names))
     if args.report:
         settings = {key: value for key, value in vars(args).items() if key != "run"}
         settings.update(output_settings(cloaker, args))  # the attack as run (eps, alpha on the [0, 1] scale)
-        write_report(records, Path(args.report), settings)
+        try:
+            write_report(records, Path(args.report), settings)
+        except OSError as error:  # a full disk after the run: the photos and the manifest are done
+            raise UserError(f"cannot write the report {args.report}: {error.strerror or error}") from None
     return 1 if any(record.status == "failed" for record in records) else 0

@@ -40,16 +40,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from comcloak.codecs import parse_codec
     from comcloak.codecs.photos import load_photo
-    from comcloak.engine.archive import check_writable
+    from comcloak.engine.archive import check_report_path, check_writable
     from comcloak.engine.outputs import plan_outputs
     from comcloak.engine.sheet import write_sheet
 
     check_codec = parse_codec(args.check)
     output_dir = Path(args.output)
     check_writable(output_dir, folder=True)
+    plan = plan_outputs([(path, Path(path.name)) for path in sample_photos()], output_dir, [], args.format)
     if args.report:
         check_writable(Path(args.report))
-    plan = plan_outputs([(path, Path(path.name)) for path in sample_photos()], output_dir, [], args.format)
+        check_report_path(Path(args.report), [], plan, output_dir)
     cloaker = build_cloaker(args)
     status = cloak_and_report(cloaker, plan, [], output_dir, check_codec, args)
     rows = []

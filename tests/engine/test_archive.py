@@ -56,10 +56,10 @@ def test_manifest_records_every_input_and_a_rerun_redoes_only_what_changed(tmp_p
     latest = _latest(out)
     assert latest[str(tmp_path / "in" / "notes.txt")]["status"] == "skipped"
     records = [latest[str(path.resolve())] for path in photos]
-    assert all(r["status"] == "cloaked" and r["output_sha256"] == file_sha256(r["output"]) for r in records)
+    assert all(r["status"] == "cloaked" and r["output_sha256"] == file_sha256(out / r["output"]) for r in records)
     assert all(r["source_sha256"] == file_sha256(p) and r["source_size"] == p.stat().st_size
                for r, p in zip(records, photos))
-    first_mtimes = [Path(r["output"]).stat().st_mtime_ns for r in records]
+    first_mtimes = [(out / r["output"]).stat().st_mtime_ns for r in records]
 
     Image.fromarray(np.zeros((70, 70, 3), np.uint8)).save(photos[1])  # one input changes
     code, stdout, _ = _cli(["cloak", str(tmp_path / "in"), "-o", str(out), "--report", str(report), *TINY], capsys)
@@ -116,17 +116,21 @@ def test_wait_waits_for_the_lock(tmp_path: Path, capsys) -> None:
     assert code == 0 and released.is_set() and (out / "p00.jpg").exists()
 
 
-def test_stale_part_files_are_removed_under_the_lock(tmp_path: Path, capsys) -> None:
+def test_only_comcloaks_own_temp_files_are_removed_under_the_lock(tmp_path: Path, capsys) -> None:
+    """Issue 23: user files named ``.NAME.part`` stay; comcloak's temp names, and an older comcloak's beside an output
+    its manifest records, go."""
     _photos(tmp_path / "in", 1)
     out = tmp_path / "out"
-    (out / "deep").mkdir(parents=True)
-    stale = [out / ".p00.jpg.abc123.part", out / "deep" / ".x.png.zz.part"]
-    for path in stale:
+    assert _cli(["cloak", str(tmp_path / "in"), "-o", str(out), "-q", *TINY], capsys)[0] == 0  # records out/p00.jpg
+    (out / "deep").mkdir()
+    (out / "in").mkdir()
+    stale = [out / ".comcloak-abcd_123.part", out / "deep" / ".comcloak-zz99zz99.part", out / ".p00.jpg.abc12345.part"]
+    users = [out / ".user.part", out / "in" / ".notes.part", out / ".notes.jpg.abc12345.part", out / "unrelated.part",
+             out / ".comcloak-notes.part"]
+    for path in stale + users:
         path.write_bytes(b"half a photo")
-    keep = out / "unrelated.part"  # not ours: no leading dot and NAME.
-    keep.write_bytes(b"x")
     assert _cli(["cloak", str(tmp_path / "in"), "-o", str(out), "-q", *TINY], capsys)[0] == 0
-    assert not any(path.exists() for path in stale) and keep.exists()
+    assert not any(path.exists() for path in stale) and all(path.exists() for path in users)
 
 
 @pytest.mark.parametrize("case", ["folder", "unwritable"])
@@ -184,8 +188,8 @@ def test_sigkill_at_random_moments_then_a_rerun_completes_the_archive(tmp_path: 
     for photo in photos:
         record = latest[str(photo.resolve())]
         assert record["status"] == "cloaked", record
-        assert file_sha256(record["output"]) == record["output_sha256"]
-        with Image.open(record["output"]) as image:
+        assert file_sha256(out / record["output"]) == record["output_sha256"]
+        with Image.open(out / record["output"]) as image:
             image.load()
     assert (out / LOCK_NAME).exists()
 
@@ -204,7 +208,7 @@ def test_closing_table_keeps_its_columns_with_failures_newlines_and_wide_names()
     header_width = _display_width(table[0])
     assert all(_display_width(line) <= header_width for line in table[1:])  # no row widened by an error message
     assert "two\\nlines.jpg" in table[3] and table[3].split()[-3] == "failed"
-    assert "failed: /in/two\\nlines.jpg: /in/two\\nlines.jpg: not a readable image" in lines
+    assert "failed: /in/two\\nlines.jpg: not a readable image" in lines  # the path once
     assert "skipped: /in/notes.txt: not a photo (.txt)" in lines
     assert lines[-1] == "1 cloaked, 1 protected after facebook (attacker's crop view), 1 skipped, 1 failed"
 
@@ -249,7 +253,7 @@ def test_resume_does_not_depend_on_the_working_folder(tmp_path: Path, capsys, mo
     _photos(tmp_path / "in", 1)
     monkeypatch.chdir(tmp_path)
     assert _cli(["cloak", "in", "-o", "out", "-q", *TINY], capsys)[0] == 0
-    assert all(Path(r["output"]).is_absolute() for r in _latest(tmp_path / "out").values())
+    assert all(not Path(r["output"]).is_absolute() for r in _latest(tmp_path / "out").values() if r["output"])
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
@@ -285,9 +289,9 @@ def test_a_rerun_trusts_unchanged_size_and_time_and_rehashes_the_rest(tmp_path: 
     monkeypatch.setattr(manifest, "file_sha256", counting)  # the one place files are hashed
     code, stdout, _ = _cli(["cloak", str(tmp_path / "in"), "-o", str(out), *TINY], capsys)
     assert code == 0 and "2 by an earlier run" in stdout and hashed == []
-    record = _latest(out)[str(photos[0].resolve())]
-    Path(record["output"]).write_bytes(Path(record["output"]).read_bytes()[::-1])  # tampered output
+    output = out / _latest(out)[str(photos[0].resolve())]["output"]
+    output.write_bytes(output.read_bytes()[::-1])  # tampered output
     code, stdout, _ = _cli(["cloak", str(tmp_path / "in"), "-o", str(out), *TINY], capsys)
     assert code == 0 and "1 by an earlier run" in stdout
-    with Image.open(record["output"]) as image:
+    with Image.open(output) as image:
         image.load()  # a real photo again

@@ -97,7 +97,7 @@ def test_ray_run_writes_the_same_outputs_and_records_as_comcloak_cloak(ray_runti
                     "source_size", "settings_hash"):
             assert record[key] == other[key], (source, key)
         if record["status"] == "cloaked":
-            assert file_sha256(record["output"]) == record["output_sha256"]
+            assert file_sha256(out / record["output"]) == record["output_sha256"]
     failed = ray_latest[str((inputs / "truncated.png").resolve())]
     assert failed["status"] == "failed" and "truncated.png" in failed["error"]
     photos = json.loads(report.read_text())["photos"]
