@@ -238,6 +238,8 @@ def run_archive_on_ray(
                 record = record_from_manifest(json.loads(row[_RECORD]))
                 missing.discard(record.source)
                 work.done(record)
+        except UserError:  # the driver's own one-line stop (a manifest that cannot grow: the disk is full)
+            raise
         except Exception as error:  # noqa: BLE001 - Ray raises many types; each means the job stopped
             raise RayJobError(f"the Ray job stopped ({type(error).__name__}: {first_line(error)}); the photos that "
                               "finished are recorded in the manifest: rerun to resume") from error
