@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import numbers
 import os
 import threading
 from dataclasses import dataclass
@@ -26,6 +27,11 @@ logger = logging.getLogger(__name__)
 
 class CloakerConfigError(UserError, ValueError):
     """A Cloaker argument is invalid (user error)."""
+
+
+def is_count(value: object) -> bool:
+    """Whether ``value`` is a positive integer (a bool or a float is not a count)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
 
 
 def load_classifier(name: str, weights: str | None = None) -> nn.Module:
@@ -152,6 +158,8 @@ class Cloaker:
     ) -> None:
         if backend not in backend_choices():
             raise CloakerConfigError(f"unknown backend {backend!r}; available: {', '.join(backend_choices())}")
+        if threads is not None and not is_count(threads):
+            raise CloakerConfigError(f"threads must be a positive integer or None, got {threads!r}")
         if config is not None and not isinstance(config, AttackConfig):
             raise CloakerConfigError(f"config must be an AttackConfig, got {type(config).__name__} (a classifier or "
                                      "stand-in is given as classifier=... / through=...)")
