@@ -33,14 +33,13 @@ from comcloak.attacks import attack_succeeded, linf, psnr
 from comcloak.attacks.views import view_top_labels
 from comcloak.codecs import Codec
 from comcloak.codecs.photos import DEFAULT_WRITE, Photo, PhotoError, WriteOptions, encode_photo, load_photo
-from comcloak.engine.cloaker import Cloaker, CloakResult, attack_shape
+from comcloak.engine.cloaker import Cloaker, CloakResult, attack_shape, too_small_reason
 from comcloak.engine.outputs import PlannedPhoto
 from comcloak.errors import UserError
 from comcloak.models.labels import imagenet_class_name
 
 logger = logging.getLogger(__name__)
 
-MIN_PHOTO_SIDE = 32  # below this the classifiers' strided stages have nothing left to look at
 JUDGE_VIEW = "crop"  # the closing table judges as an attacker sees the photo: shorter side 256, centre crop 224
 
 
@@ -80,13 +79,6 @@ class PhotoRecord:
         if record["psnr_db"] is not None and math.isinf(record["psnr_db"]):
             record["psnr_db"] = None  # JSON has no infinity; identical images have no finite PSNR
         return record
-
-
-def too_small_reason(width: int, height: int) -> str | None:
-    """Why a photo of this size cannot be cloaked, or None: the one floor for files and uploads alike."""
-    if min(width, height) >= MIN_PHOTO_SIDE:
-        return None
-    return f"too small to cloak ({width}x{height}, need at least {MIN_PHOTO_SIDE} px on each side)"
 
 
 @dataclass(frozen=True)
