@@ -8,6 +8,8 @@ on the 0-255 scale (``--eps 5``): :meth:`AttackConfig.from_user` is the one plac
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,10 +20,25 @@ ATTACK_METHODS = ("fgsm", "bim", "mim")
 LOSSES = ("ce", "margin")  # comcloak.attacks.loss
 MIN_ATTACK_SIZE = 16  # pixels; below this the classifiers' strided stages have nothing left to look at
 PIXEL_SCALE = 255.0  # the 0-255 scale users give eps and alpha on
+MAX_MOMENTUM = 2.0  # MIM's decay factor: Dong et al. study 0-2; beyond it the first steps' signs never change
+SEED_RANGE = (-(2**63), 2**63 - 1)  # seeds are hashed as signed 64-bit integers (comcloak.attacks.eot.content_seed)
 
 
 class AttackConfigError(UserError, ValueError):
     """A user-supplied attack parameter is out of range or inconsistent."""
+
+
+def require_integer(name: str, value: Any) -> None:
+    """Refuse ``value`` unless it is an integer (a bool or a float is not a count)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise AttackConfigError(f"{name} must be an integer, got {value!r}")
+
+
+def require_finite(name: str, *values: Any) -> None:
+    """Refuse ``values`` unless each is a finite real number: NaN and infinity slip through range comparisons."""
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+            raise AttackConfigError(f"{name} must be a finite number, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -60,7 +77,18 @@ class EotSettings:
         """How many of each step's draws go through a stand-in: ``draws x through_rate``, rounded half up."""
         return int(self.draws * self.through_rate + 0.5)
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> None:
+        require_integer("draws", self.draws)
+        require_integer("view_size", self.view_size)
+        for name in ("whole_image_rate", "flip_rate", "downscale_rate", "through_rate"):
+            require_finite(name, getattr(self, name))
+        for name in ("rescale_range", "downscale_range"):
+            if len(getattr(self, name)) != 2:
+                raise AttackConfigError(f"{name} must be a (low, high) pair, got {getattr(self, name)!r}")
+            require_finite(name, *getattr(self, name))
         if self.draws < 0:
             raise AttackConfigError(f"draws must be 0 (off) or more, got {self.draws}")
         if self.view_size < MIN_ATTACK_SIZE:
@@ -126,6 +154,47 @@ class AttackConfig:
     loss: str = "ce"
     eot: EotSettings = field(default_factory=EotSettings)
     strength: str | None = None
+
+    def __post_init__(self) -> None:
+        self.validate()
+        for name in ("eps", "alpha", "momentum"):  # one representation (an int 1 and 1.0 hash alike in settings)
+            object.__setattr__(self, name, float(getattr(self, name)))
+
+    def validate(self) -> None:
+        """Refuse a configuration the loop cannot run as given: each number of the right kind, finite and in range
+        (whether it came from the CLI, ``Cloaker(...)``, a preset or ``AttackConfig(...)`` itself)."""
+        if self.method not in ATTACK_METHODS:
+            raise AttackConfigError(f"unknown attack {self.method!r}; available: {', '.join(ATTACK_METHODS)}")
+        require_finite("eps", self.eps)
+        if not 0 < self.eps <= 1:
+            raise AttackConfigError(f"eps must be in (0, 1] on the [0, 1] scale, got {self.eps}")
+        require_integer("steps", self.steps)
+        if self.steps < 1:
+            raise AttackConfigError(f"steps must be at least 1, got {self.steps}")
+        require_finite("alpha", self.alpha)
+        if not 0 < self.alpha <= 1:
+            raise AttackConfigError(f"alpha must be in (0, 1] on the [0, 1] scale, got {self.alpha}")
+        require_finite("momentum", self.momentum)
+        if not 0 <= self.momentum <= MAX_MOMENTUM:
+            raise AttackConfigError(f"momentum must be in [0, {MAX_MOMENTUM:g}], got {self.momentum}")
+        if self.target is not None:
+            if not self.targeted:
+                raise AttackConfigError("target is only meaningful with targeted=True")
+            require_integer("target", self.target)
+            if self.target < 0:
+                raise AttackConfigError(f"target must be a class index, got {self.target}")
+        require_integer("attack_size", self.attack_size)
+        if self.attack_size < MIN_ATTACK_SIZE:
+            raise AttackConfigError(f"attack_size must be at least {MIN_ATTACK_SIZE} pixels, got {self.attack_size}")
+        require_integer("seed", self.seed)
+        if not SEED_RANGE[0] <= self.seed <= SEED_RANGE[1]:
+            raise AttackConfigError(f"seed must be a signed 64-bit integer, got {self.seed}")
+        if self.loss not in LOSSES:
+            raise AttackConfigError(f"unknown loss {self.loss!r}; available: {', '.join(LOSSES)}")
+        if not isinstance(self.eot, EotSettings):
+            raise AttackConfigError(f"eot must be EotSettings, got {type(self.eot).__name__}")
+        if len(self.classifiers) > 1 and self.classifier_weights is not None:
+            raise AttackConfigError("classifier_weights applies to one classifier, not to an ensemble")
 
     @property
     def classifiers(self) -> tuple[str, ...]:
@@ -203,23 +272,8 @@ def attack_config(
         >>> attack_config("mim", eps=5 / 255)
         AttackConfig(method='mim', eps=0.0196..., steps=10, alpha=0.00196..., momentum=1.0, targeted=False, ...)
     """
-    method = method.lower()
-    if method not in ATTACK_METHODS:
-        raise AttackConfigError(f"unknown attack {method!r}; available: {', '.join(ATTACK_METHODS)}")
-    if not 0 < eps <= 1:
-        raise AttackConfigError(f"eps must be in (0, 1] on the [0, 1] scale, got {eps}")
-    if target is not None and not targeted:
-        raise AttackConfigError("target is only meaningful with targeted=True")
-    if target is not None and target < 0:
-        raise AttackConfigError(f"target must be a class index, got {target}")
-    if attack_size < MIN_ATTACK_SIZE:
-        raise AttackConfigError(f"attack_size must be at least {MIN_ATTACK_SIZE} pixels, got {attack_size}")
-    if loss not in LOSSES:
-        raise AttackConfigError(f"unknown loss {loss!r}; available: {', '.join(LOSSES)}")
+    method = method.lower() if isinstance(method, str) else method
     eot = eot if eot is not None else EotSettings()
-    eot.validate()
-    if len(split_classifiers(classifier)) > 1 and classifier_weights is not None:
-        raise AttackConfigError("classifier_weights applies to one classifier, not to an ensemble")
     context = dict(target=target, through=through, classifier=classifier, classifier_weights=classifier_weights,
                    attack_size=attack_size, seed=seed, loss=loss, eot=eot, strength=strength)
     if method == "fgsm":
@@ -229,15 +283,10 @@ def attack_config(
             raise AttackConfigError("fgsm has no momentum; use mim")
         return AttackConfig("fgsm", eps, 1, eps if alpha is None else alpha, 0.0, targeted, **context)
     steps = defaults.STEPS if steps is None else steps
-    if steps < 1:
-        raise AttackConfigError(f"steps must be at least 1, got {steps}")
     if method == "bim" and momentum not in (None, 0, 0.0):
         raise AttackConfigError("bim has no momentum; use mim")
-    alpha = eps / steps if alpha is None else alpha
-    if not 0 < alpha <= 1:
-        raise AttackConfigError(f"alpha must be in (0, 1] on the [0, 1] scale, got {alpha}")
+    if alpha is None:  # the paper's eps/steps; steps that are not a count are refused by AttackConfig.validate
+        alpha = eps / steps if isinstance(steps, numbers.Real) and steps >= 1 else eps
     if momentum is None:
         momentum = 1.0 if method == "mim" else 0.0
-    if momentum < 0:
-        raise AttackConfigError(f"momentum must be non-negative, got {momentum}")
-    return AttackConfig(method, eps, steps, alpha, float(momentum), targeted, **context)
+    return AttackConfig(method, eps, steps, alpha, momentum, targeted, **context)

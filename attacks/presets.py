@@ -75,7 +75,7 @@ def preset_config(strength: str = DEFAULT_STRENGTH, **given: Any) -> AttackConfi
     preset = PRESETS[strength]
     settings = {key: value for key, value in given.items() if value is not None}
     draws = settings.pop("draws", preset.draws)
-    eot = EotSettings(draws=int(draws))
+    eot = EotSettings(draws=draws)
     values: dict[str, Any] = dict(method=preset.method, eps=preset.eps, through=preset.through,
                                   classifier=preset.classifier, attack_size=preset.attack_size, loss=preset.loss)
     method = settings.get("method", preset.method)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["CloakResult", "Cloaker", "CloakerConfigError", "CloakerSpec"]
+__all__ = ["CloakResult", "Cloaker", "CloakerConfigError", "CloakInputError", "CloakerSpec"]
 
 
 def __getattr__(name: str) -> Any:

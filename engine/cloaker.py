@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import numbers
 import os
 import threading
 from dataclasses import dataclass
@@ -24,8 +25,27 @@ from comcloak.models import WeightsError, create_model, freeze
 
 logger = logging.getLogger(__name__)
 
+MIN_PHOTO_SIDE = 32  # below this the classifiers' strided stages have nothing left to look at
+
+
 class CloakerConfigError(UserError, ValueError):
     """A Cloaker argument is invalid (user error)."""
+
+
+class CloakInputError(UserError, ValueError):
+    """Photos or a batch size given to :meth:`Cloaker.cloak_photos` that cannot be cloaked as given."""
+
+
+def is_count(value: object) -> bool:
+    """Whether ``value`` is a positive integer (a bool or a float is not a count)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
+
+
+def too_small_reason(width: int, height: int) -> str | None:
+    """Why a photo of this size cannot be cloaked, or None: the one floor for files, uploads and the API alike."""
+    if min(width, height) >= MIN_PHOTO_SIDE:
+        return None
+    return f"too small to cloak ({width}x{height}, need at least {MIN_PHOTO_SIDE} px on each side)"
 
 
 def load_classifier(name: str, weights: str | None = None) -> nn.Module:
@@ -152,6 +172,8 @@ class Cloaker:
     ) -> None:
         if backend not in backend_choices():
             raise CloakerConfigError(f"unknown backend {backend!r}; available: {', '.join(backend_choices())}")
+        if threads is not None and not is_count(threads):
+            raise CloakerConfigError(f"threads must be a positive integer or None, got {threads!r}")
         if config is not None and not isinstance(config, AttackConfig):
             raise CloakerConfigError(f"config must be an AttackConfig, got {type(config).__name__} (a classifier or "
                                      "stand-in is given as classifier=... / through=...)")
@@ -260,9 +282,14 @@ class Cloaker:
         Attack views of equal shape are attacked together in batches of up to ``batch_size``; the full-resolution
         composition runs one photo at a time so memory stays bounded by the largest photo.
         """
+        if not is_count(batch_size):
+            raise CloakInputError(f"batch_size must be a positive integer, got {batch_size!r}")
         for index, photo in enumerate(photos):
             if photo.ndim != 3 or photo.shape[-1] != 3 or photo.dtype != np.uint8:
-                raise ValueError(f"photo {index}: expected uint8 (H, W, 3), got {photo.dtype} {photo.shape}")
+                raise CloakInputError(f"photo {index}: expected uint8 (H, W, 3), got {photo.dtype} {photo.shape}")
+            too_small = too_small_reason(photo.shape[1], photo.shape[0])
+            if too_small is not None:
+                raise CloakInputError(f"photo {index}: {too_small}")
         views = [self.attack_view(to_tensor(photo[None], self.device)) for photo in photos]
         groups: dict[tuple[int, int], list[int]] = {}
         for index, view in enumerate(views):

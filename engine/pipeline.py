@@ -34,14 +34,13 @@ from comcloak.attacks import attack_succeeded, linf, psnr
 from comcloak.attacks.views import view_top_labels
 from comcloak.codecs import Codec
 from comcloak.codecs.photos import DEFAULT_WRITE, Photo, PhotoError, WriteOptions, encode_photo, load_photo
-from comcloak.engine.cloaker import Cloaker, CloakResult, attack_shape
+from comcloak.engine.cloaker import Cloaker, CloakResult, attack_shape, too_small_reason
 from comcloak.engine.outputs import PlannedPhoto
 from comcloak.errors import UserError, printable
 from comcloak.models.labels import imagenet_class_name
 
 logger = logging.getLogger(__name__)
 
-MIN_PHOTO_SIDE = 32  # below this the classifiers' strided stages have nothing left to look at
 JUDGE_VIEW = "crop"  # the closing table judges as an attacker sees the photo: shorter side 256, centre crop 224
 
 
@@ -83,11 +82,13 @@ class PhotoRecord:
         return record
 
 
-def too_small_reason(width: int, height: int) -> str | None:
-    """Why a photo of this size cannot be cloaked, or None: the one floor for files and uploads alike."""
-    if min(width, height) >= MIN_PHOTO_SIDE:
+def unchanged_reason(original: np.ndarray, cloaked: np.ndarray) -> str | None:
+    """Why a cloak is no cloak, or None: one identical to its input (L-inf 0: an attack with nothing left to push, as
+    on a photo cloaked before, or an encoder that rounded the change away) protects nothing, so it is a failure, never
+    "cloaked"."""
+    if original.shape != cloaked.shape or not np.array_equal(original, cloaked):
         return None
-    return f"too small to cloak ({width}x{height}, need at least {MIN_PHOTO_SIDE} px on each side)"
+    return "the cloak changed nothing (L-inf 0: the output would be identical to the input), so nothing was written"
 
 
 @dataclass(frozen=True)
@@ -209,12 +210,23 @@ def cloak_write_score(cloaker: Cloaker, jobs: list[PhotoJob], check_codec: Codec
         record = _with_identity(PhotoRecord(
             source=str(job.source), status="cloaked", width=width, height=height, clean_label=result.clean_label,
             goal_label=result.goal_label, seconds=per_photo, notes=list(photo.notes) or None), job)
+        try:
+            data, written = encode_as_written(photo, result.cloaked, write, job.image_format)
+        except OSError as error:  # an encoder that refuses these pixels: nothing was written
+            record.status, record.error = "failed", _cannot_write(job.destination, error)
+            yield record
+            continue
+        unchanged = unchanged_reason(photo.pixels, written)
+        if unchanged is not None:  # the encoder rounded the cloak away: the output would be the input
+            record.status, record.error, record.linf_written = "failed", f"{job.source}: {unchanged}", 0
+            yield record
+            continue
         if before_write is not None:
             before_write(job.source, job.destination)
         try:
-            written, record.output_sha256 = write_cloak(photo, result, job.destination, write, job.image_format)
+            record.output_sha256 = write_cloak(data, job.destination)
         except OSError as error:
-            record.status, record.error = "failed", f"{job.destination}: cannot write ({error})"
+            record.status, record.error = "failed", _cannot_write(job.destination, error)
         else:
             record.output = str(job.destination)
             stat = job.destination.stat()  # where it was written (on a cluster, the worker); the hash is of the bytes
@@ -222,6 +234,10 @@ def cloak_write_score(cloaker: Cloaker, jobs: list[PhotoJob], check_codec: Codec
             record.linf = linf(photo.pixels, result.cloaked)
             score_cloak(cloaker, record, photo.pixels, written, check_codec)
         yield record
+
+
+def _cannot_write(destination: Path, error: OSError) -> str:
+    return f"{destination}: cannot write ({error})"
 
 
 def _with_identity(record: PhotoRecord, job: PhotoJob) -> PhotoRecord:
@@ -233,12 +249,20 @@ def _with_identity(record: PhotoRecord, job: PhotoJob) -> PhotoRecord:
 
 
 def cloak_batch(cloaker: Cloaker, photos: list[Photo]) -> list[CloakResult | CloakFailure]:
-    """Step 1: cloak loaded photos together; if the batch fails, each photo alone, so one bad photo fails alone."""
+    """Step 1: cloak loaded photos together; if the batch fails, each photo alone, so one bad photo fails alone. A
+    cloak identical to its photo is a :class:`CloakFailure` (:func:`unchanged_reason`)."""
     try:
-        return list(cloaker.cloak_photos([photo.pixels for photo in photos], batch_size=max(1, len(photos))))
+        results = list(cloaker.cloak_photos([photo.pixels for photo in photos], batch_size=max(1, len(photos))))
     except Exception:  # noqa: BLE001 - one bad photo must not sink its batch: retry one by one
         logger.debug("batch failed; retrying photo by photo", exc_info=True)
-        return [_cloak_one(cloaker, photo) for photo in photos]
+        results = [_cloak_one(cloaker, photo) for photo in photos]
+    return [_refuse_unchanged(photo, result) for photo, result in zip(photos, results)]
+
+
+def _refuse_unchanged(photo: Photo, result: CloakResult | CloakFailure) -> CloakResult | CloakFailure:
+    if isinstance(result, CloakResult) and (unchanged := unchanged_reason(photo.pixels, result.cloaked)) is not None:
+        return CloakFailure(unchanged)
+    return result
 
 
 def _cloak_one(cloaker: Cloaker, photo: Photo) -> CloakResult | CloakFailure:
@@ -259,14 +283,12 @@ def encode_as_written(photo: Photo, pixels: np.ndarray, write: WriteOptions = DE
     return data, load_photo(photo.source or "cloak", data=data).pixels
 
 
-def write_cloak(photo: Photo, result: CloakResult, destination: Path, write: WriteOptions,
-                image_format: str | None = None) -> tuple[np.ndarray, str]:
-    """Step 2: write the cloak atomically (:func:`encode_as_written`); returns the pixels the file holds and the
-    SHA-256 of its bytes, both from the bytes written, so the file is not read back. Raises OSError."""
-    data, written = encode_as_written(photo, result.cloaked, write, image_format)
+def write_cloak(data: bytes, destination: Path) -> str:
+    """Step 2: write the cloak's bytes (:func:`encode_as_written`) atomically; returns their SHA-256, so the file is
+    not read back. Raises OSError."""
     with atomic_writer(destination) as handle:
         handle.write(data)
-    return written, hashlib.sha256(data).hexdigest()
+    return hashlib.sha256(data).hexdigest()
 
 
 def score_cloak(cloaker: Cloaker, record: PhotoRecord, original: np.ndarray, written: np.ndarray,

@@ -132,7 +132,14 @@ class CloakService:
     def run_batch(self, jobs: list[_Job]) -> list[dict | Exception]:
         """Cloak, encode and score one batch (one attack configuration and view shape); a result or an exception per
         job. Runs in the batcher's worker thread."""
-        from comcloak.engine.pipeline import CloakFailure, PhotoRecord, cloak_batch, encode_as_written, score_cloak
+        from comcloak.engine.pipeline import (
+            CloakFailure,
+            PhotoRecord,
+            cloak_batch,
+            encode_as_written,
+            score_cloak,
+            unchanged_reason,
+        )
 
         try:
             cloaker = self.cloaker(jobs[0].request)
@@ -148,6 +155,9 @@ class CloakService:
                 continue
             try:
                 data, written = encode_as_written(job.photo, result.cloaked, image_format=job.image_format)
+                if (unchanged := unchanged_reason(job.photo.pixels, written)) is not None:
+                    answers.append(RequestError(400, unchanged))  # never a 200 carrying the input back
+                    continue
                 record = PhotoRecord(source="upload", status="cloaked", clean_label=result.clean_label,
                                      goal_label=result.goal_label)
                 score_cloak(cloaker, record, job.photo.pixels, written, job.check)

@@ -47,7 +47,10 @@ def test_presets_follow_the_paper() -> None:
         ({"method": "fgsm", "eps": EPS, "steps": 10}, "fgsm takes exactly one step"),
         ({"method": "bim", "eps": EPS, "momentum": 0.5}, "bim has no momentum"),
         ({"method": "mim", "eps": EPS, "steps": 0}, "steps must be at least 1"),
-        ({"method": "mim", "eps": EPS, "momentum": -1.0}, "momentum must be non-negative"),
+        ({"method": "mim", "eps": EPS, "momentum": -1.0}, "momentum must be in"),
+        ({"method": "mim", "eps": EPS, "momentum": float("nan")}, "momentum must be a finite number, got nan"),
+        ({"method": "mim", "eps": EPS, "momentum": float("inf")}, "momentum must be a finite number, got inf"),
+        ({"method": "mim", "eps": EPS, "steps": 2.5}, "steps must be an integer"),
     ],
 )
 def test_bad_configurations_are_refused(kwargs: dict, message: str) -> None:
