@@ -120,12 +120,6 @@ def test_the_report_records_the_config(tmp_path: Path, sample_photos, capsys) ->
     assert recorded == json.loads(json.dumps(asdict(expected)))
 
 
-def test_eval_offers_no_runtime_flags_it_would_refuse(capsys) -> None:
-    with pytest.raises(SystemExit) as exited:
-        build_parser().parse_args(["eval", "photos", "--backend", "onnxruntime"])
-    assert exited.value.code == 2 and "unrecognized arguments: --backend" in capsys.readouterr().err
-
-
 def test_a_classifier_name_in_the_config_place_is_refused() -> None:
     with pytest.raises(CloakerConfigError, match="config must be an AttackConfig, got str"):
         Cloaker("tiny_classifier")
