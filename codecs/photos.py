@@ -23,7 +23,13 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from comcloak import defaults
 from comcloak.atomic import atomic_writer
 from comcloak.codecs.metadata import DEFAULT_METADATA, METADATA_POLICIES, output_exif, output_xmp
-from comcloak.codecs.pixel_formats import PixelFormatError, declares_signed_samples, icc_colour_space, to_rgb8
+from comcloak.codecs.pixel_formats import (
+    PixelFormatError,
+    declared_sample_bits,
+    declares_signed_samples,
+    icc_colour_space,
+    to_rgb8,
+)
 from comcloak.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -160,7 +166,8 @@ def load_photo(path: str | os.PathLike, data: bytes | None = None) -> Photo:
         upright = ImageOps.exif_transpose(image)
         upright.info.setdefault("icc_profile", image.info.get("icc_profile"))
         try:
-            decoded = to_rgb8(upright, signed_samples=declares_signed_samples(image))
+            decoded = to_rgb8(upright, signed_samples=declares_signed_samples(image),
+                              sample_bits=declared_sample_bits(image))
         except PixelFormatError as error:
             raise PhotoError(path, str(error)) from None
     if decoded.pixels.ndim != 3 or min(decoded.pixels.shape[:2]) < 1:
