@@ -112,7 +112,7 @@ def read_header(path: str | os.PathLike) -> PhotoHeader:
         width, height = image.size
         if image.getexif().get(_EXIF_ORIENTATION) in _TRANSPOSING_ORIENTATIONS:
             width, height = height, width
-        return PhotoHeader(height, width, image.format or "PNG")
+        return PhotoHeader(height, width, _photo_format(image))
 
 
 @contextmanager
@@ -131,9 +131,12 @@ def _large_image_warnings() -> Iterator[list[warnings.WarningMessage]]:
 
 @contextmanager
 def _decoding_errors(path: Path) -> Iterator[None]:
-    """Turn what Pillow raises on a bad file into a one-line :class:`PhotoError`."""
+    """Turn what Pillow raises on a bad file into a one-line :class:`PhotoError` (one raised inside passes as it
+    is)."""
     try:
         yield
+    except PhotoError:
+        raise
     except FileNotFoundError:
         raise PhotoError(path, "no such file") from None
     except IsADirectoryError:
@@ -157,10 +160,8 @@ def load_photo(path: str | os.PathLike, data: bytes | None = None) -> Photo:
     _heif_support()
     source = io.BytesIO(data) if data is not None else path
     with _decoding_errors(path), _large_image_warnings() as large, Image.open(source) as image:
-        image_format = image.format or "PNG"
-        frames = getattr(image, "n_frames", 1)
-        if frames > 1:
-            raise PhotoError(path, f"has {frames} frames; animated images and multi-page files are not cloaked")
+        image_format = _photo_format(image)
+        frame_notes = _single_image_notes(image, path)
         exif = image.getexif()
         xmp = image.info.get("xmp")
         upright = ImageOps.exif_transpose(image)
@@ -172,11 +173,33 @@ def load_photo(path: str | os.PathLike, data: bytes | None = None) -> Photo:
             raise PhotoError(path, str(error)) from None
     if decoded.pixels.ndim != 3 or min(decoded.pixels.shape[:2]) < 1:
         raise PhotoError(path, "empty image")
-    notes = decoded.notes + tuple(f"large image ({decoded.pixels.shape[0] * decoded.pixels.shape[1] / 1e6:.0f} MP, "
-                                  "above Pillow's decompression-bomb warning size; decoded)" for _ in large[:1])
+    notes = (*frame_notes, *decoded.notes) + tuple(
+        f"large image ({decoded.pixels.shape[0] * decoded.pixels.shape[1] / 1e6:.0f} MP, above Pillow's "
+        "decompression-bomb warning size; decoded)" for _ in large[:1])
     return Photo(pixels=decoded.pixels, format=image_format, alpha=decoded.alpha, icc_profile=decoded.icc_profile,
                  source=path, greyscale=decoded.greyscale, notes=notes, exif=exif,
                  xmp=xmp if isinstance(xmp, bytes) else None)
+
+
+def _photo_format(image: Image.Image) -> str:
+    """The format a photo is treated as: its own, a multi-picture JPEG's as JPEG (its first image is the photo)."""
+    return "JPEG" if image.format == "MPO" else image.format or "PNG"
+
+
+def _single_image_notes(image: Image.Image, path: Path) -> list[str]:
+    """Refuse an animated or multi-page file, saying which (cloaking one frame would silently drop the rest); a
+    multi-picture JPEG (a phone's gain map or preview, a stereo pair) is its first image, with a note."""
+    frames = getattr(image, "n_frames", 1)
+    if frames <= 1:
+        return []
+    if image.format == "MPO":
+        return [f"multi-picture JPEG ({frames} images): the first is cloaked; the others (previews, gain or depth "
+                "maps, stereo views) are not written"]
+    kind, unit = _MULTI_FRAME_KINDS.get(image.format or "", ("animated image", "frames"))
+    raise PhotoError(path, f"{kind} ({frames} {unit}): not supported, only single still images are cloaked")
+
+
+_MULTI_FRAME_KINDS = {"TIFF": ("multi-page TIFF", "pages"), "PSD": ("layered PSD", "layers")}
 
 
 def load_rgb(path: str | os.PathLike) -> np.ndarray:
