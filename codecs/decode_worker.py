@@ -206,6 +206,8 @@ def serve() -> None:
         limit = start_size + memory_bytes
         resource.setrlimit(resource.RLIMIT_AS, (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard))
         answer = answer_decode_request(*request)
+        if _address_space_size() - start_size > memory_bytes // 4:  # a big decode left a big heap: start afresh
+            answer = (*answer[:2], False)
         send_message(answers, answer)
         if not answer[2]:  # after running out of memory the process may be damaged: the caller starts another
             return
