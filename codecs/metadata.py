@@ -41,6 +41,7 @@ SAFE_EXIF_TAGS = frozenset({
     0x9292,  # SubSecTimeDigitized
 })
 _SUB_IFDS = (ExifTags.IFD.Exif, ExifTags.IFD.GPSInfo, ExifTags.IFD.Interop)
+_POINTED_IFDS = (ExifTags.IFD.Exif, ExifTags.IFD.GPSInfo)  # pointed to from IFD0; Interop from the Exif IFD
 _XMP_ORIENTATION = re.compile(rb"(tiff:Orientation\s*=\s*[\"']|<tiff:Orientation>)\s*\d+")
 
 
@@ -60,15 +61,18 @@ def output_exif(exif: Image.Exif | None, policy: str = DEFAULT_METADATA) -> Imag
         [(271, 'Canon'), (274, 1)]
     """
     check_policy(policy)
-    if policy == "strip" or exif is None or not len(exif) and not any(exif.get_ifd(ifd) for ifd in _SUB_IFDS):
+    if policy == "strip" or exif is None or not len(exif) and not any(exif.get_ifd(ifd) for ifd in _POINTED_IFDS):
         return None
     result = Image.Exif()
     if policy == "keep":
         for tag, value in exif.items():
             if tag not in _SUB_IFDS:
                 result[tag] = value
-        for ifd in _SUB_IFDS:
-            values = exif.get_ifd(ifd)
+        for ifd in _POINTED_IFDS:
+            values = dict(exif.get_ifd(ifd))
+            if ifd == ExifTags.IFD.Exif and not isinstance(values.get(ExifTags.IFD.Interop, {}), dict):
+                # nested as a dict: a new Exif has no file to follow the Interop pointer into
+                values[ExifTags.IFD.Interop] = dict(exif.get_ifd(ExifTags.IFD.Interop))
             if values:
                 result.get_ifd(ifd).update(values)
     else:

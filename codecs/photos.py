@@ -2,28 +2,29 @@
 extension list, one error type, for the cloak pipeline, the evaluation and ComModel training pairs alike),
 collecting them from folders, and writing cloaked ones back in the same format family, atomically.
 
-Pillow's decompression-bomb guard stays on: an oversized image is a :class:`PhotoError`, never decoded.
+Every untrusted file is decoded in a worker process under a per-file budget (:mod:`comcloak.codecs.decode_worker`,
+running :mod:`comcloak.codecs.decoding`): Pillow's warnings become the photo's notes, and a file that crashes the
+decoder or runs past its time or memory fails alone. Pillow's decompression-bomb guard stays on: an oversized image
+is a :class:`PhotoError`, never decoded.
 """
 
 from __future__ import annotations
 
-import functools
 import io
 import logging
 import os
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
 from comcloak import defaults
 from comcloak.atomic import atomic_writer
+from comcloak.codecs.decode_worker import ISOLATED, DecodeBudget, DecodeFailure, decode_in_worker
 from comcloak.codecs.metadata import DEFAULT_METADATA, METADATA_POLICIES, output_exif, output_xmp
-from comcloak.codecs.pixel_formats import PixelFormatError, declares_signed_samples, icc_colour_space, to_rgb8
+from comcloak.codecs.pixel_formats import icc_colour_space
 from comcloak.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ class Photo:
     source: Path | None = None
     greyscale: bool = False
     notes: tuple[str, ...] = field(default_factory=tuple)
-    exif: Image.Exif | None = None  # as read; what is written is decided by the --metadata policy (codecs.metadata)
+    exif: Image.Exif | None = None  # as read, orientation 1 (the pixels are upright); --metadata decides the rest
     xmp: bytes | None = None
 
 
@@ -81,95 +82,30 @@ class PhotoHeader:
     format: str
 
 
-# EXIF orientations that rotate by 90 or 270 degrees (ImageOps.exif_transpose swaps width and height for them).
-_TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})
-_EXIF_ORIENTATION = 0x0112
+def read_header(path: str | os.PathLike, data: bytes | None = None, budget: DecodeBudget | None = None) -> PhotoHeader:
+    """The upright size and format of ``path`` (or, given ``data``, of those bytes) from its header, no pixels
+    decoded (cheap on any size), in a decoding worker under ``budget``; the same one-line :class:`PhotoError` as
+    :func:`load_photo`."""
+    return _decoded_in_worker("header", Path(path), data, budget)
 
 
-@functools.cache
-def _heif_support() -> bool:
-    """Register pillow-heif's HEIC/HEIF opener with Pillow once, if it is installed (the ``heif`` extra)."""
-    try:
-        import pillow_heif
-    except ImportError:
-        return False
-    pillow_heif.register_heif_opener()
-    return True
+def load_photo(path: str | os.PathLike, data: bytes | None = None, budget: DecodeBudget | None = None) -> Photo:
+    """Decode ``path`` (or, given ``data``, those bytes, named ``path`` in errors: an upload) to upright RGB, in a
+    separate decoding process under the per-file ``budget`` (:mod:`comcloak.codecs.decode_worker`): a file that
+    crashes the decoder, or runs past its time or memory, fails alone. Raises :class:`PhotoError` with a one-line
+    reason; Pillow's warnings about the file are in the photo's ``notes``."""
+    return _decoded_in_worker("photo", Path(path), data, budget)
 
 
-def read_header(path: str | os.PathLike) -> PhotoHeader:
-    """The upright size and format of ``path`` from its header (no pixels are decoded; cheap on any size), with the
-    same one-line :class:`PhotoError` as :func:`load_photo`."""
-    path = Path(path)
-    _heif_support()
-    with _decoding_errors(path), _large_image_warnings(), Image.open(path) as image:
-        width, height = image.size
-        if image.getexif().get(_EXIF_ORIENTATION) in _TRANSPOSING_ORIENTATIONS:
-            width, height = height, width
-        return PhotoHeader(height, width, image.format or "PNG")
+def _decoded_in_worker(kind: str, path: Path, data: bytes | None, budget: DecodeBudget | None) -> Any:
+    if not ISOLATED:  # no bounds here (see decode_worker); decoding imports this module, hence imported late
+        from comcloak.codecs.decoding import decode_header, decode_photo
 
-
-@contextmanager
-def _large_image_warnings() -> Iterator[list[warnings.WarningMessage]]:
-    """Collect Pillow's DecompressionBombWarning (an image between its warning and error sizes) instead of letting it
-    print into the progress bar; the caller turns it into a note. The error size still refuses the file."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", Image.DecompressionBombWarning)
-        large: list[warnings.WarningMessage] = []
-        yield large
-        large += [item for item in caught if issubclass(item.category, Image.DecompressionBombWarning)]
-        for item in caught:
-            if not issubclass(item.category, Image.DecompressionBombWarning):
-                warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
-
-
-@contextmanager
-def _decoding_errors(path: Path) -> Iterator[None]:
-    """Turn what Pillow raises on a bad file into a one-line :class:`PhotoError`."""
-    try:
-        yield
-    except FileNotFoundError:
-        raise PhotoError(path, "no such file") from None
-    except IsADirectoryError:
-        raise PhotoError(path, "is a folder, not a photo") from None
-    except PermissionError:
-        raise PhotoError(path, "permission denied") from None
-    except UnidentifiedImageError:
-        if path.suffix.lower() in HEIF_SUFFIXES and not _heif_support():
-            raise PhotoError(path, "HEIC/HEIF needs pillow-heif: pip install 'comcloak[heif]'") from None
-        raise PhotoError(path, "not a readable image") from None
-    except Image.DecompressionBombError as error:
-        raise PhotoError(path, f"refused as a possible decompression bomb ({error})") from None
-    except (OSError, SyntaxError, ValueError) as error:  # truncated or corrupt data surfaces as these
-        raise PhotoError(path, f"corrupt image ({error})") from None
-
-
-def load_photo(path: str | os.PathLike, data: bytes | None = None) -> Photo:
-    """Decode ``path`` (or, given ``data``, those bytes, named ``path`` in errors: an upload) to upright RGB; raise
-    :class:`PhotoError` with a one-line reason on failure."""
-    path = Path(path)
-    _heif_support()
-    source = io.BytesIO(data) if data is not None else path
-    with _decoding_errors(path), _large_image_warnings() as large, Image.open(source) as image:
-        image_format = image.format or "PNG"
-        frames = getattr(image, "n_frames", 1)
-        if frames > 1:
-            raise PhotoError(path, f"has {frames} frames; animated images and multi-page files are not cloaked")
-        exif = image.getexif()
-        xmp = image.info.get("xmp")
-        upright = ImageOps.exif_transpose(image)
-        upright.info.setdefault("icc_profile", image.info.get("icc_profile"))
-        try:
-            decoded = to_rgb8(upright, signed_samples=declares_signed_samples(image))
-        except PixelFormatError as error:
-            raise PhotoError(path, str(error)) from None
-    if decoded.pixels.ndim != 3 or min(decoded.pixels.shape[:2]) < 1:
-        raise PhotoError(path, "empty image")
-    notes = decoded.notes + tuple(f"large image ({decoded.pixels.shape[0] * decoded.pixels.shape[1] / 1e6:.0f} MP, "
-                                  "above Pillow's decompression-bomb warning size; decoded)" for _ in large[:1])
-    return Photo(pixels=decoded.pixels, format=image_format, alpha=decoded.alpha, icc_profile=decoded.icc_profile,
-                 source=path, greyscale=decoded.greyscale, notes=notes, exif=exif,
-                 xmp=xmp if isinstance(xmp, bytes) else None)
+        return decode_header(path, data) if kind == "header" else decode_photo(path, data)
+    try:  # the limit travels with each request: the worker obeys this process's setting
+        return decode_in_worker((kind, str(path), data, Image.MAX_IMAGE_PIXELS), budget)
+    except DecodeFailure as failure:
+        raise PhotoError(path, str(failure)) from None
 
 
 def load_rgb(path: str | os.PathLike) -> np.ndarray:

@@ -6,8 +6,13 @@ its ICC profile. What it did is said in :attr:`Decoded.notes`, so a report can s
 
 Rules (also in the README's "Inputs" section):
 
-- 8-bit greyscale, bilevel, RGB, palette: exact; alpha kept apart.
-- 16-bit integer (``I;16*``): divided by 257 (65535 -> 255), the exact inverse of 8->16-bit widening.
+- 8-bit greyscale, bilevel, RGB, palette: exact; alpha kept apart, a transparent colour (PNG ``tRNS`` on greyscale,
+  bilevel or RGB) included.
+- 16-bit integer (``I;16*``): scaled by its declared depth, 65535 -> 255 (divided by 257, the exact inverse of
+  8->16-bit widening), or 4095 -> 255 for a TIFF declaring 12 bits per sample. When that would leave the photo fewer
+  than :data:`TINY_RANGE_LEVELS` levels of its own range (``291..694`` of 65535 is 2 levels), the samples are scaled
+  by their real range as 32-bit ones are, and written at 8 bits that way: the attack needs the levels, and an
+  8-bit output at the original range could hold neither the photo nor its cloak.
 - 32-bit integer (``I``) and float (``F``): float data within [0, 1] is scaled by 255; anything else linearly from
   ``min(0, lowest)`` to the highest value present (its real range), so black stays black. NaN or infinite samples
   are refused.
@@ -29,11 +34,12 @@ import numpy as np
 from PIL import Image
 
 MAX_8BIT = 255.0
-SIXTEEN_TO_EIGHT = 257.0  # 65535 / 255
 GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "F", "I;16", "I;16L", "I;16B", "I;16N"})
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
 _ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
+_TIFF_BITS_PER_SAMPLE = 258
 _TIFF_SAMPLE_FORMAT = 339
+TINY_RANGE_LEVELS = 16  # fewer 8-bit levels than this across a deep photo's samples: scale by its real range
 _TIFF_SIGNED = 2
 _ICC_COLOUR_SPACE = slice(16, 20)  # the data colour space signature in an ICC profile's header
 
@@ -61,10 +67,11 @@ def icc_colour_space(profile: bytes | None) -> str | None:
     return profile[_ICC_COLOUR_SPACE].decode("ascii", "replace").strip() or None
 
 
-def to_rgb8(image: Image.Image, signed_samples: bool = False) -> Decoded:
+def to_rgb8(image: Image.Image, signed_samples: bool = False, sample_bits: int | None = None) -> Decoded:
     """Decode an (already upright) Pillow image to uint8 RGB by the module's rules; raises :class:`PixelFormatError`.
-    ``signed_samples``: the file declares signed 8-bit samples (:func:`declares_signed_samples` of the file as
-    opened, since transposing drops the TIFF tags).
+    ``signed_samples``: the file declares signed 8-bit samples, ``sample_bits`` its bits per sample
+    (:func:`declares_signed_samples` and :func:`declared_sample_bits` of the file as opened, since transposing drops
+    the TIFF tags).
 
     Example:
         >>> decoded = to_rgb8(Image.fromarray(np.full((2, 2), 65535, np.uint16)))
@@ -76,10 +83,10 @@ def to_rgb8(image: Image.Image, signed_samples: bool = False) -> Decoded:
     mode = image.mode
     notes: list[str] = []
     alpha = None
-    if mode in _ALPHA_MODES or (mode == "P" and "transparency" in image.info):
-        alpha = np.asarray(image.convert("RGBA"))[..., 3].copy()
+    if mode in _ALPHA_MODES or "transparency" in image.info:  # a transparent colour or palette entry too
+        alpha = _alpha(image, notes)
     if mode in GREY_MODES:
-        grey = _grey8(image, signed_samples, notes)
+        grey = _grey8(image, signed_samples, sample_bits, notes)
         pixels = np.repeat(grey[..., None], 3, axis=2)
         return Decoded(pixels, alpha, profile if space == "GRAY" else None, True, tuple(notes))
     if mode == "CMYK":
@@ -95,7 +102,16 @@ def to_rgb8(image: Image.Image, signed_samples: bool = False) -> Decoded:
     return Decoded(np.asarray(rgb).copy(), alpha, profile if space == "RGB" else None, False, tuple(notes))
 
 
-def _grey8(image: Image.Image, signed_samples: bool, notes: list[str]) -> np.ndarray:
+def _alpha(image: Image.Image, notes: list[str]) -> np.ndarray | None:
+    """The alpha channel of an image with one, or with a transparent colour (``tRNS``), as uint8 (H, W)."""
+    try:
+        return np.asarray(image.convert("RGBA"))[..., 3].copy()
+    except (ValueError, OSError) as error:  # a transparent colour Pillow cannot apply to this mode
+        notes.append(f"transparency of a {image.mode} image not applied ({error})")
+        return None
+
+
+def _grey8(image: Image.Image, signed_samples: bool, sample_bits: int | None, notes: list[str]) -> np.ndarray:
     """The greyscale samples of ``image`` as uint8 (H, W), scaled by the module's rules."""
     mode = image.mode
     if mode in ("1", "L", "LA", "La"):
@@ -105,10 +121,9 @@ def _grey8(image: Image.Image, signed_samples: bool, notes: list[str]) -> np.nda
             return _scaled_by_range(grey.view(np.int8).astype(np.float64), notes)
         return grey
     samples = np.asarray(image)
-    if mode in _SIXTEEN_BIT_MODES:
-        notes.append("16-bit samples scaled to 8 bits")
-        return np.rint(samples.astype(np.float64) / SIXTEEN_TO_EIGHT).astype(np.uint8)
     values = samples.astype(np.float64)
+    if mode in _SIXTEEN_BIT_MODES:
+        return _deep_grey8(values, sample_bits, notes)
     if not np.isfinite(values).all():
         raise PixelFormatError("the image holds NaN or infinite samples")
     if mode == "F" and values.min() >= 0 and values.max() <= 1:
@@ -119,12 +134,35 @@ def _grey8(image: Image.Image, signed_samples: bool, notes: list[str]) -> np.nda
     return _scaled_by_range(values, notes)
 
 
+def _deep_grey8(values: np.ndarray, sample_bits: int | None, notes: list[str]) -> np.ndarray:
+    """16-bit container samples as uint8 by their declared depth, or by their real range when the depth would
+    leave fewer than :data:`TINY_RANGE_LEVELS` levels of it."""
+    low, high = float(values.min()), float(values.max())
+    bits = sample_bits if sample_bits and high < 2**sample_bits else 16  # samples above the declared depth: 16
+    full_scale = float(2**bits - 1)
+    levels = round(high * MAX_8BIT / full_scale) - round(low * MAX_8BIT / full_scale)
+    if levels < TINY_RANGE_LEVELS <= high - low:
+        notes.append(f"{bits}-bit samples span only {low:g}..{high:g} of 0..{full_scale:g} ({levels} levels at 8 "
+                     "bits)")
+        return _scaled_by_range(values, notes)
+    notes.append(f"{bits}-bit samples scaled to 8 bits")
+    return np.rint(values * (MAX_8BIT / full_scale)).astype(np.uint8)
+
+
 def _scaled_by_range(values: np.ndarray, notes: list[str]) -> np.ndarray:
     low, high = min(0.0, float(values.min())), float(values.max())
     notes.append(f"scaled from their range {low:g}..{high:g} to 8 bits")
     if high <= low:
         return np.zeros(values.shape, np.uint8)
     return np.rint((values - low) * (MAX_8BIT / (high - low))).astype(np.uint8)
+
+
+def declared_sample_bits(image: Image.Image) -> int | None:
+    """The bits per sample a TIFF declares (12 for a 12-bit one read into 16-bit samples), None for other files."""
+    bits = getattr(image, "tag_v2", {}).get(_TIFF_BITS_PER_SAMPLE)
+    if isinstance(bits, tuple):
+        bits = bits[0] if bits else None
+    return bits if isinstance(bits, int) and 1 <= bits <= 16 else None
 
 
 def declares_signed_samples(image: Image.Image) -> bool:

@@ -139,3 +139,19 @@ def test_keep_safe_in_the_other_formats(camera_jpeg: Path, tmp_path: Path, image
 
 def test_no_exif_in_gives_none_out() -> None:
     assert output_exif(Image.Exif(), "keep") is None and output_exif(None, "keep-safe") is None
+
+
+def test_keep_writes_an_interop_ifd(tmp_path: Path) -> None:
+    """Most cameras write an Interop IFD inside the Exif IFD; --metadata keep crashed the write on it (Pillow's new
+    Exif followed the Interop pointer into a file it does not have)."""
+    exif = Image.Exif()
+    exif[0x010F] = "Canon"
+    exif.get_ifd(ExifTags.IFD.Exif).update({0x9003: "2024:05:01 09:59:58", ExifTags.IFD.Interop: {1: "R98"}})
+    source = tmp_path / "camera.jpg"
+    Image.fromarray(np.full((40, 40, 3), 90, np.uint8)).save(source, exif=exif.tobytes())
+    photo = load_photo(source)
+    out = save_photo(photo, photo.pixels, tmp_path / "out.jpg", WriteOptions(metadata="keep"))
+    with Image.open(out) as written:
+        kept = written.getexif()
+        assert kept.get_ifd(ExifTags.IFD.Interop) == {1: "R98"} and kept[0x010F] == "Canon"
+        assert kept.get_ifd(ExifTags.IFD.Exif)[0x9003] == "2024:05:01 09:59:58"

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import hostile_files
 import numpy as np
 import pytest
 from PIL import Image
 
-from comcloak.codecs.photos import PhotoError, collect_inputs, collect_photos, load_photo, save_photo
+from comcloak.codecs.photos import PhotoError, collect_inputs, collect_photos, load_photo, read_header, save_photo
 
 
 @pytest.fixture()
@@ -171,8 +172,31 @@ def test_animated_images_are_refused_not_flattened(tmp_path: Path, pixels: np.nd
     source = tmp_path / "anim.gif"
     frames = [Image.fromarray(pixels), Image.fromarray(255 - pixels)]
     frames[0].save(source, save_all=True, append_images=frames[1:])
-    with pytest.raises(PhotoError, match="has 2 frames"):
+    with pytest.raises(PhotoError, match=r"animated image \(2 frames\): not supported"):
         load_photo(source)
+
+
+@pytest.mark.parametrize(("build", "name", "reason"), [
+    (hostile_files.animated_gif, "anim.gif",
+     "animated image (2 frames): not supported, only single still images are cloaked"),
+    (hostile_files.multipage_tiff, "pages.tif",
+     "multi-page TIFF (3 pages): not supported, only single still images are cloaked"),
+])
+def test_animated_and_multi_page_files_say_what_they_are(tmp_path: Path, build, name: str, reason: str) -> None:
+    path = build(tmp_path / name)
+    with pytest.raises(PhotoError) as raised:
+        load_photo(path)
+    assert raised.value.reason == reason  # not "corrupt image (PATH: ...)"
+    assert str(raised.value).count(str(path)) == 1
+
+
+def test_a_multi_picture_jpeg_is_its_first_picture_with_a_note(tmp_path: Path) -> None:
+    path = hostile_files.multi_picture_jpeg(tmp_path / "stereo.jpg")
+    photo = load_photo(path)
+    assert photo.format == "JPEG" and read_header(path).format == "JPEG"
+    assert photo.notes[0].startswith("multi-picture JPEG (2 images): the first is cloaked")
+    with Image.open(path) as image:
+        np.testing.assert_array_equal(photo.pixels, np.asarray(image.convert("RGB")))
 
 
 def test_one_loader_one_extension_list_one_error_for_the_whole_project() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import hostile_files
 import numpy as np
 import pytest
 import tifffile
@@ -140,3 +141,43 @@ def test_other_modes_decode_to_rgb_with_alpha_apart(tmp_path: Path, mode: str) -
     assert photo.pixels.shape == (16, 16, 3) and photo.pixels.dtype == np.uint8
     assert photo.greyscale == (mode in ("1", "LA"))
     assert (photo.alpha is not None) == (mode in ("LA", "RGBA", "P"))  # the palette keeps a transparent entry
+
+
+@pytest.mark.parametrize(("mode", "written_mode"), [("L", "LA"), ("RGB", "RGBA")])
+def test_a_transparent_colour_is_kept_as_alpha(tmp_path: Path, mode: str, written_mode: str) -> None:
+    path, alpha = hostile_files.trns_png(tmp_path / "trns.png", mode)
+    photo = load_photo(path)
+    assert photo.alpha is not None and (photo.alpha == 0).sum() >= 256
+    np.testing.assert_array_equal(photo.alpha, alpha)
+    out = save_photo(photo, photo.pixels, tmp_path / "out.png")
+    with Image.open(out) as written:
+        assert written.mode == written_mode
+        np.testing.assert_array_equal(np.asarray(written)[..., -1], alpha)
+
+
+def test_a_12_bit_tiff_is_scaled_by_its_declared_depth(tmp_path: Path) -> None:
+    samples = hostile_files.gradient(high=4095)
+    photo = load_photo(hostile_files.twelve_bit_tiff(tmp_path / "scan.tif", samples))
+    np.testing.assert_array_equal(photo.pixels[..., 0], np.rint(samples * (255 / 4095)).astype(np.uint8))
+    assert photo.notes == ("12-bit samples scaled to 8 bits",) and photo.greyscale
+
+
+@pytest.mark.parametrize(("build", "low", "high", "bits"), [
+    (hostile_files.sixteen_bit_tiff, 291, 694, 16),  # as Pillow's 16bit.cropped.tif: 2 levels at 8 bits
+    (hostile_files.twelve_bit_tiff, 0, 30, 12),  # as Pillow's 12bit.cropped.tif
+])
+def test_a_nearly_black_deep_photo_is_scaled_by_its_range(tmp_path: Path, build, low: int, high: int,
+                                                          bits: int) -> None:
+    samples = hostile_files.gradient(low=low, high=high)
+    photo = load_photo(build(tmp_path / "dark.tif", samples))
+    grey = photo.pixels[..., 0].astype(int)
+    np.testing.assert_array_equal(grey, np.rint(samples * (255 / high)))  # from 0 (black stays black) to the top
+    levels = round(high * 255 / (2**bits - 1)) - round(low * 255 / (2**bits - 1))
+    assert photo.notes == (f"{bits}-bit samples span only {low}..{high} of 0..{2**bits - 1} ({levels} levels at 8 "
+                           "bits)", f"scaled from their range 0..{high} to 8 bits")
+
+
+def test_a_flat_deep_photo_is_not_stretched(tmp_path: Path) -> None:
+    samples = hostile_files.gradient(low=30000, high=30010)  # 10 levels of 65535: nothing to reveal
+    photo = load_photo(hostile_files.sixteen_bit_tiff(tmp_path / "flat.tif", samples))
+    assert photo.notes == ("16-bit samples scaled to 8 bits",) and set(np.unique(photo.pixels)) == {117}
