@@ -36,6 +36,10 @@ _TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})
 _EXIF_ORIENTATION = 0x0112
 
 
+# The reason a file past Pillow's bomb guard fails with (the server answers it with 413, not 400).
+BOMB_REASON = "refused as a possible decompression bomb"
+
+
 @functools.cache
 def _heif_support() -> bool:
     """Register pillow-heif's HEIC/HEIF opener with Pillow once, if it is installed (the ``heif`` extra)."""
@@ -72,9 +76,17 @@ def decode_header(path: str | os.PathLike, data: bytes | None = None) -> PhotoHe
     source = io.BytesIO(data) if data is not None else path
     with _decoding_errors(path), _captured_warnings(), Image.open(source) as image:
         width, height = image.size
-        if image.getexif().get(_EXIF_ORIENTATION) in _TRANSPOSING_ORIENTATIONS:
+        if _header_orientation(image) in _TRANSPOSING_ORIENTATIONS:
             width, height = height, width
         return PhotoHeader(height, width, _photo_format(image))
+
+
+def _header_orientation(image: Image.Image) -> int | None:
+    """The EXIF orientation a header read can see without decoding: PNG's ``getexif()`` decodes every pixel to look
+    for an eXIf chunk after them, so a PNG counts only the one before its pixels (the order the PNG spec asks for)."""
+    if image.format == "PNG" and "exif" not in image.info:
+        return None
+    return image.getexif().get(_EXIF_ORIENTATION)
 
 
 def decode_photo(path: str | os.PathLike, data: bytes | None = None, memory_bytes: int | None = None) -> Photo:
@@ -207,7 +219,7 @@ def _decoding_errors(path: Path) -> Iterator[None]:
             raise PhotoError(path, "HEIC/HEIF needs pillow-heif: pip install 'comcloak[heif]'") from None
         raise PhotoError(path, "not a readable image") from None
     except Image.DecompressionBombError as error:
-        raise PhotoError(path, f"refused as a possible decompression bomb ({error})") from None
+        raise PhotoError(path, f"{BOMB_REASON} ({error})") from None
     except NotImplementedError as error:
         raise PhotoError(path, f"unsupported kind of image ({first_line(error)})") from None
     except (OSError, SyntaxError, ValueError, EOFError, struct.error) as error:  # truncated or corrupt data

@@ -37,7 +37,7 @@ import numpy as np
 from comcloak import __version__, defaults
 from comcloak.attacks.presets import DEFAULT_STRENGTH, PRESETS, STRENGTHS
 from comcloak.codecs import parse_codec
-from comcloak.codecs.photos import Photo, PhotoError, load_photo
+from comcloak.codecs.photos import Photo, PhotoError, load_photo, read_header
 from comcloak.engine.outputs import OUTPUT_FORMATS, written_format
 from comcloak.engine.serve.batcher import BatchSettings, DynamicBatcher, QueueFullError, RequestTimeoutError
 from comcloak.engine.serve.server import READ_TIMEOUT_S, client_address
@@ -372,21 +372,22 @@ async def _http_error(request: Any, error: Any):
 
 
 def _decode(body: bytes, max_pixels: int) -> Photo:
-    """The upload as a photo; RequestError 400 (unreadable) or 413 (too many pixels, checked before decoding)."""
-    import io
-
+    """The upload as a photo; RequestError 400 (unreadable) or 413 (too many pixels, checked before decoding).
+    Header and pixels are both read in a decoding worker (``read_header``, ``load_photo``): an upload's warnings,
+    hangs or decoder crashes never reach the server process."""
     from PIL import Image
 
+    from comcloak.codecs.decoding import BOMB_REASON
     from comcloak.engine.pipeline import too_small_reason
 
     try:
-        with Image.open(io.BytesIO(body)) as image:
-            width, height = image.size
-    except Image.DecompressionBombError:  # a header past Pillow's bomb guard (twice MAX_IMAGE_PIXELS), never decoded
-        raise RequestError(413, f"the photo declares more than {2 * (Image.MAX_IMAGE_PIXELS or 0)} pixels; the limit "
-                                f"is {max_pixels}") from None
-    except Exception:  # noqa: BLE001 - load_photo below gives the one-line reason
-        width = height = 0
+        header = read_header("upload", data=body)
+    except PhotoError as error:
+        if error.reason.startswith(BOMB_REASON):  # past Pillow's bomb guard (twice MAX_IMAGE_PIXELS): never decoded
+            raise RequestError(413, f"the photo declares more than {2 * (Image.MAX_IMAGE_PIXELS or 0)} pixels; the "
+                                    f"limit is {max_pixels}") from None
+        raise RequestError(400, error.reason) from None
+    width, height = header.width, header.height
     if width * height > max_pixels:
         raise RequestError(413, f"the photo is {width}x{height} = {width * height} pixels; the limit is {max_pixels}")
     try:

@@ -102,3 +102,13 @@ def test_a_bomb_header_is_refused_without_decoding(tmp_path: Path) -> None:
     for read in (read_header, load_photo):
         with pytest.raises(PhotoError, match=r"refused as a possible decompression bomb \(Image size \(2500000000 "):
             read(path)
+
+
+def test_a_png_header_is_read_without_decoding_its_pixels(tmp_path: Path) -> None:
+    """A PNG whose header says 10000x8000 and whose pixels are missing: the header read gives the size (the server's
+    413 check and the archive's planning rely on it) instead of decoding, which fails on the missing data."""
+    path = hostile_files.bomb_png(tmp_path / "big.png", width=10000, height=8000)
+    header = read_header(path)
+    assert (header.width, header.height) == (10000, 8000)
+    with pytest.raises(PhotoError, match="corrupt image|truncated"):
+        load_photo(path)
