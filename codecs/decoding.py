@@ -28,7 +28,13 @@ from PIL import Image, ImageMode, ImageOps, UnidentifiedImageError
 
 from comcloak.codecs.metadata import output_exif
 from comcloak.codecs.photos import HEIF_SUFFIXES, Photo, PhotoError, PhotoHeader
-from comcloak.codecs.pixel_formats import PixelFormatError, declared_sample_bits, declares_signed_samples, to_rgb8
+from comcloak.codecs.pixel_formats import (
+    PixelFormatError,
+    declared_sample_bits,
+    declares_signed_samples,
+    has_alpha,
+    to_rgb8,
+)
 from comcloak.errors import first_line
 
 # EXIF orientations that rotate by 90 or 270 degrees (ImageOps.exif_transpose swaps width and height for them).
@@ -78,7 +84,7 @@ def decode_header(path: str | os.PathLike, data: bytes | None = None) -> PhotoHe
         width, height = image.size
         if _header_orientation(image) in _TRANSPOSING_ORIENTATIONS:
             width, height = height, width
-        return PhotoHeader(height, width, _photo_format(image))
+        return PhotoHeader(height, width, _photo_format(image), has_alpha(image))
 
 
 def _header_orientation(image: Image.Image) -> int | None:

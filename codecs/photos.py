@@ -80,6 +80,7 @@ class PhotoHeader:
     height: int
     width: int
     format: str
+    alpha: bool = False  # an alpha channel or a transparent colour: the output needs a format that keeps it
 
 
 def read_header(path: str | os.PathLike, data: bytes | None = None, budget: DecodeBudget | None = None) -> PhotoHeader:
@@ -151,7 +152,7 @@ def encode_photo(photo: Photo, pixels: np.ndarray, options: WriteOptions = DEFAU
     the format has it; the colour profile is attached only when it is valid for the mode written; EXIF and XMP follow
     ``options.metadata`` (:mod:`comcloak.codecs.metadata`; BMP carries none).
     """
-    image_format = image_format or output_format(photo.format)
+    image_format = image_format or output_format(photo.format, photo.alpha is not None)
     image = Image.fromarray(pixels, "RGB")
     if photo.greyscale and image_format in _GREY_FORMATS:  # ITU-R 601 luma of the cloak
         image = image.convert("L")
@@ -186,9 +187,12 @@ def _has_sub_ifds(exif_bytes: bytes | None) -> bool:
     return any(tag in exif for tag in (0x8769, 0x8825, 0xA005))  # Exif, GPS and Interop IFD pointers
 
 
-def output_format(photo_format: str) -> str:
-    """The Pillow format a photo is written back in: its own when it is one of the writable ones, else PNG."""
-    return photo_format if photo_format in WRITTEN_FORMATS else "PNG"
+def output_format(photo_format: str, alpha: bool = False) -> str:
+    """The Pillow format a photo is written back in: its own when it is one of the writable ones (and, for a photo
+    with ``alpha``, keeps alpha: Pillow reads a BMP's alpha back as nothing), else PNG."""
+    if photo_format not in WRITTEN_FORMATS or (alpha and photo_format not in _ALPHA_FORMATS):
+        return "PNG"
+    return photo_format
 
 
 @dataclass(frozen=True)

@@ -82,9 +82,7 @@ def to_rgb8(image: Image.Image, signed_samples: bool = False, sample_bits: int |
     space = icc_colour_space(profile)
     mode = image.mode
     notes: list[str] = []
-    alpha = None
-    if mode in _ALPHA_MODES or "transparency" in image.info:  # a transparent colour or palette entry too
-        alpha = _alpha(image, notes)
+    alpha = _alpha(image, notes) if has_alpha(image) else None
     if mode in GREY_MODES:
         grey = _grey8(image, signed_samples, sample_bits, notes)
         pixels = np.repeat(grey[..., None], 3, axis=2)
@@ -100,6 +98,11 @@ def to_rgb8(image: Image.Image, signed_samples: bool = False, sample_bits: int |
     if mode not in ("RGB", "RGBA", "RGBa", "RGBX", "P", "PA"):
         notes.append(f"{mode} pixels converted to RGB")
     return Decoded(np.asarray(rgb).copy(), alpha, profile if space == "RGB" else None, False, tuple(notes))
+
+
+def has_alpha(image: Image.Image) -> bool:
+    """Whether ``image`` (opened, not decoded) has an alpha channel, or a transparent colour or palette entry."""
+    return image.mode in _ALPHA_MODES or "transparency" in image.info
 
 
 def _alpha(image: Image.Image, notes: list[str]) -> np.ndarray | None:

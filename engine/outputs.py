@@ -47,11 +47,11 @@ class PlannedPhoto:
     error: str | None = None
 
 
-def written_format(photo_format: str, choice: str = DEFAULT_OUTPUT_FORMAT) -> str:
-    """The Pillow format a photo of ``photo_format`` is written in under ``--format choice``."""
+def written_format(photo_format: str, choice: str = DEFAULT_OUTPUT_FORMAT, alpha: bool = False) -> str:
+    """The Pillow format a photo of ``photo_format`` (with ``alpha`` or not) is written in under ``--format choice``."""
     if choice not in OUTPUT_FORMATS:
         raise UserError(f"--format takes {', '.join(OUTPUT_FORMATS)}, got {choice!r}")
-    return OUTPUT_FORMATS[choice] or output_format(photo_format)
+    return OUTPUT_FORMATS[choice] or output_format(photo_format, alpha)
 
 
 def output_name(relative: Path, image_format: str) -> Path:
@@ -96,7 +96,7 @@ def plan_outputs(pairs: list[tuple[Path, Path]], output_dir: Path, inputs: Itera
         except PhotoError as error:
             planned.append(PlannedPhoto(source, relative, error=str(error)))
             continue
-        image_format = written_format(header.format, choice)
+        image_format = written_format(header.format, choice, header.alpha)
         planned.append(PlannedPhoto(source, relative, header, output_name(relative, image_format), image_format))
     planned = _resolve_collisions(planned)
     sources = {source.resolve(): source for source, _ in pairs}

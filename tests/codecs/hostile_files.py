@@ -137,3 +137,14 @@ def multi_picture_jpeg(path: Path) -> Path:
     pictures = [Image.fromarray(rgb(0)), Image.fromarray(rgb(1))]
     pictures[0].save(path, "MPO", save_all=True, append_images=pictures[1:])
     return path
+
+
+def rgba_bmp(path: Path, pixels: np.ndarray) -> Path:
+    """A 32-bit BMP with an alpha mask (BITMAPV4HEADER, BI_BITFIELDS), which Pillow reads as RGBA but cannot write:
+    its own RGBA BMPs read back as RGB. ``pixels``: uint8 (H, W, 4)."""
+    height, width = pixels.shape[:2]
+    rows = pixels[::-1][..., [2, 1, 0, 3]].tobytes()  # bottom-up, B G R A: the masks below
+    info = struct.pack("<IiiHHIIiiII4I", 108, width, height, 1, 32, 3, len(rows), 2835, 2835, 0, 0,
+                       0x00FF0000, 0x0000FF00, 0x000000FF, 0xFF000000) + struct.pack("<I", 0x73524742) + bytes(48)
+    path.write_bytes(b"BM" + struct.pack("<IHHI", 14 + len(info) + len(rows), 0, 0, 14 + len(info)) + info + rows)
+    return path

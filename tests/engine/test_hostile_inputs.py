@@ -29,8 +29,11 @@ def _hostile_folder(folder: Path) -> dict[str, np.ndarray]:
     hostile_files.bomb_png(folder / "bomb.png")
     hostile_files.animated_gif(folder / "anim.gif")
     hostile_files.multipage_tiff(folder / "pages.tif")
-    return {name: hostile_files.trns_png(folder / name, mode)[1] for name, mode in (("l_trns.png", "L"),
-                                                                                 ("rgb_trns.png", "RGB"))}
+    alphas = {name: hostile_files.trns_png(folder / name, mode)[1] for name, mode in (("l_trns.png", "L"),
+                                                                                   ("rgb_trns.png", "RGB"))}
+    rgba = np.dstack([hostile_files.rgb(1), hostile_files.gradient().astype(np.uint8)])
+    hostile_files.rgba_bmp(folder / "icon.bmp", rgba)
+    return {**alphas, "icon.png": rgba[..., 3]}  # a BMP with alpha is written as PNG: Pillow's BMPs lose alpha
 
 
 def test_hostile_files_each_get_one_honest_record(tmp_path: Path) -> None:
@@ -43,6 +46,7 @@ def test_hostile_files_each_get_one_honest_record(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
     records = {Path(record["source"]).name: record for record in json.loads(report.read_text())["photos"]}
     assert sorted(records) == sorted(path.name for path in (tmp_path / "in").iterdir())
+    assert Path(records["icon.bmp"]["output"]).name == "icon.png" and not (out / "icon.bmp").exists()
     failed = {name: record["error"] for name, record in records.items() if record["status"] == "failed"}
     assert failed.keys() == {"bomb.png", "anim.gif", "pages.tif"}
     assert "refused as a possible decompression bomb" in failed["bomb.png"]
@@ -51,6 +55,7 @@ def test_hostile_files_each_get_one_honest_record(tmp_path: Path) -> None:
     assert "multi-page TIFF (3 pages)" in failed["pages.tif"] and "corrupt" not in failed["pages.tif"]
     assert not any((out / name).exists() for name in failed)
     notes = {name: records[name]["notes"] or [] for name in records if name not in failed}
+    records["icon.png"] = records.pop("icon.bmp")
     assert "Pillow warned: Corrupt EXIF data.  Expecting to read 12 bytes but only got 2." in notes["bad_exif.jpg"]
     assert "Pillow warned: Metadata Warning, tag 296 had too many entries: 2, expected 1" in notes["bad_tag.tif"]
     assert notes["stereo.jpg"][0].startswith("multi-picture JPEG (2 images)")
