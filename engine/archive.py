@@ -39,7 +39,8 @@ from comcloak.engine.manifest import (
     settings_hash,
 )
 from comcloak.engine.outputs import PlannedPhoto
-from comcloak.engine.pipeline import PhotoRecord, cloak_files, is_report
+from comcloak.engine.pipeline import PhotoRecord, cloak_files
+from comcloak.engine.report import is_report
 from comcloak.errors import UserError
 
 logger = logging.getLogger(__name__)

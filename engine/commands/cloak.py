@@ -225,7 +225,7 @@ def report_archive(cloaker, run_archive, plan, check_codec, args: argparse.Names
     ``cloaker`` (a ``Cloaker`` or the ``CloakerSpec`` each Ray actor builds)."""
     from tqdm import tqdm
 
-    from comcloak.engine.pipeline import format_table, reason_line, write_report
+    from comcloak.engine.report import format_table, reason_line, write_report
     from comcloak.errors import UserError
 
     planned = {str(item.source) for item in plan}

@@ -195,7 +195,8 @@ def test_sigkill_at_random_moments_then_a_rerun_completes_the_archive(tmp_path: 
 
 
 def test_closing_table_keeps_its_columns_with_failures_newlines_and_wide_names() -> None:
-    from comcloak.engine.pipeline import PhotoRecord, _display_width, format_table
+    from comcloak.engine.pipeline import PhotoRecord
+    from comcloak.engine.report import _display_width, format_table
 
     records = [
         PhotoRecord(source="/in/猫の写真.jpg", status="cloaked", width=64, height=48, clean_check_label=281,

@@ -291,7 +291,7 @@ def test_attacker_views() -> None:
 def test_a_cloak_that_fools_only_the_lab_view_is_not_protected(tmp_path: Path, monkeypatch) -> None:
     """The closing table judges after the check codec in the attacker's crop view: a 'cloak' that only repaints the
     borders the centre crop cuts away changes the lab-view label and protects nothing."""
-    from comcloak.engine import pipeline
+    from comcloak.engine import pipeline, report
     from comcloak.engine.cloaker import Cloaker, CloakResult
 
     rng = np.random.default_rng(3)
@@ -316,7 +316,7 @@ def test_a_cloak_that_fools_only_the_lab_view_is_not_protected(tmp_path: Path, m
         cloaker, plan_outputs([(tmp_path / "wide.png", Path("wide.png"))], tmp_path / "out", []), None)
     assert record.status == "cloaked" and record.cloaked_label != record.clean_label  # the lab view is fooled
     assert record.check_label == record.clean_check_label and record.success is False  # the attacker is not
-    table = pipeline.format_table([record], "none")
+    table = report.format_table([record], "none")
     assert "Judged as an attacker sees the photo" in table and "0 protected after none" in table
 
 
