@@ -47,7 +47,7 @@ BOMB_REASON = "refused as a possible decompression bomb"
 
 
 @functools.cache
-def _heif_support() -> bool:
+def heif_support() -> bool:
     """Register pillow-heif's HEIC/HEIF opener with Pillow once, if it is installed (the ``heif`` extra)."""
     try:
         import pillow_heif
@@ -78,7 +78,7 @@ def answer_decode_request(kind: str, path: str, data: bytes | None, max_pixels: 
 def decode_header(path: str | os.PathLike, data: bytes | None = None) -> PhotoHeader:
     """:func:`read_header` in this process, without the worker's bounds (what the worker runs)."""
     path = Path(path)
-    _heif_support()
+    heif_support()
     source = io.BytesIO(data) if data is not None else path
     with _decoding_errors(path), _captured_warnings(), Image.open(source) as image:
         width, height = image.size
@@ -100,7 +100,7 @@ def decode_photo(path: str | os.PathLike, data: bytes | None = None, memory_byte
     encoded outputs are read back. ``memory_bytes``: refuse, before decoding, an image whose decoding would need
     more (an estimate from its size and mode)."""
     path = Path(path)
-    _heif_support()
+    heif_support()
     source = io.BytesIO(data) if data is not None else path
     with _decoding_errors(path), _captured_warnings() as caught, Image.open(source) as image:
         if memory_bytes is not None:
@@ -221,7 +221,7 @@ def _decoding_errors(path: Path) -> Iterator[None]:
     except PermissionError:
         raise PhotoError(path, "permission denied") from None
     except UnidentifiedImageError:
-        if path.suffix.lower() in HEIF_SUFFIXES and not _heif_support():
+        if path.suffix.lower() in HEIF_SUFFIXES and not heif_support():
             raise PhotoError(path, "HEIC/HEIF needs pillow-heif: pip install 'comcloak[heif]'") from None
         raise PhotoError(path, "not a readable image") from None
     except Image.DecompressionBombError as error:

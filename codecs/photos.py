@@ -171,7 +171,9 @@ def encode_photo(photo: Photo, pixels: np.ndarray, options: WriteOptions = DEFAU
     if image_format == "JPEG":
         encoder.update(quality=options.jpeg_quality, subsampling=0)  # 4:4:4
     elif image_format == "WEBP":
-        encoder.update(quality=DEFAULT_WEBP_QUALITY)
+        # exact: keep the colour under transparent pixels, which libwebp otherwise replaces (the photo is the input's
+        # pixels plus the cloak, everywhere; un-hiding them by alpha must show the same picture)
+        encoder.update(quality=DEFAULT_WEBP_QUALITY, exact=image.mode == "RGBA")
     elif image_format == "TIFF" and not _has_sub_ifds(encoder.get("exif")):
         encoder["compression"] = "tiff_deflate"  # libtiff; it cannot write EXIF sub-IFDs, Pillow's own writer can
     buffer = io.BytesIO()

@@ -8,8 +8,9 @@ The run: exit 0 with no failure, 1 with some (never 2 or a crash); no traceback 
 child's rusage, and polled from /proc to stop a runaway) under the limit; no stall or timeout; nothing new in the
 input folder. Each input file: exactly one record in the ``--report`` JSON (in the manifest when a killed run left no
 report); a one-line reason when failed or skipped; no output when failed; the file unchanged. Each output: in the
-output folder with the recorded SHA-256; the upright (EXIF-transposed) input's size; channel means within
-``--mean-levels`` of the input's, both decoded by comcloak's own decoder (``comcloak.codecs.photos.load_photo``: the
+output folder with the recorded SHA-256; the upright (EXIF-transposed) input's size; channel means over the visible
+pixels within ``--mean-levels`` (default the strength's eps + 1) of the input's, both decoded by comcloak's own
+decoder (``comcloak.codecs.photos.load_photo``: the
 same transpose, colour management, CMYK and 16-bit rules), so only the cloak is measured; the input's alpha kept when
 it has transparency (read by Pillow directly, so a decoder that drops it is caught). The output folder holds nothing
 else but the manifest and the lock (no part files). Results: ``zoo-check.json`` and ``zoo-check.md`` in ``--work``
@@ -35,6 +36,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from comcloak.attacks.presets import PRESETS
+from comcloak.codecs.decoding import heif_support
 from comcloak.codecs.photos import PhotoError, load_photo
 from comcloak.engine.manifest import LOCK_NAME, MANIFEST_NAME
 
@@ -178,7 +181,10 @@ def upright_size(path: Path) -> tuple[int, int]:
     from PIL import ImageOps
 
     with warnings.catch_warnings(action="ignore"), Image.open(path) as image:
-        image.load()
+        try:
+            image.load()
+        except OSError:  # e.g. chunks after a PNG's pixels cut short: the header's size stands
+            pass
         try:
             return ImageOps.exif_transpose(image).size
         except Exception:  # noqa: BLE001 - a corrupt EXIF block: the decoded size stands
@@ -193,7 +199,11 @@ def pillow_alpha(path: Path) -> np.ndarray | None:
     with warnings.catch_warnings(action="ignore"), Image.open(path) as image:
         if not (image.has_transparency_data or "A" in image.getbands()):
             return None
-        alpha = np.asarray(ImageOps.exif_transpose(image).convert("RGBA").getchannel("A"))
+        try:
+            upright = ImageOps.exif_transpose(image)
+        except Exception:  # noqa: BLE001 - a corrupt EXIF block: the decoded orientation stands, as in upright_size
+            upright = image
+        alpha = np.asarray(upright.convert("RGBA").getchannel("A"))
     return None if alpha.min() == 255 else alpha
 
 
@@ -211,7 +221,11 @@ def check_output(source: Path, output: Path, record: dict, mean_levels: float) -
         ref = "x".join(map(str, reference.pixels.shape[1::-1]))
         problems.append(f"output {got[0]}x{got[1]}, upright input {size[0]}x{size[1]} (comcloak decodes {ref})")
     else:
-        shift = np.abs(reference.pixels.reshape(-1, 3).mean(0) - cloaked.pixels.reshape(-1, 3).mean(0))
+        # Over the visible pixels: the colour under a transparent one is not part of the picture.
+        visible = np.ones(reference.pixels.shape[:2], bool) if reference.alpha is None else reference.alpha > 0
+        if not visible.any():
+            visible[:] = True
+        shift = np.abs(reference.pixels[visible].mean(0) - cloaked.pixels[visible].mean(0))
         if shift.max() > mean_levels:
             problems.append(f"channel means moved by {np.round(shift, 1).tolist()} levels (over {mean_levels:g})")
     alpha = pillow_alpha(source)
@@ -354,9 +368,13 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--timeout", type=float, help="stop the run after this many seconds")
     parser.add_argument("--stall", type=float, default=900, help="stop the run when no photo has finished for "
                                                                  "this many seconds (default 900)")
-    parser.add_argument("--mean-levels", type=float, default=3.0, help="largest change of a channel's mean, 0-255 "
-                                                                       "levels (default 3)")
+    parser.add_argument("--mean-levels", type=float, default=None,
+                        help="largest change of a channel's mean over the visible pixels, 0-255 levels (default: the "
+                             "strength's eps + 1: a cloak within eps moves a mean by at most eps, the encoder by a "
+                             "level more)")
     args, extra = parser.parse_known_args(argv)
+    if args.mean_levels is None:
+        args.mean_levels = PRESETS[args.strength].eps + 1 if args.strength in PRESETS else 6.0
     if extra and extra[0] == "--":
         extra = extra[1:]
     return args, extra
@@ -364,6 +382,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     args, extra = parse_args(argv)
+    heif_support()  # Pillow opens HEIC/HEIF here as comcloak does, when pillow-heif is installed
     folder = args.folder.resolve()
     if not folder.is_dir():
         print(f"zoo_check: {args.folder} is not a folder", file=sys.stderr)
