@@ -232,8 +232,8 @@ class AttackConfig:
         """
         if not 0 < eps <= defaults.MAX_EPS:  # the one ceiling of the CLI, the server and the library
             raise AttackConfigError(f"eps must be in (0, {defaults.MAX_EPS:g}] on the 0-255 scale, got {eps}")
-        if alpha is not None and not 0 < alpha <= PIXEL_SCALE:
-            raise AttackConfigError(f"alpha must be in (0, 255] on the 0-255 scale, got {alpha}")
+        if alpha is not None and not 0 < alpha <= defaults.MAX_EPS:  # --alpha's ceiling too (options.eps_value)
+            raise AttackConfigError(f"alpha must be in (0, {defaults.MAX_EPS:g}] on the 0-255 scale, got {alpha}")
         return attack_config(method, eps / PIXEL_SCALE, steps, None if alpha is None else alpha / PIXEL_SCALE,
                              momentum, targeted, **context)
 

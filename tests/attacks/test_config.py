@@ -33,7 +33,8 @@ def test_user_values_are_converted_once_and_shown_back() -> None:
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"eps": 0}, "eps must be in \\(0, 64\\]"),
     ({"eps": 100}, "eps must be in \\(0, 64\\]"),  # issue 23: the CLI's ceiling, not 255
-    ({"alpha": 0}, "alpha must be in \\(0, 255\\]"),
+    ({"alpha": 0}, "alpha must be in \\(0, 64\\]"),
+    ({"alpha": 100}, "alpha must be in \\(0, 64\\]"),  # as --alpha: one ceiling for the CLI, server and library
     ({"target": 3}, "target is only meaningful with targeted=True"),
     ({"attack_size": 8}, "attack_size must be at least 16"),
     ({"method": "pgd"}, "unknown attack 'pgd'; available: fgsm, bim, mim"),
