@@ -75,6 +75,17 @@ def atomic_writer(destination: str | os.PathLike) -> Iterator[BinaryIO]:
         raise
 
 
+def atomic_move(source: str | os.PathLike, destination: str | os.PathLike) -> None:
+    """Put a finished file ``source`` (on ``destination``'s filesystem) in place as :func:`atomic_writer` does: its
+    bytes on disk first, then one rename, then the folder's entry on disk, so a crash leaves the old file or the new
+    one, whole."""
+    with open(source, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.chmod(source, default_file_mode())
+    os.replace(source, destination)
+    fsync_folder(Path(destination).parent)
+
+
 def write_json(payload: object, destination: str | os.PathLike) -> None:
     """Write ``payload`` as indented JSON, atomically."""
     with atomic_writer(destination) as handle:

@@ -39,10 +39,15 @@ class EscapingFormatter(logging.Formatter):
         return printable(super().formatMessage(record))
 
 
+DESCRIPTION = ("Cloak photos so that image classifiers mislabel them, even after a social network recompresses them "
+               "(ComReAdv). `comcloak demo` shows it on the bundled photos; `comcloak COMMAND --help` for each "
+               "command.")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from comcloak.engine.commands import bench, cloak, demo, eval_commodel, evaluate, export, serve, train
 
-    parser = OneLineArgumentParser(prog="comcloak", description=__doc__.splitlines()[0])
+    parser = OneLineArgumentParser(prog="comcloak", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"comcloak {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     subparsers = parser.add_subparsers(dest="command", required=True, parser_class=OneLineArgumentParser)

@@ -49,6 +49,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from comcloak.atomic import atomic_move
 from comcloak.attacks.config import EotSettings
 from comcloak.attacks.eot import DRAW_INPUTS, Draw, DrawSampler, apply_draw
 from comcloak.attacks.loop import as_surrogates, stand_ins_of
@@ -460,7 +461,7 @@ def export_attack_step(
                                               layout, eot)
             if not measured.passed:
                 raise ExportError(measured.failure_message())
-        os.replace(scratch_file, path)
+        atomic_move(scratch_file, path)  # the graph cache is read by every later run: whole, or not there
     seconds = time.perf_counter() - began
     report = ExportReport(path, info, ops, seconds, measured)
     logger.info("exported %s (%d nodes) in %.1f s; gradient rel error %.2e (torch float32 %.2e)", path,

@@ -28,7 +28,7 @@ DEFAULT_JUDGES = "efficientnet_lite1,efficientnet_lite2"  # evaluation-only: mod
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "eval", help="measure cloak success after real codecs (paper or archive protocol)",
+        "eval", help="measure protection after real codecs and platforms (paper, archive or platform protocol)",
         description="Paper protocol: each photo resized to 224x224, clean label = classifier top-1, cloaked, rounded "
                     "to uint8, compressed by the real codec, classified. Archive protocol: each photo cloaked at full "
                     "resolution, passed through a platform chain (--codecs, e.g. resize:2048+jpeg:85), resized and "
