@@ -23,13 +23,11 @@ from torch import fx, nn
 
 from comcloak.attacks.loss import goal_weights, loss_gradient, per_image_loss  # noqa: F401 - goal_weights re-exported
 from comcloak.attacks.through import COMODEL_MULTIPLE, ComModelThrough
+from comcloak.kernels import attack_update_reference
 
 from .vjp import NodeValues, UnsupportedLayerError, VjpRule, describe_node, prepare_constants, rules_for
 
 logger = logging.getLogger(__name__)
-
-# The L1 normalisation's floor, as in comcloak.attacks.loop.run_attack: an all-zero gradient gives no NaNs.
-NORM_FLOOR = 1e-12
 
 
 def _map_args(value: Any, env: dict[fx.Node, Any]) -> Any:
@@ -198,13 +196,11 @@ def momentum_update(
     mu: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The loop's update on a descent gradient: ``m_next = mu*m + g/mean|g|``, ``x_next = clip(x - alpha*sign(m_next),
-    max(x0 - eps, 0), min(x0 + eps, 1))``."""
-    scale = grad.abs().mean(dim=(1, 2, 3), keepdim=True).clamp_min(NORM_FLOOR)
-    m_next = mu * m + grad / scale
+    max(x0 - eps, 0), min(x0 + eps, 1))`` — the one update rule, :func:`comcloak.kernels.attack_update_reference`,
+    with the step descending and the bounds from the graph's eps input."""
     lower = (x0 - eps).clamp_min(0.0)
     upper = (x0 + eps).clamp_max(1.0)
-    x_next = torch.minimum(torch.maximum(x - alpha * torch.sign(m_next), lower), upper)
-    return x_next, m_next
+    return attack_update_reference(x, m, grad, lower, upper, -alpha, mu)
 
 
 def surrogates_backward(
