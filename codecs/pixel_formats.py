@@ -4,7 +4,7 @@ Pillow's own ``convert("RGB")`` clips 16-bit, 32-bit and float samples to 0..255
 all white) and ignores colour profiles; :func:`to_rgb8` scales samples by their real range and converts CMYK through
 its ICC profile. What it did is said in :attr:`Decoded.notes`, so a report can show it.
 
-Rules (also in the README's "Inputs" section):
+Rules (also in docs/inputs-outputs.md):
 
 - 8-bit greyscale, bilevel, RGB, palette: exact; alpha kept apart, a transparent colour (PNG ``tRNS`` on greyscale,
   bilevel or RGB) included.

@@ -1,7 +1,7 @@
 """Where each cloak is written: output names without false collisions, the ``--format`` choice, and the layout checks
 that keep outputs away from the inputs. Torch-free; reads only file headers.
 
-Naming rules (also in the README):
+Naming rules (also in docs/inputs-outputs.md):
 
 - A photo keeps its relative path and name; its suffix is its own when its format is written back (``--format keep``,
   the default: JPEG, PNG, WebP, TIFF and BMP stay themselves) or the chosen format's (``--format jpeg|png|webp``).

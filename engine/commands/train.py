@@ -31,7 +31,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--photos", metavar="DIR", help="photo folder for --codec")
     parser.add_argument("-o", "--output", required=True, metavar="FILE", help="trained weights (.safetensors)")
     parser.add_argument("--arch", default="comodel_tc", choices=ARCHITECTURES, help="architecture (default comodel_tc)")
-    arch = parser.add_argument_group("comodel_tc architecture (defaults follow the codec; see the README)")
+    arch = parser.add_argument_group("comodel_tc architecture (defaults follow the codec; see docs/training.md)")
     arch.add_argument("--block", type=int, choices=(4, 8), default=None, help="block transform size")
     arch.add_argument("--chroma-subsampling", type=int, choices=(1, 2), default=None, help="2 for 4:2:0 codecs")
     arch.add_argument("--init-quality", type=int, default=None,
