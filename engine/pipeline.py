@@ -30,6 +30,7 @@ from comcloak.atomic import atomic_writer
 from comcloak.attacks import attack_succeeded, linf, psnr
 from comcloak.attacks.views import view_top_labels
 from comcloak.codecs import Codec
+from comcloak.codecs.decoding import decode_photo
 from comcloak.codecs.photos import DEFAULT_WRITE, Photo, PhotoError, WriteOptions, encode_photo, load_photo
 from comcloak.engine.cloaker import Cloaker, CloakResult, attack_shape, too_small_reason
 from comcloak.engine.outputs import PlannedPhoto
@@ -274,9 +275,10 @@ def _cloak_one(cloaker: Cloaker, photo: Photo) -> CloakResult | CloakFailure:
 def encode_as_written(photo: Photo, pixels: np.ndarray, write: WriteOptions = DEFAULT_WRITE,
                       image_format: str | None = None) -> tuple[bytes, np.ndarray]:
     """The cloak's file bytes in ``image_format`` (default: the input's format family) and the pixels those bytes
-    decode to: what scoring must see, after our own encoder. Files and uploads alike."""
+    decode to: what scoring must see, after our own encoder. Files and uploads alike. The bytes are our own encoder's,
+    so they are decoded in this process (the same decoder), not in the decoding worker that bounds untrusted files."""
     data = encode_photo(photo, pixels, write, image_format)
-    return data, load_photo(photo.source or "cloak", data=data).pixels
+    return data, decode_photo(photo.source or "cloak", data=data).pixels
 
 
 def write_cloak(data: bytes, destination: Path) -> str:
