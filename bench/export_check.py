@@ -17,8 +17,8 @@ import torch
 
 from comcloak.atomic import atomic_writer, write_json
 from comcloak.attacks import make_through
-from comcloak.engine.bench import library_versions, machine_description
 from comcloak.engine.cloaker import load_classifier
+from comcloak.engine.throughput import library_versions, machine_description
 from comcloak.export.onnx_export import ExportError, export_attack_step
 from comcloak.models import freeze
 from comcloak.models.comodel_io import list_shipped_comodels

@@ -30,7 +30,7 @@ if ! "$python" -c "import comcloak" 2>/dev/null; then  # the checkout is the pac
   mkdir -p /tmp/comcloak-src && ln -sfn "$root" /tmp/comcloak-src/comcloak
   export PYTHONPATH=/tmp/comcloak-src${PYTHONPATH:+:$PYTHONPATH}
 fi
-comcloak() { "$python" -m comcloak.engine "$@"; }
+comcloak() { "$python" -m comcloak "$@"; }
 export python data out
 
 wanted() {  # is step $1 selected by GPU_STEPS?

@@ -21,12 +21,12 @@ from parity import success_after, within, write_results  # bench/parity.py, besi
 
 from comcloak import defaults
 from comcloak.attacks import attack_config, make_through, run_attack
-from comcloak.attacks.protocols import to_tensor
 from comcloak.codecs import parse_codec
 from comcloak.codecs.pairs import list_photos, load_rgb, paper_view
+from comcloak.codecs.tensors import to_tensor
 from comcloak.engine.backends import CudaGraphTorchRunner
-from comcloak.engine.bench import library_versions, machine_description
 from comcloak.engine.cloaker import load_classifier
+from comcloak.engine.throughput import library_versions, machine_description
 from comcloak.models import freeze
 
 CONFIGS = [("mim", True), ("mim", False), ("bim", True), ("fgsm", False)]

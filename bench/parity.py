@@ -27,12 +27,12 @@ from comcloak import defaults
 from comcloak.atomic import atomic_writer, write_json
 from comcloak.attacks import attack_config, attack_succeeded, loss_and_gradient, make_through, run_attack
 from comcloak.attacks.loop import attack_update
-from comcloak.attacks.protocols import to_tensor, to_uint8
 from comcloak.codecs import parse_codec
 from comcloak.codecs.pairs import list_photos, load_rgb, paper_view
+from comcloak.codecs.tensors import to_tensor, to_uint8
 from comcloak.engine.backends import OnnxRuntimeRunner, StepGraphCache
-from comcloak.engine.bench import library_versions, machine_description
 from comcloak.engine.cloaker import load_classifier
+from comcloak.engine.throughput import library_versions, machine_description
 from comcloak.export.gradient import goal_weights
 from comcloak.export.onnx_export import INPUT_NAMES
 from comcloak.models import freeze

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from comcloak.atomic import atomic_writer, write_json
-from comcloak.engine.bench import library_versions, machine_description
+from comcloak.engine.throughput import library_versions, machine_description
 
 
 def session_rss_mb(session: int) -> float:
@@ -91,7 +91,7 @@ def main() -> None:
         photos = sorted(path for path in Path(args.photos).iterdir() if path.is_file())[: args.limit]
         for path in photos:
             shutil.copy2(path, archive / path.name)
-        base = [sys.executable, "-m", "comcloak.engine", "cloak", str(archive), "-q", "--strength", args.strength,
+        base = [sys.executable, "-m", "comcloak", "cloak", str(archive), "-q", "--strength", args.strength,
                 "--batch-size", str(args.batch_size)]
         configs = [("plain", [], {}), ("plain, 1 thread", [], {"OMP_NUM_THREADS": "1"})]
         configs += [(f"--ray --ray-actors {actors}", ["--ray", "--ray-actors", actors], {})

@@ -27,10 +27,10 @@ import uvicorn
 from PIL import Image
 
 from comcloak.atomic import atomic_writer, write_json
-from comcloak.engine.bench import library_versions, machine_description
-from comcloak.engine.serve.app import ServeSettings, create_app
-from comcloak.engine.serve.batcher import BatchSettings
-from comcloak.engine.serve.server import uvicorn_config
+from comcloak.engine.throughput import library_versions, machine_description
+from comcloak.serve.app import ServeSettings, create_app
+from comcloak.serve.batcher import BatchSettings
+from comcloak.serve.server import uvicorn_config
 
 
 def photo(seed: int, size: int) -> bytes:

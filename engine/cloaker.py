@@ -16,7 +16,7 @@ from torch import nn
 from comcloak import defaults, kernels
 from comcloak.attacks import AttackConfig, AttackConfigError, make_through, paper_targets
 from comcloak.attacks.presets import DEFAULT_STRENGTH, preset_config
-from comcloak.attacks.protocols import to_tensor
+from comcloak.codecs.tensors import to_tensor
 from comcloak.engine.backends import BackendUnavailableError, backend_choices, get_backend
 from comcloak.engine.backends.base import AttackRunner, RunnerContext
 from comcloak.engine.backends.factory import StepGraphCache, create_runner, resolve_backend

@@ -369,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     files = list_files(folder)
     before = {str(path.relative_to(folder)): file_digest(path) for path in files}
-    command = [sys.executable, "-m", "comcloak.engine", "cloak", str(folder), "-o", str(out), "--strength",
+    command = [sys.executable, "-m", "comcloak", "cloak", str(folder), "-o", str(out), "--strength",
                args.strength, "--report", str(report), "-q", *extra]
     limits = Limits(args.max_rss_mb, args.timeout, args.stall)
     run = run_comcloak(command, work, out / MANIFEST_NAME, limits)

@@ -30,6 +30,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def sample_photos() -> dict[str, np.ndarray]:
     """The bundled sample photos as uint8 RGB arrays."""
     from comcloak.codecs.photos import load_photo
-    from comcloak.engine.commands.demo import sample_photos as paths
+    from comcloak.samples import sample_photos as paths
 
     return {path.stem: load_photo(path).pixels for path in paths()}

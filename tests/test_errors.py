@@ -7,10 +7,10 @@ import argparse
 import pytest
 
 from comcloak.attacks import AttackConfigError, ThroughSpecError
+from comcloak.cli import main as cli
 from comcloak.codecs import CodecSpecError, CodecUnavailableError
 from comcloak.codecs.pairs import PairDataError
 from comcloak.codecs.photos import PhotoError
-from comcloak.engine import cli
 from comcloak.engine.backends import BackendUnavailableError
 from comcloak.engine.cloaker import CloakerConfigError
 from comcloak.engine.outputs import OutputLayoutError

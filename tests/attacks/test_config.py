@@ -15,9 +15,9 @@ from comcloak import defaults
 from comcloak.attacks import AttackConfig, AttackConfigError, attack_config
 from comcloak.attacks.config import EotSettings
 from comcloak.attacks.presets import PRESETS, preset_config
-from comcloak.engine.cli import build_parser, main
+from comcloak.cli.main import build_parser, main
+from comcloak.cli.options import attack_config_from_args
 from comcloak.engine.cloaker import Cloaker, CloakerConfigError
-from comcloak.engine.commands.options import attack_config_from_args
 
 
 def test_user_values_are_converted_once_and_shown_back() -> None:

@@ -14,7 +14,7 @@ from PIL import Image
 from comcloak.attacks import AttackConfig, AttackConfigError, attack_config
 from comcloak.attacks.config import EotSettings
 from comcloak.attacks.presets import preset_config
-from comcloak.engine.cli import main
+from comcloak.cli.main import main
 from comcloak.engine.cloaker import Cloaker, CloakerConfigError
 
 NAN, INF = math.nan, math.inf

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from comcloak.engine.cli import main
+from comcloak.cli.main import main
 from comcloak.engine.manifest import LOCK_NAME, MANIFEST_NAME, Manifest, file_sha256, output_lock
 
 TINY = ["--classifier", "tiny_classifier", "--steps", "2", "--attack-size", "48", "--check", "none"]
@@ -167,7 +167,7 @@ def test_sigkill_at_random_moments_then_a_rerun_completes_the_archive(tmp_path: 
     manifest whose every photo is cloaked with the hash of its output on disk."""
     photos = _photos(tmp_path / "in", 10)
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "comcloak.engine", "cloak", str(tmp_path / "in"), "-o", str(out), "-q",
+    command = [sys.executable, "-m", "comcloak", "cloak", str(tmp_path / "in"), "-o", str(out), "-q",
                "--batch-size", "1", *TINY]
     rng = random.Random(3)
     manifest = out / MANIFEST_NAME

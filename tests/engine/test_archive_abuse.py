@@ -22,7 +22,7 @@ from comcloak.engine.manifest import MANIFEST_NAME, Manifest, ManifestWriteError
 
 
 def _command(inputs: list[Path], out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "comcloak.engine", "cloak", *map(str, inputs), "-o", str(out), "-q", *TINY, *extra]
+    return [sys.executable, "-m", "comcloak", "cloak", *map(str, inputs), "-o", str(out), "-q", *TINY, *extra]
 
 
 @pytest.mark.parametrize("case", ["input photo", "new file in an input folder", "other file", "an output"])

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
+from comcloak.cli.main import build_parser
 from comcloak.engine.backends import registry
 from comcloak.engine.backends.factory import available_backends, resolve_backend
 from comcloak.engine.backends.registry import BackendInfo, BackendUnavailableError, backend_choices, register_backend
-from comcloak.engine.bench import BenchSettings, measure_in_subprocess
-from comcloak.engine.cli import build_parser
 from comcloak.engine.cloaker import Cloaker
+from comcloak.engine.throughput import BenchSettings, measure_in_subprocess
 
 TOY = BackendInfo("toy-float64", "toy_backend:Float64Runner", ("cpu",), ("fp32",), "torch in float64, a test backend")
 
@@ -59,5 +59,5 @@ def test_bench_measures_a_registered_backend(toy: BackendInfo) -> None:
 
 
 def test_building_the_parser_does_not_import_torch() -> None:
-    code = "import sys; from comcloak.engine.cli import build_parser; build_parser(); print('torch' in sys.modules)"
+    code = "import sys; from comcloak.cli.main import build_parser; build_parser(); print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"

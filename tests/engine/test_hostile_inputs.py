@@ -39,7 +39,7 @@ def _hostile_folder(folder: Path) -> dict[str, np.ndarray]:
 def test_hostile_files_each_get_one_honest_record(tmp_path: Path) -> None:
     alphas = _hostile_folder(tmp_path / "in")
     out, report = tmp_path / "out", tmp_path / "report.json"
-    done = subprocess.run([sys.executable, "-W", "error::UserWarning", "-m", "comcloak.engine", "cloak",
+    done = subprocess.run([sys.executable, "-W", "error::UserWarning", "-m", "comcloak", "cloak",
                            str(tmp_path / "in"), "-o", str(out), "--report", str(report), "-q", *FAST],
                           capture_output=True, text=True, timeout=180)
     assert done.returncode == 1, done.stderr  # some files failed, each alone; the others are done

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from comcloak.engine.cli import main
+from comcloak.cli.main import main
 from comcloak.engine.manifest import MANIFEST_NAME, Manifest, file_sha256
 
 ray = pytest.importorskip("ray")
@@ -70,7 +70,7 @@ def archive(tmp_path_factory) -> tuple[Path, Path]:
     byte."""
     root = tmp_path_factory.mktemp("ray-archive")
     _archive(root / "in")
-    plain = subprocess.run([sys.executable, "-m", "comcloak.engine", "cloak", str(root / "in"), "-o",
+    plain = subprocess.run([sys.executable, "-m", "comcloak", "cloak", str(root / "in"), "-o",
                             str(root / "plain"), *TINY], capture_output=True, text=True, timeout=300,
                            env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert plain.returncode == 1, plain.stderr  # the truncated file fails
@@ -155,7 +155,7 @@ def test_killed_ray_run_resumes_to_the_same_outputs(ray_runtime, archive, tmp_pa
     outputs of a plain run."""
     inputs, plain = archive
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "comcloak.engine", "cloak", str(inputs), "-o", str(out), *TINY,
+    command = [sys.executable, "-m", "comcloak", "cloak", str(inputs), "-o", str(out), *TINY,
                "--batch-size", "1", "--ray", "--ray-actors", "1"]
     manifest = out / MANIFEST_NAME
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -16,8 +16,8 @@ import torch
 from PIL import Image
 from torch import nn
 
+from comcloak.cli.main import main
 from comcloak.engine import cloaker as cloaker_module
-from comcloak.engine.cli import main
 from comcloak.engine.cloaker import Cloaker
 from comcloak.engine.pipeline import CloakFailure, cloak_batch, unchanged_reason
 
@@ -77,7 +77,7 @@ def test_the_server_answers_a_problem_not_the_input_back(blind) -> None:
     pytest.importorskip("uvicorn")
     from test_serve import png_bytes, running_server
 
-    from comcloak.engine.serve.app import ServeSettings
+    from comcloak.serve.app import ServeSettings
 
     with running_server(ServeSettings(classifier="tiny_classifier", check="none")) as (base, _):
         answer = httpx.post(f"{base}/v1/cloak", params={"strength": "fast"}, content=png_bytes(), timeout=60)

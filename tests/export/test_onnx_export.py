@@ -199,7 +199,7 @@ def test_real_steps_pass_the_calibrated_check_for_every_shipped_comodel(classifi
 
 
 def run_cli(args: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "comcloak.engine", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "comcloak", *args], capture_output=True, text=True,
                           timeout=300)
 
 

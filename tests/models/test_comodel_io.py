@@ -33,8 +33,9 @@ from comcloak.models.comodel_io import (
     shipped_comodel_path,
     shipped_file_name,
 )
+from comcloak.samples import sample_folder
 
-SAMPLES = Path(__file__).resolve().parents[2] / "engine" / "samples"
+SAMPLES = sample_folder()
 
 
 def trained_looking_tc(config: TransformComModelConfig | None = None, seed: int = 0) -> TransformComModel:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -15,8 +13,9 @@ from comcloak.codecs import parse_codec
 from comcloak.codecs.diffjpeg import DiffJPEG
 from comcloak.models import TransformComModel, TransformComModelConfig
 from comcloak.models.training import comodel_mae
+from comcloak.samples import sample_folder
 
-SAMPLES = Path(__file__).resolve().parents[2] / "engine" / "samples"
+SAMPLES = sample_folder()
 
 
 def sample_view(name: str, size: int = 64) -> np.ndarray:

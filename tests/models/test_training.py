@@ -24,8 +24,9 @@ from comcloak.models.training import (
     new_comodel,
     train_comodel,
 )
+from comcloak.samples import sample_folder
 
-SAMPLES = Path(__file__).resolve().parents[2] / "engine" / "samples"
+SAMPLES = sample_folder()
 TINY_TC = {"block": 8, "chroma_subsampling": 2, "init_quality": 25, "refine_width": 4}
 
 

@@ -1,0 +1,138 @@
+"""``comcloak bench``: images/s and peak memory of the attack backends, ratios to the torch reference."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from comcloak import defaults
+from comcloak.attacks.presets import PRESETS, STRENGTHS
+from comcloak.cli.options import (
+    add_classifier_options,
+    add_device_option,
+    add_steps_option,
+    add_through_option,
+    positive_int,
+)
+from comcloak.engine.backends.registry import PRECISIONS, backend_names
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "bench", help="measure cloaking throughput and memory per backend",
+        description="Cloak random 224x224 images with each backend and batch size, each measurement in its own "
+                    "process; report images/s, peak memory, the ratio to eager fp32 torch of the same run, and the "
+                    "fraction of the device's measured matmul rate reached (FLOPs per image from "
+                    "torch.utils.flop_counter).")
+    parser.add_argument("--backends", default="torch,torch-per-image,onnxruntime",
+                        help=f"comma-separated, the names of --backend: {', '.join(backend_names())} (default "
+                             "torch,torch-per-image,onnxruntime); each is measured at every --precision it offers, "
+                             "or at one with NAME@PRECISION (torch@fp32)")
+    parser.add_argument("--precision", default="fp32",
+                        help=f"comma-separated: {', '.join(PRECISIONS)} (default fp32); torch fp32 is the reference "
+                             "of the ratios")
+    parser.add_argument("--batch", default="1,8,32", help="comma-separated batch sizes (default 1,8,32)")
+    add_steps_option(parser, None)
+    add_through_option(add_classifier_options(parser), defaults.THROUGH, defaults.THROUGH)
+    parser.add_argument("--strength", default=None, choices=STRENGTHS,
+                        help="time a preset as comcloak cloak --strength runs it (its surrogates, stand-in, eps, "
+                             "draws and loss; --steps and --size still apply; --classifier and --through do not); "
+                             "default: none, the plain attack of --classifier through --through")
+    parser.add_argument("--random-weights", action="store_true",
+                        help="time the classifier with random weights (speed does not depend on them; resnet50 "
+                             "ships none)")
+    parser.add_argument("--size", type=positive_int, default=None,
+                        help="image side: the attack (working) view (default 224, or the --strength preset's)")
+    add_device_option(parser, "cpu")
+    parser.add_argument("--threads", type=positive_int, default=None, help="CPU threads per backend (default all)")
+    parser.add_argument("--min-seconds", type=float, default=5.0, help="time calls for at least this long (default 5)")
+    parser.add_argument("--rounds", type=positive_int, default=1,
+                        help="time every backend this many times, taking turns (each prepared once, in its own "
+                             "process), and report medians and the ratios to torch paired within each round, so "
+                             "that the machine's drift cancels (default 1)")
+    parser.add_argument("--json", metavar="OUT", required=True, help="results JSON (bench/results/NAME.json)")
+    parser.add_argument("--markdown", metavar="OUT.md", default=None,
+                        help="markdown table (default: the JSON path with .md)")
+    parser.add_argument("--cache-dir", metavar="DIR", default=None, help="step-graph cache (default ~/.cache/comcloak)")
+    parser.set_defaults(run=run)
+
+
+def _int_list(text: str, what: str) -> list[int]:
+    from comcloak.errors import UserError
+
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UserError(f"{what} must be comma-separated positive integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise UserError(f"{what} must be comma-separated positive integers, got {text!r}")
+    return values
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from comcloak.atomic import atomic_writer, write_json
+    from comcloak.engine.backends.registry import get_backend
+    from comcloak.engine.throughput import (
+        BenchSettings,
+        attack_flops_per_image,
+        export_for_bench,
+        markdown_table,
+        measure_matmul_rate,
+        measure_rounds,
+        results_payload,
+    )
+    from comcloak.errors import UserError
+
+    # NAME@PRECISION pins one backend's precision (torch@fp32 beside torch-cudagraph at every --precision).
+    entries = [entry.strip().partition("@") for entry in args.backends.split(",") if entry.strip()]
+    unknown = [name for name, _, _ in entries if name not in backend_names()]
+    if unknown or not entries:
+        raise UserError(f"unknown backend {', '.join(unknown) or '(none)'}; available: {', '.join(backend_names())}")
+    precisions = [name.strip() for name in args.precision.split(",") if name.strip()]
+    pinned = {precision for _, at, precision in entries if at}
+    if not precisions or (set(precisions) | pinned) - set(PRECISIONS):
+        raise UserError(f"--precision and NAME@PRECISION take {', '.join(PRECISIONS)}, got "
+                        f"{args.precision!r} / {args.backends!r}")
+    measurements = []
+    for backend, at, own in entries:
+        for precision in [own] if at else precisions:
+            if precision in get_backend(backend).precisions:
+                measurements.append((backend, precision))
+            else:
+                print(f"skipped: {backend} {precision}: {backend} runs in "
+                      f"{', '.join(get_backend(backend).precisions)}", file=sys.stderr)
+    batches = _int_list(args.batch, "--batch")
+    if args.strength is not None and (args.classifier != defaults.CLASSIFIER or args.through != defaults.THROUGH):
+        raise UserError("--strength sets the surrogates and the stand-in; drop --classifier/--through")
+    steps = args.steps if args.steps is not None else (
+        PRESETS[args.strength].steps if args.strength is not None else defaults.STEPS)
+    size = args.size if args.size is not None else (
+        PRESETS[args.strength].attack_size if args.strength is not None else defaults.ATTACK_SIZE)
+    settings = BenchSettings(classifier=args.classifier, classifier_weights=args.classifier_weights,
+                             through=args.through, steps=steps, size=size, device=args.device,
+                             threads=args.threads, min_seconds=args.min_seconds, random_weights=args.random_weights,
+                             strength=args.strength)
+    onnx_path = None
+    if any(get_backend(name).exported for name, _ in measurements):
+        print("exporting the step graph ...", file=sys.stderr)
+        onnx_path = str(export_for_bench(settings, args.cache_dir))
+    results = []
+    for batch in batches:
+        results += measure_rounds(measurements, batch, settings, onnx_path, args.rounds,
+                                  report=lambda line: print(line, file=sys.stderr))
+    if not results:
+        raise UserError("no backend could be measured")
+    flops = attack_flops_per_image(settings)
+    matmul = measure_matmul_rate(settings.device)
+    print(f"floor: {flops / 1e9:.2f} GFLOP per image, {matmul[1]} matmul {matmul[0] / 1e12:.2f} TFLOP/s",
+          file=sys.stderr)
+    payload = results_payload(results, settings, flops, matmul)
+    write_json(payload, args.json)
+    table = markdown_table(payload)
+    markdown = Path(args.markdown) if args.markdown else Path(args.json).with_suffix(".md")
+    with atomic_writer(markdown) as handle:
+        handle.write(table.encode())
+    print(table)
+    return 0

@@ -1,0 +1,148 @@
+"""The archive protocol (docs/DESIGN.md §3): cloak full-resolution photos, pass them through a platform chain, classify
+them the way an attacker would.
+
+Each photo is cloaked at full resolution by a :class:`comcloak.engine.cloaker.Cloaker` (the attack view, the
+upsampled perturbation, rounding), then compressed by the platform chain (e.g. ``resize:2048+jpeg:85``), then
+prepared as an attacker does (shorter side resized to 256, centre crop 224) and classified. Untargeted success: the
+top-1 differs from the clean photo's top-1 under the same chain. Targeted success: the top-1 is the cloak's target.
+Quality: PSNR and SSIM of the full-resolution output against the original.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+from torch import nn
+
+from comcloak.attacks import AttackConfig
+from comcloak.attacks.metrics import linf, psnr, ssim
+from comcloak.attacks.success import attack_succeeded
+from comcloak.attacks.through import CodecMatchedThroughs
+from comcloak.attacks.views import view_top_labels
+from comcloak.codecs import Codec
+from comcloak.engine.cloaker import CloakResult
+from comcloak.evaluation.paper import ProtocolRow, cloak_groups, common_targeted
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class FullResolutionQuality:
+    """PSNR, SSIM and L-inf of full-resolution cloaks against their originals, accumulated cloak by cloak."""
+
+    psnrs: list[float] = field(default_factory=list)
+    ssims: list[float] = field(default_factory=list)
+    linfs: list[int] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=list)  # which attack (and stand-in) made each cloak
+    cloak_seconds: dict[str, float] = field(default_factory=dict)  # time in Cloaker.cloak_photos, per kind
+
+    def add(self, original: np.ndarray, cloaked: np.ndarray, kind: str = "") -> None:
+        self.psnrs.append(min(psnr(original, cloaked), 99.0))  # identical images: cap inf for the statistics
+        self.ssims.append(ssim(original, cloaked))
+        self.linfs.append(linf(original, cloaked))
+        self.kinds.append(kind)
+
+    def quality(self, kind: str | None = None) -> dict[str, float]:
+        """PSNR mean / 5th percentile, SSIM mean and max L-inf of the full-resolution outputs (of one ``kind``)."""
+        rows = [i for i, name in enumerate(self.kinds) if kind is None or name == kind]
+        psnrs = [self.psnrs[i] for i in rows]
+        return {"psnr_mean": float(np.mean(psnrs)), "psnr_p05": float(np.percentile(psnrs, 5)),
+                "ssim_mean": float(np.mean([self.ssims[i] for i in rows])),
+                "linf_max": float(max(self.linfs[i] for i in rows))}
+
+    def quality_by_kind(self) -> dict[str, dict[str, float]]:
+        """:meth:`quality` of each attack (and stand-in), with its cloaking seconds per photo."""
+        counts = {kind: self.kinds.count(kind) for kind in dict.fromkeys(self.kinds)}
+        return {kind: {**self.quality(kind), "cloak_seconds_per_photo": self.cloak_seconds.get(kind, 0.0) / count}
+                for kind, count in counts.items()}
+
+
+@dataclass
+class ArchiveResult(FullResolutionQuality):
+    targeted: bool = False
+    n_photos: int = 0
+    rows: list[ProtocolRow] = field(default_factory=list)
+    clean_agreement: dict[str, int] = field(default_factory=dict)
+
+
+def full_resolution_cloaks(
+    photos: Sequence[np.ndarray],
+    attacks: Sequence[AttackConfig],
+    throughs: dict[str, nn.Module | CodecMatchedThroughs],
+    codecs: Sequence[Codec],
+    make_cloaker: Callable[[AttackConfig, nn.Module], object],
+    quality: FullResolutionQuality,
+    progress: Callable[[int], None] | None = None,
+    batch_size: int = 8,
+) -> Iterator[tuple[AttackConfig, str, list[Codec], int, CloakResult]]:
+    """Cloak every photo for every (attack, stand-in) at full resolution, as the archive and platform protocols do.
+
+    Yields ``(config, stand-in name, codecs to score this cloak on, photo index, cloak)``; ``comodel:auto`` cloaks
+    once per distinct matched stand-in, scored on its codecs. Each cloak's quality goes into ``quality``; ``progress``
+    is called with the number of photos cloaked. The config handed to ``make_cloaker`` names the stand-in run; a
+    stand-in module of None hands the config as it is (a preset with its own stand-in).
+    """
+    for config in attacks:
+        for through_name, through in throughs.items():
+            for stand_in, module, group in cloak_groups(through_name, through, codecs):
+                # No module: the config is a preset that cloaks through its own stand-in.
+                cloaker = make_cloaker(config if module is None else replace(config, through=stand_in), module)
+                row_through = through_name if module is not None else config.through
+                kind = f"{config.strength or config.method} through {row_through}"
+                for start in range(0, len(photos), batch_size):
+                    chunk = list(photos[start : start + batch_size])
+                    began = time.perf_counter()
+                    cloaks = cloaker.cloak_photos(chunk, batch_size)
+                    quality.cloak_seconds[kind] = quality.cloak_seconds.get(kind, 0.0) + time.perf_counter() - began
+                    for offset, (photo, cloak) in enumerate(zip(chunk, cloaks)):
+                        quality.add(photo, cloak.cloaked, kind)
+                        yield config, row_through, group, start + offset, cloak
+                    if progress is not None:
+                        progress(len(chunk))
+
+
+def run_archive_protocol(
+    classifier: nn.Module,
+    photos: Sequence[np.ndarray],
+    attacks: Sequence[AttackConfig],
+    throughs: dict[str, nn.Module | CodecMatchedThroughs],
+    chains: Sequence[Codec],
+    make_cloaker: Callable[[AttackConfig, nn.Module], object],
+    device: torch.device | str = "cpu",
+    progress: Callable[[int], None] | None = None,
+    batch_size: int = 8,
+) -> ArchiveResult:
+    """Score full-resolution cloaks after platform ``chains`` (see the module docstring).
+
+    ``make_cloaker(config, through_module)`` returns a Cloaker for one attack and stand-in (the caller owns its
+    classifier, size and backend). ``comodel:auto`` (a :class:`CodecMatchedThroughs`) cloaks for each chain through
+    the stand-in matched to it. Photos are cloaked ``batch_size`` at a time (attack views of equal shape are
+    attacked together). ``progress`` is called with the number of photos cloaked.
+    """
+    if not photos:
+        raise ValueError("the archive protocol needs at least one photo")
+    targeted = common_targeted(attacks)
+    result = ArchiveResult(targeted=targeted, n_photos=len(photos))
+
+    def label_after(chain: Codec, photo: np.ndarray) -> int:
+        return view_top_labels(classifier, chain.apply(photo), device=device, k=1)[0]
+
+    clean = {chain.spec: [label_after(chain, photo) for photo in photos] for chain in chains}
+    originals = [view_top_labels(classifier, photo, device=device, k=1)[0] for photo in photos]
+    for chain in chains:
+        result.clean_agreement[chain.spec] = sum(a == b for a, b in zip(clean[chain.spec], originals))
+    hits: dict[tuple[str, str, str], int] = {}
+    for config, through_name, group, index, cloak in full_resolution_cloaks(
+            photos, attacks, throughs, chains, make_cloaker, result, progress, batch_size):
+        for chain in group:
+            label = label_after(chain, cloak.cloaked)
+            key = (config.method, through_name, chain.spec)
+            succeeded = attack_succeeded(label, cloak.goal_label, clean[chain.spec][index], targeted)
+            hits[key] = hits.get(key, 0) + int(succeeded)
+    result.rows = [ProtocolRow(*key, count, len(photos)) for key, count in hits.items()]
+    return result

@@ -1,0 +1,136 @@
+"""The platform protocol (docs/DESIGN.md §3), the one protection is judged by: a full-resolution cloak by the
+``Cloaker`` → a platform profile (``facebook``, ``whatsapp``, ...) → an attacker view (``crop``, ``resize``,
+``native``) → every judging classifier, the surrogates the cloak attacked and the evaluation-only ones it never saw.
+
+Per (attack, stand-in, profile, view, classifier):
+
+- **protect@1**: the cloak's top-1 differs from the clean photo's top-1 under the same profile and view;
+- **hide@5**: the clean photo's top-1 (same profile and view) is not among the cloak's top 5.
+
+Quality is measured at full resolution against the original (PSNR, SSIM, max L∞).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from comcloak.attacks import AttackConfig
+from comcloak.attacks.through import CodecMatchedThroughs
+from comcloak.attacks.views import view_top_labels
+from comcloak.codecs import Codec
+from comcloak.evaluation.archive import FullResolutionQuality, full_resolution_cloaks
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PlatformRow:
+    attack: str
+    through: str
+    profile: str
+    view: str
+    classifier: str
+    role: str  # "surrogate" (this cloak attacked it), "evaluation" (never attacked) or "unattacked" (not by this one)
+    protected: int
+    hidden: int
+    n: int
+
+    def as_dict(self) -> dict:
+        return {"attack": self.attack, "through": self.through, "profile": self.profile, "view": self.view,
+                "classifier": self.classifier, "role": self.role, "protect_at_1": self.protected / self.n,
+                "hide_at_5": self.hidden / self.n, "n": self.n}
+
+
+@dataclass
+class PlatformResult(FullResolutionQuality):
+    n_photos: int = 0
+    rows: list[PlatformRow] = field(default_factory=list)
+
+
+def row_role(judge_role: str, name: str, config: AttackConfig) -> str:
+    """``surrogate`` when this cloak attacked the judge, ``evaluation`` for an evaluation-only judge, ``unattacked``
+    for another attack's surrogate."""
+    if judge_role == "evaluation":
+        return "evaluation"
+    return "surrogate" if name in config.classifiers else "unattacked"
+
+
+def run_platform_protocol(
+    judges: dict[str, tuple[nn.Module, str]],
+    photos: Sequence[np.ndarray],
+    attacks: Sequence[AttackConfig],
+    throughs: dict[str, nn.Module | CodecMatchedThroughs],
+    profiles: Sequence[Codec],
+    views: Sequence[str],
+    make_cloaker: Callable[[AttackConfig, nn.Module], object],
+    device: torch.device | str = "cpu",
+    progress: Callable[[int], None] | None = None,
+    batch_size: int = 8,
+) -> PlatformResult:
+    """Score full-resolution cloaks after each platform profile, in each attacker view, by each judge.
+
+    Args:
+        judges: classifier name -> (module, role), role ``surrogate`` or ``evaluation``; each row's role is
+            :func:`row_role` (whether that cloak attacked the judge).
+        photos: uint8 (H, W, 3) photos at full resolution.
+        attacks, throughs: as for the archive protocol (``comodel:auto`` cloaks per profile through its stand-in).
+        profiles: platform profiles or any codec chains.
+        views: attacker views (:data:`comcloak.attacks.views.ATTACKER_VIEWS`).
+        make_cloaker: ``(config, stand-in module) -> Cloaker``; it owns the surrogate, size and backend.
+        progress: called with the number of photos cloaked.
+    """
+    if not photos:
+        raise ValueError("the platform protocol needs at least one photo")
+    result = PlatformResult(n_photos=len(photos))
+    # The clean photo's top-1 under each (profile, view, judge): what a cloak must change.
+    clean: dict[tuple[str, str, str], list[int]] = {}
+    for profile in profiles:
+        received = [profile.apply(photo) for photo in photos]
+        for view in views:
+            for name, (module, _) in judges.items():
+                clean[profile.spec, view, name] = [view_top_labels(module, image, view, device)[0]
+                                                   for image in received]
+    counts: dict[tuple[str, str, str, str, str], list[int]] = {}
+    roles: dict[tuple[str, str, str, str, str], str] = {}
+    for config, through_name, group, index, cloak in full_resolution_cloaks(
+            photos, attacks, throughs, profiles, make_cloaker, result, progress, batch_size):
+        for profile in group:
+            received = profile.apply(cloak.cloaked)
+            for view in views:
+                for name, (judge, _) in judges.items():
+                    top = view_top_labels(judge, received, view, device)
+                    label = clean[profile.spec, view, name][index]
+                    key = (config.strength or config.method, through_name, profile.spec, view, name)
+                    roles[key] = row_role(judges[name][1], name, config)
+                    tally = counts.setdefault(key, [0, 0])
+                    tally[0] += int(top[0] != label)
+                    tally[1] += int(label not in top)
+    result.rows = [PlatformRow(*key, roles[key], protected, hidden, len(photos))
+                   for key, (protected, hidden) in counts.items()]
+    return result
+
+
+def format_platform_table(result: PlatformResult, attack: str, through: str) -> str:
+    """protect@1 / hide@5 as percentages: one block per view, rows = classifiers, columns = profiles."""
+    rows = [r for r in result.rows if (r.attack, r.through) == (attack, through)]
+    profiles = list(dict.fromkeys(r.profile for r in rows))
+    lines = []
+    for view in dict.fromkeys(r.view for r in rows):
+        lines.append(f"{attack} through {through}, view {view}: protect@1 / hide@5 (%)")
+        header = ["classifier", "role", *profiles]
+        table = [header]
+        for name in dict.fromkeys(r.classifier for r in rows):
+            cells = {r.profile: r for r in rows if r.view == view and r.classifier == name}
+            role = next(iter(cells.values())).role
+            table.append([name, role, *(f"{100 * cells[p].protected / cells[p].n:.0f} / "
+                                        f"{100 * cells[p].hidden / cells[p].n:.0f}" for p in profiles)])
+        widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+        lines += ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in table]
+        lines.append("")
+    return "\n".join(lines).rstrip()

@@ -1,0 +1,26 @@
+"""`comcloak demo` with the shipped defaults: pretrained EfficientNet-Lite0, bundled photos, no network."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PIL import Image
+
+from comcloak.cli.main import main
+from comcloak.samples import sample_photos
+
+
+def test_demo_writes_cloaks_and_sheet(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "demo"
+    code = main(["demo", "-o", str(out)])
+    stdout = capsys.readouterr().out
+    assert code == 0
+    samples = sample_photos()
+    assert len(samples) >= 3
+    for sample in samples:
+        with Image.open(sample) as original, Image.open(out / sample.name) as cloaked:
+            assert cloaked.size == original.size
+        assert sample.name in stdout
+    with Image.open(out / "sheet.png") as sheet:
+        assert sheet.height >= 224 * len(samples)
+    assert f"{len(samples)} cloaked" in stdout
