@@ -5,20 +5,17 @@ the entry-point group ``comcloak.backends`` and the installed ``comcloak`` comma
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from outside_plugin import BACKEND, FAST, InstalledCli, install_outside_package, warning_lines
 
 from comcloak.attacks import run_attack
 from comcloak.engine.backends import AttackRunner, RunnerContext, registry
 from comcloak.engine.backends.registry import BackendInfo, backend_choices, register_backend
 from comcloak.engine.cloaker import Cloaker
-
-sys.path.insert(0, str(Path(__file__).parent))
-from outside_plugin import BACKEND, FAST, InstalledCli, install_outside_package, warning_lines  # noqa: E402
 
 
 class CountingRunner(AttackRunner):

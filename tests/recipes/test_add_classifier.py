@@ -5,18 +5,15 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from outside_plugin import CLASSIFIER, FAST, InstalledCli, install_outside_package
 
 from comcloak.engine.cloaker import Cloaker
 from comcloak.models import TinyClassifier, is_model, load_pretrained, register_model, registry, save_safetensors
-
-sys.path.insert(0, str(Path(__file__).parent))
-from outside_plugin import CLASSIFIER, FAST, InstalledCli, install_outside_package  # noqa: E402
 
 
 @pytest.fixture(scope="module")
