@@ -1,4 +1,9 @@
-"""Model registry in the timm style: ``@register_model`` factories, ``create_model(name, **kw)``."""
+"""Model registry in the timm style: ``@register_model`` factories, ``create_model(name, **kw)``.
+
+Classifiers of other installed packages join through the entry-point group ``comcloak.classifiers``
+(:mod:`comcloak.plugins`): its modules are imported, and so register their factories, before the registry is first
+listed or looked up, so ``comcloak cloak --classifier NAME`` finds them.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from typing import TypeVar
 
 from torch import nn
 
+from comcloak import plugins
 from comcloak.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -38,9 +44,19 @@ def register_model(fn: _F) -> _F:
     return fn
 
 
+def _table() -> dict[str, Callable[..., nn.Module]]:
+    """The registry, once the installed packages' classifiers (entry-point group ``comcloak.classifiers``) joined.
+
+    A plugin whose import registers a model does not recurse here: :func:`~comcloak.plugins.load_plugins` marks the
+    group loaded before it imports the plugin.
+    """
+    plugins.load_plugins(plugins.CLASSIFIERS)
+    return _REGISTRY
+
+
 def list_models(filter: str = "") -> list[str]:
     """Sorted registered names; ``filter`` is a shell pattern (``"mobile*"``) or, without wildcards, a substring."""
-    names = sorted(_REGISTRY)
+    names = sorted(_table())
     if not filter:
         return names
     if any(c in filter for c in "*?["):
@@ -50,13 +66,13 @@ def list_models(filter: str = "") -> list[str]:
 
 def is_model(name: str) -> bool:
     """Whether ``name`` is registered."""
-    return name in _REGISTRY
+    return name in _table()
 
 
 def create_model(name: str, **kwargs: object) -> nn.Module:
     """Build the model registered as ``name``; keyword arguments go to its factory (e.g. ``pretrained=False``)."""
     try:
-        factory = _REGISTRY[name]
+        factory = _table()[name]
     except KeyError:
         raise UnknownModelError(name, list_models()) from None
     logger.debug("creating model %s with %s", name, kwargs)

@@ -5,7 +5,9 @@ Every consumer reads this one table: :func:`comcloak.engine.backends.resolve_bac
 importing torch), the ``Cloaker`` and ``comcloak bench``. A backend is one runner class (an
 :class:`~comcloak.engine.backends.base.AttackRunner` that says why it cannot run here and how to build itself from a
 :class:`~comcloak.engine.backends.base.RunnerContext`) plus one :func:`register_backend` line below, naming the
-class by ``"module:Class"`` so that it is imported only when used (Polygraphy's lazy loading).
+class by ``"module:Class"`` so that it is imported only when used (Polygraphy's lazy loading). Backends of other
+installed packages join through the entry-point group ``comcloak.backends`` (:mod:`comcloak.plugins`), loaded before
+the registry is first listed or looked up.
 
 Example (a backend of your own, in any module)::
 
@@ -19,6 +21,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Any
 
+from comcloak import plugins
 from comcloak.errors import UserError
 
 AUTO = "auto"  # not a backend: the fastest registered backend that can run here
@@ -73,32 +76,42 @@ def register_backend(info: BackendInfo) -> BackendInfo:
     return info
 
 
+def _table() -> dict[str, BackendInfo]:
+    """The registry, once the installed packages' backends (entry-point group ``comcloak.backends``) joined it.
+
+    Every lister and lookup goes through here, so the installed CLI's ``--backend`` sees a plugin backend too. A
+    plugin registering while it loads does not recurse: :func:`~comcloak.plugins.load_plugins` marks the group first.
+    """
+    plugins.load_plugins(plugins.BACKENDS)
+    return _REGISTRY
+
+
 def backend_names() -> tuple[str, ...]:
-    """Registered backend names, in registration order."""
-    return tuple(_REGISTRY)
+    """Registered backend names, in registration order (the built-in ones, then the plugins')."""
+    return tuple(_table())
 
 
 def registered() -> tuple[BackendInfo, ...]:
     """Every registered backend, in registration order."""
-    return tuple(_REGISTRY.values())
+    return tuple(_table().values())
 
 
 def backend_choices() -> tuple[str, ...]:
     """What ``--backend`` accepts: ``auto`` and every registered name."""
-    return (AUTO, *_REGISTRY)
+    return (AUTO, *_table())
 
 
 def get_backend(name: str) -> BackendInfo:
     """The registered backend ``name``; raises :class:`BackendUnavailableError` naming the known ones."""
     try:
-        return _REGISTRY[name]
+        return _table()[name]
     except KeyError:
         raise BackendUnavailableError(f"unknown backend {name!r}; available: {', '.join(backend_choices())}") from None
 
 
 def describe_backends() -> str:
     """One line per backend for ``--help``."""
-    return "; ".join(f"{info.name} ({info.summary})" for info in _REGISTRY.values())
+    return "; ".join(f"{info.name} ({info.summary})" for info in _table().values())
 
 
 _HERE = "comcloak.engine.backends"

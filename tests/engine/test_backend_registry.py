@@ -5,15 +5,24 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
+from comcloak import plugins
 from comcloak.cli.main import build_parser
 from comcloak.engine.backends import registry
 from comcloak.engine.backends.factory import available_backends, resolve_backend
-from comcloak.engine.backends.registry import BackendInfo, BackendUnavailableError, backend_choices, register_backend
+from comcloak.engine.backends.registry import (
+    BackendInfo,
+    BackendUnavailableError,
+    backend_choices,
+    backend_names,
+    get_backend,
+    register_backend,
+)
 from comcloak.engine.cloaker import Cloaker
 from comcloak.engine.throughput import BenchSettings, measure_in_subprocess
 
@@ -56,6 +65,23 @@ def test_bench_measures_a_registered_backend(toy: BackendInfo) -> None:
     result = measure_in_subprocess("toy-float64", "fp32", 2, settings, None)  # the child gets the parent's entry
     assert (result.backend, result.precision, result.batch) == ("toy-float64", "fp32", 2)
     assert result.images_per_s > 0
+
+
+def test_an_installed_plugin_joins_before_the_registry_is_listed(monkeypatch) -> None:
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    monkeypatch.setattr(plugins, "_loaded", set())  # as in a fresh process
+
+    calls = []
+
+    def register() -> None:  # an entry point may name a function; this one lists the registry while it registers
+        calls.append(backend_names())
+        register_backend(TOY)
+
+    entry = SimpleNamespace(name="toy", dist=None, load=lambda: register)
+    monkeypatch.setattr(plugins.metadata, "entry_points", lambda group: [entry] if group == plugins.BACKENDS else [])
+    assert backend_names()[-1] == "toy-float64" and get_backend("toy-float64") is TOY
+    assert "toy-float64" in backend_choices() and "toy-float64" not in calls[0]
+    assert len(calls) == 1  # loaded once per process, however often the registry is read
 
 
 def test_building_the_parser_does_not_import_torch() -> None:
