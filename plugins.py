@@ -17,6 +17,8 @@ from __future__ import annotations
 import logging
 from importlib import metadata
 
+from comcloak.errors import first_line
+
 logger = logging.getLogger(__name__)
 
 BACKENDS = "comcloak.backends"
@@ -51,7 +53,7 @@ def load_plugins(group: str) -> list[str]:
         except Exception as error:  # a broken plugin is that plugin's problem, never comcloak's
             package = entry.dist.name if entry.dist is not None else "an unknown package"
             logger.warning("plugin %r (%s, from %s) left out: %s: %s", entry.name, group, package,
-                           type(error).__name__, error)
+                           type(error).__name__, first_line(error))
             continue
         names.append(entry.name)
     return names

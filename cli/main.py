@@ -57,13 +57,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    handler = logging.StreamHandler()
+    handler.setFormatter(EscapingFormatter("%(levelname)s %(name)s: %(message)s"))
+    # Before the parser: building it loads plugins, whose warnings go through this handler too.
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
     parser = build_parser()
     OneLineArgumentParser.argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
-    level = logging.WARNING - 10 * min(args.verbose, 2)
-    handler = logging.StreamHandler()
-    handler.setFormatter(EscapingFormatter("%(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=level, handlers=[handler])
+    logging.getLogger().setLevel(logging.WARNING - 10 * min(args.verbose, 2))
     try:
         return int(args.run(args) or 0)
     except UserError as error:
