@@ -6,11 +6,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from comcloak.attacks import AttackConfigError, attack_config, loss_and_gradient, paper_targets, run_attack
+from comcloak.attacks import AttackConfigError, attack_config, paper_targets, run_attack
+from comcloak.attacks.loop import descent_gradient
 from comcloak.codecs.diffjpeg import DiffJPEG
 from comcloak.models import create_model
 
 EPS = 8 / 255
+
+
+def loss_and_gradient(classifier, through, x, labels):
+    """The loop's own gradient path (descent_gradient) for the untargeted cross-entropy: it descends minus the
+    cross-entropy, so both are negated back to the cross-entropy's (exact)."""
+    loss, gradient = descent_gradient([classifier], through, x, labels[:, None], attack_config("bim", EPS))
+    return -loss, -gradient, None
 
 
 @pytest.fixture(scope="module")
