@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from comcloak.attacks import AttackConfigError, attack_config, paper_targets, run_attack
+from comcloak.attacks import AttackConfigError, attack_config, attack_method_names, paper_targets, run_attack
 from comcloak.attacks.loop import descent_gradient
 from comcloak.codecs.diffjpeg import DiffJPEG
 from comcloak.models import create_model
@@ -100,7 +100,7 @@ def test_fgsm_is_one_signed_step(classifier: torch.nn.Module, images: torch.Tens
     torch.testing.assert_close(adversarial, expected, rtol=0, atol=1e-7)
 
 
-@pytest.mark.parametrize("method", ["fgsm", "bim", "mim"])
+@pytest.mark.parametrize("method", attack_method_names())
 @pytest.mark.parametrize("targeted", [False, True])
 def test_loop_stays_in_budget_and_moves_the_loss(
     classifier: torch.nn.Module, images: torch.Tensor, method: str, targeted: bool
