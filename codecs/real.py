@@ -78,7 +78,7 @@ class Identity(_NoArgumentCodec):
     usage: ClassVar[str] = "none"
     help: ClassVar[str] = "no compression (identity)"
     @property
-    def stand_in(self) -> str:  # type: ignore[override]
+    def stand_in(self) -> str:
         return "none"  # nothing to imitate
 
     def apply(self, image: np.ndarray) -> np.ndarray:
@@ -134,7 +134,7 @@ class Jpeg(Codec):
         return f"jpeg:{self.quality}" if self.subsampling == "420" else f"jpeg:{self.quality}:{self.subsampling}"
 
     @property
-    def stand_in(self) -> str:  # type: ignore[override]
+    def stand_in(self) -> str:
         return f"diffjpeg:{self.quality}"
 
     def comodel_setting(self) -> ComModelSetting:

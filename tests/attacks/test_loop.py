@@ -14,7 +14,7 @@ from comcloak.models import create_model
 EPS = 8 / 255
 
 
-def loss_and_gradient(classifier, through, x, labels):
+def loop_loss_and_gradient(classifier, through, x, labels):
     """The loop's own gradient path (descent_gradient) for the untargeted cross-entropy: it descends minus the
     cross-entropy, so both are negated back to the cross-entropy's (exact)."""
     loss, gradient = descent_gradient([classifier], through, x, labels[:, None], attack_config("bim", EPS))
@@ -77,7 +77,7 @@ def test_gradient_matches_finite_differences(classifier: torch.nn.Module, images
     x = images[:2].double()
     labels = torch.tensor([3, 7])
     for through in (torch.nn.Identity(), DiffJPEG(50).double()):
-        _, gradient, _ = loss_and_gradient(model, through, x, labels)
+        _, gradient, _ = loop_loss_and_gradient(model, through, x, labels)
         generator = torch.Generator().manual_seed(2)
         flat = torch.randint(x.numel(), (12,), generator=generator)
         step = 1e-6
@@ -94,7 +94,7 @@ def test_gradient_matches_finite_differences(classifier: torch.nn.Module, images
 
 def test_fgsm_is_one_signed_step(classifier: torch.nn.Module, images: torch.Tensor) -> None:
     labels = classifier(images).argmax(1)
-    _, gradient, _ = loss_and_gradient(classifier, torch.nn.Identity(), images, labels)
+    _, gradient, _ = loop_loss_and_gradient(classifier, torch.nn.Identity(), images, labels)
     expected = (images + EPS * gradient.sign()).clamp(0, 1)
     adversarial = run_attack(classifier, images, labels, attack_config("fgsm", EPS))
     torch.testing.assert_close(adversarial, expected, rtol=0, atol=1e-7)
