@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from comcloak import defaults
+from comcloak.attacks.loss_registry import loss_names
+from comcloak.attacks.methods import attack_method_names, find_attack_method
 from comcloak.errors import UserError
 
-ATTACK_METHODS = ("fgsm", "bim", "mim")
-LOSSES = ("ce", "margin")  # comcloak.attacks.loss
 MIN_ATTACK_SIZE = 16  # pixels; below this the classifiers' strided stages have nothing left to look at
 PIXEL_SCALE = 255.0  # the 0-255 scale users give eps and alpha on
 MAX_MOMENTUM = 2.0  # MIM's decay factor: Dong et al. study 0-2; beyond it the first steps' signs never change
@@ -163,8 +163,8 @@ class AttackConfig:
     def validate(self) -> None:
         """Refuse a configuration the loop cannot run as given: each number of the right kind, finite and in range
         (whether it came from the CLI, ``Cloaker(...)``, a preset or ``AttackConfig(...)`` itself)."""
-        if self.method not in ATTACK_METHODS:
-            raise AttackConfigError(f"unknown attack {self.method!r}; available: {', '.join(ATTACK_METHODS)}")
+        if self.method not in attack_method_names():
+            raise AttackConfigError(f"unknown attack {self.method!r}; available: {', '.join(attack_method_names())}")
         require_finite("eps", self.eps)
         if not 0 < self.eps <= 1:
             raise AttackConfigError(f"eps must be in (0, 1] on the [0, 1] scale, got {self.eps}")
@@ -189,8 +189,8 @@ class AttackConfig:
         require_integer("seed", self.seed)
         if not SEED_RANGE[0] <= self.seed <= SEED_RANGE[1]:
             raise AttackConfigError(f"seed must be a signed 64-bit integer, got {self.seed}")
-        if self.loss not in LOSSES:
-            raise AttackConfigError(f"unknown loss {self.loss!r}; available: {', '.join(LOSSES)}")
+        if self.loss not in loss_names():
+            raise AttackConfigError(f"unknown loss {self.loss!r}; available: {', '.join(loss_names())}")
         if not isinstance(self.eot, EotSettings):
             raise AttackConfigError(f"eot must be EotSettings, got {type(self.eot).__name__}")
         if len(self.classifiers) > 1 and self.classifier_weights is not None:
@@ -276,17 +276,17 @@ def attack_config(
     eot = eot if eot is not None else EotSettings()
     context = dict(target=target, through=through, classifier=classifier, classifier_weights=classifier_weights,
                    attack_size=attack_size, seed=seed, loss=loss, eot=eot, strength=strength)
-    if method == "fgsm":
-        if steps not in (None, 1):
-            raise AttackConfigError(f"fgsm takes exactly one step, got steps={steps}; use bim or mim for more")
-        if momentum not in (None, 0, 0.0):
-            raise AttackConfigError("fgsm has no momentum; use mim")
-        return AttackConfig("fgsm", eps, 1, eps if alpha is None else alpha, 0.0, targeted, **context)
-    steps = defaults.STEPS if steps is None else steps
-    if method == "bim" and momentum not in (None, 0, 0.0):
-        raise AttackConfigError("bim has no momentum; use mim")
-    if alpha is None:  # the paper's eps/steps; steps that are not a count are refused by AttackConfig.validate
-        alpha = eps / steps if isinstance(steps, numbers.Real) and steps >= 1 else eps
-    if momentum is None:
-        momentum = 1.0 if method == "mim" else 0.0
+    entry = find_attack_method(method)  # its defaults (comcloak.attacks.methods); None: validate names the known ones
+    if entry is not None:
+        steps, alpha, momentum = entry.resolve(eps, steps, alpha, momentum)
     return AttackConfig(method, eps, steps, alpha, momentum, targeted, **context)
+
+
+def __getattr__(name: str) -> Any:
+    # The registered names, read when asked for (a plugin or a test may register more): comcloak.attacks.methods
+    # and comcloak.attacks.loss_registry.
+    if name == "ATTACK_METHODS":
+        return attack_method_names()
+    if name == "LOSSES":
+        return loss_names()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

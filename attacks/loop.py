@@ -15,7 +15,6 @@ import logging
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from comcloak import kernels
@@ -32,32 +31,6 @@ PAPER_TARGET_OFFSET = 500
 def paper_targets(clean_labels: torch.Tensor, num_classes: int = 1000) -> torch.Tensor:
     """The paper's targeted default: target = (clean top-1 + 500) mod num_classes."""
     return (clean_labels + PAPER_TARGET_OFFSET) % num_classes
-
-
-def loss_and_gradient(
-    classifier: nn.Module, through: nn.Module, x: torch.Tensor, labels: torch.Tensor, loss_scale: float = 1.0
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Cross-entropy of ``classifier(through(x))`` against ``labels`` and its gradient with respect to ``x``.
-
-    The loss is summed over the batch so that each image's gradient does not depend on the batch size. With an
-    expectation stand-in (``eot:``, whose output stacks ``through.copies`` transformed batches) it is the mean over
-    the transformations, and the logits returned are their mean. ``loss_scale`` multiplies the loss before the
-    backward pass and divides the gradient after it: under fp16 autocast it keeps small gradients from flushing to
-    zero (the update only uses the gradient's direction and per-image scale, so this changes nothing else).
-
-    Returns:
-        ``(loss, gradient, logits)``: scalar loss, gradient shaped like ``x``, logits ``(N, classes)``.
-    """
-    x = x.detach().requires_grad_(True)
-    # An expectation stand-in (eot:) returns `copies` transformed batches stacked: the loss is their mean.
-    copies = getattr(through, "copies", 1)
-    with torch.enable_grad():
-        logits = classifier(through(x))
-        loss = F.cross_entropy(logits, labels.repeat(copies), reduction="sum") / copies
-        (gradient,) = torch.autograd.grad(loss * loss_scale if loss_scale != 1.0 else loss, x)
-    if loss_scale != 1.0:
-        gradient = gradient / loss_scale
-    return loss.detach(), gradient, logits.detach().view(copies, *labels.shape, -1).mean(0)
 
 
 def attack_update(

@@ -11,15 +11,20 @@ graph serve both modes:
   (Carlini & Wagner's margin). Floored at ``-MARGIN_KAPPA``: an image already that far past the goal stops pulling.
 
 :func:`loss_gradient` is each loss's gradient with respect to the logits, written out by hand for the exported graph
-(which has no autograd); a test checks it against autograd.
+(which has no autograd); a test checks it against autograd. Both dispatch through the registry
+(:mod:`comcloak.attacks.loss_registry`): a new loss is one :class:`Loss` and one ``register_loss`` line
+(``tests/recipes/test_add_loss.py``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
-from comcloak.attacks.config import LOSSES
+from comcloak.attacks.loss_registry import get_loss
 
 MARGIN_TOP = 5  # untargeted margin: out of the top-5 (the hide@5 the platform protocol reports)
 MARGIN_KAPPA = 5.0  # logits past the goal at which an image stops pulling
@@ -42,24 +47,46 @@ def _margin_parts(logits: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, 
     return sign, goal_logit, other
 
 
+def _ce_value(logits: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    return -(w * F.log_softmax(logits, dim=-1)).sum(dim=-1)
+
+
+def _ce_gradient(logits: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    return torch.softmax(logits, dim=-1) * w.sum(dim=-1, keepdim=True) - w
+
+
+def _margin_value(logits: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    sign, goal_logit, other = _margin_parts(logits, w)
+    return (sign * (other - goal_logit)).clamp_min(-MARGIN_KAPPA)
+
+
+def _margin_gradient(logits: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    sign, goal_logit, other = _margin_parts(logits, w)
+    active = ((sign * (other - goal_logit)) > -MARGIN_KAPPA).to(logits.dtype)
+    # The ranked other class, found by value (no Range/ScatterND in the exported graph; ties have measure zero).
+    other_hot = ((logits - _MASK * w.abs()) == other.unsqueeze(-1)).to(logits.dtype)
+    return (sign * active).unsqueeze(-1) * (other_hot - w.abs())
+
+
+@dataclass(frozen=True)
+class Loss:
+    """One loss on ``w``-encoded goals: ``value`` (logits, w (..., K) -> (...), differentiable by autograd) and
+    ``gradient``, d value / d logits written out by hand (the exported graph's loss VJP): (..., K)."""
+
+    value: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    gradient: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+# Named in comcloak.attacks.loss_registry (``--loss ce`` / ``--loss margin``).
+CROSS_ENTROPY = Loss(_ce_value, _ce_gradient)
+MARGIN = Loss(_margin_value, _margin_gradient)
+
+
 def per_image_loss(logits: torch.Tensor, w: torch.Tensor, kind: str = "ce") -> torch.Tensor:
     """The loss of each row: logits and w (..., K) -> (...). Differentiable by autograd."""
-    if kind == "ce":
-        return -(w * F.log_softmax(logits, dim=-1)).sum(dim=-1)
-    if kind == "margin":
-        sign, goal_logit, other = _margin_parts(logits, w)
-        return (sign * (other - goal_logit)).clamp_min(-MARGIN_KAPPA)
-    raise ValueError(f"unknown loss {kind!r}; available: {', '.join(LOSSES)}")
+    return get_loss(kind).load().value(logits, w)
 
 
 def loss_gradient(logits: torch.Tensor, w: torch.Tensor, kind: str = "ce") -> torch.Tensor:
     """d per_image_loss / d logits, by hand (the exported graph's loss VJP): (..., K)."""
-    if kind == "ce":
-        return torch.softmax(logits, dim=-1) * w.sum(dim=-1, keepdim=True) - w
-    if kind == "margin":
-        sign, goal_logit, other = _margin_parts(logits, w)
-        active = ((sign * (other - goal_logit)) > -MARGIN_KAPPA).to(logits.dtype)
-        # The ranked other class, found by value (no Range/ScatterND in the exported graph; ties have measure zero).
-        other_hot = ((logits - _MASK * w.abs()) == other.unsqueeze(-1)).to(logits.dtype)
-        return (sign * active).unsqueeze(-1) * (other_hot - w.abs())
-    raise ValueError(f"unknown loss {kind!r}; available: {', '.join(LOSSES)}")
+    return get_loss(kind).load().gradient(logits, w)

@@ -16,6 +16,9 @@ Spec strings (``--through``):
 * ``eot:A|B|...`` — expectation over transformations: every step's loss is the mean over all the stand-ins, so
   the gradient is their average (Shin & Song's ensemble of JPEG qualities, or several ComModels).
 
+A stand-in family of your own is one builder and one :func:`register_through` line (``tests/recipes/
+test_add_through.py``); a package installed beside comcloak registers it from the ``comcloak.throughs`` entry points.
+
 In evaluations, ``comodel:auto`` stands for :func:`matched_through_spec` of each codec evaluated: the paper's setting,
 in which the platform's compressor is approximated by a ComModel trained for it.
 """
@@ -24,13 +27,15 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from comcloak import defaults
+from comcloak import defaults, plugins
 from comcloak.codecs import CodecSpecError
 from comcloak.codecs.diffjpeg import DiffJPEG
 from comcloak.errors import UserError
@@ -88,7 +93,7 @@ class RandomChoiceThrough(nn.Module):
 
 class ExpectationThrough(nn.Module):
     """``eot:``: all stand-ins at once. The output stacks their outputs along the batch, ``copies`` blocks of N;
-    the attack loop averages the loss over the blocks (``comcloak.attacks.loop.loss_and_gradient``)."""
+    the attack loop averages the loss over the blocks (``comcloak.attacks.loop.descent_gradient``)."""
 
     def __init__(self, choices: list[nn.Module]) -> None:
         super().__init__()
@@ -133,23 +138,18 @@ def resolve_comodel(argument: str) -> Path:
 def matched_through_spec(codec_spec: str) -> str:
     """The stand-in that imitates the codec chain ``codec_spec``.
 
-    The shipped ComModel for that codec when there is one (``comodel:jpeg:50``); ``none`` for the codec ``none``;
-    differentiable JPEG at the same quality for a JPEG without a shipped ComModel; otherwise the JPEG-50 ComModel.
+    The shipped ComModel for the codec (a platform profile: for its chain) when there is one (``comodel:jpeg:50``);
+    otherwise the stand-in the codec declares (``Codec.stand_in``: ``none`` for ``none``, differentiable JPEG at the
+    same quality for a JPEG, the JPEG-50 ComModel by default).
     """
-    from comcloak.codecs import Platform, parse_codec
-    from comcloak.codecs.real import Identity, Jpeg
+    from comcloak.codecs import parse_codec
 
-    codec = parse_codec(codec_spec)
-    if isinstance(codec, Platform):  # a profile is imitated by the stand-in of the chain it stands for
-        codec = codec.chain
+    codec = parse_codec(codec_spec).imitated
     if codec.spec in comodel_io.list_shipped_comodels():
         return f"comodel:{codec.spec}"
-    if isinstance(codec, Identity):
-        return "none"
-    if isinstance(codec, Jpeg):
-        return f"diffjpeg:{codec.quality}"
-    logger.info("no shipped ComModel for %s; using %s", codec.spec, defaults.THROUGH)
-    return defaults.THROUGH
+    if codec.stand_in == defaults.THROUGH:
+        logger.info("no shipped ComModel for %s; using %s", codec.spec, defaults.THROUGH)
+    return codec.stand_in
 
 
 class CodecMatchedThroughs:
@@ -176,39 +176,110 @@ class CodecMatchedThroughs:
         return spec, self._built[spec]
 
 
+ThroughBuilder = Callable[[str, int], nn.Module]
+
+
+@dataclass(frozen=True)
+class ThroughInfo:
+    """One registered stand-in family: ``NAME`` or ``NAME:ARGUMENT`` in a ``--through`` spec.
+
+    Attributes:
+        name: the spec's prefix, lower case (``diffjpeg``).
+        build: ``build(argument, seed) -> module``: the stand-in for the text after the first ``:`` ('' if none);
+            raises :class:`ThroughSpecError` with one line for a bad argument.
+        usages: how it is spelled, for the unknown-spec message (``("diffjpeg:Q",)``).
+        aliases: other names for it (``identity`` for ``none``).
+    """
+
+    name: str
+    build: ThroughBuilder
+    usages: tuple[str, ...]
+    aliases: tuple[str, ...] = ()
+
+
+_THROUGHS: dict[str, ThroughInfo] = {}
+
+
+def register_through(info: ThroughInfo) -> ThroughInfo:
+    """Add a stand-in family (a later registration of the same name replaces it); returns ``info``."""
+    for name in (info.name, *info.aliases):
+        if name != name.lower() or not name or any(mark in name for mark in ":|+, "):
+            raise ValueError(f"stand-in name must be lower case without ':', '|', '+', ',' or spaces, got {name!r}")
+        _THROUGHS[name] = info
+    return info
+
+
+def unregister_through(name: str) -> None:
+    """Remove the stand-in family ``name`` and its aliases; unknown names are ignored."""
+    info = _THROUGHS.get(name)
+    for key in (info.name, *info.aliases) if info is not None else ():
+        _THROUGHS.pop(key, None)
+
+
+def registered_throughs() -> tuple[ThroughInfo, ...]:
+    """Every registered stand-in family once, in registration order (entry-point plugins included)."""
+    plugins.load_plugins(plugins.THROUGHS)
+    return tuple(dict.fromkeys(_THROUGHS.values()))
+
+
 def make_through(spec: str, seed: int = 0) -> nn.Module:
     """Build the stand-in named by ``spec`` (see the module docstring), in eval mode with frozen weights."""
     spec = spec.strip()
     name, _, argument = spec.partition(":")
-    name = name.lower()
-    if name in ("none", "identity") and not argument:
-        module: nn.Module = nn.Identity()
-    elif name == "diffjpeg":
-        try:
-            quality = int(argument)
-        except ValueError:
-            raise ThroughSpecError(f"diffjpeg quality must be an integer in 1..100, got {argument!r}") from None
-        if not 1 <= quality <= 100:
-            raise ThroughSpecError(f"diffjpeg quality must be an integer in 1..100, got {argument!r}")
-        module = DiffJPEG(quality)
-    elif name == "comodel" and argument.lower() == "auto":
-        raise ThroughSpecError(
-            "comodel:auto picks the ComModel of each codec evaluated; it only applies to comcloak eval --through"
-        )
-    elif name in ("comodel", "comodel-cubic"):
+    plugins.load_plugins(plugins.THROUGHS)
+    info = _THROUGHS.get(name.lower())
+    if info is None:
+        available = ", ".join(usage for entry in registered_throughs() for usage in entry.usages)
+        raise ThroughSpecError(f"unknown --through {spec!r}; available: {available}")
+    return freeze(info.build(argument, seed))
+
+
+def _identity(argument: str, seed: int) -> nn.Module:
+    if argument:
+        raise ThroughSpecError(f"none (identity) takes no argument, got {argument!r}")
+    return nn.Identity()
+
+
+def _diffjpeg(argument: str, seed: int) -> nn.Module:
+    try:
+        quality = int(argument)
+    except ValueError:
+        raise ThroughSpecError(f"diffjpeg quality must be an integer in 1..100, got {argument!r}") from None
+    if not 1 <= quality <= 100:
+        raise ThroughSpecError(f"diffjpeg quality must be an integer in 1..100, got {argument!r}")
+    return DiffJPEG(quality)
+
+
+def _comodel(rounding: str) -> ThroughBuilder:
+    name = "comodel-cubic" if rounding == "cubic" else "comodel"
+
+    def build(argument: str, seed: int) -> nn.Module:
+        if name == "comodel" and argument.lower() == "auto":
+            raise ThroughSpecError(
+                "comodel:auto picks the ComModel of each codec evaluated; it only applies to comcloak eval --through"
+            )
         if not argument:
             raise ThroughSpecError(f"{name}: needs a codec spec or a weights file, e.g. {name}:jpeg:50")
-        rounding = "cubic" if name == "comodel-cubic" else ATTACK_ROUNDING
-        module = ComModelThrough(load_comodel(resolve_comodel(argument)), rounding)
-    elif name in ("mix", "eot"):
+        return ComModelThrough(load_comodel(resolve_comodel(argument)), rounding)
+
+    return build
+
+
+def _several(name: str) -> ThroughBuilder:
+    def build(argument: str, seed: int) -> nn.Module:
         parts = [part for part in argument.split("|") if part.strip()]
         if len(parts) < 2:
             raise ThroughSpecError(f"{name}: needs at least two stand-ins separated by '|', got {argument!r}")
         choices = [make_through(part, seed) for part in parts]
-        module = RandomChoiceThrough(choices, seed=seed) if name == "mix" else ExpectationThrough(choices)
-    else:
-        raise ThroughSpecError(
-            f"unknown --through {spec!r}; available: none, diffjpeg:Q, comodel:CODEC, comodel:PATH, "
-            "comodel-cubic:CODEC, comodel-cubic:PATH, mix:A|B|..., eot:A|B|..."
-        )
-    return freeze(module)
+        return RandomChoiceThrough(choices, seed=seed) if name == "mix" else ExpectationThrough(choices)
+
+    return build
+
+
+# The shipped stand-ins: one line each.
+register_through(ThroughInfo("none", _identity, ("none",), aliases=("identity",)))
+register_through(ThroughInfo("diffjpeg", _diffjpeg, ("diffjpeg:Q",)))
+register_through(ThroughInfo("comodel", _comodel(ATTACK_ROUNDING), ("comodel:CODEC", "comodel:PATH")))
+register_through(ThroughInfo("comodel-cubic", _comodel("cubic"), ("comodel-cubic:CODEC", "comodel-cubic:PATH")))
+register_through(ThroughInfo("mix", _several("mix"), ("mix:A|B|...",)))
+register_through(ThroughInfo("eot", _several("eot"), ("eot:A|B|...",)))

@@ -25,8 +25,8 @@ import torch
 
 from comcloak import defaults
 from comcloak.atomic import atomic_writer, write_json
-from comcloak.attacks import attack_config, attack_succeeded, loss_and_gradient, make_through, run_attack
-from comcloak.attacks.loop import attack_update
+from comcloak.attacks import attack_config, attack_succeeded, make_through, run_attack
+from comcloak.attacks.loop import attack_update, descent_gradient
 from comcloak.codecs import parse_codec
 from comcloak.codecs.pairs import list_photos, load_rgb, paper_view
 from comcloak.codecs.tensors import to_tensor, to_uint8
@@ -77,7 +77,10 @@ def teacher_forced(session, classifier, through, x0, goal, config) -> float:
         # The graph always descends -sum(w log p); untargeted, that is the reference's momentum negated.
         feed = dict(zip(INPUT_NAMES, [x.numpy(), x0.numpy(), (-direction * momentum).numpy(), w, *scalars]))
         x_graph = torch.from_numpy(session.run(["x_next"], feed)[0])
-        _, gradient, _ = loss_and_gradient(classifier, through, x, goal)
+        # The loop's own gradient of the descended loss; attack_update takes the cross-entropy's (sign flipped
+        # untargeted, where the descended loss is minus the cross-entropy).
+        _, descent = descent_gradient([classifier], through, x, goal[:, None], config)
+        gradient = -direction * descent
         x, momentum = attack_update(x, momentum, gradient, config, lower, upper)
         agree.append(within(x_graph, x))
     return float(np.mean(agree))

@@ -1,4 +1,4 @@
-"""comcloak.codecs: real codecs (Pillow), codec chains and spec strings, and the differentiable-JPEG baseline.
+"""comcloak.codecs: real codecs (Pillow) and their registry, codec chains and spec strings, and diff-JPEG.
 
 ``DiffJPEG`` needs torch and is imported lazily, so ``import comcloak.codecs`` stays light for pure codec use.
 """
@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .base import Codec, CodecSpecError, CodecUnavailableError
+from .base import Codec, CodecSpecError, CodecUnavailableError, ComModelSetting
 from .platforms import PROFILES, Platform
 from .real import Avif, Chain, Identity, Jpeg, Jpeg2000, Png, Resize, WebP
+from .registry import codec_names, get_codec, register_codec, unregister_codec
 from .spec import list_codecs, list_profiles, parse_codec
 
 if TYPE_CHECKING:
@@ -21,6 +22,7 @@ __all__ = [
     "Codec",
     "CodecSpecError",
     "CodecUnavailableError",
+    "ComModelSetting",
     "DiffJPEG",
     "Identity",
     "Jpeg",
@@ -30,9 +32,13 @@ __all__ = [
     "Png",
     "Resize",
     "WebP",
+    "codec_names",
+    "get_codec",
     "list_codecs",
     "list_profiles",
     "parse_codec",
+    "register_codec",
+    "unregister_codec",
 ]
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import abc
+from dataclasses import dataclass
 
 import numpy as np
 
+from comcloak import defaults
 from comcloak.errors import UserError
 
 
@@ -33,6 +35,24 @@ def check_batch(batch: np.ndarray) -> None:
         raise ValueError(f"batch must be an NxHxWx3 uint8 RGB array, got shape {batch.shape} dtype {batch.dtype}")
 
 
+@dataclass(frozen=True)
+class ComModelSetting:
+    """How ``comcloak train`` starts a transform-coding ComModel for a codec (``models.training``).
+
+    Attributes:
+        block: the coder's block size (JPEG 8, WebP's VP8 4).
+        chroma_subsampling: 2 for 4:2:0 chroma, 1 for full-resolution chroma.
+        init_quality: the IJG quality of the initial quantisation tables; None: calibrated on the training pairs.
+        rescales: the codec changes the image's scale, which hides a later codec's block grid at the attack
+            resolution: a chain holding it starts from the generic setting (``ComModelSetting()``).
+    """
+
+    block: int = 8
+    chroma_subsampling: int = 1
+    init_quality: int | None = None
+    rescales: bool = False
+
+
 class Codec(abc.ABC):
     """A real, lossy or lossless image transformation described by a canonical spec string.
 
@@ -50,6 +70,24 @@ class Codec(abc.ABC):
     def output_size(self, height: int, width: int) -> tuple[int, int]:
         """(height, width) of what ``apply`` returns for an input of this size."""
         return height, width
+
+    @property
+    def imitated(self) -> Codec:
+        """The codec a stand-in imitates for this one: itself (a platform profile: the chain it stands for)."""
+        return self
+
+    @property
+    def stand_in(self) -> str:
+        """The stand-in spec (``--through``) that imitates this codec when no ComModel is shipped for its spec.
+
+        What ``comodel:auto`` and the default ``through`` of ``--check`` pick; the generic JPEG-50 ComModel unless
+        a codec declares a better one (``none`` for the identity, ``diffjpeg:Q`` for JPEG).
+        """
+        return defaults.THROUGH
+
+    def comodel_setting(self) -> ComModelSetting:
+        """How ``comcloak train`` starts a ComModel for this codec: the generic setting unless a codec declares one."""
+        return ComModelSetting()
 
     @abc.abstractmethod
     def apply(self, image: np.ndarray) -> np.ndarray:

@@ -81,6 +81,10 @@ class Platform(Codec):
     def spec(self) -> str:
         return self.profile
 
+    @property
+    def imitated(self) -> Codec:
+        return self.chain  # a profile is imitated by the stand-in of the chain it stands for
+
     def output_size(self, height: int, width: int) -> tuple[int, int]:
         return self.chain.output_size(height, width)
 

@@ -18,7 +18,8 @@ from typing import Any, ClassVar
 import numpy as np
 from PIL import Image, features
 
-from .base import Codec, CodecSpecError, CodecUnavailableError, check_image
+from .base import Codec, CodecSpecError, CodecUnavailableError, ComModelSetting, check_image
+from .registry import register_codec
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +77,9 @@ class Identity(_NoArgumentCodec):
     name: ClassVar[str] = "none"
     usage: ClassVar[str] = "none"
     help: ClassVar[str] = "no compression (identity)"
+    @property
+    def stand_in(self) -> str:
+        return "none"  # nothing to imitate
 
     def apply(self, image: np.ndarray) -> np.ndarray:
         check_image(image)
@@ -129,6 +133,15 @@ class Jpeg(Codec):
         # The default subsampling is left out so 'jpeg:50' and 'jpeg:50:420' share one canonical form.
         return f"jpeg:{self.quality}" if self.subsampling == "420" else f"jpeg:{self.quality}:{self.subsampling}"
 
+    @property
+    def stand_in(self) -> str:
+        return f"diffjpeg:{self.quality}"
+
+    def comodel_setting(self) -> ComModelSetting:
+        # The codec's own tables: the untrained coder then is a differentiable JPEG (the calibration grid has no
+        # 25, and a neighbouring table rounds many coefficients differently: several times the error).
+        return ComModelSetting(8, 2 if self.subsampling == "420" else 1, self.quality)
+
     def apply(self, image: np.ndarray) -> np.ndarray:
         check_image(image)
         # optimize=False: Huffman optimisation changes only the file size, and platforms typically leave it off.
@@ -163,6 +176,9 @@ class WebP(_QualityCodec):
     name: ClassVar[str] = "webp"
     usage: ClassVar[str] = "webp:Q"
     help: ClassVar[str] = "lossy WebP, quality Q in 0..100"
+
+    def comodel_setting(self) -> ComModelSetting:
+        return ComModelSetting(4, 2)  # VP8's 4x4 transform, 4:2:0 chroma
 
     def apply(self, image: np.ndarray) -> np.ndarray:
         check_image(image)
@@ -249,6 +265,9 @@ class Resize(Codec):
     def spec(self) -> str:
         return f"resize:{self.longest}"
 
+    def comodel_setting(self) -> ComModelSetting:
+        return ComModelSetting(rescales=True)
+
     def output_size(self, height: int, width: int) -> tuple[int, int]:
         long_side = max(height, width)
         if long_side <= self.longest:
@@ -295,6 +314,11 @@ class Chain(Codec):
     def spec(self) -> str:
         return "+".join(codec.spec for codec in self.codecs)
 
+    def comodel_setting(self) -> ComModelSetting:
+        """The last codec's setting, or the generic one when a codec in the chain rescales (its grid is hidden)."""
+        settings = [codec.comodel_setting() for codec in self.codecs]
+        return ComModelSetting() if any(setting.rescales for setting in settings) else settings[-1]
+
     def output_size(self, height: int, width: int) -> tuple[int, int]:
         for codec in self.codecs:
             height, width = codec.output_size(height, width)
@@ -307,7 +331,11 @@ class Chain(Codec):
         return image
 
 
-#: Codec classes by spec name, in the order help text lists them.
-CODECS: dict[str, type[Identity | Png | Jpeg | WebP | Jpeg2000 | Avif | Resize]] = {
-    cls.name: cls for cls in (Identity, Jpeg, WebP, Jpeg2000, Avif, Png, Resize)
-}
+# The shipped codecs, in the order help text lists them: one line each (codecs/registry.py).
+register_codec(Identity)
+register_codec(Jpeg)
+register_codec(WebP)
+register_codec(Jpeg2000)
+register_codec(Avif)
+register_codec(Png)
+register_codec(Resize)

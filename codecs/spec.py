@@ -10,14 +10,15 @@ from __future__ import annotations
 
 from .base import Codec, CodecSpecError, CodecUnavailableError
 from .platforms import PROFILES, Platform
-from .real import CODECS, Chain
+from .real import Chain
+from .registry import get_codec, registered_codecs
 
 __all__ = ["Codec", "CodecSpecError", "CodecUnavailableError", "parse_codec", "list_codecs", "list_profiles"]
 
 
 def list_codecs() -> list[str]:
     """Known codecs as ``"usage: description"`` lines, for help text and error messages."""
-    return [f"{cls.usage}: {cls.help}" for cls in CODECS.values()]
+    return [f"{cls.usage}: {cls.help}" for cls in registered_codecs()]
 
 
 def list_profiles() -> list[str]:
@@ -26,7 +27,7 @@ def list_profiles() -> list[str]:
 
 
 def _known() -> str:
-    return ", ".join([cls.usage for cls in CODECS.values()] + list(PROFILES))
+    return ", ".join([cls.usage for cls in registered_codecs()] + list(PROFILES))
 
 
 def _parse_element(element: str) -> Codec:
@@ -35,9 +36,10 @@ def _parse_element(element: str) -> Codec:
         if args:
             raise CodecSpecError(f"platform profile {name!r} takes no arguments, got {element!r}")
         return Platform(name.lower())
-    cls = CODECS.get(name.lower())
-    if cls is None:
-        raise CodecSpecError(f"unknown codec {name!r} in {element!r}; known codecs: {_known()}")
+    try:
+        cls = get_codec(name.lower())
+    except CodecSpecError:  # the same error, naming the element and the profiles too
+        raise CodecSpecError(f"unknown codec {name!r} in {element!r}; known codecs: {_known()}") from None
     return cls.from_args(args)
 
 

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from comcloak.atomic import atomic_writer
-from comcloak.codecs import Codec
+from comcloak.codecs import Codec, ComModelSetting
 from comcloak.codecs.pairs import PairSet, training_crops
 from comcloak.codecs.tensors import to_tensor
 
@@ -273,26 +273,15 @@ CALIBRATION_VIEWS = 48
 def default_comodel_config(codec: Codec | None, pairs: PairSet, tiny: bool = False) -> dict:
     """The ``comodel_tc`` architecture for ``codec``, with the initial quantisation steps calibrated on ``pairs``.
 
-    Block size and chroma subsampling follow the codec family: JPEG 8x8 with 4:2:0 (or 4:4:4 when asked), WebP
-    (VP8) 4x4 with 4:2:0, everything else (JPEG 2000, chains whose resize hides the codec's grid at the attack
-    resolution, unknown platforms) 8x8 with full-resolution chroma. The initial quality is the IJG quality whose
-    untrained coder best matches the first views of ``pairs`` (0, the transparent start, when passing the image
-    through beats every table); a plain JPEG starts at its own quality. Training then adapts every step size.
+    Block size, chroma subsampling and the initial quality are what the codec declares
+    (``Codec.comodel_setting``): JPEG 8x8 with 4:2:0 (or 4:4:4 when asked) at its own quality, WebP (VP8) 4x4 with
+    4:2:0, everything else (JPEG 2000, chains whose resize hides the codec's grid at the attack resolution, unknown
+    platforms) 8x8 with full-resolution chroma. Without a declared quality, the initial quality is the IJG quality
+    whose untrained coder best matches the first views of ``pairs`` (0, the transparent start, when passing the
+    image through beats every table). Training then adapts every step size.
     """
-    from comcloak.codecs.real import Chain, Jpeg, Resize, WebP
-
-    elements = list(codec.codecs) if isinstance(codec, Chain) else [codec] if codec is not None else []
-    last = elements[-1] if elements else None
-    resized = any(isinstance(element, Resize) for element in elements)
-    block, subsampling = 8, 1
-    quality = None
-    if isinstance(last, Jpeg) and not resized:
-        # The codec's own tables: the untrained coder then is a differentiable JPEG (the calibration grid has no
-        # 25, and a neighbouring table rounds many coefficients differently: several times the error).
-        subsampling = 2 if last.subsampling == "420" else 1
-        quality = last.quality
-    elif isinstance(last, WebP) and not resized:
-        block, subsampling = 4, 2
+    setting = codec.comodel_setting() if codec is not None else ComModelSetting()
+    block, subsampling, quality = setting.block, setting.chroma_subsampling, setting.init_quality
     if quality is None:
         quality = calibrate_init_quality(pairs, block, subsampling)
     return {"block": block, "chroma_subsampling": subsampling, "init_quality": quality,

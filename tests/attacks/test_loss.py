@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from comcloak.attacks.loss import MARGIN_KAPPA, MARGIN_TOP, goal_weights, loss_gradient, per_image_loss
+from comcloak.attacks.loss_registry import loss_names
 
 
-@pytest.mark.parametrize("kind", ["ce", "margin"])
+@pytest.mark.parametrize("kind", loss_names())
 @pytest.mark.parametrize("targeted", [False, True])
 def test_the_hand_written_gradient_is_autograds(kind: str, targeted: bool) -> None:
     generator = torch.Generator().manual_seed(0)

@@ -74,8 +74,16 @@ def test_mixture_picks_are_seeded() -> None:
 
 def test_expectation_over_stand_ins_averages_their_gradients() -> None:
     import comcloak.models as M
-    from comcloak.attacks import loss_and_gradient
+    from comcloak.attacks import attack_config
+    from comcloak.attacks.loop import descent_gradient
     from comcloak.attacks.through import ExpectationThrough
+
+    def loop_loss_and_gradient(classifier, through, x, labels):
+        """The loop's gradient path (descent_gradient) and the logits averaged over an eot: stand-in's copies."""
+        loss, gradient = descent_gradient([classifier], through, x, labels[:, None], attack_config("bim", 8 / 255))
+        with torch.no_grad():
+            logits = classifier(through(x)).view(getattr(through, "copies", 1), *labels.shape, -1).mean(0)
+        return loss, gradient, logits
 
     classifier = M.create_model("tiny_classifier")
     x = torch.rand(2, 3, 32, 32)
@@ -83,8 +91,8 @@ def test_expectation_over_stand_ins_averages_their_gradients() -> None:
     parts = ["diffjpeg:25", "diffjpeg:75", "comodel:jpeg:50"]
     eot = make_through("eot:" + "|".join(parts))
     assert isinstance(eot, ExpectationThrough) and eot.copies == 3
-    loss, gradient, logits = loss_and_gradient(classifier, eot, x, labels)
-    singles = [loss_and_gradient(classifier, make_through(part), x, labels) for part in parts]
+    loss, gradient, logits = loop_loss_and_gradient(classifier, eot, x, labels)
+    singles = [loop_loss_and_gradient(classifier, make_through(part), x, labels) for part in parts]
     torch.testing.assert_close(loss, sum(s[0] for s in singles) / 3)
     torch.testing.assert_close(gradient, sum(s[1] for s in singles) / 3)
     torch.testing.assert_close(logits, sum(s[2] for s in singles) / 3)
