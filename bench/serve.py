@@ -28,9 +28,10 @@ from PIL import Image
 
 from comcloak.atomic import atomic_writer, write_json
 from comcloak.engine.throughput import library_versions, machine_description
-from comcloak.serve.app import ServeSettings, create_app
+from comcloak.serve.app import create_app
 from comcloak.serve.batcher import BatchSettings
 from comcloak.serve.server import uvicorn_config
+from comcloak.serve.service import ServeSettings
 
 
 def photo(seed: int, size: int) -> bytes:

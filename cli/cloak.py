@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     from comcloak.engine.outputs import plan_outputs, refuse_links_to_output
     from comcloak.errors import UserError
 
-    write_options(args)  # a bad --jpeg-quality or --metadata stops here
+    archive_options(args)  # a bad --jpeg-quality or --metadata stops here
     pool = actor_pool(args)  # --ray-* without --ray stops here
     check_codec = parse_codec(args.check)
     check_codec.apply(np.zeros((16, 16, 3), np.uint8))  # an unavailable codec (AVIF) fails now, not mid-run
@@ -158,9 +158,8 @@ def cloak_on_ray(plan, skipped, output_dir: Path, check_codec, pool, args: argpa
     spec = cloaker_spec(args)  # a bad attack option stops here, not on each actor
 
     def run_here(done, batch_start):
-        return run_archive_on_ray(spec, plan, skipped, output_dir, args.check, output_settings(spec, args),
-                                  batch_size=args.batch_size, pool=pool, overwrite=args.overwrite,
-                                  write=write_options(args), wait=args.wait, on_photo_done=done, address=args.ray)
+        return run_archive_on_ray(spec, plan, skipped, output_dir, archive_options(args), pool, on_photo_done=done,
+                                  address=args.ray)
 
     try:
         return report_archive(spec, run_here, plan, check_codec, args)
@@ -169,19 +168,15 @@ def cloak_on_ray(plan, skipped, output_dir: Path, check_codec, pool, args: argpa
         return 1
 
 
-def write_options(args: argparse.Namespace):
-    """The :class:`~comcloak.codecs.photos.WriteOptions` of ``--jpeg-quality`` and ``--metadata``."""
+def archive_options(args: argparse.Namespace):
+    """The :class:`~comcloak.engine.archive_options.ArchiveOptions` of the output options (``--check``, ``--format``,
+    ``--jpeg-quality``, ``--metadata``, ``--batch-size``, ``--overwrite``, ``--wait``)."""
     from comcloak.codecs.photos import WriteOptions
+    from comcloak.engine.archive_options import ArchiveOptions
 
-    return WriteOptions(jpeg_quality=args.jpeg_quality, metadata=args.metadata)
-
-
-def output_settings(cloaker, args: argparse.Namespace) -> dict:
-    """Everything that changes an output file (:func:`comcloak.engine.archive.archive_settings`) of ``cloaker`` (a
-    ``Cloaker`` or a ``CloakerSpec``) and the output options."""
-    from comcloak.engine.archive import archive_settings
-
-    return archive_settings(cloaker.config, args.format, write_options(args), args.precision)
+    return ArchiveOptions(check=args.check, output_format=args.format,
+                          write=WriteOptions(jpeg_quality=args.jpeg_quality, metadata=args.metadata),
+                          batch_size=args.batch_size, overwrite=args.overwrite, wait=args.wait)
 
 
 @contextmanager
@@ -213,9 +208,8 @@ def cloak_and_report(cloaker, plan, skipped, output_dir: Path, check_codec, args
     from comcloak.engine.archive import run_archive
 
     def run_here(done, batch_start):
-        return run_archive(cloaker, plan, skipped, output_dir, check_codec, output_settings(cloaker, args),
-                           batch_size=args.batch_size, overwrite=args.overwrite, write=write_options(args),
-                           wait=args.wait, on_photo_done=done, on_batch_start=batch_start)
+        return run_archive(cloaker, plan, skipped, output_dir, archive_options(args), on_photo_done=done,
+                           on_batch_start=batch_start)
 
     return report_archive(cloaker, run_here, plan, check_codec, args)
 
@@ -249,7 +243,7 @@ def report_archive(cloaker, run_archive, plan, check_codec, args: argparse.Names
         print(format_table(records, check_codec.spec, names))
     if args.report:
         settings = {key: value for key, value in vars(args).items() if key != "run"}
-        settings.update(output_settings(cloaker, args))  # the attack as run (eps, alpha on the [0, 1] scale)
+        settings.update(archive_options(args).settings(cloaker))  # the attack as run (eps, alpha on the [0, 1] scale)
         try:
             write_report(records, Path(args.report), settings)
         except OSError as error:  # a full disk after the run: the photos and the manifest are done

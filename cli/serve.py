@@ -1,4 +1,4 @@
-"""``comcloak serve``: cloak uploads over HTTP (see ``comcloak.serve.app``), on loopback by default."""
+"""``comcloak serve``: cloak uploads over HTTP (see ``comcloak.serve.app.CloakApp``), on loopback by default."""
 
 from __future__ import annotations
 
@@ -52,8 +52,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def settings_from_args(args: argparse.Namespace):
     from comcloak.codecs import parse_codec
     from comcloak.errors import UserError
-    from comcloak.serve.app import ServeSettings
     from comcloak.serve.batcher import BatchSettings
+    from comcloak.serve.service import ServeSettings
 
     parse_codec(args.check)
     if not (args.max_delay_ms >= 0 and args.timeout > 0 and args.read_timeout > 0):  # NaN fails too

@@ -22,13 +22,14 @@ import tempfile
 import types
 import typing
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-from comcloak.codecs import Codec
-from comcloak.codecs.photos import DEFAULT_WRITE, SkippedInput, WriteOptions
+from comcloak.codecs import parse_codec
+from comcloak.codecs.photos import SkippedInput
+from comcloak.engine.archive_options import DEFAULT_ARCHIVE, ArchiveOptions, archive_settings  # noqa: F401 - archive.archive_settings
 from comcloak.engine.cloaker import Cloaker
 from comcloak.engine.manifest import (
     LOCK_NAME,
@@ -94,17 +95,6 @@ def check_report_path(report: Path, inputs: Iterable[str | os.PathLike], plan: l
         raise UserError(f"--report {report} exists and is not a comcloak report; give a new file name")
 
 
-def archive_settings(config: Any, output_format: str, write: WriteOptions, precision: str) -> dict[str, Any]:
-    """Everything that changes an output file, hashed into each manifest record: the attack as run (an
-    :class:`~comcloak.attacks.AttackConfig`), the output encoding and the numeric precision (not the backend, device,
-    batch size or runner, which give the same cloaks). One definition for ``comcloak cloak`` and Ray runs, so either
-    resumes the other's folder."""
-    from comcloak import __version__
-
-    return {"config": asdict(config), "format": output_format, "jpeg_quality": write.jpeg_quality,
-            "metadata": write.metadata, "precision": precision, "comcloak": __version__}
-
-
 def record_from_manifest(entry: dict[str, Any]) -> PhotoRecord:
     """A :class:`PhotoRecord` from a manifest line (unknown keys, such as the manifest's own, are dropped)."""
     known = {field.name for field in fields(PhotoRecord)}
@@ -167,27 +157,22 @@ def run_archive(
     plan: list[PlannedPhoto],
     skipped: list[SkippedInput],
     output_dir: Path,
-    check_codec: Codec | None,
-    settings: dict[str, Any],
-    batch_size: int,
-    overwrite: bool = False,
-    write: WriteOptions = DEFAULT_WRITE,
-    wait: bool = False,
+    options: ArchiveOptions = DEFAULT_ARCHIVE,
+    *,
     on_photo_done: Callable[[PhotoRecord], None] | None = None,
     on_batch_start: Callable[[int, tuple[int, int]], None] | None = None,
 ) -> list[PhotoRecord]:
-    """Run the archive into ``output_dir`` in this process (see the module docstring); ``settings`` is everything
-    that changes an output, hashed into each record. Returns the records of skipped inputs first, then one per planned
-    photo in the order of ``plan``. ``overwrite`` redoes every photo, done or not, and replaces any existing
-    output."""
+    """Run the archive into ``output_dir`` in this process (see the module docstring), each record's settings hash
+    from ``options.settings(cloaker)``. Returns the records of skipped inputs first, then one per planned photo in the
+    order of ``plan``. ``options.overwrite`` redoes every photo, done or not, and replaces any existing output."""
+    check_codec = parse_codec(options.check)
 
     def cloak_here(work: ArchiveWork) -> None:
-        cloak_files(cloaker, work.todo, check_codec, batch_size=batch_size, overwrite=overwrite, write=write,
-                    on_photo_done=work.done, replaceable=work.replaceable,
+        cloak_files(cloaker, work.todo, check_codec, options, on_photo_done=work.done, replaceable=work.replaceable,
                     before_write=lambda source, destination: work.mark_writing([(source, destination)]),
                     on_batch_start=on_batch_start)
 
-    return run_archive_with(cloak_here, plan, skipped, output_dir, settings, overwrite=overwrite, wait=wait,
+    return run_archive_with(cloak_here, plan, skipped, output_dir, options.settings(cloaker), options,
                             on_photo_done=on_photo_done)
 
 
@@ -197,20 +182,22 @@ def run_archive_with(
     skipped: list[SkippedInput],
     output_dir: Path,
     settings: dict[str, Any],
-    overwrite: bool = False,
-    wait: bool = False,
+    options: ArchiveOptions = DEFAULT_ARCHIVE,
+    *,
     on_photo_done: Callable[[PhotoRecord], None] | None = None,
     hash_new_sources: bool = True,
 ) -> list[PhotoRecord]:
-    """:func:`run_archive` with the cloaking done by ``runner``: the lock, the manifest, skipping what is done and
-    recording what finishes are the same for every runner. ``hash_new_sources=False`` leaves the SHA-256 of inputs
-    the manifest has never cloaked to the runner, which reads them anyway (on a cluster, its workers), instead of
-    reading every input here first."""
+    """:func:`run_archive` with the cloaking done by ``runner``: the lock (``options.wait``), the manifest, skipping
+    what is done (unless ``options.overwrite``) and recording what finishes are the same for every runner;
+    ``settings`` (:func:`archive_settings`) is hashed into each record. ``hash_new_sources=False`` leaves the SHA-256
+    of inputs the manifest has never cloaked to the runner, which reads them anyway (on a cluster, its workers),
+    instead of reading every input here first."""
     digest = settings_hash(settings)
-    with output_lock(output_dir, wait=wait):
+    with output_lock(output_dir, wait=options.wait):
         manifest = _open_manifest(output_dir)
         try:
-            return _run_locked(runner, plan, skipped, manifest, digest, overwrite, on_photo_done, hash_new_sources)
+            return _run_locked(runner, plan, skipped, manifest, digest, options.overwrite, on_photo_done,
+                               hash_new_sources)
         finally:
             manifest.close()
 

@@ -32,6 +32,7 @@ from comcloak.attacks.views import view_top_labels
 from comcloak.codecs import Codec
 from comcloak.codecs.decoding import decode_photo
 from comcloak.codecs.photos import DEFAULT_WRITE, Photo, PhotoError, WriteOptions, encode_photo, load_photo
+from comcloak.engine.archive_options import DEFAULT_ARCHIVE, ArchiveOptions
 from comcloak.engine.cloaker import Cloaker, CloakResult, attack_shape, too_small_reason
 from comcloak.engine.outputs import PlannedPhoto
 from comcloak.errors import UserError
@@ -150,9 +151,8 @@ def cloak_files(
     cloaker: Cloaker,
     plan: list[PlannedPhoto],
     check_codec: Codec | None,
-    batch_size: int = defaults.BATCH_SIZE,
-    overwrite: bool = False,
-    write: WriteOptions = DEFAULT_WRITE,
+    options: ArchiveOptions = DEFAULT_ARCHIVE,
+    *,
     on_photo_done: Callable[[PhotoRecord], None] | None = None,
     replaceable: set[Path] | frozenset[Path] = frozenset(),
     before_write: Callable[[Path, Path], None] | None = None,
@@ -160,8 +160,9 @@ def cloak_files(
 ) -> list[PhotoRecord]:
     """Cloak every planned photo (:func:`comcloak.engine.outputs.plan_outputs`); returns one record per photo, in
     the order of ``plan`` (the work itself runs in the batches of :func:`plan_batches`; see the module docstring).
+    Of ``options``, the batch size, ``overwrite`` and the write options apply (the judge is ``check_codec``).
 
-    An existing output is skipped unless ``overwrite`` or it is in ``replaceable`` (this archive's own, per its
+    An existing output is skipped unless ``options.overwrite`` or it is in ``replaceable`` (this archive's own, per its
     manifest); ``before_write(source, destination)`` runs before each output is written (the manifest's mark);
     ``on_batch_start(photos, view_shape)`` before each batch is attacked (the progress bar's word)."""
     records: list[PhotoRecord] = []
@@ -171,13 +172,14 @@ def cloak_files(
         if on_photo_done:
             on_photo_done(record)
 
-    immediate, batches = plan_batches(plan, cloaker.config.attack_size, batch_size, overwrite, replaceable)
+    immediate, batches = plan_batches(plan, cloaker.config.attack_size, options.batch_size, options.overwrite,
+                                      replaceable)
     for record in immediate:
         emit(record)
     for jobs in batches:
         if on_batch_start is not None:
             on_batch_start(len(jobs), jobs[0].view_shape)
-        for record in cloak_write_score(cloaker, jobs, check_codec, write, before_write):
+        for record in cloak_write_score(cloaker, jobs, check_codec, options.write, before_write):
             emit(record)
     order = {str(planned.source): index for index, planned in enumerate(plan)}
     return sorted(records, key=lambda record: order[record.source])

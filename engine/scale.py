@@ -36,10 +36,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from comcloak import defaults
-from comcloak.codecs.photos import DEFAULT_WRITE, SkippedInput, WriteOptions
-from comcloak.engine.archive import ArchiveWork, archive_settings, record_from_manifest, run_archive_with
-from comcloak.engine.outputs import DEFAULT_OUTPUT_FORMAT, PlannedPhoto, plan_outputs
+from comcloak.codecs.photos import SkippedInput, WriteOptions
+from comcloak.engine.archive import ArchiveWork, record_from_manifest, run_archive_with
+from comcloak.engine.archive_options import DEFAULT_ARCHIVE, ArchiveOptions
+from comcloak.engine.outputs import PlannedPhoto, plan_outputs
 from comcloak.engine.pipeline import PhotoJob, PhotoRecord, plan_batches
 from comcloak.errors import UserError, first_line
 
@@ -193,24 +193,20 @@ def run_archive_on_ray(
     plan: list[PlannedPhoto],
     skipped: list[SkippedInput],
     output_dir: Path,
-    check: str,
-    settings: dict[str, Any],
-    batch_size: int = defaults.BATCH_SIZE,
+    options: ArchiveOptions = DEFAULT_ARCHIVE,
     pool: ActorPool = ActorPool(),
-    overwrite: bool = False,
-    write: WriteOptions = DEFAULT_WRITE,
-    wait: bool = False,
+    *,
     on_photo_done: Callable[[PhotoRecord], None] | None = None,
     address: str | None = LOCAL,
 ) -> list[PhotoRecord]:
     """:func:`comcloak.engine.archive.run_archive` with the cloaking on Ray (see the module docstring): the same
-    records, manifest and outputs. ``spec``: a :class:`~comcloak.engine.cloaker.CloakerSpec`; ``check``: the codec
-    spec the records judge after. Raises :class:`RayJobError` if the job stops; what finished is recorded."""
+    records, manifest and outputs. ``spec``: a :class:`~comcloak.engine.cloaker.CloakerSpec`; ``options.check``: the
+    codec spec the records judge after. Raises :class:`RayJobError` if the job stops; what finished is recorded."""
     ray = import_ray()
     connect(address)
 
     def cloak_on_ray(work: ArchiveWork) -> None:
-        immediate, batches = plan_batches(work.todo, spec.config.attack_size, batch_size, overwrite,
+        immediate, batches = plan_batches(work.todo, spec.config.attack_size, options.batch_size, options.overwrite,
                                           work.replaceable)
         for record in immediate:
             work.done(record)
@@ -229,7 +225,8 @@ def run_archive_on_ray(
         resources = {"num_cpus": pool.cpus_per_actor, "num_gpus": pool.gpus_per_actor or None}
         read = dataset.map_batches(_read_batches, batch_format="pyarrow", batch_size=1, **resources)
         cloaked = read.map_batches(
-            CloakActor, fn_constructor_kwargs={"spec": actor_spec, "check": check, "write": write, "threads": threads},
+            CloakActor, fn_constructor_kwargs={"spec": actor_spec, "check": options.check, "write": options.write,
+                                               "threads": threads},
             batch_format="pyarrow", batch_size=1, compute=ray.data.ActorPoolStrategy(min_size=lowest, max_size=highest),
             **resources)
         missing = {str(job.source) for jobs in batches for job in jobs}
@@ -246,7 +243,7 @@ def run_archive_on_ray(
         for source in sorted(missing):  # never a silent drop
             work.done(PhotoRecord(source=source, status="failed", error=f"{source}: the Ray job returned no record"))
 
-    return run_archive_with(cloak_on_ray, plan, skipped, output_dir, settings, overwrite=overwrite, wait=wait,
+    return run_archive_with(cloak_on_ray, plan, skipped, output_dir, options.settings(spec), options,
                             on_photo_done=on_photo_done, hash_new_sources=False)
 
 
@@ -255,13 +252,8 @@ def cloak_dataset(
     output_dir: str | os.PathLike,
     spec: Any = None,
     *,
-    check: str = defaults.CHECK_CODEC,
-    output_format: str = DEFAULT_OUTPUT_FORMAT,
-    write: WriteOptions = DEFAULT_WRITE,
-    batch_size: int = defaults.BATCH_SIZE,
+    options: ArchiveOptions = DEFAULT_ARCHIVE,
     pool: ActorPool = ActorPool(),
-    overwrite: bool = False,
-    wait: bool = False,
     on_photo_done: Callable[[PhotoRecord], None] | None = None,
 ) -> list[PhotoRecord]:
     """Cloak the photos a Ray Dataset names into ``output_dir``, resumably, as ``comcloak cloak --ray`` does.
@@ -272,13 +264,11 @@ def cloak_dataset(
             deepest folder holding every photo). Only these columns are read here; the photos are read by the job.
         output_dir: the output folder (with its manifest ``comcloak-manifest.jsonl``); a rerun skips what is done.
         spec: a :class:`~comcloak.engine.cloaker.CloakerSpec` (default: the ``balanced`` preset, the torch backend).
-        check: platform profile or codec chain the records judge protection after (default ``facebook``).
-        output_format: ``keep`` (default), ``jpeg``, ``png`` or ``webp``.
-        write: JPEG quality and metadata policy of the outputs.
-        batch_size: photos attacked together (default 8).
+        options: the output options (:class:`~comcloak.engine.archive_options.ArchiveOptions`): the check profile
+            or codec chain the records judge protection after (default ``facebook``), the output format (``keep``),
+            the write options, the batch size (8), ``overwrite`` (redo every photo and replace existing outputs) and
+            ``wait`` (wait for another run holding the output folder instead of failing).
         pool: the actor pool (:class:`ActorPool`).
-        overwrite: redo every photo and replace existing outputs.
-        wait: wait for another run holding the output folder instead of failing.
         on_photo_done: called with each record as it is recorded.
 
     Returns:
@@ -303,13 +293,11 @@ def cloak_dataset(
     pairs = _dataset_pairs(rows)
     if not pairs:
         raise UserError("the dataset names no photos")
-    parse_codec(check)  # an unknown profile fails before any work
+    parse_codec(options.check)  # an unknown profile fails before any work
     output_dir = Path(output_dir)
-    plan = plan_outputs(pairs, output_dir, [], output_format)
+    plan = plan_outputs(pairs, output_dir, [], options.output_format)
     spec = spec if spec is not None else CloakerSpec(preset_config(DEFAULT_STRENGTH))
-    settings = archive_settings(spec.config, output_format, write, spec.precision)
-    return run_archive_on_ray(spec, plan, [], output_dir, check, settings, batch_size=batch_size, pool=pool,
-                              overwrite=overwrite, write=write, wait=wait, on_photo_done=on_photo_done)
+    return run_archive_on_ray(spec, plan, [], output_dir, options, pool, on_photo_done=on_photo_done)
 
 
 def _dataset_pairs(rows: list[dict[str, Any]]) -> list[tuple[Path, Path]]:

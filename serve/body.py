@@ -14,7 +14,7 @@ from contextlib import aclosing
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
-from comcloak.serve.app import RequestError
+from comcloak.serve.problems import RequestError
 
 MAX_FORM_FIELDS = 16  # text fields beside the one file (none is used; a few are tolerated)
 MAX_FIELD_BYTES = 64 * 1024  # one text field

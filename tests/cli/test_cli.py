@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from comcloak.cli.main import main
+from comcloak.engine.archive_options import ArchiveOptions
 from comcloak.engine.outputs import plan_outputs
 
 FAST = ["--classifier", "tiny_classifier", "--steps", "2", "--attack-size", "48", "-q"]
@@ -231,7 +232,8 @@ def test_photos_are_cloaked_grouped_by_attack_view_shape(tmp_path: Path, sample_
     monkeypatch.setattr(pipeline, "cloak_batch", recording)
     cloaker = Cloaker(classifier="tiny_classifier", through="none", steps=1, attack_size=32, device="cpu")
     pairs = [(path, Path(path.name)) for path in sorted(folder.iterdir())]
-    records = pipeline.cloak_files(cloaker, plan_outputs(pairs, tmp_path / "out", []), None, batch_size=8)
+    records = pipeline.cloak_files(cloaker, plan_outputs(pairs, tmp_path / "out", []), None,
+                                  ArchiveOptions(batch_size=8))
     assert batches == [[(64, 96, 3)] * 2, [(96, 64, 3)] * 2]
     assert [Path(r.source).name for r in records] == ["0.png", "1.png", "2.png", "3.png"]  # reported in input order
     assert all(r.status == "cloaked" for r in records)

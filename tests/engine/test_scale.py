@@ -111,6 +111,7 @@ def test_ray_run_writes_the_same_outputs_and_records_as_comcloak_cloak(ray_runti
 
 def test_cloak_dataset_takes_a_ray_dataset_and_resumes(ray_runtime, archive, tmp_path: Path) -> None:
     from comcloak.attacks.presets import preset_config
+    from comcloak.engine.archive_options import ArchiveOptions
     from comcloak.engine.cloaker import CloakerSpec
     from comcloak.engine.scale import ActorPool, cloak_dataset
 
@@ -121,7 +122,8 @@ def test_cloak_dataset_takes_a_ray_dataset_and_resumes(ray_runtime, archive, tmp
     spec = CloakerSpec(preset_config("balanced", classifier="tiny_classifier", steps=2, attack_size=48))
     out = tmp_path / "out"
     seen = []
-    records = cloak_dataset(dataset, out, spec, check="none", pool=ActorPool(1, 2), on_photo_done=seen.append)
+    options = ArchiveOptions(check="none")
+    records = cloak_dataset(dataset, out, spec, options=options, pool=ActorPool(1, 2), on_photo_done=seen.append)
     assert sorted(record.source for record in records) == [str(path) for path in sources]
     records.sort(key=lambda record: record.source)
     assert all(record.status == "cloaked" and not record.resumed for record in records) and len(seen) == 12
@@ -132,7 +134,7 @@ def test_cloak_dataset_takes_a_ray_dataset_and_resumes(ray_runtime, archive, tmp
         assert np.abs(_pixels(Path(record.output)) - _pixels(reference)).max() <= 1
 
     mtimes = {record.output: Path(record.output).stat().st_mtime_ns for record in records}
-    again = cloak_dataset(dataset, out, spec, check="none", pool=ActorPool(1, 2))
+    again = cloak_dataset(dataset, out, spec, options=options, pool=ActorPool(1, 2))
     assert all(record.resumed for record in again)
     assert {record.output: Path(record.output).stat().st_mtime_ns for record in again} == mtimes
 

@@ -1,0 +1,65 @@
+"""How an archive run writes and judges its outputs: one :class:`ArchiveOptions`, from ``comcloak cloak``'s output
+options (or :func:`comcloak.engine.scale.cloak_dataset`'s ``options``) down to the pipeline, and the settings hash
+input of :func:`archive_settings`. Torch-free.
+
+Example:
+    >>> options = ArchiveOptions(check="none", output_format="png", batch_size=4)
+    >>> options.overwrite
+    False
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from comcloak import defaults
+from comcloak.codecs.photos import DEFAULT_WRITE, WriteOptions
+from comcloak.engine.outputs import DEFAULT_OUTPUT_FORMAT, OUTPUT_FORMATS
+from comcloak.errors import UserError
+
+
+@dataclass(frozen=True)
+class ArchiveOptions:
+    """The output options of an archive run (the output folder itself is passed beside them).
+
+    Args:
+        check: platform profile or codec chain each cloak is judged after (``--check``; ``none`` for no codec).
+        output_format: ``keep`` (each input's format family), ``jpeg``, ``png`` or ``webp`` (``--format``).
+        write: JPEG quality and metadata policy of the outputs (``--jpeg-quality``, ``--metadata``).
+        batch_size: photos attacked together (``--batch-size``).
+        overwrite: redo every photo, done or not, and replace existing outputs (``--overwrite``).
+        wait: wait for another run holding the output folder instead of failing (``--wait``).
+    """
+
+    check: str = defaults.CHECK_CODEC
+    output_format: str = DEFAULT_OUTPUT_FORMAT
+    write: WriteOptions = DEFAULT_WRITE
+    batch_size: int = defaults.BATCH_SIZE
+    overwrite: bool = False
+    wait: bool = False
+
+    def __post_init__(self) -> None:
+        if self.output_format not in OUTPUT_FORMATS:
+            raise UserError(f"output format must be one of {', '.join(OUTPUT_FORMATS)}, got {self.output_format!r}")
+        if self.batch_size < 1:
+            raise UserError(f"batch size must be at least 1, got {self.batch_size}")
+
+    def settings(self, cloaker: Any) -> dict[str, Any]:
+        """:func:`archive_settings` of ``cloaker`` (a ``Cloaker`` or a ``CloakerSpec``: its config and precision)
+        with these options: what the manifest hashes into each record."""
+        return archive_settings(cloaker.config, self.output_format, self.write, cloaker.precision)
+
+
+DEFAULT_ARCHIVE = ArchiveOptions()  # comcloak cloak's defaults
+
+
+def archive_settings(config: Any, output_format: str, write: WriteOptions, precision: str) -> dict[str, Any]:
+    """Everything that changes an output file, hashed into each manifest record: the attack as run (an
+    :class:`~comcloak.attacks.AttackConfig`), the output encoding and the numeric precision (not the backend, device,
+    batch size or runner, which give the same cloaks). One definition for ``comcloak cloak`` and Ray runs, so either
+    resumes the other's folder; its keys and values must not change, or finished folders would be redone."""
+    from comcloak import __version__
+
+    return {"config": asdict(config), "format": output_format, "jpeg_quality": write.jpeg_quality,
+            "metadata": write.metadata, "precision": precision, "comcloak": __version__}

@@ -1,0 +1,44 @@
+"""The archive's output options as one object, and the settings hash a finished folder is resumed by."""
+
+from __future__ import annotations
+
+import pytest
+
+import comcloak
+from comcloak.attacks.presets import preset_config
+from comcloak.codecs.photos import WriteOptions
+from comcloak.engine.archive import archive_settings
+from comcloak.engine.archive_options import ArchiveOptions
+from comcloak.engine.manifest import settings_hash
+from comcloak.errors import UserError
+
+
+class _Spec:
+    """What :meth:`ArchiveOptions.settings` reads of a Cloaker or a CloakerSpec."""
+
+    def __init__(self, config, precision: str) -> None:
+        self.config, self.precision = config, precision
+
+
+# Computed by the code before ArchiveOptions (archive_settings(config, format, write, precision) passed by hand,
+# comcloak.__version__ pinned): a folder cloaked before the change must be resumed, not redone, after it.
+PINNED = [
+    (preset_config("balanced"), ArchiveOptions(), "fp32", "78278d3b8e8c7e40"),
+    (preset_config("fast", eps=6.0), ArchiveOptions(output_format="jpeg", write=WriteOptions(90, "strip"),
+                                                     batch_size=3, overwrite=True, wait=True, check="none"),
+     "bf16", "6d38bd38285d0fa3"),
+]
+
+
+@pytest.mark.parametrize(("config", "options", "precision", "digest"), PINNED)
+def test_the_settings_hash_of_given_options_is_unchanged(monkeypatch, config, options, precision, digest) -> None:
+    monkeypatch.setattr(comcloak, "__version__", "0.0.0-pinned")
+    assert settings_hash(options.settings(_Spec(config, precision))) == digest
+    assert settings_hash(archive_settings(config, options.output_format, options.write, precision)) == digest
+
+
+def test_archive_options_refuse_a_bad_format_or_batch_size() -> None:
+    with pytest.raises(UserError, match="output format"):
+        ArchiveOptions(output_format="gif")
+    with pytest.raises(UserError, match="batch size"):
+        ArchiveOptions(batch_size=0)
