@@ -129,13 +129,14 @@ class AttackConfig:
                            default_text="eps/steps", scale=PIXEL_SCALE, user_high=defaults.MAX_EPS,
                            methods=("bim", "mim"))
     momentum: float = setting(help="MIM momentum mu", kind="real", low=0, high=MAX_MOMENTUM,
-                              commands=("cloak", "eval"), default_text="1; MIM only", methods=("mim",))
+                              commands=("cloak", "eval"), default_text="1", note="MIM only", methods=("mim",))
     targeted: bool = setting(False, "aim at a class: --target, or the paper's (clean + 500) mod 1000", kind="flag",
                              commands=("cloak", "eval"))
     target: int | None = setting(None, "target class index (implies --targeted)", kind="int", low=0,
                                  range_text="a class index", commands=("cloak",))
     through: str = setting(defaults.THROUGH, THROUGH_HELP, commands=("cloak", "bench"))
-    classifier: str = setting(defaults.CLASSIFIER, "registered classifier", group="models",
+    classifier: str = setting(defaults.CLASSIFIER, "surrogate classifier(s) attacked, comma-separated for an ensemble "
+                                                   "whose loss is averaged", group="models", note="pretrained, offline",
                               commands=("cloak", "eval", "bench"))
     classifier_weights: str | None = setting(
         None, "weights file for the classifier (required for resnet50; safetensors or state dict)", group="models",
@@ -214,9 +215,15 @@ def from_user_scale(entry: Declared, value: float) -> float:
     declared = entry.setting
     low = (declared.low or 0) * declared.scale
     if not ((value > low if declared.low_open else value >= low) and value <= declared.user_high):
-        raise AttackConfigError(f"{entry.name} must be in {'(' if declared.low_open else '['}{low:g}, "
-                                f"{declared.user_high:g}] on the 0-{declared.scale:g} scale, got {value}")
+        raise AttackConfigError(f"{entry.name} must be {user_range(entry)}, got {value}")
     return value / declared.scale
+
+
+def user_range(entry: Declared) -> str:
+    """A setting's range on the user's scale in words: ``in (0, 64] on the 0-255 scale``."""
+    declared = entry.setting
+    return (f"in {'(' if declared.low_open else '['}{(declared.low or 0) * declared.scale:g}, "
+            f"{declared.user_high:g}] on the 0-{declared.scale:g} scale")
 
 
 @functools.cache

@@ -10,8 +10,7 @@ from comcloak.attacks.presets import PRESETS, STRENGTHS
 from comcloak.cli.options import (
     add_classifier_options,
     add_device_option,
-    add_steps_option,
-    add_through_option,
+    add_setting,
     positive_int,
 )
 from comcloak.engine.backends.registry import PRECISIONS, backend_names
@@ -32,8 +31,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help=f"comma-separated: {', '.join(PRECISIONS)} (default fp32); torch fp32 is the reference "
                              "of the ratios")
     parser.add_argument("--batch", default="1,8,32", help="comma-separated batch sizes (default 1,8,32)")
-    add_steps_option(parser, None)
-    add_through_option(add_classifier_options(parser), defaults.THROUGH, defaults.THROUGH)
+    add_setting(parser, "steps", "--strength")
+    add_setting(add_classifier_options(parser, command="bench"), "through")
     parser.add_argument("--strength", default=None, choices=STRENGTHS,
                         help="time a preset as comcloak cloak --strength runs it (its surrogates, stand-in, eps, "
                              "draws and loss; --steps and --size still apply; --classifier and --through do not); "
@@ -41,8 +40,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--random-weights", action="store_true",
                         help="time the classifier with random weights (speed does not depend on them; resnet50 "
                              "ships none)")
-    parser.add_argument("--size", type=positive_int, default=None,
-                        help="image side: the attack (working) view (default 224, or the --strength preset's)")
+    add_setting(parser, "attack_size", "--strength", flag="--size", help="image side: the attack (working) view")
     add_device_option(parser, "cpu")
     parser.add_argument("--threads", type=positive_int, default=None, help="CPU threads per backend (default all)")
     parser.add_argument("--min-seconds", type=float, default=5.0, help="time calls for at least this long (default 5)")

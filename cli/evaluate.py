@@ -16,7 +16,6 @@ from comcloak.cli.options import (
     add_classifier_options,
     add_device_option,
     attack_config_from_args,
-    non_negative_int,
     positive_int,
 )
 from comcloak.codecs.platforms import PROFILES
@@ -72,11 +71,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--examples", metavar="OUT.png",
                         help="write an example grid: the first 4 photos, each cloak and its amplified difference")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    add_attack_options(parser, single_attack=False)
-    parser.add_argument("--draws", type=non_negative_int, default=None,
-                        help="with --strengths: random draws per step of the platform and the attacker's view "
-                             "(default: each preset's own)")
-    models = add_classifier_options(parser)
+    add_attack_options(parser, "eval", "--strengths",
+                       overrides={"draws": {"default_text": "each preset's own; applies with --strengths only"}})
+    models = add_classifier_options(parser, command="eval")
     add_device_option(models)
     # The archive and platform protocols cloak through a Cloaker, so they can check any backend; the paper protocol
     # runs the plain attack loop (torch, fp32) and refuses them.
