@@ -103,9 +103,9 @@ class Setting:
     def check(self, name: str, value: Any) -> None:
         """Refuse ``value`` unless it is of this kind and in range (one line, naming ``name``)."""
         if self.kind == "choice":
-            if value not in self.choices:
-                noun = "attack" if self.keyword == "attack" else name
-                raise AttackConfigError(f"unknown {noun} {value!r}; available: {', '.join(self.choices)}")
+            if value not in self.choices:  # "unknown attack 'pgd'": the user's word for the setting
+                raise AttackConfigError(f"unknown {self.keyword or name} {value!r}; available: "
+                                        f"{', '.join(self.choices)}")
             return
         if self.kind == "int":
             require_integer(name, value)
