@@ -8,37 +8,27 @@ on the 0-255 scale (``--eps 5``): :meth:`AttackConfig.from_user` is the one plac
 
 from __future__ import annotations
 
-import math
-import numbers
-from dataclasses import dataclass, field
+import functools
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from comcloak import defaults
 from comcloak.attacks.loss_registry import loss_names
-from comcloak.attacks.methods import attack_method_names, find_attack_method
-from comcloak.errors import UserError
+from comcloak.attacks.methods import attack_method_names, find_attack_method, iterative_methods, momentum_methods
+from comcloak.attacks.settings import (
+    AttackConfigError,
+    Declared,
+    check_declared,
+    declared_fields,
+    setting,
+)
 
 MIN_ATTACK_SIZE = 16  # pixels; below this the classifiers' strided stages have nothing left to look at
 PIXEL_SCALE = 255.0  # the 0-255 scale users give eps and alpha on
 MAX_MOMENTUM = 2.0  # MIM's decay factor: Dong et al. study 0-2; beyond it the first steps' signs never change
 SEED_RANGE = (-(2**63), 2**63 - 1)  # seeds are hashed as signed 64-bit integers (comcloak.attacks.eot.content_seed)
-
-
-class AttackConfigError(UserError, ValueError):
-    """A user-supplied attack parameter is out of range or inconsistent."""
-
-
-def require_integer(name: str, value: Any) -> None:
-    """Refuse ``value`` unless it is an integer (a bool or a float is not a count)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise AttackConfigError(f"{name} must be an integer, got {value!r}")
-
-
-def require_finite(name: str, *values: Any) -> None:
-    """Refuse ``values`` unless each is a finite real number: NaN and infinity slip through range comparisons."""
-    for value in values:
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-            raise AttackConfigError(f"{name} must be a finite number, got {value!r}")
+THROUGH_HELP = ("stand-in for the compressor: none, diffjpeg:Q, comodel:CODEC, comodel:PATH, comodel-cubic:CODEC (the "
+                "trained cubic rounding), 'mix:A|B', 'eot:A|B'")
 
 
 @dataclass(frozen=True)
@@ -59,14 +49,22 @@ class EotSettings:
             fixed graph runs the stand-ins on those draws only).
     """
 
-    draws: int = 0
-    view_size: int = 224
-    rescale_range: tuple[float, float] = (1.0, 300 / 224)
-    whole_image_rate: float = 0.25
-    flip_rate: float = 0.5
-    downscale_rate: float = 0.25
-    downscale_range: tuple[float, float] = (0.5, 1.0)
-    through_rate: float = 0.5
+    draws: int = setting(
+        0, "random draws per step of the platform (downscale, codec stand-in) and the attacker's view (rescale, crop, "
+           "flip, shift) the loss is averaged over; 0: none, the paper's attack",
+        kind="int", low=0, range_text="0 (off) or more", commands=("cloak", "eval"))
+    view_size: int = setting(224, "the attacker's view the draws resample to (S x S)", kind="int",
+                             low=MIN_ATTACK_SIZE, range_text=f"at least {MIN_ATTACK_SIZE} pixels (the attacker view's side)")
+    rescale_range: tuple[float, float] = setting(
+        (1.0, 300 / 224), "the attacker's rescaled shorter side over the crop's side", kind="pair", low=1,
+        range_text="increasing and at least 1 (a crop within the photo)")
+    whole_image_rate: float = setting(0.25, "fraction of draws resizing the whole photo", kind="real", low=0, high=1)
+    flip_rate: float = setting(0.5, "fraction of draws mirrored left-right", kind="real", low=0, high=1)
+    downscale_rate: float = setting(0.25, "fraction of draws downscaled by a platform first", kind="real", low=0,
+                                    high=1)
+    downscale_range: tuple[float, float] = setting((0.5, 1.0), "the platform's downscale factors", kind="pair",
+                                                   low=0, low_open=True, high=1, range_text="within (0, 1]")
+    through_rate: float = setting(0.5, "fraction of draws through the codec stand-in", kind="real", low=0, high=1)
 
     @property
     def enabled(self) -> bool:
@@ -81,29 +79,8 @@ class EotSettings:
         self.validate()
 
     def validate(self) -> None:
-        require_integer("draws", self.draws)
-        require_integer("view_size", self.view_size)
-        for name in ("whole_image_rate", "flip_rate", "downscale_rate", "through_rate"):
-            require_finite(name, getattr(self, name))
-        for name in ("rescale_range", "downscale_range"):
-            if len(getattr(self, name)) != 2:
-                raise AttackConfigError(f"{name} must be a (low, high) pair, got {getattr(self, name)!r}")
-            require_finite(name, *getattr(self, name))
-        if self.draws < 0:
-            raise AttackConfigError(f"draws must be 0 (off) or more, got {self.draws}")
-        if self.view_size < MIN_ATTACK_SIZE:
-            raise AttackConfigError(
-                f"the attacker view must be at least {MIN_ATTACK_SIZE} pixels, got {self.view_size}")
-        for name in ("whole_image_rate", "flip_rate", "downscale_rate", "through_rate"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise AttackConfigError(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        low, high = self.rescale_range
-        if not 1 <= low <= high:
-            raise AttackConfigError(f"rescale_range must be increasing and at least 1 (a crop within the photo), got "
-                                    f"{self.rescale_range}")
-        low, high = self.downscale_range
-        if not 0 < low <= high <= 1:
-            raise AttackConfigError(f"downscale_range must be within (0, 1], got {self.downscale_range}")
+        """Each field against its declaration (kind and range)."""
+        check_declared(self)
 
 
 def split_classifiers(names: str) -> tuple[str, ...]:
@@ -139,21 +116,39 @@ class AttackConfig:
         strength: the preset these numbers came from (informational; ``comcloak.attacks.presets``).
     """
 
-    method: str
-    eps: float
-    steps: int
-    alpha: float
-    momentum: float
-    targeted: bool = False
-    target: int | None = None
-    through: str = defaults.THROUGH
-    classifier: str = defaults.CLASSIFIER
-    classifier_weights: str | None = None
-    attack_size: int = defaults.ATTACK_SIZE
-    seed: int = defaults.SEED
-    loss: str = "ce"
-    eot: EotSettings = field(default_factory=EotSettings)
-    strength: str | None = None
+    method: str = setting(help="the attack", kind="choice", choices=attack_method_names, keyword="attack",
+                          commands=("cloak",), user_default=defaults.ATTACK)
+    eps: float = setting(help="L-inf budget on the 0-255 scale", kind="real", low=0, low_open=True, high=1,
+                         range_text="in (0, 1] on the [0, 1] scale", commands=("cloak", "eval"),
+                         user_default=defaults.EPS, scale=PIXEL_SCALE, user_high=defaults.MAX_EPS)
+    steps: int = setting(help="iterations of bim/mim", kind="int", low=1, commands=("cloak", "eval", "bench"),
+                         user_default=defaults.STEPS, note="fgsm takes one", methods=iterative_methods)
+    alpha: float = setting(help="step size, 0-255 scale", kind="real", low=0, low_open=True, high=1,
+                           range_text="in (0, 1] on the [0, 1] scale", commands=("cloak", "eval"),
+                           default_text="eps/steps", scale=PIXEL_SCALE, user_high=defaults.MAX_EPS,
+                           methods=iterative_methods)
+    momentum: float = setting(help="MIM momentum mu", kind="real", low=0, high=MAX_MOMENTUM,
+                              commands=("cloak", "eval"), default_text="1", note="MIM only", methods=momentum_methods)
+    targeted: bool = setting(False, "aim at a class: --target, or the paper's (clean + 500) mod 1000", kind="flag",
+                             commands=("cloak", "eval"))
+    target: int | None = setting(None, "target class index (implies --targeted)", kind="int", low=0,
+                                 range_text="a class index", commands=("cloak",))
+    through: str = setting(defaults.THROUGH, THROUGH_HELP, commands=("cloak", "bench"))
+    classifier: str = setting(defaults.CLASSIFIER, "surrogate classifier(s) attacked, comma-separated for an ensemble "
+                                                   "whose loss is averaged", group="models", note="pretrained, offline",
+                              commands=("cloak", "eval", "bench"))
+    classifier_weights: str | None = setting(
+        None, "weights file for the classifier (required for resnet50; safetensors or state dict)", group="models",
+        metavar="PATH", commands=("cloak", "eval", "bench"))
+    attack_size: int = setting(defaults.ATTACK_SIZE, "shorter side of the working view the cloak is computed on, "
+                                                     "in pixels", kind="int", low=MIN_ATTACK_SIZE,
+                               range_text=f"at least {MIN_ATTACK_SIZE} pixels", commands=("cloak",))
+    seed: int = setting(defaults.SEED, "seed for the random draws and stand-in picks", kind="int", low=SEED_RANGE[0],
+                        high=SEED_RANGE[1], range_text="a signed 64-bit integer", commands=("cloak", "eval"))
+    loss: str = setting("ce", "ce (cross-entropy) or margin (push the clean label out of the top-5)", kind="choice",
+                        choices=loss_names, commands=("cloak",))
+    eot: EotSettings = field(default_factory=EotSettings)  # its fields are settings of their own
+    strength: str | None = setting(None, "the preset these numbers came from")
 
     def __post_init__(self) -> None:
         self.validate()
@@ -161,36 +156,12 @@ class AttackConfig:
             object.__setattr__(self, name, float(getattr(self, name)))
 
     def validate(self) -> None:
-        """Refuse a configuration the loop cannot run as given: each number of the right kind, finite and in range
-        (whether it came from the CLI, ``Cloaker(...)``, a preset or ``AttackConfig(...)`` itself)."""
-        if self.method not in attack_method_names():
-            raise AttackConfigError(f"unknown attack {self.method!r}; available: {', '.join(attack_method_names())}")
-        require_finite("eps", self.eps)
-        if not 0 < self.eps <= 1:
-            raise AttackConfigError(f"eps must be in (0, 1] on the [0, 1] scale, got {self.eps}")
-        require_integer("steps", self.steps)
-        if self.steps < 1:
-            raise AttackConfigError(f"steps must be at least 1, got {self.steps}")
-        require_finite("alpha", self.alpha)
-        if not 0 < self.alpha <= 1:
-            raise AttackConfigError(f"alpha must be in (0, 1] on the [0, 1] scale, got {self.alpha}")
-        require_finite("momentum", self.momentum)
-        if not 0 <= self.momentum <= MAX_MOMENTUM:
-            raise AttackConfigError(f"momentum must be in [0, {MAX_MOMENTUM:g}], got {self.momentum}")
-        if self.target is not None:
-            if not self.targeted:
-                raise AttackConfigError("target is only meaningful with targeted=True")
-            require_integer("target", self.target)
-            if self.target < 0:
-                raise AttackConfigError(f"target must be a class index, got {self.target}")
-        require_integer("attack_size", self.attack_size)
-        if self.attack_size < MIN_ATTACK_SIZE:
-            raise AttackConfigError(f"attack_size must be at least {MIN_ATTACK_SIZE} pixels, got {self.attack_size}")
-        require_integer("seed", self.seed)
-        if not SEED_RANGE[0] <= self.seed <= SEED_RANGE[1]:
-            raise AttackConfigError(f"seed must be a signed 64-bit integer, got {self.seed}")
-        if self.loss not in loss_names():
-            raise AttackConfigError(f"unknown loss {self.loss!r}; available: {', '.join(loss_names())}")
+        """Refuse a configuration the loop cannot run as given: each setting of its declared kind and range
+        (whether it came from the CLI, ``Cloaker(...)``, a preset or ``AttackConfig(...)`` itself), and the
+        combinations that do not fit together."""
+        check_declared(self)
+        if self.target is not None and not self.targeted:
+            raise AttackConfigError("target is only meaningful with targeted=True")
         if not isinstance(self.eot, EotSettings):
             raise AttackConfigError(f"eot must be EotSettings, got {type(self.eot).__name__}")
         if len(self.classifiers) > 1 and self.classifier_weights is not None:
@@ -230,12 +201,46 @@ class AttackConfig:
             >>> AttackConfig.from_user("mim", eps=5).eps_255
             5.0
         """
-        if not 0 < eps <= defaults.MAX_EPS:  # the one ceiling of the CLI, the server and the library
-            raise AttackConfigError(f"eps must be in (0, {defaults.MAX_EPS:g}] on the 0-255 scale, got {eps}")
-        if alpha is not None and not 0 < alpha <= defaults.MAX_EPS:  # --alpha's ceiling too (options.eps_value)
-            raise AttackConfigError(f"alpha must be in (0, {defaults.MAX_EPS:g}] on the 0-255 scale, got {alpha}")
-        return attack_config(method, eps / PIXEL_SCALE, steps, None if alpha is None else alpha / PIXEL_SCALE,
-                             momentum, targeted, **context)
+        values = dict(method=method, eps=eps, steps=steps, alpha=alpha, momentum=momentum, targeted=targeted)
+        for entry in declared_settings().values():  # eps and alpha: the one ceiling of the CLI, server and library
+            if entry.setting.scale != 1 and values.get(entry.name) is not None:
+                values[entry.name] = from_user_scale(entry, values[entry.name])
+        return attack_config(**values, **context)
+
+
+def from_user_scale(entry: Declared, value: float) -> float:
+    """``value`` on the user's scale (eps 5 on 0-255) on the configuration's (5/255), checked against the user's
+    ceiling (``--eps``'s too)."""
+    declared = entry.setting
+    low = (declared.low or 0) * declared.scale
+    if not ((value > low if declared.low_open else value >= low) and value <= declared.user_high):
+        raise AttackConfigError(f"{entry.name} must be {user_range(entry)}, got {value}")
+    return value / declared.scale
+
+
+def user_range(entry: Declared) -> str:
+    """A setting's range on the user's scale in words: ``in (0, 64] on the 0-255 scale``."""
+    declared = entry.setting
+    return (f"in {'(' if declared.low_open else '['}{(declared.low or 0) * declared.scale:g}, "
+            f"{declared.user_high:g}] on the 0-{declared.scale:g} scale")
+
+
+@functools.cache
+def declared_settings() -> dict[str, Declared]:
+    """Every declared setting by the keyword users give it as (``attack``, ``eps``, ..., ``draws``): AttackConfig's,
+    then those of its nested EotSettings (``Cloaker(draws=2)`` sets ``config.eot.draws``).
+
+    Example:
+        >>> declared_settings()["attack"].name, declared_settings()["draws"].owner.__name__
+        ('method', 'EotSettings')
+    """
+    return {entry.keyword: entry for entry in (*declared_fields(AttackConfig), *declared_fields(EotSettings))}
+
+
+def unknown_keywords_error(unknown: Any, valid: Any, error: type[Exception] = AttackConfigError) -> Exception:
+    """The one-line error of keywords that are not declared settings, listing the valid ones."""
+    return error(f"unknown setting{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; valid: "
+                 f"{', '.join(valid)}")
 
 
 def attack_config(
@@ -245,16 +250,7 @@ def attack_config(
     alpha: float | None = None,
     momentum: float | None = None,
     targeted: bool = False,
-    *,
-    target: int | None = None,
-    through: str = defaults.THROUGH,
-    classifier: str = defaults.CLASSIFIER,
-    classifier_weights: str | None = None,
-    attack_size: int = defaults.ATTACK_SIZE,
-    seed: int = defaults.SEED,
-    loss: str = "ce",
-    eot: EotSettings | None = None,
-    strength: str | None = None,
+    **context: Any,
 ) -> AttackConfig:
     """Build and validate an :class:`AttackConfig` (eps and alpha on the [0, 1] scale) with the paper's defaults.
 
@@ -265,17 +261,20 @@ def attack_config(
         alpha: step size; defaults to eps for FGSM and eps/steps otherwise (the paper's α = ε/10).
         momentum: μ; defaults to 1.0 for MIM and 0 otherwise; only MIM accepts a non-zero value.
         targeted: targeted (descend towards a class) instead of untargeted.
-        target, through, classifier, classifier_weights, attack_size, seed, loss, eot, strength: see
-            :class:`AttackConfig`.
+        context: any other field of :class:`AttackConfig` (``target``, ``through``, ``classifier``, ``seed``,
+            ``eot`` (None: the default), ...); what is not given takes the field's declared default.
 
     Example:
         >>> attack_config("mim", eps=5 / 255)
         AttackConfig(method='mim', eps=0.0196..., steps=10, alpha=0.00196..., momentum=1.0, targeted=False, ...)
     """
+    valid = [item.name for item in fields(AttackConfig)][6:]  # the six above are this function's own
+    unknown = [name for name in context if name not in valid]
+    if unknown:
+        raise unknown_keywords_error(unknown, valid)
+    if context.get("eot", EotSettings()) is None:
+        context["eot"] = EotSettings()
     method = method.lower() if isinstance(method, str) else method
-    eot = eot if eot is not None else EotSettings()
-    context = dict(target=target, through=through, classifier=classifier, classifier_weights=classifier_weights,
-                   attack_size=attack_size, seed=seed, loss=loss, eot=eot, strength=strength)
     entry = find_attack_method(method)  # its defaults (comcloak.attacks.methods); None: validate names the known ones
     if entry is not None:
         steps, alpha, momentum = entry.resolve(eps, steps, alpha, momentum)

@@ -93,6 +93,16 @@ def registered_attack_methods() -> tuple[AttackMethod, ...]:
     return tuple(_REGISTRY.values())
 
 
+def iterative_methods() -> tuple[str, ...]:
+    """The methods whose step count a user chooses (not FGSM's one step): what ``steps`` and ``alpha`` apply to."""
+    return tuple(entry.name for entry in registered_attack_methods() if not entry.fixed_steps)
+
+
+def momentum_methods() -> tuple[str, ...]:
+    """The methods that take a momentum (MIM): what ``momentum`` applies to."""
+    return tuple(entry.name for entry in registered_attack_methods() if entry.takes_momentum)
+
+
 def find_attack_method(name: object) -> AttackMethod | None:
     """The registered method ``name``, or None (``AttackConfig.validate`` names the known ones)."""
     plugins.load_plugins(plugins.ATTACKS)

@@ -10,12 +10,14 @@ The surrogates are EfficientNet-Lite0 and MobileNetV2; EfficientNet-Lite1/Lite2 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from comcloak.attacks.config import AttackConfig, AttackConfigError, EotSettings
+from comcloak.attacks.methods import iterative_methods
 
 ENSEMBLE = "efficientnet_lite0,mobilenet_v2"
+EOT_FIELDS = frozenset(item.name for item in fields(EotSettings))
 
 
 @dataclass(frozen=True)
@@ -61,8 +63,9 @@ DEFAULT_STRENGTH = "balanced"
 
 
 def preset_config(strength: str = DEFAULT_STRENGTH, **given: Any) -> AttackConfig:
-    """The configuration of a strength, with the values the user gave explicitly (on the user's scales, as for
-    :meth:`AttackConfig.from_user`, plus ``draws``) taking precedence.
+    """The configuration of a strength, with the values the user gave explicitly (None: not given) taking
+    precedence: :class:`AttackConfig`'s fields on the user's scales, as for :meth:`AttackConfig.from_user`, and
+    :class:`EotSettings`' (``draws``, ...).
 
     Example:
         >>> preset_config("balanced").eot.draws
@@ -74,12 +77,12 @@ def preset_config(strength: str = DEFAULT_STRENGTH, **given: Any) -> AttackConfi
         raise AttackConfigError(f"unknown strength {strength!r}; available: {', '.join(STRENGTHS)}")
     preset = PRESETS[strength]
     settings = {key: value for key, value in given.items() if value is not None}
-    draws = settings.pop("draws", preset.draws)
-    eot = EotSettings(draws=draws)
+    eot_given = {name: settings.pop(name) for name in list(settings) if name in EOT_FIELDS}
+    eot = EotSettings(**{"draws": preset.draws, **eot_given})
     values: dict[str, Any] = dict(method=preset.method, eps=preset.eps, through=preset.through,
                                   classifier=preset.classifier, attack_size=preset.attack_size, loss=preset.loss)
     method = settings.get("method", preset.method)
-    if method != "fgsm":  # fgsm takes one step; the preset's count would be refused
+    if method in iterative_methods():  # fgsm takes its one step; the preset's count would be refused
         values["steps"] = preset.steps
     values.update(settings)
     return AttackConfig.from_user(eot=eot, strength=strength, **values)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import fields
 
-from comcloak import defaults
 from comcloak.attacks.presets import PRESETS, STRENGTHS
 from comcloak.cli.options import (
     add_classifier_options,
     add_device_option,
-    add_steps_option,
-    add_through_option,
+    add_setting,
     positive_int,
 )
 from comcloak.engine.backends.registry import PRECISIONS, backend_names
@@ -32,8 +31,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help=f"comma-separated: {', '.join(PRECISIONS)} (default fp32); torch fp32 is the reference "
                              "of the ratios")
     parser.add_argument("--batch", default="1,8,32", help="comma-separated batch sizes (default 1,8,32)")
-    add_steps_option(parser, None)
-    add_through_option(add_classifier_options(parser), defaults.THROUGH, defaults.THROUGH)
+    add_setting(parser, "steps", "--strength")
+    add_setting(add_classifier_options(parser, command="bench"), "through")
     parser.add_argument("--strength", default=None, choices=STRENGTHS,
                         help="time a preset as comcloak cloak --strength runs it (its surrogates, stand-in, eps, "
                              "draws and loss; --steps and --size still apply; --classifier and --through do not); "
@@ -41,8 +40,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--random-weights", action="store_true",
                         help="time the classifier with random weights (speed does not depend on them; resnet50 "
                              "ships none)")
-    parser.add_argument("--size", type=positive_int, default=None,
-                        help="image side: the attack (working) view (default 224, or the --strength preset's)")
+    add_setting(parser, "attack_size", "--strength", flag="--size", help="image side: the attack (working) view")
     add_device_option(parser, "cpu")
     parser.add_argument("--threads", type=positive_int, default=None, help="CPU threads per backend (default all)")
     parser.add_argument("--min-seconds", type=float, default=5.0, help="time calls for at least this long (default 5)")
@@ -69,19 +67,39 @@ def _int_list(text: str, what: str) -> list[int]:
     return values
 
 
+def bench_settings(args: argparse.Namespace):
+    """The :class:`~comcloak.engine.bench_results.BenchSettings` of the options: each declared attack setting as
+    given, else the ``--strength`` preset's, else its declared default."""
+    from comcloak.attacks.config import declared_settings
+    from comcloak.engine.bench_results import SIZE_KEYWORD, BenchSettings
+
+    declared = declared_settings()
+    preset = PRESETS[args.strength] if args.strength is not None else None
+    attack = {}
+    for item in fields(BenchSettings):
+        keyword = SIZE_KEYWORD.get(item.name, item.name)
+        if keyword not in declared or keyword == "strength" or not hasattr(args, item.name):
+            continue
+        value = getattr(args, item.name)
+        if value is None and preset is not None:
+            value = getattr(preset, declared[keyword].name, None)
+        if value is not None:
+            attack[item.name] = value
+    return BenchSettings(**attack, device=args.device, threads=args.threads, min_seconds=args.min_seconds,
+                         random_weights=args.random_weights, strength=args.strength)
+
+
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from comcloak.atomic import atomic_writer, write_json
     from comcloak.engine.backends.registry import get_backend
+    from comcloak.engine.bench_results import BenchSettings, markdown_table, results_payload
     from comcloak.engine.throughput import (
-        BenchSettings,
         attack_flops_per_image,
         export_for_bench,
-        markdown_table,
         measure_matmul_rate,
         measure_rounds,
-        results_payload,
     )
     from comcloak.errors import UserError
 
@@ -104,16 +122,10 @@ def run(args: argparse.Namespace) -> int:
                 print(f"skipped: {backend} {precision}: {backend} runs in "
                       f"{', '.join(get_backend(backend).precisions)}", file=sys.stderr)
     batches = _int_list(args.batch, "--batch")
-    if args.strength is not None and (args.classifier != defaults.CLASSIFIER or args.through != defaults.THROUGH):
+    if args.strength is not None and (args.classifier, args.through) != (BenchSettings.classifier,
+                                                                        BenchSettings.through):
         raise UserError("--strength sets the surrogates and the stand-in; drop --classifier/--through")
-    steps = args.steps if args.steps is not None else (
-        PRESETS[args.strength].steps if args.strength is not None else defaults.STEPS)
-    size = args.size if args.size is not None else (
-        PRESETS[args.strength].attack_size if args.strength is not None else defaults.ATTACK_SIZE)
-    settings = BenchSettings(classifier=args.classifier, classifier_weights=args.classifier_weights,
-                             through=args.through, steps=steps, size=size, device=args.device,
-                             threads=args.threads, min_seconds=args.min_seconds, random_weights=args.random_weights,
-                             strength=args.strength)
+    settings = bench_settings(args)
     onnx_path = None
     if any(get_backend(name).exported for name, _ in measurements):
         print("exporting the step graph ...", file=sys.stderr)

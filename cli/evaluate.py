@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import dataclass
+from typing import Any
 
 from comcloak import defaults
-from comcloak.attacks.config import ATTACK_METHODS
+from comcloak.attacks.config import declared_settings
+from comcloak.attacks.methods import attack_method_names
 from comcloak.attacks.presets import STRENGTHS
 from comcloak.attacks.views import ATTACKER_VIEWS
 from comcloak.cli.options import (
@@ -16,7 +19,7 @@ from comcloak.cli.options import (
     add_classifier_options,
     add_device_option,
     attack_config_from_args,
-    non_negative_int,
+    given_settings,
     positive_int,
 )
 from comcloak.codecs.platforms import PROFILES
@@ -45,8 +48,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--judges", default=DEFAULT_JUDGES,
                         help="platform protocol: evaluation-only classifiers scored beside the surrogate "
                              f"(default {DEFAULT_JUDGES}: pip install 'comcloak[eval]'; 'none' for none)")
-    parser.add_argument("--attacks", default=",".join(ATTACK_METHODS),
-                        help=f"comma-separated: {','.join(ATTACK_METHODS)} (default all)")
+    parser.add_argument("--attacks", default=",".join(attack_method_names()),
+                        help=f"comma-separated: {','.join(attack_method_names())} (default all)")
     parser.add_argument("--strengths", default=None, metavar="LIST",
                         help=f"platform protocol: cloak with these presets instead of --attacks, comma-separated "
                              f"from {','.join(STRENGTHS)}, each with its own numbers, surrogates and stand-in (as "
@@ -72,11 +75,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--examples", metavar="OUT.png",
                         help="write an example grid: the first 4 photos, each cloak and its amplified difference")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    add_attack_options(parser, single_attack=False)
-    parser.add_argument("--draws", type=non_negative_int, default=None,
-                        help="with --strengths: random draws per step of the platform and the attacker's view "
-                             "(default: each preset's own)")
-    models = add_classifier_options(parser)
+    add_attack_options(parser, "eval", "--strengths",
+                       overrides={"draws": {"default_text": "each preset's own; applies with --strengths only"}})
+    models = add_classifier_options(parser, command="eval")
     add_device_option(models)
     # The archive and platform protocols cloak through a Cloaker, so they can check any backend; the paper protocol
     # runs the plain attack loop (torch, fp32) and refuses them.
@@ -84,24 +85,36 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
+@dataclass
+class EvalPlan:
+    """What one ``comcloak eval`` run scores: the parsed options, the judge (None with ``--strengths``: each preset
+    loads its own surrogates), the photos read (and those that could not be), the attacks, stand-ins and codecs,
+    the attacker views, the device, the number of cloaks (for the progress bar) and when it started."""
+
+    args: argparse.Namespace
+    classifier: Any
+    photos: list
+    failed: list[str]
+    attacks: list
+    throughs: dict
+    codecs: list
+    views: list[str]
+    device: Any
+    total: int
+    started: float
+
+
 def run(args: argparse.Namespace) -> int:
-    import torch
-    from tqdm import tqdm
+    plan = make_plan(args)
+    if args.protocol == "platform":
+        return _run_platform(plan)
+    return _run_paper_or_archive(plan)
 
-    from comcloak.attacks import make_through
-    from comcloak.attacks.through import AUTO_THROUGH, CodecMatchedThroughs, matched_through_spec
-    from comcloak.cli.options import build_classifier
-    from comcloak.codecs import parse_codec
-    from comcloak.codecs.photos import PhotoError, collect_photos, load_photo
-    from comcloak.engine.cloaker import Cloaker
+
+def check_options(args: argparse.Namespace) -> list[str]:
+    """Refuse options that do not fit the protocol; returns the attacker views."""
     from comcloak.errors import UserError
-    from comcloak.evaluation.archive import run_archive_protocol
-    from comcloak.evaluation.paper import cloak_passes, run_paper_protocol
-    from comcloak.evaluation.report import markdown_report, write_bar_chart, write_example_grid
-    from comcloak.models import freeze
 
-    # --eps as given (None: not given, and a preset keeps its own); every other path takes the default.
-    given_eps, args.eps = args.eps, defaults.EPS if args.eps is None else args.eps
     if args.examples and args.protocol != "paper":
         raise UserError(f"--examples shows 224x224 paper-protocol cloaks; it does not apply to --protocol "
                         f"{args.protocol}")
@@ -115,9 +128,6 @@ def run(args: argparse.Namespace) -> int:
     unknown_views = [view for view in views if view not in ATTACKER_VIEWS]
     if args.protocol == "platform" and (unknown_views or not views):
         raise UserError(f"--views takes comma-separated {', '.join(ATTACKER_VIEWS)}, got {args.views!r}")
-    through_specs = [spec.strip() for spec in args.through.split(",") if spec.strip()]
-    # One configuration per attack; the protocols pair each with every stand-in (the config's own through is the
-    # row's stand-in where a Cloaker runs it).
     if args.strengths is None and args.draws is not None:
         raise UserError("--draws applies with --strengths (the presets' robust attack)")
     if args.strengths is not None:
@@ -126,6 +136,48 @@ def run(args: argparse.Namespace) -> int:
         if args.classifier != defaults.CLASSIFIER or args.classifier_weights:
             raise UserError("with --strengths each preset attacks its own surrogates; --classifier and "
                             "--classifier-weights do not apply")
+    return views
+
+
+def read_photos(args: argparse.Namespace) -> tuple[list, list[str]]:
+    """The photos of the PHOTOS arguments (the first ``--limit``), and the errors of those that could not be read."""
+    from comcloak.codecs.photos import PhotoError, collect_photos, load_photo
+    from comcloak.errors import UserError
+
+    photos, failed = [], []
+    for source, _ in collect_photos(args.photos):
+        if args.limit is not None and len(photos) >= args.limit:
+            break
+        try:
+            photos.append(load_photo(source).pixels)
+        except PhotoError as error:
+            failed.append(str(error))
+    for message in failed:
+        print(f"skipped: {message}", file=sys.stderr)
+    if not photos:
+        raise UserError(f"no readable photos in {', '.join(args.photos)}")
+    return photos, failed
+
+
+def make_plan(args: argparse.Namespace) -> EvalPlan:
+    """Check the options, build the attacks (one configuration per attack; the protocols pair each with every
+    stand-in, the config's own through being the row's stand-in where a Cloaker runs it), read the photos and load
+    the judge."""
+    import torch
+
+    from comcloak.attacks import make_through
+    from comcloak.attacks.through import AUTO_THROUGH, CodecMatchedThroughs, matched_through_spec
+    from comcloak.cli.options import build_classifier
+    from comcloak.codecs import parse_codec
+    from comcloak.errors import UserError
+    from comcloak.evaluation.paper import cloak_passes
+    from comcloak.models import freeze
+
+    # --eps as given (None: not given, and a preset keeps its own); every other path takes the declared default.
+    given_eps, args.eps = args.eps, declared_settings()["eps"].user_default if args.eps is None else args.eps
+    views = check_options(args)
+    through_specs = [spec.strip() for spec in args.through.split(",") if spec.strip()]
+    if args.strengths is not None:
         attacks = strength_configs(args, given_eps)
         through_specs = ["preset"]
     else:
@@ -141,51 +193,56 @@ def run(args: argparse.Namespace) -> int:
                 PRESET_THROUGH if spec == "preset" else make_through(spec, args.seed) for spec in through_specs}
     if not attacks or not throughs or not codecs:
         raise UserError("--attacks, --through and --codecs each need at least one entry")
-    pairs = collect_photos(args.photos)
-    photos, failed = [], []
-    for source, _ in pairs:
-        if args.limit is not None and len(photos) >= args.limit:
-            break
-        try:
-            photos.append(load_photo(source).pixels)
-        except PhotoError as error:
-            failed.append(str(error))
-    for message in failed:
-        print(f"skipped: {message}", file=sys.stderr)
-    if not photos:
-        raise UserError(f"no readable photos in {', '.join(args.photos)}")
+    photos, failed = read_photos(args)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     # With --strengths each preset's Cloaker loads its own surrogates.
     classifier = freeze(build_classifier(args).to(device)) if args.strengths is None else None
     throughs = {name: module.to(device) if module is not PRESET_THROUGH else module
                 for name, module in throughs.items()}
-    started = time.perf_counter()
     total = len(photos) * len(attacks) * cloak_passes(throughs, codecs)
-    if args.protocol == "platform":
-        return _run_platform(args, classifier, photos, failed, attacks, throughs, codecs, views, device, total,
-                             started)
-    with tqdm(total=total, unit="cloak", disable=args.quiet, file=sys.stderr, dynamic_ncols=True) as bar:
+    return EvalPlan(args, classifier, photos, failed, attacks, throughs, codecs, views, device, total,
+                    time.perf_counter())
+
+
+def cloak_run(plan: EvalPlan, make_cloaker, progress):
+    """The :class:`~comcloak.evaluation.archive.CloakRun` of the archive and platform protocols."""
+    from comcloak.evaluation.archive import CloakRun
+
+    return CloakRun(plan.photos, plan.attacks, plan.throughs, plan.codecs, make_cloaker, plan.device, progress,
+                    plan.args.batch_size)
+
+
+def _run_paper_or_archive(plan: EvalPlan) -> int:
+    """``--protocol paper`` and ``archive``: the success table, JSON, markdown report, bar chart and examples."""
+    from tqdm import tqdm
+
+    from comcloak.engine.cloaker import Cloaker
+    from comcloak.evaluation.archive import run_archive_protocol
+    from comcloak.evaluation.paper import run_paper_protocol
+    from comcloak.evaluation.report import markdown_report, write_bar_chart, write_example_grid
+
+    args, classifier = plan.args, plan.classifier
+    with tqdm(total=plan.total, unit="cloak", disable=args.quiet, file=sys.stderr, dynamic_ncols=True) as bar:
         if args.protocol == "archive":
             def make_cloaker(config, through):
-                return Cloaker(config, classifier=classifier, through=through, **cloaker_runtime(args, device))
+                return Cloaker(config, classifier=classifier, through=through, **cloaker_runtime(args, plan.device))
 
-            result = run_archive_protocol(classifier, photos, attacks, throughs, codecs, make_cloaker, device,
-                                          progress=bar.update, batch_size=args.batch_size)
+            result = run_archive_protocol(classifier, cloak_run(plan, make_cloaker, bar.update))
         else:
-            result = run_paper_protocol(classifier, photos, attacks, throughs, codecs, batch_size=args.batch_size,
-                                        device=device, progress=bar.update)
-    seconds = time.perf_counter() - started
+            result = run_paper_protocol(classifier, plan.photos, plan.attacks, plan.throughs, plan.codecs,
+                                        batch_size=args.batch_size, device=plan.device, progress=bar.update)
+    seconds = time.perf_counter() - plan.started
     quality = result.quality()
-    print(format_results(result, [c.spec for c in codecs], args))
+    print(format_results(result, [c.spec for c in plan.codecs], args))
     print(format_quality(quality, ""))
     payload = {
         "protocol": args.protocol, "classifier": args.classifier, "eps": args.eps,
-        "steps": max(a.steps for a in attacks),  # of the iterative attacks; FGSM always takes one
+        "steps": max(a.steps for a in plan.attacks),  # of the iterative attacks; FGSM always takes one
         "targeted": args.targeted, "n_photos": result.n_photos,
         "results": [row.as_dict() for row in result.rows], "quality": quality,
         "clean_agreement": [{"codec": spec, "agreement": agree / result.n_photos, "n": result.n_photos}
                             for spec, agree in result.clean_agreement.items()],
-        "failed_photos": failed, "seconds": seconds,
+        "failed_photos": plan.failed, "seconds": seconds,
     }
     write_outputs(args, payload, markdown_report)
     if args.plot:
@@ -196,38 +253,44 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_platform(args, classifier, photos, failed, attacks, throughs, profiles, views, device, total,
-                  started) -> int:
+def platform_judges(plan: EvalPlan) -> dict:
+    """Every surrogate of every attack judges every cloak (a row says whether that cloak attacked it), and so do
+    the evaluation-only classifiers no cloak attacks: name -> (module, role)."""
+    from comcloak.engine.cloaker import load_classifier
+    from comcloak.models import freeze
+
+    args = plan.args
+    judges = {args.classifier: (plan.classifier, "surrogate")} if args.strengths is None else {}
+    for config in plan.attacks:
+        for name in config.classifiers:
+            if name not in judges:
+                judges[name] = (freeze(load_classifier(name).to(plan.device)), "surrogate")
+    for name in (part.strip() for part in args.judges.split(",")):
+        if name and name != "none" and name not in judges:
+            judges[name] = (freeze(load_classifier(name).to(plan.device)), "evaluation")
+    return judges
+
+
+def _run_platform(plan: EvalPlan) -> int:
     """``--protocol platform``: tables per (attack, stand-in), JSON and markdown report."""
     from tqdm import tqdm
 
-    from comcloak.engine.cloaker import Cloaker, load_classifier
+    from comcloak.engine.cloaker import Cloaker
     from comcloak.evaluation.platform import format_platform_table, run_platform_protocol
     from comcloak.evaluation.report import platform_markdown
-    from comcloak.models import freeze
 
-    # Every surrogate of every attack judges every cloak (a row says whether that cloak attacked it), and so do
-    # the evaluation-only classifiers no cloak attacks.
-    judges = {args.classifier: (classifier, "surrogate")} if args.strengths is None else {}
-    for config in attacks:
-        for name in config.classifiers:
-            if name not in judges:
-                judges[name] = (freeze(load_classifier(name).to(device)), "surrogate")
-    for name in (part.strip() for part in args.judges.split(",")):
-        if name and name != "none" and name not in judges:
-            judges[name] = (freeze(load_classifier(name).to(device)), "evaluation")
-
-    runtime = cloaker_runtime(args, device)
+    args, classifier, attacks = plan.args, plan.classifier, plan.attacks
+    judges = platform_judges(plan)
+    runtime = cloaker_runtime(args, plan.device)
 
     def make_cloaker(config, through):
         if through is None:  # a preset: the Cloaker builds its own surrogates and stand-in
             return Cloaker(config, **runtime)
         return Cloaker(config, classifier=classifier, through=through, **runtime)
 
-    with tqdm(total=total, unit="cloak", disable=args.quiet, file=sys.stderr, dynamic_ncols=True) as bar:
-        result = run_platform_protocol(judges, photos, attacks, throughs, profiles, views, make_cloaker, device,
-                                       progress=bar.update, batch_size=args.batch_size)
-    seconds = time.perf_counter() - started
+    with tqdm(total=plan.total, unit="cloak", disable=args.quiet, file=sys.stderr, dynamic_ncols=True) as bar:
+        result = run_platform_protocol(judges, cloak_run(plan, make_cloaker, bar.update), plan.views)
+    seconds = time.perf_counter() - plan.started
     quality = result.quality()
     for attack, through in dict.fromkeys((row.attack, row.through) for row in result.rows):
         print(format_platform_table(result, attack, through))
@@ -235,15 +298,15 @@ def _run_platform(args, classifier, photos, failed, attacks, throughs, profiles,
     print(format_quality(quality, " (full resolution)"))
     payload = {
         "protocol": "platform", "classifier": args.classifier, "strengths": args.strengths,
-        "backend": args.backend, "precision": args.precision, "device": str(device),
+        "backend": args.backend, "precision": args.precision, "device": str(plan.device),
         "attacks": {(config.strength or config.method): {
             "eps": config.eps_255, "steps": config.steps, "draws": config.eot.draws, "attack_size": config.attack_size,
             "surrogates": list(config.classifiers), "through": config.through, "loss": config.loss,
         } for config in attacks},
-        "judges": {name: role for name, (_, role) in judges.items()}, "views": views,
+        "judges": {name: role for name, (_, role) in judges.items()}, "views": plan.views,
         "eps": args.eps, "steps": max(a.steps for a in attacks), "targeted": False, "n_photos": result.n_photos,
         "results": [row.as_dict() for row in result.rows], "quality": quality,
-        "quality_by_attack": result.quality_by_kind(), "failed_photos": failed, "seconds": seconds,
+        "quality_by_attack": result.quality_by_kind(), "failed_photos": plan.failed, "seconds": seconds,
     }
     write_outputs(args, payload, platform_markdown)
     print(f"{result.n_photos} photos, {seconds:.0f} s")
@@ -259,8 +322,8 @@ PRESET_THROUGH = None  # eval --strengths: each preset cloaks through its own st
 
 
 def strength_configs(args: argparse.Namespace, eps: float | None) -> list:
-    """The configurations of ``--strengths``: each preset, with ``eps`` (the --eps given, or None), --steps, --alpha,
-    --momentum, --draws and --seed applied when given."""
+    """The configurations of ``--strengths``: each preset, with ``eps`` (the --eps given, or None) and every other
+    declared attack option given (--steps, --alpha, --momentum, --draws, --seed, ...) applied."""
     from comcloak.attacks.presets import preset_config
     from comcloak.errors import UserError
 
@@ -268,8 +331,8 @@ def strength_configs(args: argparse.Namespace, eps: float | None) -> list:
     unknown = [name for name in names if name not in STRENGTHS]
     if unknown or not names:
         raise UserError(f"--strengths takes comma-separated {', '.join(STRENGTHS)}, got {args.strengths!r}")
-    return [preset_config(name, eps=eps, steps=args.steps, alpha=args.alpha, momentum=args.momentum, draws=args.draws,
-                          seed=args.seed) for name in names]
+    given = {**given_settings(args, "eval", "attack"), "eps": eps}
+    return [preset_config(name, **given) for name in names]
 
 
 def format_quality(quality: dict[str, float], where: str) -> str:

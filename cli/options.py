@@ -1,34 +1,71 @@
 """Option groups shared by the subcommands, and the one place that turns them into an :class:`AttackConfig`.
 
-Each group is added by the subcommands that honour every option in it, so no subcommand offers a flag it refuses:
-``cloak`` and ``demo`` take all of them; ``eval`` the classifier, device and attack options (it runs on the torch
-backend in fp32); ``export`` the classifier and the stand-in; ``bench`` the classifier, stand-in, steps and device.
-Building the parser imports no torch (the choices come from the torch-free registry and attack configuration).
+The attack's options are not declared here: each is built from its setting's declaration on
+:class:`~comcloak.attacks.config.AttackConfig` (``comcloak.attacks.settings``: flag, kind, range, help, and the
+commands that offer it), and :func:`attack_config_from_args` reads them back by the same declarations. ``cloak`` and
+``demo`` take all of them; ``eval`` the classifier, device and attack numbers (it runs on the torch backend in fp32);
+``export`` the classifier and the stand-in; ``bench`` the classifier, stand-in, steps and device. Building the
+parser imports no torch (the choices come from the torch-free registry and attack configuration).
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+from dataclasses import MISSING, fields
+from typing import Any
 
 from comcloak import defaults
-from comcloak.attacks.config import ATTACK_METHODS, LOSSES
-from comcloak.attacks.presets import DEFAULT_STRENGTH, PRESETS, STRENGTHS
+from comcloak.attacks.config import (
+    AttackConfigError,
+    Declared,
+    EotSettings,
+    declared_settings,
+    from_user_scale,
+    user_range,
+)
+from comcloak.attacks.presets import DEFAULT_STRENGTH, PRESETS, STRENGTHS, Preset
 from comcloak.engine.backends.registry import PRECISIONS, backend_choices, describe_backends
 
-THROUGH_HELP = ("stand-in for the compressor: none, diffjpeg:Q, comodel:CODEC, comodel:PATH, comodel-cubic:CODEC (the "
-                "trained cubic rounding), 'mix:A|B', 'eot:A|B'")
+PRESET_FIELDS = frozenset(item.name for item in fields(Preset))  # the settings a --strength preset sets
+PRESET_ONLY = frozenset(item.name for item in fields(EotSettings))  # eval: the draws apply to its presets only
 
 
-def eps_value(text: str) -> float:
-    """argparse type for ``--eps``/``--alpha`` on the 0–255 scale."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number on the 0-255 scale, got {text!r}") from None
-    if not 0 < value <= defaults.MAX_EPS:
-        raise argparse.ArgumentTypeError(f"must be in (0, {defaults.MAX_EPS:g}] on the 0-255 scale, got {text}")
-    return value
+def user_scale_type(entry: Declared):
+    """argparse type of a setting given on the user's scale (``--eps``/``--alpha`` on 0-255)."""
+    scale = entry.setting.scale
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number on the 0-{scale:g} scale, got {text!r}") from None
+        try:
+            from_user_scale(entry, value)
+        except AttackConfigError:
+            raise argparse.ArgumentTypeError(f"must be {user_range(entry)}, got {text}") from None
+        return value
+    return parse
+
+
+def declared_type(entry: Declared):
+    """argparse type of a declared int or real setting: the kind's conversion; its range is checked where the
+    configuration is made (``AttackConfig.validate``, one line, exit status 2), like the library's. Settings given
+    on the user's scale (``--eps``) are checked here against the user's ceiling."""
+    if entry.setting.scale != 1:
+        return user_scale_type(entry)
+    convert, noun = (int, "an integer") if entry.setting.kind == "int" else (float, "a number")
+
+    def parse(text: str) -> int | float:
+        try:
+            return convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {noun}, got {text!r}") from None
+    parse.__name__ = noun.split()[-1]  # argparse's "invalid integer value" wording, should the message be lost
+    return parse
+
+
+eps_value = user_scale_type(declared_settings()["eps"])
 
 
 def _int_at_least(minimum: int, what: str):
@@ -65,26 +102,90 @@ positive_float = _number_above(0, False, "above 0")
 non_negative_float = _number_above(0, True, "0 or above")
 
 
-def add_classifier_options(parser: argparse.ArgumentParser, ensemble: bool = False) -> argparse._ArgumentGroup:
+def _shown(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def default_and_help(entry: Declared, preset_flag: str | None = None, picked: bool = False,
+                     **wording: str) -> tuple[Any, str]:
+    """The option's default and its ``--help`` text, from the declaration.
+
+    With ``preset_flag`` a setting the presets set defaults to None ("not given", so the preset's value wins) and
+    the help shows the default preset's value when one is always ``picked`` (``cloak --strength``), else the declared
+    default (``eval --strengths``, ``bench --strength``: a preset only when given). Otherwise the default is the
+    field's (None for the numbers ``attack_config`` derives per attack; ``default_text`` says how). ``wording`` may
+    replace the declaration's ``default_text`` and ``note`` for one command.
+    """
+    declared = entry.setting
+    note = wording.get("note", declared.note)
+    default = None
+    if "default_text" in wording:
+        shown = f" {wording['default_text']}"
+    elif preset_flag and picked and entry.name in PRESET_FIELDS:
+        shown = f": the preset's; {_shown(getattr(PRESETS[DEFAULT_STRENGTH], entry.name))} for {DEFAULT_STRENGTH}"
+    elif preset_flag and entry.name in PRESET_FIELDS:
+        shown = f" {_shown(entry.user_default)}, or the preset's own with {preset_flag}"
+    else:
+        shown = declared.default_text
+        if entry.default is not MISSING:
+            default = entry.default
+            shown = shown or ("" if default is None or default is False else _shown(default))
+        shown = f" {shown}" if shown else ""
+    if preset_flag and entry.name in PRESET_FIELDS:
+        default = None
+    parts = "; ".join(part for part in (f"default{shown}" if shown else "", note) if part)
+    return default, f"{declared.help} ({parts})" if parts else declared.help
+
+
+def add_setting(group: argparse._ArgumentGroup | argparse.ArgumentParser, keyword: str, preset_flag: str | None = None,
+                picked: bool = False, **override: Any) -> None:
+    """Add the option of the declared setting ``keyword`` (``comcloak.attacks.config.declared_settings``); for
+    ``preset_flag`` and ``picked`` see :func:`default_and_help`.
+
+    ``override`` may set the option's ``flag`` (``bench --size`` for ``attack_size``), ``help`` (what it is, for
+    this command), ``default``, and the ``default_text`` or ``note`` of its help; the rest is the declaration's.
+    """
+    entry = declared_settings()[keyword]
+    declared = entry.setting
+    wording = {key: override.pop(key) for key in ("default_text", "note") if key in override}
+    default, text = default_and_help(entry, preset_flag, picked, **wording)
+    if "help" in override:
+        text = override.pop("help") + text[len(declared.help):]
+    options: dict[str, Any] = {"default": override.pop("default", default)}
+    if declared.kind == "flag":
+        options = {"action": "store_true"}
+    elif declared.kind == "choice":
+        options["choices"] = declared.choice_values()
+    elif declared.kind in ("int", "real"):
+        options["type"] = declared_type(entry)
+    if declared.metavar:
+        options["metavar"] = declared.metavar
+    group.add_argument(override.pop("flag", entry.flag), help=text.replace("%", "%%"), **options)
+
+
+def offered(command: str, group: str = "attack") -> list[Declared]:
+    """The declared settings ``command`` offers as options in ``group``, in declaration order."""
+    return [entry for entry in declared_settings().values()
+            if command in entry.setting.commands and entry.setting.group == group]
+
+
+def add_classifier_options(parser: argparse.ArgumentParser, ensemble: bool = False,
+                           command: str = "cloak") -> argparse._ArgumentGroup:
     """``--classifier`` (with ``ensemble``: several, comma-separated; default the --strength preset's) and its
     weights file."""
     group = parser.add_argument_group("models")
-    if ensemble:
-        group.add_argument("--classifier", default=None,
-                           help=f"surrogate classifier(s) attacked, comma-separated for an ensemble whose loss is "
-                                f"averaged (default: the --strength preset's; {PRESETS[DEFAULT_STRENGTH].classifier} "
-                                f"for {DEFAULT_STRENGTH}; pretrained, offline)")
-    else:
-        group.add_argument("--classifier", default=defaults.CLASSIFIER,
-                           help=f"registered classifier (default: {defaults.CLASSIFIER}, pretrained, offline)")
-    group.add_argument("--classifier-weights", metavar="PATH",
-                       help="weights file for the classifier (required for resnet50; safetensors or state dict)")
+    for entry in offered(command, "models"):
+        if entry.keyword == "classifier" and not ensemble:
+            add_setting(group, entry.keyword, help="registered classifier")
+        else:
+            add_setting(group, entry.keyword, "--strength" if ensemble else None, picked=ensemble)
     return group
 
 
 def add_through_option(group: argparse._ArgumentGroup | argparse.ArgumentParser, default: str | None,
                        default_help: str) -> None:
-    group.add_argument("--through", default=default, help=f"{THROUGH_HELP} (default: {default_help})")
+    """``--through`` with the command's own default and its wording (``export``: what it can export)."""
+    add_setting(group, "through", default=default, default_text=default_help)
 
 
 def add_device_option(group: argparse._ArgumentGroup | argparse.ArgumentParser, default: str | None = None) -> None:
@@ -111,52 +212,34 @@ def add_backend_options(group: argparse._ArgumentGroup | argparse.ArgumentParser
                             "(torch backends)")
 
 
-def add_steps_option(group: argparse._ArgumentGroup | argparse.ArgumentParser, default: int | None = None) -> None:
-    group.add_argument("--steps", type=positive_int, default=default,
-                       help=f"iterations of bim/mim (default {defaults.STEPS}, or the preset's own with --strength or "
-                            "--strengths; fgsm takes one)")
-
-
-def add_attack_options(parser: argparse.ArgumentParser, single_attack: bool = True) -> None:
-    """The attack's numbers; with ``single_attack`` also the method, stand-in, target and attack size (``eval``
-    takes several methods and stand-ins as lists of its own)."""
+def add_attack_options(parser: argparse.ArgumentParser, command: str = "cloak", preset_flag: str = "--strength",
+                       overrides: dict[str, dict[str, Any]] | None = None) -> None:
+    """The attack options ``command`` offers (its settings' declarations say which): ``cloak`` and ``demo`` pick a
+    ``--strength`` preset first, which always applies; ``eval`` applies its ``--strengths`` when given.
+    ``overrides``: :func:`add_setting`'s overrides for this command, by keyword."""
     group = parser.add_argument_group("attack")
-    if single_attack:
+    picked = command == "cloak"
+    if picked:
         group.add_argument("--strength", default=DEFAULT_STRENGTH, choices=STRENGTHS,
                            help="preset of the numbers below (each given option wins over it): "
                                 + "; ".join(preset.describe() for preset in PRESETS.values()).replace("%", "%%")
                                 + f". Default {DEFAULT_STRENGTH}; measured protection in docs/RESULTS.md")
-        group.add_argument("--attack", default=None, choices=ATTACK_METHODS,
-                           help=f"default: the preset's ({defaults.ATTACK})")
-        add_through_option(group, None, "the preset's, comodel:jpeg:50; paper: the shipped ComModel for the "
-                                        "--check codec")
-        group.add_argument("--eps", type=eps_value, default=None,
-                           help="L-inf budget on the 0-255 scale (default: the preset's; 5 for balanced)")
-        group.add_argument("--steps", type=positive_int, default=None,
-                           help="iterations of bim/mim (default: the preset's; 20 for balanced; fgsm takes one)")
-        group.add_argument("--draws", type=non_negative_int, default=None,
-                           help="random draws per step of the platform (downscale, codec stand-in) and the "
-                                "attacker's view (rescale, crop, flip, shift) the loss is averaged over; 0: none, "
-                                "the paper's attack (default: the preset's; 2 for balanced)")
-        group.add_argument("--loss", default=None, choices=LOSSES,
-                           help="ce (cross-entropy) or margin (push the clean label out of the top-5) (default: "
-                                "the preset's; margin for balanced)")
-    else:
-        group.add_argument("--eps", type=eps_value, default=None,
-                           help=f"L-inf budget on the 0-255 scale (default {defaults.EPS:g}, or the preset's own "
-                                "with --strengths)")
-        add_steps_option(group)
-    group.add_argument("--alpha", type=eps_value, default=None, help="step size, 0-255 scale (default eps/steps)")
-    group.add_argument("--momentum", type=float, default=None, help="MIM momentum mu (default 1; MIM only)")
-    group.add_argument("--targeted", action="store_true",
-                       help="aim at a class: --target, or the paper's (clean + 500) mod 1000")
-    if single_attack:
-        group.add_argument("--target", type=int, default=None, help="target class index (implies --targeted)")
-        group.add_argument("--attack-size", type=positive_int, default=None,
-                           help="shorter side of the working view the cloak is computed on, in pixels (default: "
-                                "the preset's; 288 for balanced)")
-    group.add_argument("--seed", type=int, default=defaults.SEED,
-                       help=f"seed for the random draws and stand-in picks (default {defaults.SEED})")
+        overrides = {"through": {"note": "paper: the shipped ComModel for the --check codec"}, **(overrides or {})}
+    for entry in offered(command):
+        add_setting(group, entry.keyword, preset_flag, picked, **(overrides or {}).get(entry.keyword, {}))
+
+
+def given_settings(args: argparse.Namespace, command: str, group: str | None = None) -> dict[str, Any]:
+    """The declared settings ``command``'s options gave (None: not given), by field name (``method``); ``group``:
+    only those of one ``--help`` group (``attack``, ``models``)."""
+    return {entry.name: getattr(args, entry.keyword) for entry in declared_settings().values()
+            if command in entry.setting.commands and group in (None, entry.setting.group)
+            and getattr(args, entry.keyword, None) is not None}
+
+
+def applies_to(method: str, name: str) -> bool:
+    """Whether the declared setting ``name`` applies to the attack ``method`` (``momentum``: MIM only)."""
+    return next(entry.setting for entry in declared_settings().values() if entry.name == name).applies_to(method)
 
 
 def attack_config_from_args(args: argparse.Namespace, method: str | None = None, through: str | None = None):
@@ -165,30 +248,25 @@ def attack_config_from_args(args: argparse.Namespace, method: str | None = None,
     ``cloak``/``demo``: the ``--strength`` preset with every option given winning over it (``--target`` implies
     ``--targeted``); without ``--through``, the preset's stand-in, or for ``paper`` the one matched to the ``--check``
     codec. ``eval`` passes ``method`` and ``through`` for each entry of its lists: the paper's attack with its own
-    numbers, ``--steps`` and ``--alpha`` applying to the iterative attacks and ``--momentum`` to MIM (as eval's help
-    says); otherwise an option that does not fit the attack is an error.
+    numbers, each option applying to the attacks its declaration names (``--steps`` and ``--alpha`` to the iterative
+    ones, ``--momentum`` to MIM, as eval's help says); otherwise an option that does not fit the attack is an error.
     """
     from comcloak.attacks import AttackConfig
     from comcloak.attacks.presets import preset_config
     from comcloak.attacks.through import matched_through_spec
 
-    if method is not None:  # eval: one entry of its --attacks list
-        iterative = method != "fgsm"
-        return AttackConfig.from_user(
-            method=method, eps=args.eps, steps=args.steps if iterative else None,
-            alpha=args.alpha if iterative else None, momentum=args.momentum if method == "mim" else None,
-            targeted=args.targeted, through=through, classifier=args.classifier,
-            classifier_weights=args.classifier_weights, attack_size=defaults.ATTACK_SIZE, seed=args.seed,
-        )
-    target = getattr(args, "target", None)
+    if method is not None:  # eval: one entry of its --attacks list; its --draws is for its --strengths presets
+        given = {name: value for name, value in given_settings(args, "eval").items()
+                 if applies_to(method, name) and name not in PRESET_ONLY}
+        return AttackConfig.from_user(method=method, through=through, **given)
+    given = given_settings(args, "cloak")
+    if given.get("target") is not None:
+        given["targeted"] = True
     if args.through is None and args.strength == "paper":
-        through = matched_through_spec(args.check)
-    return preset_config(
-        args.strength, method=args.attack, eps=args.eps, steps=args.steps, alpha=args.alpha, momentum=args.momentum,
-        targeted=args.targeted or target is not None, target=target, through=args.through or through,
-        classifier=args.classifier, classifier_weights=args.classifier_weights, attack_size=args.attack_size,
-        seed=args.seed, loss=args.loss, draws=args.draws,
-    )
+        given["through"] = matched_through_spec(args.check)
+    elif args.through is None and through is not None:
+        given["through"] = through
+    return preset_config(args.strength, **given)
 
 
 def build_classifier(args: argparse.Namespace):

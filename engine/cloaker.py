@@ -7,6 +7,7 @@ import numbers
 import os
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -15,6 +16,7 @@ from torch import nn
 
 from comcloak import defaults, kernels
 from comcloak.attacks import AttackConfig, AttackConfigError, make_through, paper_targets
+from comcloak.attacks.config import declared_settings, unknown_keywords_error
 from comcloak.attacks.presets import DEFAULT_STRENGTH, preset_config
 from comcloak.codecs.tensors import to_tensor
 from comcloak.engine.backends import BackendUnavailableError, backend_choices, get_backend
@@ -93,6 +95,34 @@ def describe_cloaker(config: AttackConfig, backend: str, precision: str, device:
             f"device={device!r})")
 
 
+def resolve_config(config: AttackConfig | None, settings: dict[str, Any],
+                   ) -> tuple[AttackConfig, nn.Module | None, nn.Module | None]:
+    """``(config, classifier module, stand-in module)`` of :class:`Cloaker`'s arguments: ``config`` as given, or the
+    one the declared ``settings`` build (``Cloaker(eps=4)``), with ``classifier``/``through`` modules set apart."""
+    declared = declared_settings()
+    unknown = [name for name in settings if name not in declared]
+    if unknown:
+        raise unknown_keywords_error(unknown, declared, CloakerConfigError)
+    if config is not None and not isinstance(config, AttackConfig):
+        raise CloakerConfigError(f"config must be an AttackConfig, got {type(config).__name__} (a classifier or "
+                                 "stand-in is given as classifier=... / through=...)")
+    modules = {name: value for name, value in settings.items() if isinstance(value, nn.Module)}
+    given = {name: value for name, value in settings.items() if value is not None and name not in modules}
+    if config is not None and given:
+        raise CloakerConfigError(f"give either config or the attack keyword arguments, not both (got config and "
+                                 f"{', '.join(given)})")
+    if config is None:
+        if given.get("classifier_weights") is not None and "classifier" in modules:
+            raise CloakerConfigError("classifier_weights applies to a classifier given by name, not to a module")
+        given.update({name: type(module).__name__ for name, module in modules.items()})  # named in the config
+        strength = given.pop("strength", None) or DEFAULT_STRENGTH
+        try:
+            config = preset_config(strength, **{declared[name].name: value for name, value in given.items()})
+        except AttackConfigError as error:
+            raise CloakerConfigError(str(error)) from None
+    return config, modules.get("classifier"), modules.get("through")
+
+
 class Cloaker:
     """Cloaks photos so that an image classifier mislabels them, robustly to recompression (ComReAdv).
 
@@ -102,33 +132,21 @@ class Cloaker:
     within ``eps``.
 
     What is attacked and how is one :class:`comcloak.attacks.AttackConfig` (``config``, also what
-    :attr:`Cloaker.config` shows). The keyword arguments ``strength`` ... ``seed`` are a convenience that builds the
-    same object (``comcloak.attacks.presets.preset_config``: a strength's numbers, with the ones given winning; eps and
-    alpha on the 0-255 scale); give either ``config`` or those.
+    :attr:`Cloaker.config` shows). The keyword arguments ``settings`` are a convenience that builds the same object
+    (``comcloak.attacks.presets.preset_config``: a strength's numbers, with the ones given winning; eps and alpha on
+    the 0-255 scale); give either ``config`` or those.
 
     Args:
-        config: the attack configuration (default: built from the keyword arguments below; None, their default,
-            means "not given", and what is not given takes the ``strength`` preset's value).
-        strength: ``fast``, ``balanced`` (default), ``strong`` or ``paper`` (``comcloak.attacks.presets``).
-        classifier: registered classifier name, several separated by commas (a surrogate ensemble), or an
-            ``nn.Module`` mapping [0, 1] RGB NCHW to logits (a module is used as it is, with ``config`` too).
-            Default: the preset's (``efficientnet_lite0,mobilenet_v2`` for balanced, pretrained, offline).
-        classifier_weights: weights file for a named classifier (required for ``resnet50``, which has no
-            offline weights); default: the offline pretrained weights.
-        through: stand-in for the compressor (``none``, ``diffjpeg:Q``, ``comodel:CODEC``, ``comodel:PATH``,
-            ``mix:A|B``, ``eot:A|B``), or a module (used as it is, with ``config`` too). Default ``comodel:jpeg:50``.
-        attack: ``fgsm``, ``bim`` or ``mim`` (default mim).
-        eps: L∞ budget on the 0–255 scale (default 5).
-        steps: iterations (default 10; FGSM: 1).
-        alpha: step size on the 0–255 scale (default eps/steps; FGSM: eps).
-        momentum: μ (default 1 for MIM).
-        targeted: aim at a class instead of away from the clean label.
-        target: the target class when targeted (default: the paper's (clean + 500) mod classes).
-        attack_size: shorter side of the attack (working) view in pixels (default: the preset's; 288 for balanced).
-        seed: seeds the random draws and the picks of a ``mix:`` stand-in.
-        loss: ``ce`` or ``margin`` (default: the preset's; margin pushes the clean label out of the top-5).
-        draws: random draws of the platform and the attacker's view per image and step (0: none; default: the
-            preset's, 2 for balanced).
+        config: the attack configuration (default: built from ``settings``).
+        settings: any declared setting by the name the CLI's option has (``comcloak.attacks.config.
+            declared_settings``; its help is ``comcloak cloak --help``'s): ``strength`` (``fast``, ``balanced`` (the
+            default), ``strong`` or ``paper``), ``attack``, ``eps``, ``steps``, ``alpha``, ``momentum``,
+            ``targeted``, ``target``, ``through``, ``classifier``, ``classifier_weights``, ``attack_size``, ``seed``,
+            ``loss``, ``draws`` and the other draw settings of :class:`~comcloak.attacks.config.EotSettings`. None
+            means "not given": what is not given takes the ``strength`` preset's value (or the declared default).
+            ``classifier`` may also be an ``nn.Module`` mapping [0, 1] RGB NCHW to logits, and ``through`` a stand-in
+            module: a module is used as it is, with ``config`` too. Another name is a :class:`CloakerConfigError`
+            listing the valid ones.
         backend: a registered backend (``comcloak.engine.backends.registry``): ``torch`` (eager autograd, the
             reference), ``torch-cudagraph`` (GPU), ``onnxruntime`` or ``tensorrt`` (the exported step graph, exported
             once per attack-view size and cached in ``cache_dir``), or ``auto`` for the fastest that can run here.
@@ -149,58 +167,18 @@ class Cloaker:
         self,
         config: AttackConfig | None = None,
         *,
-        strength: str | None = None,
-        classifier: str | nn.Module | None = None,
-        classifier_weights: str | None = None,
-        through: str | nn.Module | None = None,
-        attack: str | None = None,
-        eps: float | None = None,
-        steps: int | None = None,
-        alpha: float | None = None,
-        momentum: float | None = None,
-        targeted: bool | None = None,
-        target: int | None = None,
-        attack_size: int | None = None,
-        seed: int | None = None,
-        loss: str | None = None,
-        draws: int | None = None,
         backend: str = defaults.BACKEND,
         device: str | torch.device | None = None,
         cache_dir: str | os.PathLike | None = None,
         threads: int | None = None,
         precision: str = defaults.PRECISION,
+        **settings: Any,
     ) -> None:
         if backend not in backend_choices():
             raise CloakerConfigError(f"unknown backend {backend!r}; available: {', '.join(backend_choices())}")
         if threads is not None and not is_count(threads):
             raise CloakerConfigError(f"threads must be a positive integer or None, got {threads!r}")
-        if config is not None and not isinstance(config, AttackConfig):
-            raise CloakerConfigError(f"config must be an AttackConfig, got {type(config).__name__} (a classifier or "
-                                     "stand-in is given as classifier=... / through=...)")
-        classifier_module = classifier if isinstance(classifier, nn.Module) else None
-        through_module = through if isinstance(through, nn.Module) else None
-        given = {name: value for name, value in (
-            ("classifier", classifier), ("classifier_weights", classifier_weights), ("through", through),
-            ("method", attack), ("eps", eps), ("steps", steps), ("alpha", alpha), ("momentum", momentum),
-            ("targeted", targeted), ("target", target), ("attack_size", attack_size), ("seed", seed),
-            ("loss", loss), ("draws", draws),
-        ) if value is not None and not isinstance(value, nn.Module)}
-        if config is not None and strength is not None:
-            given["strength"] = strength
-        if config is not None and given:
-            raise CloakerConfigError(f"give either config or the attack keyword arguments, not both (got config and "
-                                     f"{', '.join(given)})")
-        if config is None:
-            if classifier_module is not None:
-                given["classifier"] = type(classifier_module).__name__
-            if through_module is not None:
-                given["through"] = type(through_module).__name__
-            if given.get("classifier_weights") is not None and classifier_module is not None:
-                raise CloakerConfigError("classifier_weights applies to a classifier given by name, not to a module")
-            try:
-                config = preset_config(strength or DEFAULT_STRENGTH, **given)
-            except AttackConfigError as error:
-                raise CloakerConfigError(str(error)) from None
+        config, classifier_module, through_module = resolve_config(config, settings)
         self.config = config
         self.device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
         if classifier_module is not None:

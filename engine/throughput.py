@@ -5,7 +5,8 @@ memory (``ru_maxrss``) is its own and no backend warms caches for another. The w
 once and take turns (``--rounds``): in each round every worker times its calls while the others wait, so a drift of
 the machine's speed between rounds hits every backend alike and the ratios are paired within a round. The parent
 exports the step graph once (the exported backends load it from disk, as they would from the cache) and writes the
-results as JSON and a markdown table whose speed-ups are ratios to the ``torch`` reference measured in the same run.
+results as JSON and a markdown table whose speed-ups are ratios to the ``torch`` reference measured in the same run
+(:mod:`comcloak.engine.bench_results`: the settings, the results and their reports).
 
 Backends and precisions are the registry's (:mod:`comcloak.engine.backends.registry`), the same names as
 ``comcloak cloak --backend/--precision``: ``torch`` at ``fp32`` is the reference; ``onnxruntime`` is named
@@ -21,97 +22,18 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
-import platform
 import resource
-import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from comcloak import defaults
 from comcloak.engine.backends.registry import BackendInfo, get_backend, register_backend
+from comcloak.engine.bench_results import BenchResult, BenchSettings
 
 logger = logging.getLogger(__name__)
 
-REFERENCE = ("torch", "fp32")  # eager fp32: the ratios' denominator
 MATMUL_SIDE = 8192  # square matmul for the device's rate (4096 on a CPU)
-
-
-@dataclass(frozen=True)
-class BenchSettings:
-    """What one bench run measures (JSON ``settings``); :attr:`config` is the attack it times."""
-
-    classifier: str = defaults.CLASSIFIER
-    through: str = defaults.THROUGH
-    attack: str = defaults.ATTACK
-    eps: float = defaults.EPS  # 0-255 scale
-    steps: int = defaults.STEPS
-    size: int = defaults.ATTACK_SIZE  # the random images' side: the attack (working) view
-    classifier_weights: str | None = None
-    device: str = "cpu"
-    threads: int | None = None
-    min_seconds: float = 5.0  # keep timing calls until this much time has passed (at least one call)
-    seed: int = 0
-    random_weights: bool = False  # speed only: classifiers without shipped weights (resnet50)
-    strength: str | None = None  # a preset (comcloak.attacks.presets): its surrogates, stand-in, eps, draws, loss
-
-    @property
-    def config(self):  # -> AttackConfig
-        from comcloak.attacks import AttackConfig
-        from comcloak.attacks.presets import preset_config
-
-        if self.strength is not None:  # the preset as comcloak cloak runs it, at this size and step count
-            return preset_config(self.strength, steps=self.steps, attack_size=self.size, seed=self.seed)
-        return AttackConfig.from_user(self.attack, self.eps, self.steps if self.attack != "fgsm" else None,
-                                      through=self.through, classifier=self.classifier,
-                                      classifier_weights=self.classifier_weights, attack_size=self.size,
-                                      seed=self.seed)
-
-
-@dataclass
-class BenchResult:
-    backend: str
-    precision: str
-    batch: int
-    images_per_s: float
-    peak_rss_mb: float
-    seconds: float
-    calls: int
-    peak_gpu_mb: float | None = None
-    round: int = 0  # which pass over the measurements (``--rounds``) made it
-
-
-def machine_description(device: str = "cpu") -> str:
-    """CPU model, core count and OS (and the GPU when measuring on one)."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as handle:
-            for line in handle:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    text = f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
-    if device.startswith("cuda"):
-        import torch
-
-        text += f", {torch.cuda.get_device_name()}"
-    return text
-
-
-def library_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {"python": platform.python_version()}
-    for name in ("comcloak", "torch", "numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "tensorrt"):
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            continue
-    return found
 
 
 def peak_rss_megabytes() -> float:
@@ -410,110 +332,3 @@ def export_for_bench(settings: BenchSettings, cache_dir: str | os.PathLike | Non
                             metadata={"classifier": config.classifier, "through": config.through},
                             loss=config.loss, eot=config.eot)
     return graphs.path_for(settings.size, settings.size)
-
-
-def results_payload(
-    results: list[BenchResult],
-    settings: BenchSettings,
-    flops_per_image: int | None = None,
-    matmul: tuple[float, str] | None = None,
-) -> dict:
-    """The JSON document: ``{"machine", "results": [{"backend", "precision", "batch", "images_per_s",
-    "peak_rss_mb"}], ...}``.
-
-    GPU rows add ``peak_gpu_mb`` (the most the worker reserved on the device, capture included); with
-    ``flops_per_image`` and ``matmul`` (rate, dtype) every row adds
-    ``fraction_of_matmul_rate`` and the document ``flops_per_image``, ``matmul_flops_per_s`` and ``matmul_dtype``.
-    Results of several rounds (:attr:`BenchResult.round`) make one row per measurement: ``images_per_s`` is the
-    median over the rounds, ``peak_rss_mb`` the largest, and the row adds ``images_per_s_rounds`` and
-    ``vs_reference_rounds`` (the ratio to the reference measured in the same round, so that the machine's drift
-    between rounds cancels); the document adds ``rounds``.
-    """
-    rounds = len({result.round for result in results})
-    grouped: dict[tuple[str, str, int], list[BenchResult]] = {}
-    for result in results:
-        grouped.setdefault((result.backend, result.precision, result.batch), []).append(result)
-    reference = {(result.batch, result.round): result.images_per_s for result in results
-                 if (result.backend, result.precision) == REFERENCE}
-    rows = []
-    for (backend, precision, batch), group in grouped.items():
-        speeds = [result.images_per_s for result in group]
-        row = {"backend": backend, "precision": precision, "batch": batch,
-               "images_per_s": round(statistics.median(speeds), 4),
-               "peak_rss_mb": round(max(result.peak_rss_mb for result in group), 1)}
-        gpu = [result.peak_gpu_mb for result in group if result.peak_gpu_mb is not None]
-        if gpu:
-            row["peak_gpu_mb"] = round(max(gpu), 1)
-        if flops_per_image and matmul:
-            row["fraction_of_matmul_rate"] = round(row["images_per_s"] * flops_per_image / matmul[0], 5)
-        if rounds > 1:
-            row["images_per_s_rounds"] = [round(speed, 4) for speed in speeds]
-            row["vs_reference_rounds"] = [round(result.images_per_s / reference[batch, result.round], 4)
-                                          for result in group if (batch, result.round) in reference]
-        rows.append(row)
-    config = settings.config
-    draws = f", {config.eot.draws} draws/step ({config.eot.coded_draws} through the stand-in)" \
-        if config.eot.enabled else ""
-    strength = f"--strength {settings.strength}: " if settings.strength else ""
-    payload = {
-        "machine": machine_description(settings.device),
-        "results": rows,
-        "versions": library_versions(),
-        "settings": asdict(settings),
-        "workload": f"{strength}{config.classifier} through {config.through}, {config.method}, {config.steps} steps"
-                    f"{draws}, {config.loss} loss",
-    }
-    if rounds > 1:
-        payload["rounds"] = rounds
-    if flops_per_image and matmul:
-        payload.update(flops_per_image=flops_per_image, matmul_flops_per_s=round(matmul[0]), matmul_dtype=matmul[1])
-    return payload
-
-
-def markdown_table(payload: dict) -> str:
-    """Markdown: machine and versions, then one row per measurement with its ratio to torch at the same batch."""
-    reference = {row["batch"]: row["images_per_s"] for row in payload["results"]
-                 if (row["backend"], row.get("precision", "fp32")) == REFERENCE}
-    settings = payload.get("settings", {})
-    versions = ", ".join(f"{name} {value}" for name, value in payload.get("versions", {}).items())
-    weights = ", random weights" if settings.get("random_weights") else ""
-    workload = payload.get("workload") or (
-        f"{settings.get('classifier')} through {settings.get('through')}, {settings.get('attack')}, "
-        f"{settings.get('steps')} steps")
-    lines = [
-        f"Machine: {payload['machine']}  ",
-        f"Versions: {versions}  ",
-        f"Workload: {workload}{weights}, {settings.get('size')}x{settings.get('size')}, "
-        f"device {settings.get('device')}, threads {settings.get('threads') or 'default'}  ",
-    ]
-    if payload.get("rounds"):
-        lines.append(f"Rounds: {payload['rounds']}, interleaved (every measurement once per round, in the same "
-                     "order); images/s is the median over the rounds, the ratio the median of same-round ratios "
-                     "(range in brackets)  ")
-    floor = "flops_per_image" in payload
-    if floor:
-        lines.append(f"Floor: {payload['flops_per_image'] / 1e9:.2f} GFLOP per image (whole attack); measured "
-                     f"{payload['matmul_dtype']} matmul rate {payload['matmul_flops_per_s'] / 1e12:.2f} TFLOP/s  ")
-    gpu = any("peak_gpu_mb" in row for row in payload["results"])
-    header = "| backend | precision | batch | images/s | vs torch fp32 | peak RSS (MB) |"
-    rule = "|---|---|---:|---:|---:|---:|"
-    if gpu:
-        header, rule = header + " peak GPU reserved (MB) |", rule + "---:|"
-    if floor:
-        header, rule = header + " of matmul rate |", rule + "---:|"
-    lines += ["", header, rule]
-    for row in payload["results"]:
-        base = reference.get(row["batch"])
-        paired = row.get("vs_reference_rounds")
-        if paired:  # several rounds: the median of the same-round ratios, and their range
-            ratio = f"{statistics.median(paired):.2f}x ({min(paired):.2f}–{max(paired):.2f})"
-        else:
-            ratio = f"{row['images_per_s'] / base:.2f}x" if base else "–"
-        line = (f"| {row['backend']} | {row.get('precision', 'fp32')} | {row['batch']} | {row['images_per_s']:.3f} "
-                f"| {ratio} | {row['peak_rss_mb']:.0f} |")
-        if gpu:
-            line += f" {row['peak_gpu_mb']:.0f} |" if "peak_gpu_mb" in row else " – |"
-        if floor:
-            line += f" {100 * row['fraction_of_matmul_rate']:.1f}% |"
-        lines.append(line)
-    return "\n".join(lines) + "\n"

@@ -70,28 +70,47 @@ class ArchiveResult(FullResolutionQuality):
     clean_agreement: dict[str, int] = field(default_factory=dict)
 
 
-def full_resolution_cloaks(
-    photos: Sequence[np.ndarray],
-    attacks: Sequence[AttackConfig],
-    throughs: dict[str, nn.Module | CodecMatchedThroughs],
-    codecs: Sequence[Codec],
-    make_cloaker: Callable[[AttackConfig, nn.Module], object],
-    quality: FullResolutionQuality,
-    progress: Callable[[int], None] | None = None,
-    batch_size: int = 8,
-) -> Iterator[tuple[AttackConfig, str, list[Codec], int, CloakResult]]:
+@dataclass(frozen=True)
+class CloakRun:
+    """What the archive and platform protocols cloak, and how.
+
+    Attributes:
+        photos: uint8 (H, W, 3) photos at full resolution.
+        attacks: the attack configurations; with ``throughs``, one cloak per (attack, stand-in).
+        throughs: stand-in name -> module, or a :class:`CodecMatchedThroughs` (``comodel:auto``: cloaks per codec
+            through the stand-in matched to it), or None (a preset cloaking through its own stand-in).
+        codecs: the platform chains or profiles every cloak is scored after.
+        make_cloaker: ``(config, stand-in module) -> Cloaker``; it owns the classifier, size and backend.
+        device: where the judges classify.
+        progress: called with the number of photos cloaked.
+        batch_size: photos cloaked together (attack views of equal shape are attacked together).
+    """
+
+    photos: Sequence[np.ndarray]
+    attacks: Sequence[AttackConfig]
+    throughs: dict[str, nn.Module | CodecMatchedThroughs | None]
+    codecs: Sequence[Codec]
+    make_cloaker: Callable[[AttackConfig, nn.Module | None], object]
+    device: torch.device | str = "cpu"
+    progress: Callable[[int], None] | None = None
+    batch_size: int = 8
+
+
+def full_resolution_cloaks(run: CloakRun, quality: FullResolutionQuality,
+                           ) -> Iterator[tuple[AttackConfig, str, list[Codec], int, CloakResult]]:
     """Cloak every photo for every (attack, stand-in) at full resolution, as the archive and platform protocols do.
 
     Yields ``(config, stand-in name, codecs to score this cloak on, photo index, cloak)``; ``comodel:auto`` cloaks
-    once per distinct matched stand-in, scored on its codecs. Each cloak's quality goes into ``quality``; ``progress``
-    is called with the number of photos cloaked. The config handed to ``make_cloaker`` names the stand-in run; a
-    stand-in module of None hands the config as it is (a preset with its own stand-in).
+    once per distinct matched stand-in, scored on its codecs. Each cloak's quality goes into ``quality``. The config
+    handed to ``run.make_cloaker`` names the stand-in run; a stand-in module of None hands the config as it is (a
+    preset with its own stand-in).
     """
-    for config in attacks:
-        for through_name, through in throughs.items():
-            for stand_in, module, group in cloak_groups(through_name, through, codecs):
+    photos, batch_size, progress = run.photos, run.batch_size, run.progress
+    for config in run.attacks:
+        for through_name, through in run.throughs.items():
+            for stand_in, module, group in cloak_groups(through_name, through, run.codecs):
                 # No module: the config is a preset that cloaks through its own stand-in.
-                cloaker = make_cloaker(config if module is None else replace(config, through=stand_in), module)
+                cloaker = run.make_cloaker(config if module is None else replace(config, through=stand_in), module)
                 row_through = through_name if module is not None else config.through
                 kind = f"{config.strength or config.method} through {row_through}"
                 for start in range(0, len(photos), batch_size):
@@ -106,27 +125,17 @@ def full_resolution_cloaks(
                         progress(len(chunk))
 
 
-def run_archive_protocol(
-    classifier: nn.Module,
-    photos: Sequence[np.ndarray],
-    attacks: Sequence[AttackConfig],
-    throughs: dict[str, nn.Module | CodecMatchedThroughs],
-    chains: Sequence[Codec],
-    make_cloaker: Callable[[AttackConfig, nn.Module], object],
-    device: torch.device | str = "cpu",
-    progress: Callable[[int], None] | None = None,
-    batch_size: int = 8,
-) -> ArchiveResult:
-    """Score full-resolution cloaks after platform ``chains`` (see the module docstring).
+def run_archive_protocol(classifier: nn.Module, run: CloakRun) -> ArchiveResult:
+    """Score full-resolution cloaks after the platform chains ``run.codecs`` (see the module docstring).
 
-    ``make_cloaker(config, through_module)`` returns a Cloaker for one attack and stand-in (the caller owns its
+    ``run.make_cloaker(config, through_module)`` returns a Cloaker for one attack and stand-in (the caller owns its
     classifier, size and backend). ``comodel:auto`` (a :class:`CodecMatchedThroughs`) cloaks for each chain through
-    the stand-in matched to it. Photos are cloaked ``batch_size`` at a time (attack views of equal shape are
-    attacked together). ``progress`` is called with the number of photos cloaked.
+    the stand-in matched to it.
     """
+    photos, chains, device = run.photos, run.codecs, run.device
     if not photos:
         raise ValueError("the archive protocol needs at least one photo")
-    targeted = common_targeted(attacks)
+    targeted = common_targeted(run.attacks)
     result = ArchiveResult(targeted=targeted, n_photos=len(photos))
 
     def label_after(chain: Codec, photo: np.ndarray) -> int:
@@ -137,8 +146,7 @@ def run_archive_protocol(
     for chain in chains:
         result.clean_agreement[chain.spec] = sum(a == b for a, b in zip(clean[chain.spec], originals))
     hits: dict[tuple[str, str, str], int] = {}
-    for config, through_name, group, index, cloak in full_resolution_cloaks(
-            photos, attacks, throughs, chains, make_cloaker, result, progress, batch_size):
+    for config, through_name, group, index, cloak in full_resolution_cloaks(run, result):
         for chain in group:
             label = label_after(chain, cloak.cloaked)
             key = (config.method, through_name, chain.spec)

@@ -121,6 +121,7 @@ def run_paper_protocol(
     for codec in codecs:
         labels = predict(classifier, to_tensor(codec.apply_batch(views), device), batch_size)
         result.clean_agreement[codec.spec] = int((labels == clean_labels).sum())
+    scoring = Scoring(classifier, goal, clean_labels, targeted, batch_size, device)
     for config in attacks:
         for through_name, through in throughs.items():
             for stand_in, module, group in cloak_groups(through_name, through, codecs):
@@ -130,8 +131,7 @@ def run_paper_protocol(
                 ])
                 cloaked = to_uint8(adversarial)
                 result.cloaked[(config.method, stand_in)] = cloaked
-                _score(result, classifier, cloaked, group, config.method, through_name, goal, clean_labels,
-                       targeted, batch_size, device)
+                _score(result, scoring, cloaked, group, config.method, through_name)
     return result
 
 
@@ -161,12 +161,24 @@ def cloak_passes(throughs: dict[str, nn.Module | CodecMatchedThroughs], codecs: 
     return sum(len(cloak_groups(name, through, codecs)) for name, through in throughs.items())
 
 
-def _score(result, classifier, cloaked, codecs, method, through_name, goal, clean_labels, targeted, batch_size,
-           device) -> None:
+@dataclass(frozen=True)
+class Scoring:
+    """How the paper protocol scores a cloak: its judge, the goals and clean labels (N,), and where."""
+
+    classifier: nn.Module
+    goal: torch.Tensor
+    clean_labels: torch.Tensor
+    targeted: bool
+    batch_size: int
+    device: torch.device | str
+
+
+def _score(result: ProtocolResult, scoring: Scoring, cloaked: np.ndarray, codecs: Sequence[Codec], method: str,
+           through_name: str) -> None:
     for codec in codecs:
-        received = to_tensor(codec.apply_batch(cloaked), device)
-        labels = predict(classifier, received, batch_size)
-        hits = attack_succeeded(labels, goal, clean_labels, targeted)
+        received = to_tensor(codec.apply_batch(cloaked), scoring.device)
+        labels = predict(scoring.classifier, received, scoring.batch_size)
+        hits = attack_succeeded(labels, scoring.goal, scoring.clean_labels, scoring.targeted)
         result.rows.append(ProtocolRow(method, through_name, codec.spec, int(hits.sum()), len(hits)))
         logger.info("%s through %s, %s: %d/%d", method, through_name, codec.spec, int(hits.sum()), len(hits))
 

@@ -13,18 +13,14 @@ Quality is measured at full resolution against the original (PSNR, SSIM, max Lâˆ
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
-import torch
 from torch import nn
 
 from comcloak.attacks import AttackConfig
-from comcloak.attacks.through import CodecMatchedThroughs
 from comcloak.attacks.views import view_top_labels
-from comcloak.codecs import Codec
-from comcloak.evaluation.archive import FullResolutionQuality, full_resolution_cloaks
+from comcloak.evaluation.archive import CloakRun, FullResolutionQuality, full_resolution_cloaks
 
 logger = logging.getLogger(__name__)
 
@@ -61,30 +57,19 @@ def row_role(judge_role: str, name: str, config: AttackConfig) -> str:
     return "surrogate" if name in config.classifiers else "unattacked"
 
 
-def run_platform_protocol(
-    judges: dict[str, tuple[nn.Module, str]],
-    photos: Sequence[np.ndarray],
-    attacks: Sequence[AttackConfig],
-    throughs: dict[str, nn.Module | CodecMatchedThroughs],
-    profiles: Sequence[Codec],
-    views: Sequence[str],
-    make_cloaker: Callable[[AttackConfig, nn.Module], object],
-    device: torch.device | str = "cpu",
-    progress: Callable[[int], None] | None = None,
-    batch_size: int = 8,
-) -> PlatformResult:
-    """Score full-resolution cloaks after each platform profile, in each attacker view, by each judge.
+def run_platform_protocol(judges: dict[str, tuple[nn.Module, str]], run: CloakRun,
+                          views: Sequence[str]) -> PlatformResult:
+    """Score full-resolution cloaks after each platform profile (``run.codecs``), in each attacker view, by each
+    judge.
 
     Args:
         judges: classifier name -> (module, role), role ``surrogate`` or ``evaluation``; each row's role is
             :func:`row_role` (whether that cloak attacked the judge).
-        photos: uint8 (H, W, 3) photos at full resolution.
-        attacks, throughs: as for the archive protocol (``comodel:auto`` cloaks per profile through its stand-in).
-        profiles: platform profiles or any codec chains.
+        run: the photos, attacks and stand-ins (as for the archive protocol: ``comodel:auto`` cloaks per profile
+            through its stand-in), the platform profiles or any codec chains, and how to cloak.
         views: attacker views (:data:`comcloak.attacks.views.ATTACKER_VIEWS`).
-        make_cloaker: ``(config, stand-in module) -> Cloaker``; it owns the surrogate, size and backend.
-        progress: called with the number of photos cloaked.
     """
+    photos, profiles, device = run.photos, run.codecs, run.device
     if not photos:
         raise ValueError("the platform protocol needs at least one photo")
     result = PlatformResult(n_photos=len(photos))
@@ -98,8 +83,7 @@ def run_platform_protocol(
                                                    for image in received]
     counts: dict[tuple[str, str, str, str, str], list[int]] = {}
     roles: dict[tuple[str, str, str, str, str], str] = {}
-    for config, through_name, group, index, cloak in full_resolution_cloaks(
-            photos, attacks, throughs, profiles, make_cloaker, result, progress, batch_size):
+    for config, through_name, group, index, cloak in full_resolution_cloaks(run, result):
         for profile in group:
             received = profile.apply(cloak.cloaked)
             for view in views:

@@ -223,7 +223,8 @@ def test_bench_pins_a_backends_precision_and_runs_one_round_one_worker_at_a_time
 
 
 def test_attack_flops_scale_with_steps_and_model_size() -> None:
-    from comcloak.engine.throughput import BenchSettings, attack_flops_per_image
+    from comcloak.engine.bench_results import BenchSettings
+    from comcloak.engine.throughput import attack_flops_per_image
 
     tiny = BenchSettings(classifier="tiny_classifier", through="none", steps=2, size=32)
     flops = attack_flops_per_image(tiny)
@@ -273,7 +274,8 @@ def test_bench_times_a_preset_with_its_ensemble_and_draws(monkeypatch) -> None:
     import dataclasses
 
     from comcloak.attacks import presets
-    from comcloak.engine.throughput import BenchSettings, attack_flops_per_image, markdown_table, results_payload
+    from comcloak.engine.bench_results import BenchSettings, markdown_table, results_payload
+    from comcloak.engine.throughput import attack_flops_per_image
 
     tiny = {name: dataclasses.replace(preset, classifier="tiny_classifier,tiny_classifier_b")
             for name, preset in presets.PRESETS.items()}
@@ -294,7 +296,7 @@ def test_bench_times_a_preset_with_its_ensemble_and_draws(monkeypatch) -> None:
 def test_bench_rounds_report_medians_and_same_round_ratios() -> None:
     """Several rounds: one row per measurement, the median speed, and ratios paired with the reference of the same
     round (a machine twice as fast in round 2 leaves the ratio unchanged)."""
-    from comcloak.engine.throughput import BenchResult, BenchSettings, markdown_table, results_payload
+    from comcloak.engine.bench_results import BenchResult, BenchSettings, markdown_table, results_payload
 
     settings = BenchSettings(classifier="tiny_classifier", through="none", steps=2, size=32)
 
