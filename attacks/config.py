@@ -54,7 +54,8 @@ class EotSettings:
            "flip, shift) the loss is averaged over; 0: none, the paper's attack",
         kind="int", low=0, range_text="0 (off) or more", commands=("cloak", "eval"))
     view_size: int = setting(224, "the attacker's view the draws resample to (S x S)", kind="int",
-                             low=MIN_ATTACK_SIZE, range_text=f"at least {MIN_ATTACK_SIZE} pixels (the attacker view's side)")
+                             low=MIN_ATTACK_SIZE,
+                             range_text=f"at least {MIN_ATTACK_SIZE} pixels (the attacker view's side)")
     rescale_range: tuple[float, float] = setting(
         (1.0, 300 / 224), "the attacker's rescaled shorter side over the crop's side", kind="pair", low=1,
         range_text="increasing and at least 1 (a crop within the photo)")
