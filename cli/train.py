@@ -10,9 +10,14 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from comcloak.cli.options import positive_int
+
+if TYPE_CHECKING:
+    from comcloak.codecs import Codec
+    from comcloak.codecs.pairs import PairSet
+    from comcloak.models.training import TrainProgress
 
 ARCHITECTURES = ("comodel_tc", "comodel_tc_tiny", "comodel", "comodel_tiny")
 
@@ -136,7 +141,7 @@ def _already_trained(args: argparse.Namespace, output: Path, checkpoint: Path) -
     return False
 
 
-def _pairs(args: argparse.Namespace) -> tuple[Any, Any, Any, str]:
+def _pairs(args: argparse.Namespace) -> tuple[PairSet, PairSet, Codec | None, str]:
     """(training pairs, held-out pairs, codec or None, codec name) from ``--codec --photos`` or ``--pairs``."""
     from comcloak.codecs import parse_codec
     from comcloak.codecs.pairs import (
@@ -179,7 +184,7 @@ def _pairs(args: argparse.Namespace) -> tuple[Any, Any, Any, str]:
         raise UserError(str(error)) from None
 
 
-def _architecture(args: argparse.Namespace, codec: Any, train_pairs: Any) -> tuple[str, dict]:
+def _architecture(args: argparse.Namespace, codec: Codec | None, train_pairs: PairSet) -> tuple[str, dict]:
     """The architecture to build and its settings (comodel_tc's follow the codec and pairs, then the options)."""
     from comcloak.errors import UserError
     from comcloak.models.training import default_comodel_config
@@ -197,8 +202,8 @@ def _architecture(args: argparse.Namespace, codec: Any, train_pairs: Any) -> tup
     return "comodel", {"width": 0.125 if args.arch == "comodel_tiny" else 1.0}
 
 
-def _print_progress(entry: Any) -> None:
-    """One progress line per validation (a :class:`comcloak.models.training.TrainProgress`), on stderr."""
+def _print_progress(entry: TrainProgress) -> None:
+    """One progress line per validation, on stderr."""
     print(f"step {entry.step}/{entry.steps}  loss {entry.loss:.3f}  val MAE {entry.val_mae:.3f} "
           f"(identity {entry.identity_mae:.3f})  lr {entry.lr:.2e}  {entry.seconds:.0f} s",
           file=sys.stderr, flush=True)
