@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -127,6 +128,22 @@ def descent_gradient(
     return loss.detach(), gradient
 
 
+@dataclass(frozen=True)
+class LoopSettings:
+    """How :func:`run_attack` runs the loop, never what it computes (the cloaks are the same either way).
+
+    Attributes:
+        fused_update: run each update as the fused CUDA kernel when on a GPU (:func:`attack_update`).
+        loss_scale: loss scaling for fp16 autocast (the gradient is divided back; a power of two is exact).
+        dense_draws: run every stand-in on every draw, weighted, instead of only where picked (same result; no
+            data-dependent shapes, so a CUDA graph can capture it).
+    """
+
+    fused_update: bool = False
+    loss_scale: float = 1.0
+    dense_draws: bool = False
+
+
 def run_attack(
     classifier: SurrogateArg,
     x0: torch.Tensor,
@@ -134,10 +151,8 @@ def run_attack(
     config: AttackConfig,
     through: nn.Module | None = None,
     *,
-    fused_update: bool = False,
-    loss_scale: float = 1.0,
     sampler: DrawSampler | None = None,
-    dense_draws: bool = False,
+    settings: LoopSettings = LoopSettings(),
 ) -> torch.Tensor:
     """Run the attack loop of docs/DESIGN.md §2 and return the adversarial images.
 
@@ -159,12 +174,10 @@ def run_attack(
             attacker's geometry and the platform (off when ``config.eot.draws`` is 0).
         through: the differentiable stand-in ``T`` for the compressor (identity when None): a ComModel, diff-JPEG, or
             several (``mix:``/``eot:``; with draws, each draw picks one of them or none).
-        fused_update: run each update as the fused CUDA kernel when on a GPU (:func:`attack_update`). Default False.
-        loss_scale: loss scaling for fp16 autocast. Default 1.
         sampler: where the draws come from (default: :meth:`DrawSampler.for_images` of ``x0`` and ``config.seed``:
             each image's draws depend on its content and the seed only, so batching changes nothing).
-        dense_draws: run every stand-in on every draw, weighted, instead of only where picked (same result; no
-            data-dependent shapes, so a CUDA graph can capture it).
+        settings: how the loop runs (:class:`LoopSettings`: fused update, fp16 loss scale, dense draws); the
+            default is the reference's.
 
     Returns:
         Adversarial images, float NCHW in [0, 1], with ``|x - x0|∞ ≤ eps``.
@@ -188,10 +201,11 @@ def run_attack(
     x = x0.clone()
     momentum = torch.zeros_like(x0)
     debug = logger.isEnabledFor(logging.DEBUG)  # loss.item() waits for the device: only when asked for
-    update = kernels.attack_update if fused_update else kernels.attack_update_reference
+    update = kernels.attack_update if settings.fused_update else kernels.attack_update_reference
     for step in range(config.steps):
         draw = sampler.sample(x0.shape[0], x0.shape[2], x0.shape[3]).to(x0.dtype) if config.eot.enabled else None
-        loss, gradient = descent_gradient(surrogates, through, x, goal, config, draw, loss_scale, dense_draws)
+        loss, gradient = descent_gradient(surrogates, through, x, goal, config, draw, settings.loss_scale,
+                                          settings.dense_draws)
         x, momentum = update(x, momentum, gradient, lower, upper, -config.alpha, config.momentum)
         if debug:
             logger.debug("attack step %d/%d loss %.4f", step + 1, config.steps, loss.item())

@@ -10,8 +10,14 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from comcloak.cli.options import positive_int
+
+if TYPE_CHECKING:
+    from comcloak.codecs import Codec
+    from comcloak.codecs.pairs import PairSet
+    from comcloak.models.training import TrainProgress
 
 ARCHITECTURES = ("comodel_tc", "comodel_tc_tiny", "comodel", "comodel_tiny")
 
@@ -59,35 +65,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from comcloak.codecs import parse_codec
-    from comcloak.codecs.pairs import (
-        PairDataError,
-        PlatformPairs,
-        SimulatedPairs,
-        held_out_views,
-        list_photos,
-        split_held_out,
-    )
     from comcloak.errors import UserError
     from comcloak.models import comodel_io
-    from comcloak.models.training import (
-        TrainConfig,
-        TrainProgress,
-        default_comodel_config,
-        new_comodel,
-        train_comodel,
-    )
+    from comcloak.models.training import TrainConfig, new_comodel, train_comodel
 
     output = Path(args.output)
     checkpoint = output.with_name(output.name + ".ckpt")
-    if output.exists() and not args.overwrite and not (args.resume and checkpoint.is_file()):
-        if args.resume:  # the run finished (its checkpoint is removed at the end): nothing to continue
-            print(f"{output} exists and has no checkpoint to resume: already trained (--overwrite retrains)",
-                  file=sys.stderr)
-            return 0
-        raise UserError(f"{output} exists; pass --overwrite to replace it")
-    if output.suffix != ".safetensors":
-        raise UserError(f"output must end in .safetensors, got {output.name!r}")
+    if _already_trained(args, output, checkpoint):
+        return 0
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
@@ -101,55 +86,12 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--crop {args.crop} is larger than --size {args.size}")
 
     started = time.perf_counter()
-    try:
-        if args.codec:
-            if not args.photos:
-                raise UserError("--codec needs --photos DIR (the photos to simulate pairs from)")
-            codec = parse_codec(args.codec)
-            codec_name = codec.spec
-            train_photos, held_out = split_held_out(list_photos(args.photos))
-            if not train_photos or not held_out:
-                raise UserError(f"{args.photos}: need at least 2 photos so that one can be held out "
-                                f"({len(train_photos)} training, {len(held_out)} held out)")
-            train_pairs = SimulatedPairs(train_photos, codec, size=args.size, views_per_photo=args.views_per_photo,
-                                         seed=args.seed).build()
-            val_pairs = held_out_views(held_out, codec, size=args.size)
-        else:
-            if args.photos:
-                raise UserError("--photos is for --codec; with --pairs the photos are the pair folders")
-            original_dir, compressed_dir = args.pairs
-            codec = None
-            codec_name = f"platform:{Path(compressed_dir).resolve().name}"
-            matched, _ = PlatformPairs(original_dir, compressed_dir).match()
-            _, held_names = split_held_out([original for original, _ in matched])
-            held = {path.name for path in held_names}
-            if not held or len(held) == len(matched):
-                raise UserError(f"need at least 2 matched pairs so that one can be held out, found {len(matched)}")
-            train_pairs = PlatformPairs(original_dir, compressed_dir, size=args.size,
-                                        views_per_photo=args.views_per_photo, seed=args.seed,
-                                        include=lambda path: path.name not in held).build()
-            val_pairs = PlatformPairs(original_dir, compressed_dir, size=args.size,
-                                      include=lambda path: path.name in held).paper_views()
-    except PairDataError as error:
-        raise UserError(str(error)) from None
+    train_pairs, val_pairs, codec, codec_name = _pairs(args)
     for problem in [*train_pairs.problems, *val_pairs.problems]:
         print(f"skipped: {problem}", file=sys.stderr)
     data_seconds = time.perf_counter() - started
 
-    if args.arch.startswith("comodel_tc"):
-        arch_config = default_comodel_config(codec, train_pairs, tiny=args.arch == "comodel_tc_tiny")
-        overrides = {"block": args.block, "chroma_subsampling": args.chroma_subsampling,
-                     "init_quality": args.init_quality, "refine_width": args.refine_width,
-                     "refine_levels": args.refine_levels}
-        arch_config.update({key: value for key, value in overrides.items() if value is not None})
-        arch = "comodel_tc"
-    else:
-        if any(value is not None for value in (args.block, args.chroma_subsampling, args.init_quality,
-                                               args.refine_width, args.refine_levels)):
-            raise UserError(f"--block/--chroma-subsampling/--init-quality/--refine-* apply to comodel_tc, "
-                            f"not {args.arch}")
-        arch_config = {"width": 0.125 if args.arch == "comodel_tiny" else 1.0}
-        arch = "comodel"
+    arch, arch_config = _architecture(args, codec, train_pairs)
     try:
         model = new_comodel(arch, arch_config, args.seed)
     except ValueError as error:
@@ -159,16 +101,10 @@ def run(args: argparse.Namespace) -> int:
               f"{len(set(train_pairs.names))} photos, {len(val_pairs)} held-out photos "
               f"(pairs built in {data_seconds:.0f} s)", file=sys.stderr)
 
-    def report(entry: TrainProgress) -> None:
-        if not args.quiet:
-            print(f"step {entry.step}/{entry.steps}  loss {entry.loss:.3f}  val MAE {entry.val_mae:.3f} "
-                  f"(identity {entry.identity_mae:.3f})  lr {entry.lr:.2e}  {entry.seconds:.0f} s",
-                  file=sys.stderr, flush=True)
-
     output.parent.mkdir(parents=True, exist_ok=True)
     try:
         result = train_comodel(model, train_pairs, val_pairs, config, codec=codec_name, checkpoint=checkpoint,
-                               resume=args.resume, progress=report)
+                               resume=args.resume, progress=None if args.quiet else _print_progress)
     except ValueError as error:
         raise UserError(str(error)) from None
     extra = {
@@ -188,3 +124,86 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {output}: val MAE {result.val_mae:.3f} on {len(val_pairs)} held-out photos "
           f"(identity {result.identity_mae:.3f}), {result.seconds + data_seconds:.0f} s")
     return 0
+
+
+def _already_trained(args: argparse.Namespace, output: Path, checkpoint: Path) -> bool:
+    """True when ``--resume`` finds the run finished; raises when the output exists or is misnamed."""
+    from comcloak.errors import UserError
+
+    if output.exists() and not args.overwrite and not (args.resume and checkpoint.is_file()):
+        if args.resume:  # the run finished (its checkpoint is removed at the end): nothing to continue
+            print(f"{output} exists and has no checkpoint to resume: already trained (--overwrite retrains)",
+                  file=sys.stderr)
+            return True
+        raise UserError(f"{output} exists; pass --overwrite to replace it")
+    if output.suffix != ".safetensors":
+        raise UserError(f"output must end in .safetensors, got {output.name!r}")
+    return False
+
+
+def _pairs(args: argparse.Namespace) -> tuple[PairSet, PairSet, Codec | None, str]:
+    """(training pairs, held-out pairs, codec or None, codec name) from ``--codec --photos`` or ``--pairs``."""
+    from comcloak.codecs import parse_codec
+    from comcloak.codecs.pairs import (
+        PairDataError,
+        PlatformPairs,
+        SimulatedPairs,
+        ViewSettings,
+        held_out_views,
+        list_photos,
+        split_held_out,
+    )
+    from comcloak.errors import UserError
+
+    views = ViewSettings(size=args.size, views_per_photo=args.views_per_photo, seed=args.seed)
+    try:
+        if args.codec:
+            if not args.photos:
+                raise UserError("--codec needs --photos DIR (the photos to simulate pairs from)")
+            codec = parse_codec(args.codec)
+            train_photos, held_out = split_held_out(list_photos(args.photos))
+            if not train_photos or not held_out:
+                raise UserError(f"{args.photos}: need at least 2 photos so that one can be held out "
+                                f"({len(train_photos)} training, {len(held_out)} held out)")
+            train_pairs = SimulatedPairs(train_photos, codec, views).build()
+            return train_pairs, held_out_views(held_out, codec, size=args.size), codec, codec.spec
+        if args.photos:
+            raise UserError("--photos is for --codec; with --pairs the photos are the pair folders")
+        original_dir, compressed_dir = args.pairs
+        matched, _ = PlatformPairs(original_dir, compressed_dir).match()
+        _, held_names = split_held_out([original for original, _ in matched])
+        held = {path.name for path in held_names}
+        if not held or len(held) == len(matched):
+            raise UserError(f"need at least 2 matched pairs so that one can be held out, found {len(matched)}")
+        train_pairs = PlatformPairs(original_dir, compressed_dir, views,
+                                    include=lambda path: path.name not in held).build()
+        val_pairs = PlatformPairs(original_dir, compressed_dir, ViewSettings(size=args.size),
+                                  include=lambda path: path.name in held).paper_views()
+        return train_pairs, val_pairs, None, f"platform:{Path(compressed_dir).resolve().name}"
+    except PairDataError as error:
+        raise UserError(str(error)) from None
+
+
+def _architecture(args: argparse.Namespace, codec: Codec | None, train_pairs: PairSet) -> tuple[str, dict]:
+    """The architecture to build and its settings (comodel_tc's follow the codec and pairs, then the options)."""
+    from comcloak.errors import UserError
+    from comcloak.models.training import default_comodel_config
+
+    overrides = {"block": args.block, "chroma_subsampling": args.chroma_subsampling,
+                 "init_quality": args.init_quality, "refine_width": args.refine_width,
+                 "refine_levels": args.refine_levels}
+    if args.arch.startswith("comodel_tc"):
+        arch_config = default_comodel_config(codec, train_pairs, tiny=args.arch == "comodel_tc_tiny")
+        arch_config.update({key: value for key, value in overrides.items() if value is not None})
+        return "comodel_tc", arch_config
+    if any(value is not None for value in overrides.values()):
+        raise UserError(f"--block/--chroma-subsampling/--init-quality/--refine-* apply to comodel_tc, "
+                        f"not {args.arch}")
+    return "comodel", {"width": 0.125 if args.arch == "comodel_tiny" else 1.0}
+
+
+def _print_progress(entry: TrainProgress) -> None:
+    """One progress line per validation, on stderr."""
+    print(f"step {entry.step}/{entry.steps}  loss {entry.loss:.3f}  val MAE {entry.val_mae:.3f} "
+          f"(identity {entry.identity_mae:.3f})  lr {entry.lr:.2e}  {entry.seconds:.0f} s",
+          file=sys.stderr, flush=True)

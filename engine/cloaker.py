@@ -23,6 +23,7 @@ from comcloak.engine.backends import BackendUnavailableError, backend_choices, g
 from comcloak.engine.backends.base import AttackRunner, RunnerContext
 from comcloak.engine.backends.factory import StepGraphCache, create_runner, resolve_backend
 from comcloak.errors import UserError
+from comcloak.export.step_io import StepSpec
 from comcloak.models import WeightsError, create_model, freeze
 
 logger = logging.getLogger(__name__)
@@ -203,7 +204,8 @@ class Cloaker:
         self.precision = precision
         self._graphs = StepGraphCache(
             self.attacked, self.through, cache_dir,
-            metadata={"classifier": config.classifier, "through": config.through}, loss=config.loss, eot=config.eot,
+            metadata={"classifier": config.classifier, "through": config.through},
+            spec=StepSpec.from_config(config),
         )
         self._runners: dict[tuple[int, int], tuple[AttackRunner, threading.Lock]] = {}
         self._runners_lock = threading.Lock()

@@ -323,6 +323,7 @@ def export_for_bench(settings: BenchSettings, cache_dir: str | os.PathLike | Non
     """The step graph the exported backends run (exported once, cached like the Cloaker's)."""
     from comcloak.attacks import make_through
     from comcloak.engine.backends import StepGraphCache
+    from comcloak.export.step_io import StepSpec
     from comcloak.models import freeze
 
     config = settings.config
@@ -330,5 +331,5 @@ def export_for_bench(settings: BenchSettings, cache_dir: str | os.PathLike | Non
     through = freeze(make_through(config.through, settings.seed))
     graphs = StepGraphCache(classifier, through, cache_dir,
                             metadata={"classifier": config.classifier, "through": config.through},
-                            loss=config.loss, eot=config.eot)
+                            spec=StepSpec.from_config(config))
     return graphs.path_for(settings.size, settings.size)

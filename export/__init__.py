@@ -16,6 +16,7 @@ from .onnx_export import (
     read_export_metadata,
     tensorrt_op_violations,
 )
+from .step_io import StepLayout, StepSpec
 from .vjp import UnsupportedLayerError, register_vjp, supported_layers
 
 __all__ = [
@@ -29,6 +30,8 @@ __all__ = [
     "OnnxDependencyError",
     "OnnxFromTorch",
     "StaticSizeThrough",
+    "StepLayout",
+    "StepSpec",
     "ThroughThenClassify",
     "UnsupportedLayerError",
     "export_attack_step",

@@ -294,8 +294,8 @@ class RobustAttackStep(nn.Module):
             sampler's ``EotSettings.coded_draws``); the stand-ins run on those only.
 
     Inputs (N images, M surrogates, K classes, J stand-ins, working view H x W, attacker view S x S): as
-    :class:`AttackStep`, plus the draw (``comcloak.attacks.eot.Draw``): pre_h (N, D, H, H), pre_w (N, D, W, W),
-    mix (N, D, J + 1), post_h (N, D, S, H), post_w (N, D, S, W).
+    :class:`AttackStep`, plus the draw (``comcloak.attacks.eot.Draw``) as ``*draw``: pre_h (N, D, H, H), pre_w
+    (N, D, W, W), mix (N, D, J + 1), post_h (N, D, S, H), post_w (N, D, S, W).
 
     Outputs: as :class:`AttackStep`; logits (N, M, K) are averaged over the draws.
     """
@@ -323,12 +323,10 @@ class RobustAttackStep(nn.Module):
         eps: torch.Tensor,
         alpha: torch.Tensor,
         mu: torch.Tensor,
-        pre_h: torch.Tensor,
-        pre_w: torch.Tensor,
-        mix: torch.Tensor,
-        post_h: torch.Tensor,
-        post_w: torch.Tensor,
+        *draw: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        # The draw's tensors are graph inputs of their own, after the step's (the schema's DRAW_INPUTS order).
+        pre_h, pre_w, mix, post_h, post_w = draw
         w = _per_surrogate(w)
         draws, height, width = self.draws, x.shape[2], x.shape[3]
         view_h, view_w = post_h.shape[2], post_w.shape[2]

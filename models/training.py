@@ -208,20 +208,7 @@ def train_comodel(
     history: list[TrainProgress] = []
     start_step = 0
     if resume and checkpoint is not None and checkpoint.is_file():
-        state = load_checkpoint(checkpoint)
-        arch, arch_config = comodel_architecture(model)
-        if (state["arch"], state["arch_config"], state["codec"]) != (arch, arch_config, codec):
-            raise ValueError(
-                f"checkpoint {checkpoint} is for {state['arch']} {state['arch_config']} on {state['codec']!r}, "
-                f"not {arch} {arch_config} on {codec!r}"
-            )
-        if state["train_config"] != asdict(config):
-            raise ValueError(f"checkpoint {checkpoint} was written with different settings: {state['train_config']}")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start_step = int(state["step"])
-        history = [TrainProgress(**entry) for entry in state["history"]]
-        logger.info("resumed from %s at step %d", checkpoint, start_step)
+        start_step, history = _resume(checkpoint, model, optimizer, config, codec)
 
     baseline = identity_mae(val_pairs)
     began = time.perf_counter() - (history[-1].seconds if history else 0.0)
@@ -258,6 +245,27 @@ def train_comodel(
     model.eval()
     seconds = history[-1].seconds if history else time.perf_counter() - began
     return TrainResult(model, config.steps, val_mae, baseline, seconds, history)
+
+
+def _resume(
+    checkpoint: Path, model: nn.Module, optimizer: torch.optim.Optimizer, config: TrainConfig, codec: str
+) -> tuple[int, list[TrainProgress]]:
+    """Load ``checkpoint`` into ``model`` and ``optimizer``; returns (the step to continue from, the history so far).
+    Raises ValueError when it was written for another architecture, codec or settings."""
+    state = load_checkpoint(checkpoint)
+    arch, arch_config = comodel_architecture(model)
+    if (state["arch"], state["arch_config"], state["codec"]) != (arch, arch_config, codec):
+        raise ValueError(
+            f"checkpoint {checkpoint} is for {state['arch']} {state['arch_config']} on {state['codec']!r}, "
+            f"not {arch} {arch_config} on {codec!r}"
+        )
+    if state["train_config"] != asdict(config):
+        raise ValueError(f"checkpoint {checkpoint} was written with different settings: {state['train_config']}")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    start_step = int(state["step"])
+    logger.info("resumed from %s at step %d", checkpoint, start_step)
+    return start_step, [TrainProgress(**entry) for entry in state["history"]]
 
 
 def new_comodel(arch: str, config: dict, seed: int) -> nn.Module:

@@ -14,9 +14,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from comcloak.attacks.config import EotSettings
 from comcloak.export.gradient import traceable_through
 from comcloak.export.onnx_export import OPSET, OnnxFromTorch, model_fingerprint
+from comcloak.export.step_io import StepSpec
 from comcloak.export.vjp import UnsupportedLayerError
 
 from .base import AttackRunner, RunnerContext
@@ -90,7 +90,8 @@ class StepGraphCache:
     """Exports the attack-step graph for each attack-view size once and keeps it on disk.
 
     The file name is a hash of the classifier's and stand-in's weights and types, the size and the graph format,
-    so a changed model never reuses a stale graph. Exports run on CPU copies of the modules.
+    so a changed model never reuses a stale graph. Exports run on CPU copies of the modules. ``spec`` is the loss
+    and the draws the graphs compute (``StepSpec.from_config(config)``; default ``ce``, no draws).
     """
 
     def __init__(
@@ -99,13 +100,11 @@ class StepGraphCache:
         through: nn.Module | None,
         cache_dir: str | os.PathLike | None = None,
         metadata: dict[str, str] | None = None,
-        loss: str = "ce",
-        eot: EotSettings | None = None,
+        spec: StepSpec | None = None,
     ) -> None:
         self.classifier = classifier
         self.through = through
-        self.loss = loss
-        self.eot = eot or EotSettings()
+        self.spec = spec or StepSpec()
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.metadata = dict(metadata or {})
         self._lock = threading.Lock()
@@ -114,7 +113,7 @@ class StepGraphCache:
         key = model_fingerprint(
             self.classifier, self.through,
             extra={"height": height, "width": width, "opset": OPSET, "format": GRAPH_FORMAT_VERSION,
-                   "loss": self.loss, "eot": repr(self.eot)},
+                   "loss": self.spec.loss, "eot": repr(self.spec.eot)},
         )
         path = self.cache_dir / f"step-{key}.onnx"
         with self._lock:
@@ -122,7 +121,7 @@ class StepGraphCache:
                 logger.info("exporting the attack step for %dx%d views to %s", height, width, path)
                 classifier = copy.deepcopy(self.classifier).cpu().float().eval()
                 through = copy.deepcopy(self.through).cpu().float().eval() if self.through is not None else None
-                OnnxFromTorch(classifier, through, height, width, path, self.metadata, loss=self.loss, eot=self.eot)()
+                OnnxFromTorch(classifier, through, height, width, path, self.metadata, spec=self.spec)()
         return path
 
 
@@ -131,8 +130,8 @@ def create_runner(name: str, context: RunnerContext) -> AttackRunner:
     ``context``. An exported backend given no ``step_graph`` exports one through a :class:`StepGraphCache`."""
     info = get_backend(name)
     if info.exported and context.step_graph is None:
-        graphs = StepGraphCache(context.classifier, context.through, context.cache_dir, loss=context.config.loss,
-                                eot=context.config.eot)
+        graphs = StepGraphCache(context.classifier, context.through, context.cache_dir,
+                                spec=StepSpec.from_config(context.config))
         context = replace(context, step_graph=graphs.path_for)
     return info.runner_class().from_context(context)
 

@@ -17,7 +17,7 @@ from torch import nn
 
 from comcloak.attacks import AttackConfig, run_attack
 from comcloak.attacks.eot import DrawSampler
-from comcloak.attacks.loop import stand_ins_of
+from comcloak.attacks.loop import LoopSettings, stand_ins_of
 from comcloak.attacks.through import RandomChoiceThrough
 
 from .base import AttackRunner, RunnerContext, batch_bucket
@@ -105,9 +105,9 @@ class TorchRunner(AttackRunner):
         if self.channels_last:
             x0 = x0.contiguous(memory_format=torch.channels_last)
         loss_scale = FP16_LOSS_SCALE if self.precision == "fp16" else 1.0
+        settings = LoopSettings(fused_update, loss_scale, self.dense_draws)
         return run_attack(self.attacked_classifier, x0, goal, self.config, self.through,
-                          fused_update=fused_update, loss_scale=loss_scale, sampler=self.sampler_for(x0),
-                          dense_draws=self.dense_draws)
+                          sampler=self.sampler_for(x0), settings=settings)
 
     dense_draws = False  # stand-ins only on the draws that pick them
 
@@ -157,7 +157,6 @@ class CudaGraphTorchRunner(TorchRunner):
             defaults to True here).
         device: the CUDA device.
         max_batch: the largest bucket. Default 256.
-        fused_update: use the fused update kernel when built. Default True.
         max_graphs: captured graphs kept at once; each holds its own memory pool (activations of a whole bucket),
             so an archive with many aspect ratios evicts the least recently used. Default 8.
 
@@ -167,6 +166,9 @@ class CudaGraphTorchRunner(TorchRunner):
     """
 
     name = "torch-cudagraph"
+    # The update as the fused CUDA kernel when the library is built (torch ops otherwise); False on a subclass or an
+    # instance (before the first capture) runs the torch ops always.
+    fused_update = True
 
     def __init__(
         self,
@@ -177,7 +179,6 @@ class CudaGraphTorchRunner(TorchRunner):
         precision: str = "fp32",
         channels_last: bool = True,
         max_batch: int = 256,
-        fused_update: bool = True,
         max_graphs: int = 8,
     ) -> None:
         super().__init__(classifier, through, config, precision, channels_last)
@@ -187,7 +188,6 @@ class CudaGraphTorchRunner(TorchRunner):
             raise ValueError(f"max_graphs must be at least 1, got {max_graphs}")
         self.device = torch.device(device)
         self.max_batch = max_batch
-        self.fused_update = fused_update
         self.max_graphs = max_graphs
         self._captured: OrderedDict[tuple[int, int, int], _CapturedLoop] = OrderedDict()
 

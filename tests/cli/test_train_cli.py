@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from comcloak.cli.main import main
-from comcloak.codecs.pairs import PlatformPairs, split_held_out
+from comcloak.codecs.pairs import PlatformPairs, ViewSettings, split_held_out
 from comcloak.models import TransformComModelConfig, comodel_io, read_safetensors_metadata
 from comcloak.models.comodel_io import comodel_codec, load_comodel
 from comcloak.samples import sample_folder
@@ -155,7 +155,7 @@ def test_platform_pairs_include_keeps_a_subset(platform: tuple[Path, Path]) -> N
     kept, problems = PlatformPairs(original_dir, compressed_dir, include=lambda path: path.stem != "coffee").match()
     assert [original.name for original, _ in kept] == ["astronaut.png", "chelsea.png", "rocket.png"]
     assert problems == []  # excluded pairs are not problems
-    pairs = PlatformPairs(original_dir, compressed_dir, size=32, views_per_photo=1,
+    pairs = PlatformPairs(original_dir, compressed_dir, ViewSettings(size=32, views_per_photo=1),
                           include=lambda path: path.stem == "coffee").build()
     assert pairs.names == ["coffee.png"]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from comcloak.codecs.pairs import (
     PhotoError,
     PlatformPairs,
     SimulatedPairs,
+    ViewSettings,
     held_out_views,
     list_photos,
     load_rgb,
@@ -133,15 +135,16 @@ def test_paper_view_is_the_whole_photo_resized_bicubic(chelsea: np.ndarray) -> N
 
 
 def test_simulated_pairs_shapes_names_and_determinism(photo_paths: list[Path]) -> None:
-    pairs = SimulatedPairs(photo_paths, parse_codec("jpeg:25"), size=SIZE, views_per_photo=5, seed=3).build()
+    pairs = SimulatedPairs(photo_paths, parse_codec("jpeg:25"),
+                           ViewSettings(size=SIZE, views_per_photo=5, seed=3)).build()
     assert pairs.originals.shape == pairs.compressed.shape == (10, SIZE, SIZE, 3)
     assert pairs.originals.dtype == pairs.compressed.dtype == np.uint8
     assert pairs.names == ["chelsea.png"] * 5 + ["coffee.jpg"] * 5
     assert pairs.problems == [] and len(pairs) == 10 and pairs.size == SIZE
-    again = SimulatedPairs(photo_paths, "jpeg:25", size=SIZE, views_per_photo=5, seed=3).build()
+    again = SimulatedPairs(photo_paths, "jpeg:25", ViewSettings(size=SIZE, views_per_photo=5, seed=3)).build()
     np.testing.assert_array_equal(again.originals, pairs.originals)
     np.testing.assert_array_equal(again.compressed, pairs.compressed)
-    other = SimulatedPairs(photo_paths, "jpeg:25", size=SIZE, views_per_photo=5, seed=4).build()
+    other = SimulatedPairs(photo_paths, "jpeg:25", ViewSettings(size=SIZE, views_per_photo=5, seed=4)).build()
     assert not np.array_equal(other.originals, pairs.originals)
     # Views are crops, not all the same one.
     assert len({view.tobytes() for view in pairs.originals}) == 10
@@ -151,7 +154,7 @@ def test_simulated_pairs_shapes_names_and_determinism(photo_paths: list[Path]) -
 def test_pure_codec_runs_on_the_stored_view_itself(photo_paths: list[Path], spec: str) -> None:
     """Grid alignment and flip-before-compression: compressed[i] is exactly codec(originals[i])."""
     codec = parse_codec(spec)
-    pairs = SimulatedPairs(photo_paths, codec, size=SIZE, views_per_photo=6, seed=1).build()
+    pairs = SimulatedPairs(photo_paths, codec, ViewSettings(size=SIZE, views_per_photo=6, seed=1)).build()
     for original, compressed in zip(pairs.originals, pairs.compressed):
         np.testing.assert_array_equal(compressed, codec.apply(original))
     if spec == "none":
@@ -164,26 +167,31 @@ def test_flip_mirrors_the_original_view(chelsea: np.ndarray, photo_paths: list[P
     # scale (1, 1): every box is the whole photo, so every view is the paper view or its mirror image.
     view = paper_view(chelsea, SIZE)
     chelsea_path = [p for p in photo_paths if p.name == "chelsea.png"]
-    flipped = SimulatedPairs(chelsea_path, "jpeg:40", size=SIZE, views_per_photo=12, scale=(1.0, 1.0)).build()
+    flipped = SimulatedPairs(chelsea_path, "jpeg:40",
+                             ViewSettings(size=SIZE, views_per_photo=12, scale=(1.0, 1.0))).build()
     mirrored = [np.array_equal(o, view[:, ::-1]) for o in flipped.originals]
     plain = [np.array_equal(o, view) for o in flipped.originals]
     assert all(m or p for m, p in zip(mirrored, plain)) and any(mirrored) and any(plain)
-    unflipped = SimulatedPairs(chelsea_path, "jpeg:40", size=SIZE, views_per_photo=4, scale=(1.0, 1.0), flip=False)
+    unflipped = SimulatedPairs(chelsea_path, "jpeg:40",
+                               ViewSettings(size=SIZE, views_per_photo=4, scale=(1.0, 1.0), flip=False))
     assert all(np.array_equal(o, view) for o in unflipped.build().originals)
 
 
 def test_resize_chain_compresses_the_full_photo(chelsea: np.ndarray, photo_dir: Path) -> None:
     codec = parse_codec("resize:64+jpeg:50")
     assert not codec.preserves_size
-    pairs = SimulatedPairs([photo_dir / "chelsea.png"], codec, size=SIZE, views_per_photo=6, seed=2).build()
+    pairs = SimulatedPairs([photo_dir / "chelsea.png"], codec,
+                           ViewSettings(size=SIZE, views_per_photo=6, seed=2)).build()
     assert pairs.originals.shape == pairs.compressed.shape == (6, SIZE, SIZE, 3)
     assert 0.5 < mae(pairs.compressed, pairs.originals) < 12
     np.testing.assert_array_equal(
         pairs.compressed,
-        SimulatedPairs([photo_dir / "chelsea.png"], codec, size=SIZE, views_per_photo=6, seed=2).build().compressed,
+        SimulatedPairs([photo_dir / "chelsea.png"], codec,
+                       ViewSettings(size=SIZE, views_per_photo=6, seed=2)).build().compressed,
     )
     # Whole-photo boxes: the compressed view is the codec's full-photo output resized (or its mirror's).
-    whole = SimulatedPairs([photo_dir / "chelsea.png"], codec, size=SIZE, views_per_photo=8, scale=(1.0, 1.0)).build()
+    whole = SimulatedPairs([photo_dir / "chelsea.png"], codec,
+                           ViewSettings(size=SIZE, views_per_photo=8, scale=(1.0, 1.0))).build()
     expected = {
         paper_view(codec.apply(chelsea), SIZE).tobytes(),
         paper_view(codec.apply(chelsea[:, ::-1]), SIZE).tobytes(),
@@ -221,15 +229,15 @@ class _FailsOnLandscape(Codec):
 def test_bad_photos_and_codec_failures_become_problems(tmp_path: Path, photo_paths: list[Path]) -> None:
     garbage = tmp_path / "garbage.jpg"
     garbage.write_bytes(b"\xff\xd8 not really")
-    pairs = SimulatedPairs([*photo_paths, garbage], "jpeg:50", size=SIZE, views_per_photo=2).build()
+    pairs = SimulatedPairs([*photo_paths, garbage], "jpeg:50", ViewSettings(size=SIZE, views_per_photo=2)).build()
     assert len(pairs) == 4 and "garbage.jpg" not in pairs.names
     assert [p.path for p in pairs.problems] == [garbage] and isinstance(pairs.problems[0], PairProblem)
     # A photo's views do not depend on whether the photos before it decoded.
-    replaced = SimulatedPairs([garbage, photo_paths[1]], "jpeg:50", size=SIZE, views_per_photo=2).build()
+    replaced = SimulatedPairs([garbage, photo_paths[1]], "jpeg:50", ViewSettings(size=SIZE, views_per_photo=2)).build()
     assert replaced.names == ["coffee.jpg"] * 2
     np.testing.assert_array_equal(replaced.originals, pairs.originals[2:])
 
-    failing = SimulatedPairs(photo_paths, _FailsOnLandscape(), size=SIZE, views_per_photo=2).build()
+    failing = SimulatedPairs(photo_paths, _FailsOnLandscape(), ViewSettings(size=SIZE, views_per_photo=2)).build()
     assert failing.names == ["coffee.jpg"] * 2
     assert len(failing.problems) == 1 and "encoder gave up" in failing.problems[0].reason
 
@@ -238,13 +246,13 @@ def test_no_usable_photos_is_a_pair_data_error(tmp_path: Path) -> None:
     garbage = tmp_path / "garbage.png"
     garbage.write_bytes(b"nope")
     with pytest.raises(PairDataError, match="no usable pairs.*garbage.png"):
-        SimulatedPairs([garbage], "jpeg:50", size=SIZE).build()
+        SimulatedPairs([garbage], "jpeg:50", ViewSettings(size=SIZE)).build()
     with pytest.raises(PairDataError, match="no photos"):
-        SimulatedPairs([], "jpeg:50", size=SIZE).build()
+        SimulatedPairs([], "jpeg:50", ViewSettings(size=SIZE)).build()
     with pytest.raises(PairDataError, match="no usable pairs"):
         held_out_views([garbage], "jpeg:50", size=SIZE)
     with pytest.raises(ValueError, match="scale"):
-        SimulatedPairs([garbage], "jpeg:50", scale=(0.5, 0.2))
+        SimulatedPairs([garbage], "jpeg:50", ViewSettings(scale=(0.5, 0.2)))
 
 
 # ---------------------------------------------------------------------------------------------------- platform
@@ -275,7 +283,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory, chelsea: np.ndarray) -> t
 
 def test_platform_match_by_stem_across_extensions(platform: tuple[Path, Path]) -> None:
     originals, served = platform
-    pairs, problems = PlatformPairs(originals, served, size=SIZE).match()
+    pairs, problems = PlatformPairs(originals, served, ViewSettings(size=SIZE)).match()
     assert [(o.name, c.name) for o, c in pairs] == [
         ("a.png", "a.jpg"),
         ("b.png", "b.jpg"),
@@ -289,7 +297,8 @@ def test_platform_match_by_stem_across_extensions(platform: tuple[Path, Path]) -
 
 def test_platform_build_skips_bad_pairs_and_absorbs_downscale(platform: tuple[Path, Path], chelsea: np.ndarray) -> None:
     originals, served = platform
-    source = PlatformPairs(originals, served, size=SIZE, views_per_photo=3, seed=5, max_aspect_change=0.005)
+    source = PlatformPairs(originals, served, ViewSettings(size=SIZE, views_per_photo=3, seed=5),
+                           max_aspect_change=0.005)
     pairs = source.build()
     assert pairs.names == ["a.png"] * 3 + ["b.png"] * 3 + ["r.png"] * 3
     assert pairs.originals.shape == pairs.compressed.shape == (9, SIZE, SIZE, 3)
@@ -299,7 +308,8 @@ def test_platform_build_skips_bad_pairs_and_absorbs_downscale(platform: tuple[Pa
     # The same proportional box from each photo: the views line up, differing only by compression (and scale).
     for original, compressed in zip(pairs.originals, pairs.compressed):
         assert 0.1 < mae(original, compressed) < 12
-    again = PlatformPairs(originals, served, size=SIZE, views_per_photo=3, seed=5, max_aspect_change=0.005).build()
+    again = PlatformPairs(originals, served, ViewSettings(size=SIZE, views_per_photo=3, seed=5),
+                          max_aspect_change=0.005).build()
     np.testing.assert_array_equal(again.compressed, pairs.compressed)
     # Paper views: both whole photos squashed to size x size.
     whole = source.paper_views()
@@ -310,9 +320,9 @@ def test_platform_build_skips_bad_pairs_and_absorbs_downscale(platform: tuple[Pa
 
 def test_platform_flip_mirrors_both_views(platform: tuple[Path, Path]) -> None:
     originals, served = platform
-    kwargs = {"size": SIZE, "views_per_photo": 8, "scale": (1.0, 1.0), "seed": 0}
-    flipped = PlatformPairs(originals, served, **kwargs).build()
-    plain = PlatformPairs(originals, served, flip=False, **kwargs).build()
+    views = ViewSettings(size=SIZE, views_per_photo=8, scale=(1.0, 1.0), seed=0)
+    flipped = PlatformPairs(originals, served, views).build()
+    plain = PlatformPairs(originals, served, dataclasses.replace(views, flip=False)).build()
     mirrored = 0
     for fo, fc, po, pc in zip(flipped.originals, flipped.compressed, plain.originals, plain.compressed):
         if np.array_equal(fo, po[:, ::-1]) and not np.array_equal(fo, po):
@@ -382,3 +392,13 @@ def test_training_crops_and_pair_set_errors() -> None:
         PairSet(pairs.originals, pairs.compressed[:1], ["p0", "p1"])
     with pytest.raises(ValueError, match="names"):
         PairSet(pairs.originals, pairs.compressed, ["p0"])
+
+
+def test_view_settings_check_themselves_and_are_shared_by_both_sources() -> None:
+    views = ViewSettings(size=SIZE, views_per_photo=2, scale=(1, 1), flip=0, seed=3)
+    assert views.scale == (1.0, 1.0) and views.flip is False
+    assert ViewSettings() == ViewSettings(224, 16, (0.3, 1.0), True, 0)
+    for kwargs, message in [({"size": 0}, "size"), ({"views_per_photo": 1.5}, "views_per_photo"),
+                            ({"seed": -1}, "seed"), ({"scale": (0.0, 1.0)}, "scale"), ({"scale": "big"}, "scale")]:
+        with pytest.raises(ValueError, match=message):
+            ViewSettings(**kwargs)

@@ -21,6 +21,7 @@ from comcloak.engine.cloaker import Cloaker
 from comcloak.export import OnnxFromTorch, read_export_metadata, tensorrt_op_violations
 from comcloak.export.gradient import RobustAttackStep, goal_weights, traceable_through
 from comcloak.export.onnx_export import GRADIENT_TOLERANCE, INPUT_NAMES, StepLayout, relative_error
+from comcloak.export.step_io import StepSpec
 
 HEIGHT, WIDTH = 40, 56  # a working view: not square, not multiples of 16
 EOT = EotSettings(draws=3, view_size=32, through_rate=0.6)  # 2 of 3 draws coded
@@ -71,7 +72,7 @@ def robust_export(tmp_path_factory) -> tuple[Path, OnnxFromTorch]:
     path = tmp_path_factory.mktemp("robust") / "step.onnx"
     ensemble = torch.nn.ModuleList(_surrogates(2))
     loader = OnnxFromTorch(ensemble, _stand_ins(1)[0], HEIGHT, WIDTH, path, {"classifier": "tiny ensemble"},
-                           loss="margin", eot=EOT)
+                           spec=StepSpec("margin", EOT))
     loader()
     return path, loader
 

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from comcloak.codecs import parse_codec
-from comcloak.codecs.pairs import PairSet, SimulatedPairs, held_out_views
+from comcloak.codecs.pairs import PairSet, SimulatedPairs, ViewSettings, held_out_views
 from comcloak.models import TransformComModel, TransformComModelConfig, training
 from comcloak.models.training import (
     TrainConfig,
@@ -45,8 +45,8 @@ def photo_paths(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 @pytest.fixture(scope="module")
 def jpeg25(photo_paths: list[Path]) -> tuple[PairSet, PairSet]:
     """(training views, held-out views) of jpeg:25 at 64x64."""
-    train = SimulatedPairs([p for p in photo_paths if p.stem != "coffee"], "jpeg:25", size=64, views_per_photo=2,
-                           seed=0).build()
+    train = SimulatedPairs([p for p in photo_paths if p.stem != "coffee"], "jpeg:25",
+                           ViewSettings(size=64, views_per_photo=2, seed=0)).build()
     return train, held_out_views([p for p in photo_paths if p.stem == "coffee"], "jpeg:25", size=64)
 
 
