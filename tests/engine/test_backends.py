@@ -13,6 +13,7 @@ import torch
 
 import comcloak.models as M
 from comcloak.attacks import attack_config, make_through
+from comcloak.attacks.methods import attack_method_names
 from comcloak.attacks.through import ComModelThrough
 from comcloak.engine.backends import (
     PRECISIONS,
@@ -63,7 +64,7 @@ def smooth_images(count: int, seed: int) -> torch.Tensor:
     return (images * 255).round() / 255
 
 
-@pytest.mark.parametrize("method", ["fgsm", "bim", "mim"])
+@pytest.mark.parametrize("method", attack_method_names())
 @pytest.mark.parametrize("targeted", [False, True])
 def test_onnxruntime_cloaks_equal_the_torch_reference(models, graphs, method: str, targeted: bool) -> None:
     classifier, through = models

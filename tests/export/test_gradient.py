@@ -11,6 +11,7 @@ from torch import nn
 
 import comcloak.models as M
 from comcloak.attacks import attack_config, run_attack
+from comcloak.attacks.methods import attack_method_names
 from comcloak.attacks.through import ComModelThrough, make_through
 from comcloak.export import AttackStep, InputGradient, StaticSizeThrough, ThroughThenClassify, UnsupportedLayerError
 from comcloak.export.gradient import goal_weights, traceable_through
@@ -135,7 +136,7 @@ def _step_loop(step: AttackStep, x0: torch.Tensor, w: torch.Tensor, config) -> t
     return x
 
 
-@pytest.mark.parametrize("method", ["fgsm", "bim", "mim"])
+@pytest.mark.parametrize("method", attack_method_names())
 @pytest.mark.parametrize("targeted", [False, True])
 def test_attack_step_loop_equals_run_attack(method: str, targeted: bool) -> None:
     """The step graph's loop is the reference attack (float64, where rounding cannot flip a sign)."""

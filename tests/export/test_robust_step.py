@@ -16,6 +16,7 @@ from comcloak.attacks import attack_config
 from comcloak.attacks.config import EotSettings
 from comcloak.attacks.eot import DRAW_INPUTS, Draw, DrawSampler
 from comcloak.attacks.loop import descent_gradient
+from comcloak.attacks.loss_registry import loss_names
 from comcloak.attacks.through import ComModelThrough, ExpectationThrough
 from comcloak.engine.cloaker import Cloaker
 from comcloak.export import OnnxFromTorch, read_export_metadata, tensorrt_op_violations
@@ -41,7 +42,7 @@ def _through(stand_ins: list[torch.nn.Module]) -> torch.nn.Module:
     return stand_ins[0] if len(stand_ins) == 1 else ExpectationThrough(stand_ins)
 
 
-@pytest.mark.parametrize("loss", ["ce", "margin"])
+@pytest.mark.parametrize("loss", loss_names())
 @pytest.mark.parametrize(("surrogates", "stand_ins"), [(1, 0), (1, 1), (2, 2)])
 @pytest.mark.parametrize("targeted", [False, True])
 def test_the_robust_step_is_the_eager_reference(loss: str, surrogates: int, stand_ins: int, targeted: bool) -> None:
