@@ -1,0 +1,1 @@
+"""Face models (detector with landmarks, recogniser) as torch modules; see docs/faces.md."""
