@@ -110,7 +110,10 @@ def detect_faces(detector: torch.nn.Module, photo: np.ndarray | torch.Tensor,
     from comcloak.codecs.tensors import to_tensor
 
     device = next(detector.parameters()).device
-    image = to_tensor(photo[None], device) if isinstance(photo, np.ndarray) else photo[None].to(device)
+    if isinstance(photo, np.ndarray):
+        image = to_tensor(photo[None] if photo.flags.writeable else photo[None].copy(), device)
+    else:
+        image = photo[None].to(device)
     height, width = image.shape[-2:]
     scale = _working_scale(height, width, settings)
     if scale != 1.0:
