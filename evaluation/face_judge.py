@@ -22,9 +22,9 @@ import numpy as np
 from comcloak.models.faces.packaged import FaceModelMissingError, PackagedFile
 
 DLIB_THRESHOLD = 0.6  # dlib's / face_recognition's tolerance on the L2 distance of 128-d descriptors
-_MODELS = "face_recognition_models"
-DLIB_RECOGNISER_FILE = PackagedFile("face-recognition-models", _MODELS, "models/dlib_face_recognition_resnet_model_v1.dat")
-DLIB_LANDMARKS_FILE = PackagedFile("face-recognition-models", _MODELS, "models/shape_predictor_5_face_landmarks.dat")
+_PIP, _MODULE = "face-recognition-models", "face_recognition_models"
+DLIB_RECOGNISER_FILE = PackagedFile(_PIP, _MODULE, "models/dlib_face_recognition_resnet_model_v1.dat")
+DLIB_LANDMARKS_FILE = PackagedFile(_PIP, _MODULE, "models/shape_predictor_5_face_landmarks.dat")
 JUDGE_ROLES = ("surrogate", "evaluation")
 
 
@@ -81,7 +81,8 @@ class DlibJudge(FaceJudge):
         try:
             import dlib
         except ImportError as exc:
-            raise FaceModelMissingError("the dlib face judge needs the package dlib-bin (pip install dlib-bin)") from exc
+            message = "the dlib face judge needs the package dlib-bin (pip install dlib-bin)"
+            raise FaceModelMissingError(message) from exc
         self.upsample, self.jitters = upsample, jitters
         self._detector = dlib.get_frontal_face_detector()
         self._landmarks = dlib.shape_predictor(str(DLIB_LANDMARKS_FILE.path("the dlib face judge")))

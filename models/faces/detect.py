@@ -17,6 +17,8 @@ import torch.nn.functional as F
 
 from .yunet import YUNET_ALIGN, YUNET_STRIDES
 
+_FAR = 1e7  # boxes are clipped to +-_FAR pixels before truncation, so integer IoU cannot overflow
+
 
 @dataclass(frozen=True)
 class DetectorSettings:
@@ -82,9 +84,10 @@ def nms(rows: np.ndarray, settings: DetectorSettings) -> np.ndarray:
     """Indices of ``rows`` (OpenCV layout) kept: above the score threshold, best first, greedy IoU suppression on
     the boxes truncated to integers."""
     scores = rows[:, 14]
-    candidates = np.flatnonzero(scores >= settings.score_threshold)
+    # A non-finite box (exp overflow of an untrained head) is never a face.
+    candidates = np.flatnonzero((scores >= settings.score_threshold) & np.isfinite(rows).all(1))
     order = candidates[np.argsort(-scores[candidates], kind="stable")][: settings.top_k]
-    boxes = np.trunc(rows[:, :4]).astype(np.int64)
+    boxes = np.trunc(np.clip(np.nan_to_num(rows[:, :4].astype(np.float64)), -_FAR, _FAR)).astype(np.int64)
     keep: list[int] = []
     for index in order:
         if not keep or np.all(_iou(boxes[index], boxes[keep]) <= settings.nms_threshold):

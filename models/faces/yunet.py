@@ -119,4 +119,6 @@ def tiny_yunet(seed: int = 0) -> YuNet:
     """A small YuNet-family network with fixed random weights (a function of ``seed``), for fast tests."""
     model = YuNet(TINY_YUNET_SHAPE)
     _init_random(model, seed)
+    with torch.no_grad():
+        model.stem.weight.div_(_PIXEL_SCALE)  # the stem sees 0..255: keep the heads' outputs (and exp) moderate
     return model.eval()
