@@ -25,7 +25,7 @@ DLIB_THRESHOLD = 0.6  # dlib's / face_recognition's tolerance on the L2 distance
 _PIP, _MODULE = "face-recognition-models", "face_recognition_models"
 DLIB_RECOGNISER_FILE = PackagedFile(_PIP, _MODULE, "models/dlib_face_recognition_resnet_model_v1.dat")
 DLIB_LANDMARKS_FILE = PackagedFile(_PIP, _MODULE, "models/shape_predictor_5_face_landmarks.dat")
-JUDGE_ROLES = ("surrogate", "evaluation")
+JUDGE_ROLES = ("surrogate", "evaluation")  # as the classifier judges' roles (evaluation/platform.py)
 
 
 @dataclass(frozen=True)

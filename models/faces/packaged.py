@@ -171,3 +171,8 @@ def assign_layers(modules: list[Any], layers: tuple[OnnxLayer, ...], what: str) 
                 raise WeightsError(f"{what}: ONNX node {layer.name} does not fit: {'; '.join(problems)}")
             for tensor, value in pairs:
                 tensor.copy_(torch.from_numpy(value))
+
+
+def load_packaged(model: Any, file: PackagedFile, what: str) -> None:
+    """Fill ``model`` (which has ``onnx_order()``) from ``file``, dequantised; the file is parsed once per process."""
+    assign_layers(model.onnx_order(), onnx_layers(str(file.path(what))), what)

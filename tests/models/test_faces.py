@@ -187,6 +187,15 @@ def test_warp_matches_opencv() -> None:
     assert difference.mean() < 1.0 and difference.max() < 8.0
 
 
+def test_aligned_embedding_has_input_gradients() -> None:
+    photo = torch.rand(2, 3, 150, 130, requires_grad=True)
+    landmarks = template(112)[None].repeat(2, 1, 1) * 0.9 + torch.tensor([[10.0, 20.0], [14.0, 18.0]])[:, None]
+    embedding = create_face_model("tiny_sface")(align_faces(photo, landmarks))
+    embedding.sum().backward()
+    assert photo.grad is not None and photo.grad.abs().sum() > 0
+    assert photo.grad[0].abs().sum() > 0 and photo.grad[1].abs().sum() > 0
+
+
 def test_nms_keeps_the_best_of_overlapping_boxes() -> None:
     rows = np.zeros((3, 15), np.float32)
     rows[:, :4] = [[10, 10, 50, 50], [12, 11, 50, 50], [200, 200, 40, 40]]
