@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,30 +15,6 @@ from comcloak.errors import UserError
 from comcloak.evaluation.face_judge import DLIB_THRESHOLD, JUDGE_ROLES, DlibJudge, FaceJudge, SFaceJudge
 from comcloak.models.faces import DetectorSettings, create_face_model
 from comcloak.models.faces.packaged import FaceModelMissingError
-
-PHOTO_SIDE = 800  # photos are judged with their longer side at most this (faster; every dev face stays > 80 px)
-
-
-def faces_dir() -> Path | None:
-    """The development photos: $COMCLOAK_FACES_DIR, else ../shared/data/faces from the repository root."""
-    env = os.environ.get("COMCLOAK_FACES_DIR")
-    folder = Path(env) if env else Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "faces"
-    return folder if (folder / "identities").is_dir() else None
-
-
-@pytest.fixture(scope="module")
-def identity_photos() -> dict[str, np.ndarray]:
-    from PIL import Image
-
-    folder = faces_dir()
-    if folder is None:
-        pytest.skip("the development face photos are missing (../shared/data/faces or $COMCLOAK_FACES_DIR)")
-    photos = {}
-    for path in sorted((folder / "identities").glob("*/*")):
-        image = Image.open(path).convert("RGB")
-        image.thumbnail((PHOTO_SIDE, PHOTO_SIDE), Image.Resampling.BILINEAR)
-        photos[f"{path.parent.name}/{path.name}"] = np.asarray(image).copy()
-    return photos
 
 
 def _check_pairs(judge: FaceJudge, photos: dict[str, np.ndarray]) -> None:
