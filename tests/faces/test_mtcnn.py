@@ -22,9 +22,8 @@ from comcloak.models.faces.mtcnn_detect import MtcnnSettings, _nms, detect_faces
 PHOTOS = 3  # the cascade is slow on a shared CPU: the first photos of the dev identities
 
 
-def _torchvision_stand_in() -> None:
-    if importlib.util.find_spec("torchvision") is not None or "torchvision" in sys.modules:
-        return
+def _torchvision_stand_in() -> dict[str, types.ModuleType]:
+    """Modules standing in for torchvision's, with torchvision's ``batched_nms`` semantics over our NMS."""
 
     def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor, threshold: float) -> torch.Tensor:
         if boxes.numel() == 0:
@@ -35,18 +34,24 @@ def _torchvision_stand_in() -> None:
              "torchvision.ops.boxes")
     modules = {name: types.ModuleType(name) for name in names}
     modules["torchvision.ops.boxes"].batched_nms = batched_nms
-    sys.modules.update(modules)
+    return modules
 
 
 @pytest.fixture(scope="module")
 def reference():
+    """facenet-pytorch's network classes and ``detect_face``; the stand-ins leave sys.modules after this module."""
     if importlib.util.find_spec("facenet_pytorch") is None:
         pytest.skip("facenet-pytorch is not installed (pip install --no-deps facenet-pytorch)")
-    _torchvision_stand_in()
-    from facenet_pytorch.models import mtcnn as ref
-    from facenet_pytorch.models.utils.detect_face import detect_face
+    with pytest.MonkeyPatch.context() as patch:
+        if importlib.util.find_spec("torchvision") is None:
+            for name, module in _torchvision_stand_in().items():
+                patch.setitem(sys.modules, name, module)
+        from facenet_pytorch.models import mtcnn as ref
+        from facenet_pytorch.models.utils.detect_face import detect_face
 
-    return ref, detect_face
+        yield ref, detect_face
+        for name in [name for name in sys.modules if name.startswith("facenet_pytorch")]:
+            del sys.modules[name]  # bound to the stand-ins: a later import must start afresh
 
 
 def test_tiny_mtcnn_shapes() -> None:
