@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -173,6 +174,16 @@ def assign_layers(modules: list[Any], layers: tuple[OnnxLayer, ...], what: str) 
                 tensor.copy_(torch.from_numpy(value))
 
 
-def load_packaged(model: Any, file: PackagedFile, what: str) -> None:
-    """Fill ``model`` (which has ``onnx_order()``) from ``file``, dequantised; the file is parsed once per process."""
-    assign_layers(model.onnx_order(), onnx_layers(str(file.path(what))), what)
+def load_packaged(model: Any, file: PackagedFile, what: str, pretrained: bool | str | os.PathLike[str] | None = True) -> None:
+    """Apply a factory's ``pretrained``: False keeps the init, True reads the package's ``file``, a path reads that
+    ONNX file instead (another copy of the same graph, e.g. OpenCV zoo's). ``model`` has ``onnx_order()``; each file
+    is parsed once per process."""
+    if pretrained is None or pretrained is False:
+        return
+    if pretrained is True:
+        path = file.path(what)
+    else:
+        path = Path(pretrained)
+        if not path.is_file():
+            raise WeightsError(f"{what}: ONNX file not found: {path}")
+    assign_layers(model.onnx_order(), onnx_layers(str(path)), what)

