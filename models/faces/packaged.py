@@ -174,7 +174,8 @@ def assign_layers(modules: list[Any], layers: tuple[OnnxLayer, ...], what: str) 
                 tensor.copy_(torch.from_numpy(value))
 
 
-def load_packaged(model: Any, file: PackagedFile, what: str, pretrained: bool | str | os.PathLike[str] | None = True) -> None:
+def load_packaged(model: Any, file: PackagedFile, what: str,
+                  pretrained: bool | str | os.PathLike[str] | None = True) -> None:
     """Apply a factory's ``pretrained``: False keeps the init, True reads the package's ``file``, a path reads that
     ONNX file instead (another copy of the same graph, e.g. OpenCV zoo's). ``model`` has ``onnx_order()``; each file
     is parsed once per process."""
