@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import itertools
 import sys
-from pathlib import Path
 
 import numpy as np
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "models"))
-
-from test_faces import PARITY_SIDE, _ort_session, faces_dir  # noqa: E402
+from face_photos import faces_dir  # this folder is the script's own: its first sys.path entry
+from test_face_models import PARITY_SIDE, _ort_session
 
 from comcloak.evaluation.face_judge import DlibJudge, FaceJudge, SFaceJudge  # noqa: E402
 from comcloak.models.faces import DetectorSettings, align_faces, create_face_model, detect_faces  # noqa: E402

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from face_photos import identity_photos_at
 
 from comcloak.errors import UserError
 from comcloak.models.faces import (
@@ -43,13 +43,6 @@ PIXEL_TOLERANCE = 0.01  # boxes and landmarks, in pixels (measured: <= 2e-4 px)
 PARITY_SIDE = 640  # the detector file's fixed input: 1 x 3 x 640 x 640
 
 
-def faces_dir() -> Path | None:
-    """The development photos: $COMCLOAK_FACES_DIR, else ../shared/data/faces from the repository root."""
-    env = os.environ.get("COMCLOAK_FACES_DIR")
-    folder = Path(env) if env else Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "faces"
-    return folder if (folder / "identities").is_dir() else None
-
-
 def _needs(*modules: str) -> None:
     for module in modules:
         if importlib.util.find_spec(module) is None:
@@ -59,17 +52,7 @@ def _needs(*modules: str) -> None:
 @pytest.fixture(scope="module")
 def identity_photos() -> dict[str, np.ndarray]:
     """person/photo -> uint8 RGB, each photo's longer side at most 640 (as the detector works)."""
-    from PIL import Image
-
-    folder = faces_dir()
-    if folder is None:
-        pytest.skip("the development face photos are missing (../shared/data/faces or $COMCLOAK_FACES_DIR)")
-    photos = {}
-    for path in sorted((folder / "identities").glob("*/*")):
-        image = Image.open(path).convert("RGB")
-        image.thumbnail((PARITY_SIDE, PARITY_SIDE), Image.Resampling.BILINEAR)
-        photos[f"{path.parent.name}/{path.name}"] = np.asarray(image).copy()
-    return photos
+    return identity_photos_at(PARITY_SIDE)
 
 
 @pytest.fixture(scope="module")
