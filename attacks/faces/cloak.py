@@ -107,8 +107,7 @@ def attack_face(models: FaceModels, image: torch.Tensor, face: FaceDetection, re
     return adversarial - x0
 
 
-def check_face(models: FaceModels, cloaked: np.ndarray, clean_image: torch.Tensor, face: FaceDetection,
-               config: FaceCloakConfig) -> float | None:
+def check_face(models: FaceModels, cloaked: np.ndarray, clean_image: torch.Tensor, face: FaceDetection) -> float | None:
     """The surrogate's cosine between the face on the cloak and on the clean photo (None: not found on the cloak)."""
     found = [other for other in detect_faces(models.detector, cloaked) if _iou(other.box, face.box) >= SAME_FACE_IOU]
     if not found:
@@ -152,7 +151,7 @@ def cloak_faces(photo: np.ndarray, config: FaceCloakConfig | None = None, *, mod
     cloaked = composer.compose(photo, config.attack.eps) if any(region for _, region, _ in attacked) else photo.copy()
     records = []
     for face, region, seconds in attacked:
-        cosine = None if region is None else check_face(models, cloaked, image, face, config)
+        cosine = None if region is None else check_face(models, cloaked, image, face)
         records.append(FaceRecord(tuple(face.box), float(face.score), region, config.attack.steps if region else 0,
                                   cosine, cosine is not None and cosine < SFACE_COSINE_THRESHOLD, seconds))
     return FaceCloakResult(cloaked, tuple(records))

@@ -32,7 +32,7 @@ class FaceSettings:
         landmark_noise: the attacker's landmark error, uniform within this fraction of the eye distance.
         scale_jitter, rotation_jitter, shift_jitter: the attacker's alignment error: relative scale, degrees, and
             a fraction of the crop's side, each uniform within +-.
-        flip_rate: fraction of draws whose aligned crop is mirrored.
+        mirror_rate: fraction of draws whose aligned crop is mirrored (EotSettings.flip_rate stays 0).
         detector, recogniser: the face models (``comcloak.models.faces``): the surrogate's detector and recogniser.
     """
 
@@ -48,7 +48,7 @@ class FaceSettings:
     scale_jitter: float = setting(0.06, "alignment scale error, relative", kind="real", low=0, high=0.5)
     rotation_jitter: float = setting(6.0, "alignment rotation error, degrees", kind="real", low=0, high=45)
     shift_jitter: float = setting(0.04, "alignment shift error, fraction of the crop", kind="real", low=0, high=0.5)
-    flip_rate: float = setting(0.5, "fraction of draws with the aligned crop mirrored", kind="real", low=0, high=1)
+    mirror_rate: float = setting(0.5, "fraction of draws with the aligned crop mirrored", kind="real", low=0, high=1)
     detector: str = setting("yunet", "the face detector (comcloak.models.faces)")
     recogniser: str = setting("sface", "the surrogate face recogniser (comcloak.models.faces)")
 
@@ -66,7 +66,7 @@ class FaceCloakConfig:
     def __post_init__(self) -> None:
         eot = self.attack.eot
         # The region's landmarks are mapped into the loop's views: its draws may shrink, code and shift the whole
-        # region, never crop or mirror it (mirroring is done on the aligned crop, flip_rate).
+        # region, never crop or mirror it (mirroring is done on the aligned crop, mirror_rate).
         if eot.enabled and (eot.rescale_range != (1.0, 1.0) or eot.whole_image_rate != 1.0 or eot.flip_rate != 0.0):
             raise AttackConfigError("a face cloak's draws must keep the whole region: rescale_range (1, 1), "
                                     "whole_image_rate 1, flip_rate 0")

@@ -77,7 +77,7 @@ class IdentityView(nn.Module):
         marks = marks + noise * eyes * self.settings.landmark_noise
         matrix = similarity_transform(marks, template(ARCFACE_SIZE, torch.float64))
         matrix = self._jittered(matrix, batch)
-        flips = torch.rand(batch, generator=self.generator) < self.settings.flip_rate
+        flips = torch.rand(batch, generator=self.generator) < self.settings.mirror_rate
         return matrix, flips
 
     def _jittered(self, matrix: torch.Tensor, batch: int) -> torch.Tensor:
