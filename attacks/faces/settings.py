@@ -92,7 +92,7 @@ FACE_PRESETS: dict[str, FacePreset] = {preset.name: preset for preset in (
     FacePreset("faces", "the default", eps=12, steps=20, draws=2, min_psnr=33.0),
     FacePreset("faces-quality", "less visible: a smaller budget and a 38 dB floor", eps=8, steps=20, draws=2,
                min_psnr=38.0),
-    FacePreset("faces-strong", "more budget, steps and draws", eps=16, steps=40, draws=4, min_psnr=30.0),
+    FacePreset("faces-strong", "more budget, steps and draws", eps=16, steps=30, draws=3, min_psnr=30.0),
 )}
 DEFAULT_FACE_PRESET = "faces"
 FACE_EOT = dict(rescale_range=(1.0, 1.0), whole_image_rate=1.0, flip_rate=0.0)  # see FaceCloakConfig
