@@ -93,7 +93,8 @@ FACE_PRESETS: dict[str, FacePreset] = {preset.name: preset for preset in (
                measured="dev photos, 8 platforms: dlib pairs 58-62%, self 46-62% broken; SFace 100%; 36.7 dB"),
     FacePreset("faces-quality", "less visible: a smaller budget and a 38 dB floor", eps=8, steps=20, draws=2,
                min_psnr=38.0, measured="dev photos, 8 platforms: dlib pairs 4-17%, self 0-8%; SFace 58-83%; 40.3 dB"),
-    FacePreset("faces-strong", "more budget, steps and draws", eps=16, steps=30, draws=3, min_psnr=30.0),
+    FacePreset("faces-strong", "more budget, steps and draws", eps=16, steps=30, draws=3, min_psnr=30.0,
+               measured="dev photos, 8 platforms: dlib pairs 92-96%, self 85%; SFace 100%; 34.1 dB"),
 )}
 DEFAULT_FACE_PRESET = "faces"
 FACE_EOT = dict(rescale_range=(1.0, 1.0), whole_image_rate=1.0, flip_rate=0.0)  # see FaceCloakConfig
