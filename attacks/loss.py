@@ -9,6 +9,10 @@ graph serve both modes:
 * ``margin`` — aimed at privacy rather than top-1: untargeted, ``z_clean - z_(5)``, the clean logit minus the 5th
   largest other logit, so descending it pushes the clean class out of the top-5; targeted, ``max_other z - z_target``
   (Carlini & Wagner's margin). Floored at ``-MARGIN_KAPPA``: an image already that far past the goal stops pulling.
+* ``identity`` — for "classifiers" whose logits are similarities to a gallery (the face cloak's
+  :class:`comcloak.attacks.faces.view.IdentityView`: cosine of the face's embedding to clean embeddings):
+  ``-sum(w * z)``, the similarity to the clean identity (untargeted, descended: away from it) or minus that to the
+  target identity (targeted: towards a decoy).
 
 :func:`loss_gradient` is each loss's gradient with respect to the logits, written out by hand for the exported graph
 (which has no autograd); a test checks it against autograd. Both dispatch through the registry
@@ -68,6 +72,14 @@ def _margin_gradient(logits: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     return (sign * active).unsqueeze(-1) * (other_hot - w.abs())
 
 
+def _identity_value(logits: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    return -(w * logits).sum(dim=-1)
+
+
+def _identity_gradient(logits: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    return -w.expand_as(logits).to(logits.dtype)
+
+
 @dataclass(frozen=True)
 class Loss:
     """One loss on ``w``-encoded goals: ``value`` (logits, w (..., K) -> (...), differentiable by autograd) and
@@ -77,9 +89,10 @@ class Loss:
     gradient: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-# Named in comcloak.attacks.loss_registry (``--loss ce`` / ``--loss margin``).
+# Named in comcloak.attacks.loss_registry (``--loss ce`` / ``--loss margin`` / ``identity``).
 CROSS_ENTROPY = Loss(_ce_value, _ce_gradient)
 MARGIN = Loss(_margin_value, _margin_gradient)
+IDENTITY = Loss(_identity_value, _identity_gradient)
 
 
 def per_image_loss(logits: torch.Tensor, w: torch.Tensor, kind: str = "ce") -> torch.Tensor:

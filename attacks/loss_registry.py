@@ -83,3 +83,4 @@ def get_loss(name: str) -> LossInfo:
 # The shipped losses (comcloak.attacks.loss): one line each.
 register_loss(LossInfo("ce", "comcloak.attacks.loss:CROSS_ENTROPY", "cross-entropy, the paper's"))
 register_loss(LossInfo("margin", "comcloak.attacks.loss:MARGIN", "out of the top-5 (hide@5), floored"))
+register_loss(LossInfo("identity", "comcloak.attacks.loss:IDENTITY", "away from the clean identity (face cloak)"))

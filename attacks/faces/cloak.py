@@ -1,0 +1,157 @@
+"""The face cloak: every detected face above a minimum size, attacked in the one loop and composed back.
+
+Per face (``cloak_faces``): the padded square region around it, resized to the working view, is the loop's ``x``;
+the "classifier" is :class:`~comcloak.attacks.faces.view.IdentityView` (the region -> jittered alignment -> the
+surrogate recogniser -> cosine to the clean embedding), the loss ``identity`` (away from the clean identity), the
+draws the loop's own (``attacks/eot``: a platform's downscale and codec stand-in over the region, a sub-pixel shift),
+seeded by the region's content. The working view's perturbation is resized back onto the region and mixed in with
+a feathered mask (``attacks/faces/compose``). Afterwards the surrogate (detector, alignment, recogniser, on the
+8-bit cloak as a judge sees it) checks each face: ``protected`` when it finds the face and no longer matches it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from comcloak.attacks.eot import content_seed
+from comcloak.attacks.faces.compose import Composer, Region, face_region, working_view
+from comcloak.attacks.faces.settings import FaceCloakConfig, face_config
+from comcloak.attacks.faces.view import IdentityView, rescale_points
+from comcloak.attacks.loop import run_attack
+from comcloak.attacks.through import make_through
+from comcloak.codecs.tensors import to_tensor
+from comcloak.models.faces import SFACE_COSINE_THRESHOLD, FaceDetection, align_faces, create_face_model, detect_faces
+
+JITTER_SEED_SALT = 0x5FACE  # the jitter's generator differs from the draws' (both seeded by the region's content)
+SAME_FACE_IOU = 0.3  # a face found on the cloak is the same face when its box overlaps the clean one this much
+
+
+@dataclass(frozen=True)
+class FaceModels:
+    """The surrogate's detector and recogniser (modules in eval mode)."""
+
+    detector: nn.Module
+    recogniser: nn.Module
+
+    @classmethod
+    def create(cls, detector: str = "yunet", recogniser: str = "sface") -> FaceModels:
+        return cls(create_face_model(detector).eval(), create_face_model(recogniser).eval())
+
+
+@dataclass(frozen=True)
+class FaceRecord:
+    """One detected face: ``box`` (x, y, w, h) and ``score`` from the detector, the ``region`` cloaked (None:
+    smaller than ``min_face``, not cloaked), ``steps`` run, ``cosine`` of the surrogate's embedding of the cloak
+    to the clean one (None: not cloaked, or the detector no longer finds the face), ``protected`` (the surrogate
+    finds the face and no longer matches it: cosine below its threshold) and ``seconds`` spent on it."""
+
+    box: tuple[float, float, float, float]
+    score: float
+    region: Region | None
+    steps: int
+    cosine: float | None
+    protected: bool
+    seconds: float
+
+
+@dataclass(frozen=True)
+class FaceCloakResult:
+    """The cloaked photo (uint8 (H, W, 3)) and one record per detected face (none: no faces were found)."""
+
+    photo: np.ndarray
+    faces: tuple[FaceRecord, ...]
+
+    @property
+    def status(self) -> str:
+        """``no faces``, ``protected`` (every face), ``partly protected`` or ``not protected``."""
+        if not self.faces:
+            return "no faces"
+        protected = sum(face.protected for face in self.faces)
+        return "protected" if protected == len(self.faces) else "partly protected" if protected else "not protected"
+
+
+def _iou(a: Sequence[float], b: Sequence[float]) -> float:
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    inter = max(0.0, min(ax + aw, bx + bw) - max(ax, bx)) * max(0.0, min(ay + ah, by + bh) - max(ay, by))
+    return inter / max(aw * ah + bw * bh - inter, 1e-12)
+
+
+def surrogate_embedding(models: FaceModels, image: torch.Tensor, landmarks: np.ndarray) -> torch.Tensor:
+    """The recogniser's unit embedding (E,) of the face at ``landmarks`` (5, 2) in ``image`` (1, 3, H, W), on the
+    8-bit crop as a judge computes it (``evaluation/face_judge.SFaceJudge``)."""
+    with torch.no_grad():
+        crop = align_faces(image, torch.from_numpy(np.asarray(landmarks, np.float32))[None])
+        return nn.functional.normalize(models.recogniser(torch.round(crop * 255) / 255), dim=-1)[0]
+
+
+def attack_face(models: FaceModels, image: torch.Tensor, face: FaceDetection, region: Region,
+                config: FaceCloakConfig) -> torch.Tensor:
+    """The perturbation (1, 3, S, S) of one face's working view, from the one loop."""
+    size = config.face.work_size
+    x0 = working_view(image, region, size)
+    marks = rescale_points(torch.from_numpy(np.asarray(face.landmarks, np.float64))
+                           - torch.tensor([region.left, region.top], dtype=torch.float64), region.side, size)
+    with torch.no_grad():
+        clean = IdentityView(models.recogniser, marks, size, torch.zeros(1, 1), config.face).embed(x0)
+    view = IdentityView(models.recogniser, marks, size, clean, config.face,
+                        seed=content_seed(x0[0], config.attack.seed) ^ JITTER_SEED_SALT)
+    through = make_through(config.attack.through, config.attack.seed)
+    adversarial = run_attack(view, x0, torch.zeros(1, dtype=torch.long), config.attack, through)
+    return adversarial - x0
+
+
+def check_face(models: FaceModels, cloaked: np.ndarray, clean_image: torch.Tensor, face: FaceDetection) -> float | None:
+    """The surrogate's cosine between the face on the cloak and on the clean photo (None: not found on the cloak)."""
+    found = [other for other in detect_faces(models.detector, cloaked) if _iou(other.box, face.box) >= SAME_FACE_IOU]
+    if not found:
+        return None
+    best = max(found, key=lambda other: _iou(other.box, face.box))
+    cloak_embedding = surrogate_embedding(models, to_tensor(cloaked[None]), best.landmarks)
+    return float(cloak_embedding @ surrogate_embedding(models, clean_image, face.landmarks))
+
+
+def cloak_faces(photo: np.ndarray, config: FaceCloakConfig | None = None, *, models: FaceModels | None = None,
+                detections: Sequence[FaceDetection] | None = None) -> FaceCloakResult:
+    """Cloak every face of ``photo`` (uint8 (H, W, 3) RGB) whose box is at least ``config.face.min_face`` pixels.
+
+    Args:
+        photo: the photo.
+        config: the face cloak (:func:`face_config`; default: the ``faces`` preset).
+        models: the surrogate's detector and recogniser (default: ``config.face``'s, created here).
+        detections: the faces to cloak (default: the detector's).
+
+    Returns:
+        :class:`FaceCloakResult`; a photo without faces comes back unchanged with status ``no faces``.
+
+    Example:
+        >>> result = cloak_faces(photo, face_config("faces"))
+        >>> result.status, [face.protected for face in result.faces]
+    """
+    config = config or face_config()
+    models = models or FaceModels.create(config.face.detector, config.face.recogniser)
+    faces = list(detect_faces(models.detector, photo) if detections is None else detections)
+    image = to_tensor(np.ascontiguousarray(photo)[None])
+    height, width = photo.shape[:2]
+    composer = Composer(image, config.face)
+    attacked: list[tuple[FaceDetection, Region | None, float]] = []
+    for face in faces:
+        started = time.perf_counter()
+        region = None
+        if min(face.box[2], face.box[3]) >= config.face.min_face:
+            region = face_region(face.box, height, width, config.face.padding)
+            composer.add(region, attack_face(models, image, face, region, config))
+        attacked.append((face, region, time.perf_counter() - started))
+    cloaked = composer.compose(photo, config.attack.eps) if any(region for _, region, _ in attacked) else photo.copy()
+    records = []
+    for face, region, seconds in attacked:
+        cosine = None if region is None else check_face(models, cloaked, image, face)
+        records.append(FaceRecord(tuple(face.box), float(face.score), region, config.attack.steps if region else 0,
+                                  cosine, cosine is not None and cosine < SFACE_COSINE_THRESHOLD, seconds))
+    return FaceCloakResult(cloaked, tuple(records))
