@@ -27,7 +27,8 @@ CODECS = "comcloak.codecs"
 THROUGHS = "comcloak.throughs"
 LOSSES = "comcloak.losses"
 ATTACKS = "comcloak.attacks"
-GROUPS = (BACKENDS, CLASSIFIERS, CODECS, THROUGHS, LOSSES, ATTACKS)
+FACE_MODELS = "comcloak.face_models"
+GROUPS = (BACKENDS, CLASSIFIERS, CODECS, THROUGHS, LOSSES, ATTACKS, FACE_MODELS)
 
 _loaded: set[str] = set()
 

