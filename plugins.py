@@ -14,8 +14,10 @@ naming it and its package; it never stops comcloak or another plugin.
 
 from __future__ import annotations
 
+import importlib
 import logging
 from importlib import metadata
+from typing import Any
 
 from comcloak.errors import first_line
 
@@ -58,3 +60,16 @@ def load_plugins(group: str) -> list[str]:
             continue
         names.append(entry.name)
     return names
+
+
+def import_reference(reference: str) -> Any:
+    """The object a ``"module:attribute"`` string names, imported when asked (how registries name implementations
+    lazily, so listing their names imports nothing heavy)."""
+    module, _, attribute = reference.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+def check_entry_name(what: str, name: object) -> None:
+    """Refuse a registry name that a comma-separated option could not carry (lower case, no spaces or commas)."""
+    if not isinstance(name, str) or not name or name != name.strip().lower() or "," in name:
+        raise ValueError(f"{what} name must be lower case without spaces or commas, got {name!r}")

@@ -14,7 +14,6 @@ Example (a loss of your own, in any module)::
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,8 +44,7 @@ class LossInfo:
         """The object with ``value(logits, w)`` and ``gradient(logits, w)``, imported on first use."""
         if not isinstance(self.implementation, str):
             return self.implementation
-        module, _, attribute = self.implementation.partition(":")
-        return getattr(importlib.import_module(module), attribute)
+        return plugins.import_reference(self.implementation)
 
 
 _REGISTRY: dict[str, LossInfo] = {}
@@ -54,8 +52,7 @@ _REGISTRY: dict[str, LossInfo] = {}
 
 def register_loss(info: LossInfo) -> LossInfo:
     """Add ``info`` to the registry (a later registration of the same name replaces it); returns ``info``."""
-    if not info.name or info.name != info.name.strip().lower() or "," in info.name:
-        raise ValueError(f"loss name must be lower case without spaces or commas, got {info.name!r}")
+    plugins.check_entry_name("loss", info.name)
     _REGISTRY[info.name] = info
     return info
 

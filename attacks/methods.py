@@ -70,8 +70,7 @@ _REGISTRY: dict[str, AttackMethod] = {}
 
 def register_attack_method(method: AttackMethod) -> AttackMethod:
     """Add ``method`` to the registry (a later registration of the same name replaces it); returns it."""
-    if not method.name or method.name != method.name.strip().lower() or "," in method.name:
-        raise ValueError(f"attack method name must be lower case without spaces or commas, got {method.name!r}")
+    plugins.check_entry_name("attack method", method.name)
     _REGISTRY[method.name] = method
     return method
 

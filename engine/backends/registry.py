@@ -17,7 +17,6 @@ Example (a backend of your own, in any module)::
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,8 +57,7 @@ class BackendInfo:
 
     def runner_class(self) -> Any:
         """The runner class, imported on first use."""
-        module, _, attribute = self.runner.partition(":")
-        return getattr(importlib.import_module(module), attribute)
+        return plugins.import_reference(self.runner)
 
 
 _REGISTRY: dict[str, BackendInfo] = {}
