@@ -9,6 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from comcloak import defaults
 from comcloak.cli.options import given_settings, positive_int
 from comcloak.codecs.platforms import PROFILES
 
@@ -64,6 +65,10 @@ def face_plan(args: argparse.Namespace):
     from comcloak.evaluation.faces import read_people
 
     refused = [flag for name, flag in NOT_FOR_FACES.items() if getattr(args, name, None) not in (None, False)]
+    # The face cloak runs the torch loop in fp32 on the CPU (comcloak.attacks.faces has no device or backend yet).
+    refused += [flag for flag, given in (("--device", args.device is not None),
+                                         ("--backend", args.backend != defaults.BACKEND),
+                                         ("--precision", args.precision != defaults.PRECISION)) if given]
     if refused:
         raise UserError(f"{', '.join(refused)} do not apply to --protocol faces")
     if len(args.photos) != 1:
