@@ -13,6 +13,7 @@ from comcloak.attacks.config import declared_settings
 from comcloak.attacks.methods import attack_method_names
 from comcloak.attacks.presets import STRENGTHS
 from comcloak.attacks.views import ATTACKER_VIEWS
+from comcloak.cli.evaluate_faces import FACE_JUDGES, add_face_options
 from comcloak.cli.options import (
     add_attack_options,
     add_backend_options,
@@ -31,23 +32,28 @@ DEFAULT_JUDGES = "efficientnet_lite1,efficientnet_lite2"  # evaluation-only: mod
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "eval", help="measure protection after real codecs and platforms (paper, archive or platform protocol)",
+        "eval", help="measure protection after real codecs and platforms (paper, archive, platform or faces protocol)",
         description="Paper protocol: each photo resized to 224x224, clean label = classifier top-1, cloaked, rounded "
                     "to uint8, compressed by the real codec, classified. Archive protocol: each photo cloaked at full "
                     "resolution, passed through a platform chain (--codecs, e.g. resize:2048+jpeg:85), resized and "
                     "centre-cropped as an attacker would (256, 224), classified. Each cloak is computed once and "
-                    "scored against every codec.")
+                    "scored against every codec. Faces protocol: PHOTOS is a folder of PERSON/ subfolders; each photo "
+                    "is face-cloaked, sent through each platform profile and judged by face recognisers (pairs of "
+                    "photos of one person and each cloak with its own original; docs/faces.md).")
     parser.add_argument("photos", nargs="+", metavar="PHOTOS", help="photo files or folders")
-    parser.add_argument("--protocol", default="paper", choices=("paper", "archive", "platform"),
+    parser.add_argument("--protocol", default="paper", choices=("paper", "archive", "platform", "faces"),
                         help="paper (224x224 views, default), archive (full resolution, platform chains, the "
-                             "attacker's 256/224 crop) or platform (full resolution, platform profiles, attacker "
-                             "views, protect@1 and hide@5 on the surrogate and the evaluation-only classifiers)")
+                             "attacker's 256/224 crop), platform (full resolution, platform profiles, attacker "
+                             "views, protect@1 and hide@5 on the surrogate and the evaluation-only classifiers) or "
+                             "faces (face cloaks, platform profiles, face-recognition matches broken)")
     parser.add_argument("--views", default="crop,resize",
                         help=f"platform protocol: attacker views, comma-separated from {','.join(ATTACKER_VIEWS)} "
                              "(default crop,resize; crop is the judge)")
-    parser.add_argument("--judges", default=DEFAULT_JUDGES,
+    parser.add_argument("--judges", default=None,
                         help="platform protocol: evaluation-only classifiers scored beside the surrogate "
-                             f"(default {DEFAULT_JUDGES}: pip install 'comcloak[eval]'; 'none' for none)")
+                             f"(default {DEFAULT_JUDGES}: pip install 'comcloak[eval]'; 'none' for none); faces "
+                             f"protocol: face judges from dlib (evaluation only), sface (the surrogate) (default "
+                             f"{FACE_JUDGES})")
     parser.add_argument("--attacks", default=",".join(attack_method_names()),
                         help=f"comma-separated: {','.join(attack_method_names())} (default all)")
     parser.add_argument("--strengths", default=None, metavar="LIST",
@@ -82,6 +88,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     # The archive and platform protocols cloak through a Cloaker, so they can check any backend; the paper protocol
     # runs the plain attack loop (torch, fp32) and refuses them.
     add_backend_options(models, "archive and platform protocols: ")
+    add_face_options(parser)
     parser.set_defaults(run=run)
 
 
@@ -105,6 +112,11 @@ class EvalPlan:
 
 
 def run(args: argparse.Namespace) -> int:
+    from comcloak.cli.evaluate_faces import refuse_face_options, run_faces
+
+    if args.protocol == "faces":
+        return run_faces(args)
+    refuse_face_options(args)
     plan = make_plan(args)
     if args.protocol == "platform":
         return _run_platform(plan)
@@ -265,7 +277,7 @@ def platform_judges(plan: EvalPlan) -> dict:
         for name in config.classifiers:
             if name not in judges:
                 judges[name] = (freeze(load_classifier(name).to(plan.device)), "surrogate")
-    for name in (part.strip() for part in args.judges.split(",")):
+    for name in (part.strip() for part in (args.judges or DEFAULT_JUDGES).split(",")):
         if name and name != "none" and name not in judges:
             judges[name] = (freeze(load_classifier(name).to(plan.device)), "evaluation")
     return judges

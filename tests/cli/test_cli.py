@@ -401,7 +401,7 @@ def test_every_help_renders_and_the_presets_state_their_measured_figures(capsys)
 
     parser = build_parser()
     top = " ".join(parser.format_help().split())
-    assert "(paper, archive or platform protocol)" in top and "``" not in top  # current, and no docstring markup
+    assert "(paper, archive, platform or faces protocol)" in top and "``" not in top  # current, and no docstring markup
     commands = next(action for action in parser._actions if action.dest == "command").choices
     for command in commands:
         with pytest.raises(SystemExit) as exit_:

@@ -1,0 +1,85 @@
+"""A cache of face cloaks for ``comcloak eval --protocol faces --cache DIR``: re-judging never re-cloaks.
+
+A cloak is stored as a PNG (lossless: the 8-bit cloak exactly) beside a JSON file with its face records, under a
+key that hashes the photo's pixels (after the protocol's resize), the preset's name and every setting of the face
+cloak (:class:`~comcloak.attacks.faces.FaceCloakConfig`'s repr, which names each field and value). Changing the
+cloak's *code* does not change the key: clear the folder after such a change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from comcloak.atomic import atomic_writer, write_json
+from comcloak.attacks.faces import FaceCloakConfig, FaceCloakResult, FaceRecord
+from comcloak.attacks.faces.compose import Region
+
+CACHE_FORMAT = 1  # bump when what is stored changes: older entries are then simply not found
+
+
+def cloak_key(photo: np.ndarray, config: FaceCloakConfig) -> str:
+    """The hex SHA-256 of ``photo`` (uint8 (H, W, 3)) and ``config``.
+
+    Example:
+        >>> cloak_key(np.zeros((4, 4, 3), np.uint8), face_config("faces"))[:8]  # doctest: +SKIP
+        '3f0c2a1b'
+    """
+    digest = hashlib.sha256(f"comcloak-face-cloak:{CACHE_FORMAT}:{photo.shape}:".encode())
+    digest.update(np.ascontiguousarray(photo, np.uint8).tobytes())
+    digest.update(repr(config).encode())
+    return digest.hexdigest()
+
+
+def record_to_dict(record: FaceRecord) -> dict:
+    region = record.region
+    return {"box": [float(v) for v in record.box], "score": record.score,
+            "region": None if region is None else [region.top, region.left, region.side],
+            "steps": record.steps, "cosine": record.cosine, "protected": record.protected, "seconds": record.seconds}
+
+
+def record_from_dict(entry: dict) -> FaceRecord:
+    region = None if entry["region"] is None else Region(*entry["region"])
+    return FaceRecord(tuple(entry["box"]), entry["score"], region, entry["steps"], entry["cosine"],
+                      entry["protected"], entry["seconds"])
+
+
+class CloakCache:
+    """Face cloaks stored under ``root`` by :func:`cloak_key`; ``root/<preset>/<key>.png`` and ``.json``.
+
+    Example:
+        >>> cache = CloakCache(Path("/tmp/face-cloaks"))
+        >>> cached = cache.load(photo, config)          # None the first time
+        >>> cache.store(photo, config, cloak_faces(photo, config))
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def _paths(self, photo: np.ndarray, config: FaceCloakConfig) -> tuple[Path, Path]:
+        stem = self.root / (config.attack.strength or "custom") / cloak_key(photo, config)
+        return stem.with_suffix(".png"), stem.with_suffix(".json")
+
+    def load(self, photo: np.ndarray, config: FaceCloakConfig) -> FaceCloakResult | None:
+        """The stored cloak of ``photo`` under ``config``, or None (not stored, or stored for another shape)."""
+        image_path, record_path = self._paths(photo, config)
+        if not (image_path.is_file() and record_path.is_file()):
+            return None
+        with Image.open(image_path) as image:
+            cloak = np.asarray(image.convert("RGB")).copy()
+        if cloak.shape != photo.shape:
+            return None
+        entries = json.loads(record_path.read_text())["faces"]
+        return FaceCloakResult(cloak, tuple(record_from_dict(entry) for entry in entries))
+
+    def store(self, photo: np.ndarray, config: FaceCloakConfig, result: FaceCloakResult) -> None:
+        """Keep ``result`` (the cloak of ``photo`` under ``config``), atomically."""
+        image_path, record_path = self._paths(photo, config)
+        with atomic_writer(image_path) as handle:
+            Image.fromarray(result.photo).save(handle, format="PNG")
+        write_json({"format": CACHE_FORMAT, "faces": [record_to_dict(record) for record in result.faces]},
+                   record_path)
