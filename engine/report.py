@@ -100,7 +100,7 @@ def format_table(records: list[PhotoRecord], check_spec: str, names: dict[str, s
     if with_faces:
         verdicts = [face["verdict"] for record in records for face in record.faces or ()]
         without = sum(record.faces == [] for record in records)
-        faces = f"; faces: {verdicts.count(PROTECTED)}/{len(verdicts)} protected, {without} photos without faces"
+        faces = f"; faces: {verdicts.count(PROTECTED)}/{len(verdicts)} protected, {without} photo(s) without faces"
     lines.append(f"{len(cloaked)} cloaked{earlier}, {protected} protected after {check_spec} (attacker's crop view), "
                  f"{skipped} skipped, {failed} failed{faces}")
     return "\n".join(lines)
