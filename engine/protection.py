@@ -98,11 +98,13 @@ def protection_settings(protection: Protection, faces: FaceCloakConfig | None) -
 
 def face_report(face: Any, cosine: float | None, verdict: str) -> dict[str, Any]:
     """One face's entry of a record and of ``--report`` (``face``: a ``comcloak.attacks.faces.FaceRecord``):
-    ``box`` [x, y, w, h] and ``score`` (the detector's, on the original), ``cloaked``, ``steps``, ``cosine`` (the
-    surrogate's to the clean face after the ``--check`` platform; None when not cloaked or not found), ``verdict``
-    and ``seconds``."""
+    ``box`` [x, y, w, h] and ``score`` (the detector's, on the original), ``cloaked``, ``region`` [x, y, side]
+    (the square the cloak may change; None when not cloaked), ``steps``, ``cosine`` (the surrogate's to the clean
+    face after the ``--check`` platform; None when not cloaked or not found), ``verdict`` and ``seconds``."""
+    region = face.region
     return {"box": [round(float(value), 1) for value in face.box], "score": round(float(face.score), 4),
-            "cloaked": face.region is not None, "steps": face.steps,
+            "cloaked": region is not None,
+            "region": None if region is None else [region.left, region.top, region.side], "steps": face.steps,
             "cosine": None if cosine is None else round(float(cosine), 4), "verdict": verdict,
             "seconds": round(float(face.seconds), 3)}
 
