@@ -259,14 +259,16 @@ def cloak_batch(cloaker: Cloaker, photos: list[Photo]) -> list[CloakResult | Clo
     except Exception:  # noqa: BLE001 - one bad photo must not sink its batch: retry one by one
         logger.debug("batch failed; retrying photo by photo", exc_info=True)
         results = [_cloak_one(cloaker, photo) for photo in photos]
-    return [_refuse_unchanged(photo, result) for photo, result in zip(photos, results)]
+    faces_only = not cloaker.protection.objects
+    return [_refuse_unchanged(photo, result, faces_only) for photo, result in zip(photos, results)]
 
 
-def _refuse_unchanged(photo: Photo, result: CloakResult | CloakFailure) -> CloakResult | CloakFailure:
-    """A cloak identical to its photo is a failure: under ``--protect faces`` a photo without a face to cloak (none
-    found, or each too small), reported as such and never as protected."""
+def _refuse_unchanged(photo: Photo, result: CloakResult | CloakFailure,
+                      faces_only: bool = False) -> CloakResult | CloakFailure:
+    """A cloak identical to its photo is a failure: under ``--protect faces`` (``faces_only``) a photo without a face
+    to cloak (none found, or each too small), reported as such and never as protected."""
     if isinstance(result, CloakResult) and (unchanged := unchanged_reason(photo.pixels, result.cloaked)) is not None:
-        if result.faces is not None and not any(face.region for face in result.faces):
+        if faces_only and result.faces is not None and not any(face.region for face in result.faces):
             faces = [face_report(face, None, TOO_SMALL) for face in result.faces]
             return CloakFailure(no_face_cloaked_reason(faces), faces=faces)
         return CloakFailure(unchanged)
