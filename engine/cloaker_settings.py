@@ -42,6 +42,9 @@ def resolve_protection(settings: dict[str, Any], faces: FaceCloakConfig | None,
         raise CloakerConfigError(f"face_config must be a FaceCloakConfig, got {type(faces).__name__}")
     try:
         protection = Protection.from_settings(given)
+        if faces is not None and not protection.faces:
+            raise CloakerConfigError("face_config applies when faces are cloaked (protect='faces' or 'both'), not "
+                                     f"with protect={protection.protect!r}")
         return protection, (faces or protection.face_config()) if protection.faces else None
     except AttackConfigError as error:
         raise CloakerConfigError(str(error)) from None

@@ -88,3 +88,18 @@ def test_both_on_a_photo_without_faces_is_the_objects_cloak_byte_for_byte() -> N
     only_faces = Cloaker(protect="faces", **TINY).cloak_photos(photos[:1])[0]
     assert np.array_equal(only_faces.cloaked, photos[0]) and only_faces.cloaked is not photos[0]
     assert only_faces.faces == () and only_faces.clean_label is None
+
+
+@needs_face_models
+def test_both_is_one_perturbation_within_the_face_eps_on_faces_and_eps_elsewhere(sample_photos) -> None:
+    photo = sample_photos["astronaut"]
+    cloaker = Cloaker(face_steps=1, **TINY)
+    [result] = cloaker.cloak_photos([photo])
+    [face] = result.faces
+    assert face.region is not None and face.steps == 1 and face.cosine is not None
+    change = np.abs(result.cloaked.astype(int) - photo).max(axis=2)
+    inside = np.zeros(change.shape, bool)
+    inside[face.region.slices()] = True
+    assert change[inside].max() <= round(cloaker.face_config.attack.eps * 255) == 12
+    assert 0 < change[~inside].max() <= round(cloaker.config.eps * 255) == 5
+    assert change[inside].max() > 5  # the face got more than the objects budget
