@@ -164,11 +164,13 @@ class Cloaker:
         self.device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
         if classifier_module is not None:
             members = [classifier_module]
+        elif not self.protection.objects:  # faces only: no classifier is attacked, so none is loaded
+            members = []
         else:
             members = [load_classifier(name, config.classifier_weights) for name in config.classifiers]
         # The surrogates the loss is averaged over; the first is the one predict() and the closing table name.
         self.surrogates = nn.ModuleList([freeze(member.to(self.device)) for member in members])
-        self.classifier = self.surrogates[0]
+        self.classifier = self.surrogates[0] if members else None
         # What the runners attack: the classifier, or the ensemble as a ModuleList.
         self.attacked = self.classifier if len(self.surrogates) == 1 else self.surrogates
         self.through = freeze((through_module or make_through(config.through, config.seed)).to(self.device))
@@ -236,7 +238,10 @@ class Cloaker:
 
     @torch.no_grad()
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        """Top-1 labels of uint8 NHWC photos, seen through the attack view."""
+        """Top-1 labels of uint8 NHWC photos, seen through the attack view (not under ``protect="faces"``, which
+        loads no classifier)."""
+        if self.classifier is None:
+            raise CloakerConfigError("this Cloaker protects faces only (protect='faces'): it has no classifier")
         return self.classifier(self.attack_view(to_tensor(batch, self.device))).argmax(1).cpu().numpy()
 
     def cloak(self, batch: np.ndarray) -> np.ndarray:

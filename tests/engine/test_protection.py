@@ -34,6 +34,10 @@ def test_protection_is_declared_once_and_checked() -> None:
         Cloaker(face_steps=0, **TINY)
     with pytest.raises(CloakerConfigError, match="unknown face_preset"):
         Cloaker(face_preset="faces-ultra", **TINY)
+    faces_only = Cloaker(protect="faces")  # the balanced preset's classifiers are not even loaded
+    assert faces_only.classifier is None and len(faces_only.surrogates) == 0
+    with pytest.raises(CloakerConfigError, match="faces only"):
+        faces_only.predict(np.zeros((1, 32, 32, 3), np.uint8))
 
 
 def test_both_is_clipped_to_the_face_eps_inside_regions_and_the_eps_outside() -> None:
