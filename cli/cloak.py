@@ -14,6 +14,7 @@ from comcloak import defaults
 from comcloak.cli.options import (
     add_attack_options,
     add_classifier_options,
+    add_protection_options,
     add_runtime_options,
     build_cloaker,
     non_negative_float,
@@ -27,13 +28,15 @@ from comcloak.engine.outputs import DEFAULT_OUTPUT_FORMAT, OUTPUT_FORMATS
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "cloak", help="cloak photos (files or folders)",
-        description="Cloak photos so classifiers mislabel them, also after recompression. Outputs keep the "
-                    "size and format family of their inputs; inputs are never modified.")
+        description="Cloak photos so face recognition no longer matches the people in them and classifiers "
+                    "mislabel them (--protect), also after recompression. Outputs keep the size and format family of "
+                    "their inputs; inputs are never modified.")
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="photo files or folders (searched recursively)")
     parser.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the cloaked photos")
     parser.add_argument("--follow-symlinks", action="store_true",
                         help="descend into symlinked folders (loops are detected); default: list them as skipped")
     add_output_options(parser)
+    add_protection_options(parser)
     add_attack_options(parser)
     add_classifier_options(parser, ensemble=True)
     add_runtime_options(parser)
@@ -141,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
     if pool is not None:
         return cloak_on_ray(plan, collected.skipped, output_dir, check_codec, pool, args)
     cloaker = build_cloaker(args)
+    cloaker.load_face_models()  # a missing face-model package: one line, exit 2, before any photo
     return cloak_and_report(cloaker, plan, collected.skipped, output_dir, check_codec, args)
 
 

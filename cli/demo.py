@@ -9,6 +9,7 @@ from comcloak.cli.cloak import add_output_options, cloak_and_report
 from comcloak.cli.options import (
     add_attack_options,
     add_classifier_options,
+    add_protection_options,
     add_runtime_options,
     build_cloaker,
 )
@@ -25,6 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("-o", "--output", default=DEFAULT_OUTPUT, metavar="OUTDIR",
                         help=f"output folder (default ./{DEFAULT_OUTPUT})")
     add_output_options(parser, overwrite_option=False)  # the demo folder is ours: a rerun refreshes it
+    add_protection_options(parser)
     add_attack_options(parser)
     add_classifier_options(parser, ensemble=True)
     add_runtime_options(parser)
@@ -46,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
         check_writable(Path(args.report))
         check_report_path(Path(args.report), [], plan, output_dir)
     cloaker = build_cloaker(args)
+    cloaker.load_face_models()  # a missing face-model package: one line, exit 2, before any photo
     status = cloak_and_report(cloaker, plan, [], output_dir, check_codec, args)
     rows = []
     for planned in plan:

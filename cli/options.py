@@ -25,7 +25,9 @@ from comcloak.attacks.config import (
     user_range,
 )
 from comcloak.attacks.presets import DEFAULT_STRENGTH, PRESETS, STRENGTHS, Preset
+from comcloak.attacks.settings import declared_fields
 from comcloak.engine.backends.registry import PRECISIONS, backend_choices, describe_backends
+from comcloak.engine.protection import Protection
 
 PRESET_FIELDS = frozenset(item.name for item in fields(Preset))  # the settings a --strength preset sets
 PRESET_ONLY = frozenset(item.name for item in fields(EotSettings))  # eval: the draws apply to its presets only
@@ -145,7 +147,13 @@ def add_setting(group: argparse._ArgumentGroup | argparse.ArgumentParser, keywor
     ``override`` may set the option's ``flag`` (``bench --size`` for ``attack_size``), ``help`` (what it is, for
     this command), ``default``, and the ``default_text`` or ``note`` of its help; the rest is the declaration's.
     """
-    entry = declared_settings()[keyword]
+    add_declared(group, declared_settings()[keyword], preset_flag, picked, **override)
+
+
+def add_declared(group: argparse._ArgumentGroup | argparse.ArgumentParser, entry: Declared,
+                 preset_flag: str | None = None, picked: bool = False, **override: Any) -> None:
+    """Add the option of the declared setting ``entry`` (an attack setting, or another settings dataclass's such as
+    ``engine.protection.Protection``); see :func:`add_setting`."""
     declared = entry.setting
     wording = {key: override.pop(key) for key in ("default_text", "note") if key in override}
     default, text = default_and_help(entry, preset_flag, picked, **wording)
@@ -167,6 +175,20 @@ def offered(command: str, group: str = "attack") -> list[Declared]:
     """The declared settings ``command`` offers as options in ``group``, in declaration order."""
     return [entry for entry in declared_settings().values()
             if command in entry.setting.commands and entry.setting.group == group]
+
+
+def add_protection_options(parser: argparse.ArgumentParser) -> None:
+    """``--protect``, ``--face-preset`` and ``--face-steps`` (``cloak``, ``demo``), declared on
+    :class:`~comcloak.engine.protection.Protection`."""
+    group = parser.add_argument_group("protection (what the cloak protects against)")
+    for entry in declared_fields(Protection):
+        add_declared(group, entry)
+
+
+def protection_from_args(args: argparse.Namespace):
+    """The :class:`~comcloak.engine.protection.Protection` of the parsed options (a bad value: one line, exit 2)."""
+    return Protection.from_settings({entry.keyword: getattr(args, entry.keyword, None)
+                                     for entry in declared_fields(Protection)})
 
 
 def add_classifier_options(parser: argparse.ArgumentParser, ensemble: bool = False,
@@ -277,12 +299,12 @@ def build_classifier(args: argparse.Namespace):
 
 
 def cloaker_spec(args: argparse.Namespace):
-    """The :class:`~comcloak.engine.cloaker.CloakerSpec` of ``cloak``/``demo``: the attack configuration and the
-    runtime options."""
+    """The :class:`~comcloak.engine.cloaker.CloakerSpec` of ``cloak``/``demo``: the attack configuration, the
+    protection and the runtime options."""
     from comcloak.engine.cloaker import CloakerSpec
 
     return CloakerSpec(attack_config_from_args(args), backend=args.backend, device=args.device,
-                       cache_dir=args.cache_dir, precision=args.precision)
+                       cache_dir=args.cache_dir, precision=args.precision, protection=protection_from_args(args))
 
 
 def build_cloaker(args: argparse.Namespace):

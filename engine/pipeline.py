@@ -35,6 +35,7 @@ from comcloak.codecs.photos import DEFAULT_WRITE, Photo, PhotoError, WriteOption
 from comcloak.engine.archive_options import DEFAULT_ARCHIVE, ArchiveOptions
 from comcloak.engine.cloaker import Cloaker, CloakResult, attack_shape, too_small_reason
 from comcloak.engine.outputs import PlannedPhoto
+from comcloak.engine.protection import TOO_SMALL, face_report, faces_protected, no_face_cloaked_reason
 from comcloak.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -57,7 +58,9 @@ class PhotoRecord:
     check_label: int | None = None  # judge: the output after the check codec, in the attacker's crop view
     goal_label: int | None = None
     success: bool | None = None  # protected on every surrogate (check_label against clean_check_label, or the target)
+    # and, when faces are cloaked, every face protected (engine.protection.faces_protected)
     protected_on: dict[str, bool] | None = None  # each surrogate's judgement, by --classifier name
+    faces: list[dict] | None = None  # per face after the check codec (engine.protection.face_report); None: not asked
     psnr_db: float | None = None  # of the output as written against the original, full resolution
     linf: int | None = None  # of the cloak itself (at most eps), before the output encoder
     linf_written: int | None = None  # of the output as written: the cloak plus the output encoder's error
@@ -96,6 +99,7 @@ class CloakFailure:
 
     error: str
     internal: bool = False
+    faces: list[dict] | None = None  # --protect faces on a photo with no face to cloak: its faces (none, too small)
 
 
 @dataclass(frozen=True)
@@ -202,7 +206,7 @@ def cloak_write_score(cloaker: Cloaker, jobs: list[PhotoJob], check_codec: Codec
     per_photo = (time.perf_counter() - started) / len(loaded)
     for (job, photo), result in zip(loaded, results):
         if isinstance(result, CloakFailure):
-            yield _with_identity(PhotoRecord(source=str(job.source), status="failed",
+            yield _with_identity(PhotoRecord(source=str(job.source), status="failed", faces=result.faces,
                                              error=f"{job.source}: {result.error}"), job)
             continue
         height, width = photo.pixels.shape[:2]
@@ -231,7 +235,7 @@ def cloak_write_score(cloaker: Cloaker, jobs: list[PhotoJob], check_codec: Codec
             stat = job.destination.stat()  # where it was written (on a cluster, the worker); the hash is of the bytes
             record.output_size, record.output_mtime_ns = stat.st_size, stat.st_mtime_ns
             record.linf = linf(photo.pixels, result.cloaked)
-            score_cloak(cloaker, record, photo.pixels, written, check_codec)
+            score_cloak(cloaker, record, photo.pixels, written, check_codec, result)
         yield record
 
 
@@ -255,11 +259,18 @@ def cloak_batch(cloaker: Cloaker, photos: list[Photo]) -> list[CloakResult | Clo
     except Exception:  # noqa: BLE001 - one bad photo must not sink its batch: retry one by one
         logger.debug("batch failed; retrying photo by photo", exc_info=True)
         results = [_cloak_one(cloaker, photo) for photo in photos]
-    return [_refuse_unchanged(photo, result) for photo, result in zip(photos, results)]
+    faces_only = not cloaker.protection.objects
+    return [_refuse_unchanged(photo, result, faces_only) for photo, result in zip(photos, results)]
 
 
-def _refuse_unchanged(photo: Photo, result: CloakResult | CloakFailure) -> CloakResult | CloakFailure:
+def _refuse_unchanged(photo: Photo, result: CloakResult | CloakFailure,
+                      faces_only: bool = False) -> CloakResult | CloakFailure:
+    """A cloak identical to its photo is a failure: under ``--protect faces`` (``faces_only``) a photo without a face
+    to cloak (none found, or each too small), reported as such and never as protected."""
     if isinstance(result, CloakResult) and (unchanged := unchanged_reason(photo.pixels, result.cloaked)) is not None:
+        if faces_only and result.faces is not None and not any(face.region for face in result.faces):
+            faces = [face_report(face, None, TOO_SMALL) for face in result.faces]
+            return CloakFailure(no_face_cloaked_reason(faces), faces=faces)
         return CloakFailure(unchanged)
     return result
 
@@ -292,19 +303,38 @@ def write_cloak(data: bytes, destination: Path) -> str:
 
 
 def score_cloak(cloaker: Cloaker, record: PhotoRecord, original: np.ndarray, written: np.ndarray,
-                check_codec: Codec | None) -> None:
+                check_codec: Codec | None, result: CloakResult | None = None) -> None:
     """Step 3: quality against the original; the label of the output as written in the cloaker's own (lab) view; and
     the judgement, made the way an attacker sees the photo: the original and the output each through the
     ``check_codec`` chain, then the attacker's crop view (:data:`JUDGE_VIEW`), classified by each surrogate. Protected
     (the success rule of :mod:`comcloak.attacks.success`) on a surrogate: the output's label differs from the
     original's under the same chain and view (targeted: it is the target); the photo is protected when it is on every
-    surrogate. A cloak that fools only the lab view is not protected."""
+    surrogate. A cloak that fools only the lab view is not protected.
+
+    Faces (``result.faces``, when the cloaker cloaks them): each face's verdict after the same chain
+    (``engine.faces.FaceStep.verdicts``: the surrogate detector finds it again and the recogniser no longer matches
+    it to the clean original); the photo is protected when the classifiers (if attacked) and every face are, and
+    under ``protect="faces"`` only with at least one face."""
     record.psnr_db = psnr(original, written)
     record.linf_written = linf(original, written)
-    record.cloaked_label = int(cloaker.predict(written[None])[0])
-
-    received_original = check_codec.apply(original) if check_codec is not None else original
     received_cloak = check_codec.apply(written) if check_codec is not None else written
+    verdicts = []
+    if cloaker.protection.objects:
+        verdicts.append(_judge_objects(cloaker, record, original, written, received_cloak, check_codec))
+    faces = None if result is None else result.faces
+    if cloaker.faces is not None and faces is not None:
+        record.faces = cloaker.faces.verdicts(original, received_cloak, faces, result.face_detections)
+        if record.faces or not cloaker.protection.objects:
+            verdicts.append(faces_protected(record.faces))
+    record.success = bool(verdicts) and all(verdicts)
+
+
+def _judge_objects(cloaker: Cloaker, record: PhotoRecord, original: np.ndarray, written: np.ndarray,
+                   received_cloak: np.ndarray, check_codec: Codec | None) -> bool:
+    """The classifiers' part of :func:`score_cloak`: the labels and each surrogate's verdict on ``record``; whether
+    every surrogate is fooled."""
+    record.cloaked_label = int(cloaker.predict(written[None])[0])
+    received_original = check_codec.apply(original) if check_codec is not None else original
     names = cloaker.config.classifiers if len(cloaker.config.classifiers) == len(cloaker.surrogates) else \
         tuple(f"surrogate {index + 1}" for index in range(len(cloaker.surrogates)))
     record.protected_on = {}
@@ -314,4 +344,4 @@ def score_cloak(cloaker: Cloaker, record: PhotoRecord, original: np.ndarray, wri
         if record.check_label is None:  # the table's label columns: the first surrogate's
             record.clean_check_label, record.check_label = clean, cloak
         record.protected_on[name] = bool(attack_succeeded(cloak, record.goal_label, clean, cloaker.config.targeted))
-    record.success = all(record.protected_on.values())
+    return all(record.protected_on.values())

@@ -13,6 +13,7 @@ import torch
 
 from comcloak.atomic import write_json
 from comcloak.engine.pipeline import PhotoRecord
+from comcloak.engine.protection import PROTECTED, face_summary
 from comcloak.errors import printable
 from comcloak.models.labels import imagenet_class_name
 
@@ -22,8 +23,9 @@ def _label(index: int | None) -> str:
 
 
 def _protected(record: PhotoRecord) -> str:
-    """``yes``/``no``; for an ensemble, ``no (1/2)`` when only some surrogates are fooled."""
-    if record.success or not record.protected_on or len(record.protected_on) == 1:
+    """``yes``/``no``; for an ensemble, ``no (1/2)`` when only some surrogates are fooled (faces: ``success``)."""
+    if record.success or not record.protected_on or len(record.protected_on) == 1 \
+            or all(record.protected_on.values()):  # every surrogate fooled, a face not protected: plain "no"
         return "yes" if record.success else "no"
     return f"no ({sum(record.protected_on.values())}/{len(record.protected_on)})"
 
@@ -50,14 +52,19 @@ def format_table(records: list[PhotoRecord], check_spec: str, names: dict[str, s
     """A plain-text table, one row per input, then one line per failed or skipped input with its reason, and a
     summary. Protection is judged as an attacker sees the photo (after ``check_spec``, in the crop view); the
     cloaker's own view is a separate, labelled lab-view column. Rows cloaked by an earlier run (resumed from the
-    manifest) are marked ``*``. ``names``: the name each source is shown by (a symlink's own), else its file name."""
+    manifest) are marked ``*``. ``names``: the name each source is shown by (a symlink's own), else its file name.
+    When faces were cloaked (a record carries ``faces``), a ``faces (after CHECK)`` column gives each photo's face
+    verdicts (``2/2 protected``, ``no faces``) and the summary counts the faces."""
     judge = f"after {check_spec}, crop view"
+    with_faces = any(record.faces is not None for record in records)
     header = ("photo", "size", f"clean ({judge})", f"cloak ({judge})", "protected", "cloak (lab view)", "PSNR dB")
+    header += (f"faces (after {check_spec})",) if with_faces else ()
     rows, reasons = [], []
     for record in records:
         name = printable((names or {}).get(record.source) or Path(record.source).name)
+        faces = (face_summary(record.faces),) if with_faces else ()
         if record.status != "cloaked":
-            rows.append((name, "-", "-", "-", record.status, "-", "-"))
+            rows.append((name, "-", "-", "-", record.status, "-", "-", *faces))
             reasons.append(reason_line(record))
             continue
         rows.append((
@@ -68,14 +75,20 @@ def format_table(records: list[PhotoRecord], check_spec: str, names: dict[str, s
             _protected(record) + (" *" if record.resumed else ""),
             _label(record.cloaked_label),
             "inf" if record.psnr_db is None or math.isinf(record.psnr_db) else f"{record.psnr_db:.1f}",
+            *faces,
         ))
     widths = [max(_display_width(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     lines = [f"Judged as an attacker sees the photo: {check_spec}, then shorter side 256 and centre crop 224, "
              "classified by each surrogate (protected: on all of them; the label columns are the first one's; the "
              "lab-view column is the cloaker's own whole-photo view, not protection)."]
+    if with_faces:
+        lines.append(f"Faces: each detected face after {check_spec}, found again by the surrogate detector (YuNet) "
+                     "and no longer matched to the clean face by the surrogate recogniser (SFace); a photo is "
+                     "protected when the classifiers (if attacked) and all its faces are; a photo without faces is "
+                     "never protected by the face cloak.")
     lines += ["  ".join(_pad(str(cell), width) for cell, width in zip(row, widths)).rstrip()
               for row in [header, *rows]]
-    lines.insert(2, "  ".join("-" * width for width in widths))
+    lines.insert(len(lines) - len(rows), "  ".join("-" * width for width in widths))
     lines += reasons
     cloaked = [record for record in records if record.status == "cloaked"]
     protected = sum(bool(record.success) for record in cloaked)
@@ -83,8 +96,13 @@ def format_table(records: list[PhotoRecord], check_spec: str, names: dict[str, s
     failed = sum(record.status == "failed" for record in records)
     skipped = sum(record.status == "skipped" for record in records)
     earlier = f" ({resumed} by an earlier run, marked *)" if resumed else ""
+    faces = ""
+    if with_faces:
+        verdicts = [face["verdict"] for record in records for face in record.faces or ()]
+        without = sum(record.faces == [] for record in records)
+        faces = f"; faces: {verdicts.count(PROTECTED)}/{len(verdicts)} protected, {without} photo(s) without faces"
     lines.append(f"{len(cloaked)} cloaked{earlier}, {protected} protected after {check_spec} (attacker's crop view), "
-                 f"{skipped} skipped, {failed} failed")
+                 f"{skipped} skipped, {failed} failed{faces}")
     return "\n".join(lines)
 
 

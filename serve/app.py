@@ -3,9 +3,12 @@ Prometheus metrics.
 
 - ``POST /v1/cloak``: the body is the photo's bytes (or ``multipart/form-data`` with one file); query parameters
   ``strength``, ``eps``, ``check`` (platform profile or codec chain), ``format`` (``keep|jpeg|png|webp``),
-  ``targeted``/``target``, ``response=json``. The answer is the cloaked photo with ``X-Comcloak-Clean-Label``,
-  ``X-Comcloak-Protected`` (after ``check``, in the attacker's crop view), ``X-Comcloak-PSNR`` and
-  ``X-Comcloak-Seconds``; with ``response=json`` the same as JSON, the image base64-encoded.
+  ``targeted``/``target``, ``protect`` (``faces|objects|both``, default both), ``face_preset``, ``face_steps``,
+  ``response=json``. The answer is the cloaked photo with ``X-Comcloak-Clean-Label``, ``X-Comcloak-Protected``
+  (after ``check``: the classifiers in the attacker's crop view, and every face), ``X-Comcloak-Faces`` (when faces
+  are cloaked: ``2 protected of 2``, ``no faces``; each face's verdict in the JSON's ``faces``),
+  ``X-Comcloak-PSNR`` and ``X-Comcloak-Seconds``; with ``response=json`` the same as JSON, the image base64-encoded.
+  ``protect=faces`` on a photo without a face to cloak is a 422 (never a photo reported protected).
 - Errors, every one, are ``application/problem+json`` with one line of detail and close the connection: 400 an
   undecodable or unsupported image or bad multipart, 401 no bearer token (when ``token`` is set: /v1/* only), 408 a
   body slower than ``read_timeout_s``, 413 too large (``max_bytes``, counted on every request shape; ``max_pixels``),
@@ -30,8 +33,10 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from comcloak import __version__
+from comcloak.attacks.faces.settings import FACE_PRESETS
 from comcloak.attacks.presets import DEFAULT_STRENGTH, PRESETS
 from comcloak.engine.outputs import written_format
+from comcloak.engine.protection import DEFAULT_PROTECT, NO_FACES, PROTECT_CHOICES, PROTECTED
 from comcloak.serve.batcher import DynamicBatcher, QueueFullError, RequestTimeoutError
 from comcloak.serve.metrics import Metrics
 from comcloak.serve.problems import (
@@ -173,7 +178,8 @@ class CloakApp:
                                                          "max_queue": settings.batch.max_queue,
                                                          "timeout_s": settings.batch.timeout_s},
             "presets": {name: preset.describe() for name, preset in PRESETS.items()},
-            "default_strength": DEFAULT_STRENGTH,
+            "default_strength": DEFAULT_STRENGTH, "protect": list(PROTECT_CHOICES), "default_protect": DEFAULT_PROTECT,
+            "face_presets": {name: preset.summary for name, preset in FACE_PRESETS.items()},
         })
 
 
@@ -181,16 +187,29 @@ def _cloak_response(answer: dict, as_json: bool) -> Response:
     """The cloaked photo with its ``X-Comcloak-*`` headers, or with ``response=json`` the same as JSON."""
     from starlette.responses import JSONResponse, Response
 
-    headers = {"X-Comcloak-Clean-Label": str(answer["clean_label"]),
-               "X-Comcloak-Protected": "true" if answer["protected"] else "false",
+    headers = {"X-Comcloak-Protected": "true" if answer["protected"] else "false",
                "X-Comcloak-PSNR": f"{answer['psnr_db']:.2f}", "X-Comcloak-Seconds": f"{answer['seconds']:.3f}",
                "X-Comcloak-Check": answer["check"]}
+    if answer["clean_label"] is not None:  # protect=faces attacks no classifier
+        headers["X-Comcloak-Clean-Label"] = str(answer["clean_label"])
+    if answer["faces"] is not None:
+        headers["X-Comcloak-Faces"] = faces_header(answer["faces"])
     media_type = CONTENT_TYPES[answer["format"]]
     if as_json:
         payload = {key: value for key, value in answer.items() if key != "data"}
         payload.update(image=base64.b64encode(answer["data"]).decode(), content_type=media_type)
         return JSONResponse(payload, headers=headers)
     return Response(answer["data"], media_type=media_type, headers=headers)
+
+
+def faces_header(faces: list[dict]) -> str:
+    """``X-Comcloak-Faces``: ``no faces``, ``2 protected of 2``, ``1 protected of 2 (1 not found)``."""
+    if not faces:
+        return NO_FACES
+    verdicts = [face["verdict"] for face in faces]
+    others = sorted({verdict for verdict in verdicts if verdict != PROTECTED})
+    rest = f" ({', '.join(f'{verdicts.count(verdict)} {verdict}' for verdict in others)})" if others else ""
+    return f"{verdicts.count(PROTECTED)} protected of {len(verdicts)}{rest}"
 
 
 def create_app(settings: ServeSettings = DEFAULT_SETTINGS, service: CloakService | None = None):

@@ -11,10 +11,13 @@ from comcloak.attacks.presets import DEFAULT_STRENGTH, STRENGTHS
 from comcloak.codecs import parse_codec
 from comcloak.codecs.photos import Photo, PhotoError, load_photo, read_header
 from comcloak.engine.outputs import OUTPUT_FORMATS
+from comcloak.engine.protection import PROTECTION_KEYWORDS, Protection
 from comcloak.errors import UserError
 from comcloak.serve.problems import RequestError
 
-QUERY_PARAMETERS = frozenset({"strength", "eps", "check", "format", "targeted", "target", "response"})
+# protect, face_preset and face_steps: declared once, on engine.protection.Protection
+QUERY_PARAMETERS = frozenset({"strength", "eps", "check", "format", "targeted", "target", "response",
+                              *PROTECTION_KEYWORDS})
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,7 @@ class CloakRequest:
     eps: float | None = None
     targeted: bool = False
     target: int | None = None
+    protection: Protection = Protection()  # ?protect=faces|objects|both, ?face_preset=, ?face_steps=
 
 
 def parse_request(query: dict[str, str], default_check: str) -> tuple[CloakRequest, Any, str | None, bool]:
@@ -42,8 +46,9 @@ def parse_request(query: dict[str, str], default_check: str) -> tuple[CloakReque
     try:
         eps = float(query["eps"]) if "eps" in query else None
         target = int(query["target"]) if "target" in query else None
+        face_steps = int(query["face_steps"]) if "face_steps" in query else None
     except ValueError as error:
-        raise RequestError(422, f"eps must be a number and target an integer ({error})") from None
+        raise RequestError(422, f"eps must be a number, and target and face_steps integers ({error})") from None
     targeted_text = query.get("targeted", "false").lower()
     if targeted_text not in ("true", "false", "1", "0"):
         raise RequestError(422, f"targeted must be true or false, got {query['targeted']!r}")
@@ -56,7 +61,9 @@ def parse_request(query: dict[str, str], default_check: str) -> tuple[CloakReque
         raise RequestError(422, f"response must be image or json, got {response!r}")
     try:
         check = parse_codec(query.get("check", default_check))
-        request = CloakRequest(strength, eps, targeted, target)
+        protection = Protection.from_settings({"protect": query.get("protect"), "face_steps": face_steps,
+                                               "face_preset": query.get("face_preset")})
+        request = CloakRequest(strength, eps, targeted, target, protection)
         from comcloak.attacks.presets import preset_config
 
         preset_config(strength, eps=eps, targeted=targeted or None, target=target)  # validates eps and target

@@ -14,6 +14,7 @@ import numpy as np
 
 from comcloak import defaults
 from comcloak.codecs.photos import Photo
+from comcloak.engine.protection import PROTECTION_KEYWORDS
 from comcloak.errors import UserError, first_line
 from comcloak.serve.batcher import BatchSettings
 from comcloak.serve.problems import RequestError
@@ -65,9 +66,10 @@ class CloakService:
         if request in self._cloakers:
             self._cloakers.move_to_end(request)
             return self._cloakers[request]
+        protection = {name: getattr(request.protection, name) for name in PROTECTION_KEYWORDS}
         cloaker = Cloaker(strength=request.strength, eps=request.eps, targeted=request.targeted or None,
                           target=request.target, classifier=self.settings.classifier, backend=self.settings.backend,
-                          device=self.settings.device, precision=self.settings.precision)
+                          device=self.settings.device, precision=self.settings.precision, **protection)
         self._cloakers[request] = cloaker
         while len(self._cloakers) > self.settings.cloakers:
             self._cloakers.popitem(last=False)
@@ -98,8 +100,9 @@ class CloakService:
         seconds = (time.perf_counter() - started) / len(jobs)
         answers: list[dict | Exception] = []
         for job, result in zip(jobs, results):
-            if isinstance(result, CloakFailure):
-                answers.append(RequestError(500 if result.internal else 400, result.error))
+            if isinstance(result, CloakFailure):  # 422: protect=faces on a photo without a face to cloak
+                status = 500 if result.internal else 422 if result.faces is not None else 400
+                answers.append(RequestError(status, result.error))
             else:
                 answers.append(_answer(cloaker, job, result, seconds))
         return answers
@@ -120,10 +123,11 @@ def _answer(cloaker: Any, job: Job, result: Any, seconds: float) -> dict | Excep
             return RequestError(400, unchanged)  # never a 200 carrying the input back
         record = PhotoRecord(source="upload", status="cloaked", clean_label=result.clean_label,
                              goal_label=result.goal_label)
-        score_cloak(cloaker, record, job.photo.pixels, written, job.check)
+        score_cloak(cloaker, record, job.photo.pixels, written, job.check, result)
     except Exception as error:  # noqa: BLE001 - this photo's failure, never its batch's
         logger.warning("encoding or scoring an upload failed", exc_info=True)
         return RequestError(500, f"cloaking failed ({type(error).__name__}: {error})")
     return {"data": data, "format": job.image_format, "clean_label": record.clean_check_label,
             "protected": bool(record.success), "protected_on": record.protected_on,
-            "psnr_db": record.psnr_db, "seconds": seconds, "check": job.check.spec}
+            "psnr_db": record.psnr_db, "seconds": seconds, "check": job.check.spec,
+            "protect": cloaker.protection.protect, "faces": record.faces}

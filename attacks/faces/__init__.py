@@ -3,9 +3,16 @@
 ``cloak_faces(photo, face_config("faces"))`` cloaks every detected face above a minimum size against face
 recognition: the perturbation lives on a padded square around each face, is optimised through the surrogate's
 jittered alignment and recogniser (SFace) away from the clean identity, and is composed back with a feathered mask.
+
+The settings and presets (:mod:`comcloak.attacks.faces.settings`) are torch-free and imported eagerly; the cloak
+itself needs torch and is imported on first use, so the CLI's parser can list the face presets without torch.
 """
 
-from comcloak.attacks.faces.cloak import FaceCloakResult, FaceModels, FaceRecord, cloak_faces
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from comcloak.attacks.faces.settings import (
     DEFAULT_FACE_PRESET,
     FACE_PRESETS,
@@ -15,15 +22,20 @@ from comcloak.attacks.faces.settings import (
     face_config,
 )
 
+_LAZY = {"FaceCloakResult": "cloak", "FaceModels": "cloak", "FaceRecord": "cloak", "cloak_faces": "cloak"}
+
 __all__ = [
     "DEFAULT_FACE_PRESET",
     "FACE_PRESETS",
     "FaceCloakConfig",
-    "FaceCloakResult",
-    "FaceModels",
     "FacePreset",
-    "FaceRecord",
     "FaceSettings",
-    "cloak_faces",
     "face_config",
+    *_LAZY,
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

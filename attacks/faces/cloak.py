@@ -108,11 +108,17 @@ def attack_face(models: FaceModels, image: torch.Tensor, face: FaceDetection, re
 
 
 def check_face(models: FaceModels, cloaked: np.ndarray, clean_image: torch.Tensor, face: FaceDetection) -> float | None:
-    """The surrogate's cosine between the face on the cloak and on the clean photo (None: not found on the cloak)."""
-    found = [other for other in detect_faces(models.detector, cloaked) if _iou(other.box, face.box) >= SAME_FACE_IOU]
+    """The surrogate's cosine between the face on the cloak and on the clean photo (None: not found on the cloak).
+
+    ``cloaked`` (uint8 (h, w, 3)) may be the cloak as a platform delivered it, resized (``--check facebook`` on a
+    large photo): its faces are matched to ``face`` (found on ``clean_image`` (1, 3, H, W)) in the clean photo's
+    coordinates, and each embedding is taken from its own photo, as an attacker would."""
+    scale = np.array([clean_image.shape[-1] / cloaked.shape[1], clean_image.shape[-2] / cloaked.shape[0]] * 2)
+    found = [(_iou(np.asarray(other.box) * scale, face.box), other) for other in detect_faces(models.detector, cloaked)]
+    found = [(overlap, other) for overlap, other in found if overlap >= SAME_FACE_IOU]
     if not found:
         return None
-    best = max(found, key=lambda other: _iou(other.box, face.box))
+    best = max(found, key=lambda pair: pair[0])[1]
     cloak_embedding = surrogate_embedding(models, to_tensor(cloaked[None]), best.landmarks)
     return float(cloak_embedding @ surrogate_embedding(models, clean_image, face.landmarks))
 

@@ -1,4 +1,5 @@
-"""`comcloak demo` with the shipped defaults: pretrained EfficientNet-Lite0, bundled photos, no network."""
+"""`comcloak demo` with the shipped defaults: pretrained EfficientNet-Lite0 and MobileNetV2, YuNet and SFace (the
+astronaut's face, under the default --protect both), bundled photos, no network."""
 
 from __future__ import annotations
 
@@ -24,3 +25,8 @@ def test_demo_writes_cloaks_and_sheet(tmp_path: Path, capsys) -> None:
     with Image.open(out / "sheet.png") as sheet:
         assert sheet.height >= 224 * len(samples)
     assert f"{len(samples)} cloaked" in stdout
+    # The default --protect both: the astronaut's face is cloaked and its verdict shown; the others have no faces.
+    assert "faces (after facebook)" in stdout and "faces: " in stdout
+    [astronaut] = [line for line in stdout.splitlines() if line.startswith("astronaut.jpg")]
+    assert "/1 protected" in astronaut
+    assert "3 photo(s) without faces" in stdout

@@ -176,6 +176,7 @@ class FailsOnBlack(CloakService):
 
         class Fussy:
             config, surrogates, device = real.config, real.surrogates, real.device
+            protection, faces = real.protection, real.faces  # what the pipeline reads of a Cloaker (--protect)
 
             def cloak_photos(self, photos, batch_size):
                 if any(not photo.any() for photo in photos):
