@@ -326,8 +326,9 @@ def _run_platform(plan: EvalPlan) -> int:
 
 
 def cloaker_runtime(args: argparse.Namespace, device) -> dict:
-    """Where and how every Cloaker of the archive and platform protocols cloaks."""
-    return {"device": device, "backend": args.backend, "precision": args.precision}
+    """Where and how every Cloaker of the archive and platform protocols cloaks: they measure the classifier cloak,
+    so faces are not cloaked (``protect="objects"``; the faces protocol measures the face cloak)."""
+    return {"device": device, "backend": args.backend, "precision": args.precision, "protect": "objects"}
 
 
 PRESET_THROUGH = None  # eval --strengths: each preset cloaks through its own stand-in
