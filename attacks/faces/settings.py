@@ -113,9 +113,9 @@ FACE_PRESETS: dict[str, FacePreset] = {preset.name: preset for preset in (
     FacePreset("faces", "the default", eps=14, steps=20, draws=2, min_psnr=33.0, alpha=7.0,
                face=(("texture_floor", 0.5),), measured="MEASURED_FACES"),
     FacePreset("faces-quality", "less visible: a smaller budget and a 38 dB floor", eps=10, steps=20, draws=2,
-               min_psnr=38.0, alpha=5.0, face=(("texture_floor", 0.5),), measured="MEASURED_QUALITY"),
+               min_psnr=38.0, alpha=2.5, face=(("texture_floor", 0.5),), measured="MEASURED_QUALITY"),
     FacePreset("faces-strong", "more budget, steps and draws", eps=18, steps=30, draws=3, min_psnr=30.0,
-               alpha=9.0, face=(("texture_floor", 0.5),), measured="MEASURED_STRONG"),
+               alpha=3.0, face=(("texture_floor", 0.5),), measured="MEASURED_STRONG"),
 )}
 DEFAULT_FACE_PRESET = "faces"
 FACE_EOT = dict(rescale_range=(1.0, 1.0), whole_image_rate=1.0, flip_rate=0.0)  # see FaceCloakConfig
