@@ -15,7 +15,7 @@ from PIL import Image
 from comcloak.models.faces import create_face_model, detect_faces
 
 ZOOM = 2
-DIFFERENCE_GAIN = 8  # the difference, x8 around mid-grey: where the budget went
+DIFFERENCE_GAIN = 4  # the difference, x4 around mid-grey: where the budget went
 
 
 def main() -> None:
