@@ -99,7 +99,8 @@ class Composer:
 
     def compose(self, photo: np.ndarray, eps: float) -> np.ndarray:
         """The cloaked ``photo`` (uint8 (H, W, 3), the one ``image`` came from): the mixed deltas, within ``eps``
-        of the photo at 8 bits, scaled down until the whole photo's PSNR is at least the floor."""
+        times each pixel's budget factor of the photo at 8 bits, scaled down until the whole photo's PSNR is at
+        least the floor."""
         delta = self.delta / self.weight.clamp_min(1.0)
         levels = torch.from_numpy(np.ascontiguousarray(photo)).permute(2, 0, 1).to(delta.dtype)
         budget = torch.floor(eps * PIXEL_LEVELS * self.budget + 1e-4)  # in levels: rounding may not add a level
