@@ -144,6 +144,25 @@ class LoopSettings:
     dense_draws: bool = False
 
 
+def bounds_of(x0: torch.Tensor, config: AttackConfig,
+              eps_map: torch.Tensor | None) -> tuple[float | torch.Tensor, float | torch.Tensor]:
+    """The loop's budget and signed step: the scalars ``eps`` and ``-alpha`` (the loss is descended), or, with a
+    per-pixel ``eps_map`` (N, 1 or 3, H, W) in [0, 1], both scaled by it (broadcast over x0's channels).
+
+    Example:
+        >>> bounds_of(x0, attack_config("mim", eps=8 / 255), None)
+        (0.0313..., -0.00313...)
+    """
+    if eps_map is None:
+        return config.eps, -config.alpha
+    if (eps_map.dim() != 4 or eps_map.shape[0] != x0.shape[0] or eps_map.shape[1] not in (1, 3)
+            or eps_map.shape[2:] != x0.shape[2:]):
+        raise ValueError(f"eps_map must be shaped ({x0.shape[0]}, 1 or 3, {x0.shape[2]}, {x0.shape[3]}), "
+                         f"got {tuple(eps_map.shape)}")
+    factors = eps_map.detach().to(x0).clamp(0.0, 1.0).expand_as(x0)
+    return config.eps * factors, -config.alpha * factors
+
+
 def run_attack(
     classifier: SurrogateArg,
     x0: torch.Tensor,
@@ -153,6 +172,7 @@ def run_attack(
     *,
     sampler: DrawSampler | None = None,
     settings: LoopSettings = LoopSettings(),
+    eps_map: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Run the attack loop of docs/DESIGN.md §2 and return the adversarial images.
 
@@ -178,9 +198,12 @@ def run_attack(
             each image's draws depend on its content and the seed only, so batching changes nothing).
         settings: how the loop runs (:class:`LoopSettings`: fused update, fp16 loss scale, dense draws); the
             default is the reference's.
+        eps_map: a per-pixel budget, (N, 1, H, W) or (N, 3, H, W) factors in [0, 1] of ``config.eps`` (the face
+            cloak's texture-shaped budget): the bound is ``|x - x0| ≤ eps · eps_map`` and the step ``α · eps_map``
+            per pixel (the update runs as the torch reference then). None: the scalar ``eps`` (unchanged).
 
     Returns:
-        Adversarial images, float NCHW in [0, 1], with ``|x - x0|∞ ≤ eps``.
+        Adversarial images, float NCHW in [0, 1], with ``|x - x0|∞ ≤ eps`` (``≤ eps · eps_map`` per pixel).
 
     Example:
         >>> cfg = attack_config("mim", eps=5 / 255)
@@ -196,17 +219,19 @@ def run_attack(
     if config.eot.enabled and sampler is None:
         sampler = DrawSampler.for_images(config.eot, len(stand_ins_of(through)), x0, config.seed)
     x0 = x0.detach()
-    lower = (x0 - config.eps).clamp_min(0.0)
-    upper = (x0 + config.eps).clamp_max(1.0)
+    budget, signed_step = bounds_of(x0, config, eps_map)
+    lower = (x0 - budget).clamp_min(0.0)
+    upper = (x0 + budget).clamp_max(1.0)
     x = x0.clone()
     momentum = torch.zeros_like(x0)
     debug = logger.isEnabledFor(logging.DEBUG)  # loss.item() waits for the device: only when asked for
-    update = kernels.attack_update if settings.fused_update else kernels.attack_update_reference
+    fused = settings.fused_update and eps_map is None  # the fused kernel takes a scalar step
+    update = kernels.attack_update if fused else kernels.attack_update_reference
     for step in range(config.steps):
         draw = sampler.sample(x0.shape[0], x0.shape[2], x0.shape[3]).to(x0.dtype) if config.eot.enabled else None
         loss, gradient = descent_gradient(surrogates, through, x, goal, config, draw, settings.loss_scale,
                                           settings.dense_draws)
-        x, momentum = update(x, momentum, gradient, lower, upper, -config.alpha, config.momentum)
+        x, momentum = update(x, momentum, gradient, lower, upper, signed_step, config.momentum)
         if debug:
             logger.debug("attack step %d/%d loss %.4f", step + 1, config.steps, loss.item())
     return x.detach()

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from skimage.metrics import structural_similarity
 
 from comcloak.attacks.faces import FACE_PRESETS, FaceModels, cloak_faces, face_config
 from comcloak.attacks.metrics import psnr
@@ -47,6 +48,16 @@ def region_psnr(clean: np.ndarray, cloak: np.ndarray, regions: list) -> float:
     return psnr(clean[mask], cloak[mask])
 
 
+def ssim_whole_and_region(clean: np.ndarray, cloak: np.ndarray, regions: list) -> tuple[float, float]:
+    """SSIM (skimage, 7x7 windows, per channel) over the whole photo and averaged over the cloaked regions."""
+    _, local = structural_similarity(clean, cloak, channel_axis=-1, data_range=255, full=True)
+    local = local.mean(-1)
+    mask = np.zeros(clean.shape[:2], bool)
+    for region in regions:
+        mask[region.top:region.top + region.side, region.left:region.left + region.side] = True
+    return float(local.mean()), float(local[mask].mean()) if mask.any() else 1.0
+
+
 def cloak_all(photos: dict[str, np.ndarray], preset: str, cache: Path | None, overrides: dict) -> tuple[dict, dict]:
     models, cloaks, stats = FaceModels.create(), {}, {}
     config = face_config(preset, **overrides)
@@ -56,7 +67,9 @@ def cloak_all(photos: dict[str, np.ndarray], preset: str, cache: Path | None, ov
         result = cloak_faces(photo, config, models=models)
         cloaks[name] = result.photo
         attacked = [face for face in result.faces if face.region is not None]
+        ssim, region_ssim = ssim_whole_and_region(photo, result.photo, [face.region for face in attacked])
         stats[name] = dict(faces=len(result.faces), status=result.status, seconds=time.perf_counter() - started,
+                           ssim=ssim, region_ssim=region_ssim,
                            face_seconds=[face.seconds for face in attacked],
                            psnr=psnr(photo, result.photo),
                            region_psnr=region_psnr(photo, result.photo, [face.region for face in attacked]),
@@ -113,8 +126,13 @@ def table(counts: dict, stats: dict) -> str:
     region = [s["region_psnr"] for s in stats.values() if np.isfinite(s["region_psnr"])]
     seconds = [t for s in stats.values() for t in s["face_seconds"]]
     cosines = [c for s in stats.values() for c in s["cosine"] if c is not None]
+    ssim = [s["ssim"] for s in stats.values()]
+    region_ssim = [s["region_ssim"] for s in stats.values()]
     lines.append(f"\nwhole-photo PSNR mean {np.mean(whole):.1f} dB (min {np.min(whole):.1f}); face-region PSNR mean "
-                 f"{np.mean(region):.1f} dB (min {np.min(region):.1f}); {np.mean(seconds):.1f} s per face "
+                 f"{np.mean(region):.1f} dB (min {np.min(region):.1f}); SSIM whole-photo mean {np.mean(ssim):.3f} "
+                 f"(min {np.min(ssim):.3f}), face-region mean {np.mean(region_ssim):.3f} "
+                 f"(min {np.min(region_ssim):.3f}); "
+                 f"{np.mean(seconds):.1f} s per face "
                  f"({len(seconds)} faces); SFace cosine to the clean self at cloak time (no platform): mean "
                  f"{np.mean(cosines):.3f}, max {np.max(cosines):.3f}; status: "
                  f"{dict(Counter(s['status'] for s in stats.values()))}")

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from comcloak.attacks.eot import content_seed
+from comcloak.attacks.faces.budget import texture_map
 from comcloak.attacks.faces.compose import Composer, Region, face_region, working_view
 from comcloak.attacks.faces.settings import FaceCloakConfig, face_config
 from comcloak.attacks.faces.view import IdentityView, rescale_points
@@ -92,8 +93,9 @@ def surrogate_embedding(models: FaceModels, image: torch.Tensor, landmarks: np.n
 
 
 def attack_face(models: FaceModels, image: torch.Tensor, face: FaceDetection, region: Region,
-                config: FaceCloakConfig) -> torch.Tensor:
-    """The perturbation (1, 3, S, S) of one face's working view, from the one loop."""
+                config: FaceCloakConfig) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The perturbation (1, 3, S, S) of one face's working view, from the one loop, and the per-pixel budget
+    factors (1, 1, S, S) it was bounded by (None: the flat eps)."""
     size = config.face.work_size
     x0 = working_view(image, region, size)
     marks = rescale_points(torch.from_numpy(np.asarray(face.landmarks, np.float64))
@@ -103,8 +105,9 @@ def attack_face(models: FaceModels, image: torch.Tensor, face: FaceDetection, re
     view = IdentityView(models.recogniser, marks, size, clean, config.face,
                         seed=content_seed(x0[0], config.attack.seed) ^ JITTER_SEED_SALT)
     through = make_through(config.attack.through, config.attack.seed)
-    adversarial = run_attack(view, x0, torch.zeros(1, dtype=torch.long), config.attack, through)
-    return adversarial - x0
+    factors = texture_map(x0, config.face)
+    adversarial = run_attack(view, x0, torch.zeros(1, dtype=torch.long), config.attack, through, eps_map=factors)
+    return adversarial - x0, factors
 
 
 def check_face(models: FaceModels, cloaked: np.ndarray, clean_image: torch.Tensor, face: FaceDetection) -> float | None:
@@ -152,7 +155,7 @@ def cloak_faces(photo: np.ndarray, config: FaceCloakConfig | None = None, *, mod
         region = None
         if min(face.box[2], face.box[3]) >= config.face.min_face:
             region = face_region(face.box, height, width, config.face.padding)
-            composer.add(region, attack_face(models, image, face, region, config))
+            composer.add(region, *attack_face(models, image, face, region, config))
         attacked.append((face, region, time.perf_counter() - started))
     cloaked = composer.compose(photo, config.attack.eps) if any(region for _, region, _ in attacked) else photo.copy()
     records = []

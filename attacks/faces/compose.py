@@ -67,7 +67,8 @@ class Composer:
     """Accumulates the faces' perturbations over a photo and composes the cloak.
 
     Overlapping regions mix their deltas by the masks' weights (a convex mix where the masks sum past 1), so the
-    budget holds everywhere.
+    budget holds everywhere: each pixel's bound is the largest of its regions' per-pixel budgets (``budget``, factors
+    of eps: 1 for a flat budget, the texture map resized with the delta otherwise; 0 outside every region).
     """
 
     def __init__(self, image: torch.Tensor, settings: FaceSettings) -> None:
@@ -75,23 +76,34 @@ class Composer:
         self.settings = settings
         self.delta = torch.zeros_like(image[0])
         self.weight = torch.zeros(image.shape[-2:], dtype=image.dtype)
+        self.budget = torch.zeros(image.shape[-2:], dtype=image.dtype)
 
-    def add(self, region: Region, delta: torch.Tensor) -> None:
-        """Add a working view's perturbation ``delta`` (1, 3, S, S) over ``region``."""
+    def add(self, region: Region, delta: torch.Tensor, factors: torch.Tensor | None = None) -> None:
+        """Add a working view's perturbation ``delta`` (1, 3, S, S) over ``region``, bounded by ``factors``
+        (1, 1, S, S) of eps (None: eps everywhere)."""
         height, width = self.image.shape[-2:]
-        full = F.interpolate(delta, size=(region.side, region.side), mode="bilinear",
-                             antialias=region.side < delta.shape[-1], align_corners=False)[0]
+        full = self._resized(delta, region)[0]
         mask = feather_mask(region, height, width, self.settings.feather).to(full)
         rows, columns = region.slices()
         self.delta[:, rows, columns] += full * mask
         self.weight[rows, columns] += mask
+        # the same (non-negative) interpolation as the delta's: |resized delta| <= resized eps * factors
+        bound = torch.ones_like(mask) if factors is None else self._resized(factors.to(full), region)[0, 0]
+        self.budget[rows, columns] = torch.maximum(self.budget[rows, columns], bound)
+
+    @staticmethod
+    def _resized(view: torch.Tensor, region: Region) -> torch.Tensor:
+        """A working view's (1, C, S, S) tensor resized onto the region (1, C, side, side)."""
+        return F.interpolate(view, size=(region.side, region.side), mode="bilinear",
+                             antialias=region.side < view.shape[-1], align_corners=False)
 
     def compose(self, photo: np.ndarray, eps: float) -> np.ndarray:
         """The cloaked ``photo`` (uint8 (H, W, 3), the one ``image`` came from): the mixed deltas, within ``eps``
-        of the photo at 8 bits, scaled down until the whole photo's PSNR is at least the floor."""
+        times each pixel's budget factor of the photo at 8 bits, scaled down until the whole photo's PSNR is at
+        least the floor."""
         delta = self.delta / self.weight.clamp_min(1.0)
         levels = torch.from_numpy(np.ascontiguousarray(photo)).permute(2, 0, 1).to(delta.dtype)
-        budget = float(np.floor(eps * PIXEL_LEVELS + 1e-4))  # in levels: rounding may not add a level
+        budget = torch.floor(eps * PIXEL_LEVELS * self.budget + 1e-4)  # in levels: rounding may not add a level
         for _ in range(PSNR_SHRINK_TRIES):
             moved = torch.round(levels + delta * PIXEL_LEVELS).clamp(0, PIXEL_LEVELS)
             cloaked = torch.minimum(torch.maximum(moved, levels - budget), levels + budget)

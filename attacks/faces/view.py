@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from comcloak.attacks.faces.budget import smooth_gradient
 from comcloak.attacks.faces.settings import FaceSettings
 from comcloak.models.faces import ARCFACE_SIZE, similarity_transform, warp_affine
 from comcloak.models.faces.align import template
@@ -93,4 +94,5 @@ class IdentityView(nn.Module):
         return F.normalize(self.recogniser(crops), dim=-1)
 
     def forward(self, views: torch.Tensor) -> torch.Tensor:
-        return self.embed(views) @ self.gallery.to(views).T
+        # TI: the gradient reaching the views (after the loop's draws) is blurred, settings.gradient_sigma pixels
+        return self.embed(smooth_gradient(views, self.settings.gradient_sigma)) @ self.gallery.to(views).T
