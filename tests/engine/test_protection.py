@@ -104,6 +104,6 @@ def test_both_is_one_perturbation_within_the_face_eps_on_faces_and_eps_elsewhere
     change = np.abs(result.cloaked.astype(int) - photo).max(axis=2)
     inside = np.zeros(change.shape, bool)
     inside[face.region.slices()] = True
-    assert change[inside].max() <= round(cloaker.face_config.attack.eps * 255) == 12
+    assert change[inside].max() <= round(cloaker.face_config.attack.eps * 255)
     assert 0 < change[~inside].max() <= round(cloaker.config.eps * 255) == 5
     assert change[inside].max() > 5  # the face got more than the objects budget
