@@ -76,6 +76,9 @@ class FaceOnnxRuntimeRunner(OnnxRuntimeRunner):
     """
 
     name = "onnxruntime"
+    # The host works between steps (the draws, the taps, in torch): ONNX Runtime's idle threads should sleep rather
+    # than spin for work meanwhile, taking the cores the host needs.
+    session_config = {"session.intra_op.allow_spinning": "0"}
 
     def __init__(self, onnx: Any, config: Any, threads: int | None = None) -> None:
         super().__init__(onnx, config, "cpu", cuda_graphs=False, threads=threads)
