@@ -36,7 +36,7 @@ from .registry import BackendUnavailableError
 
 logger = logging.getLogger(__name__)
 
-FACE_GRAPH_FORMAT_VERSION = "1"  # bump when the face step graph changes
+FACE_GRAPH_FORMAT_VERSION = "2"  # bump when the face step graph changes (2: PRelu as Relu, Sub, Mul, Add)
 INT_INPUTS = ("warp_index",)
 _SESSIONS: dict[tuple[str, int | None], Any] = {}  # (graph path, threads) -> session, for the whole process
 _SESSIONS_LOCK = threading.Lock()

@@ -19,6 +19,7 @@ from comcloak.export.face_export import FACE_EXTRA_OPS, check_view, export_face_
 from comcloak.export.face_step import FaceAttackStep, gather_warp, warp_inputs
 from comcloak.export.gradient import traceable_through
 from comcloak.export.onnx_export import ExportError
+from comcloak.export.self_check import TENSORRT_ONNX_OPS
 from comcloak.export.step_io import StepSpec
 from comcloak.models import create_model
 from comcloak.models.faces import ARCFACE_SIZE, create_face_model, warp_affine
@@ -81,7 +82,8 @@ def test_the_tiny_export_passes_its_calibrated_self_check(tiny_export) -> None:
     check = tiny_export.check
     assert check is not None and check.passed
     # The warp is a gather and its VJP a scatter-add: no GridSample, no grid in either direction.
-    assert {"GatherElements", "ScatterElements"} <= set(tiny_export.ops) <= set(tiny_export.ops) | set(FACE_EXTRA_OPS)
+    assert {"GatherElements", "ScatterElements"} <= set(tiny_export.ops) <= TENSORRT_ONNX_OPS | set(FACE_EXTRA_OPS)
+    assert "PRelu" not in tiny_export.ops  # rewritten as Relu, Sub, Mul, Add (prelu_as_relu)
     assert not any("Grid" in op for op in tiny_export.ops)
     assert tiny_export.metadata["kind"] == "face" and tiny_export.metadata["inputs"].endswith("warp_weight")
     assert max(check.errors) < 1e-5 and max(check.torch_errors) < 1e-5  # float32 rounding: ~1e-7 measured
