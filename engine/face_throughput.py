@@ -19,9 +19,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from comcloak.attacks.faces.cloak import FACE_BACKENDS as FACE_LOOPS
 from comcloak.engine.bench_results import library_versions, machine_description
 
-FACE_BACKENDS = ("torch", "onnxruntime")
+FACE_BACKENDS = tuple(FACE_LOOPS)  # the face cloak's loops: torch (the reference) and onnxruntime
 REFERENCE = "torch"
 
 
