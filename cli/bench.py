@@ -1,4 +1,6 @@
-"""``comcloak bench``: images/s and peak memory of the attack backends, ratios to the torch reference."""
+"""``comcloak bench``: images/s and peak memory of the attack backends, ratios to the torch reference; with
+``--workload faces``, seconds per face of the face cloak's loop on torch and onnxruntime
+(``engine/face_throughput``)."""
 
 from __future__ import annotations
 
@@ -52,6 +54,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--markdown", metavar="OUT.md", default=None,
                         help="markdown table (default: the JSON path with .md)")
     parser.add_argument("--cache-dir", metavar="DIR", default=None, help="step-graph cache (default ~/.cache/comcloak)")
+    faces = parser.add_argument_group("faces", "--workload faces: the face cloak's loop (issue 25), per face")
+    faces.add_argument("--workload", choices=("classifier", "faces"), default="classifier",
+                       help="classifier: the classifier cloak on random images (default); faces: the face cloak's "
+                            "whole loop on each face of --photos, torch and onnxruntime (seconds per face, faces/s, "
+                            "the ratio to torch, peak RSS, and how many 8-bit pixels of the composed cloaks differ)")
+    faces.add_argument("--photos", default="samples/astronaut.jpg",
+                       help="comma-separated photos or folders (searched recursively) with faces (default "
+                            "samples/astronaut.jpg)")
+    faces.add_argument("--face-preset", default="faces", help="the face preset timed (default faces)")
+    faces.add_argument("--faces", type=positive_int, default=4, help="time at most this many faces (default 4)")
     parser.set_defaults(run=run)
 
 
@@ -89,6 +101,65 @@ def bench_settings(args: argparse.Namespace):
                          random_weights=args.random_weights, strength=args.strength)
 
 
+def face_photos(text: str) -> tuple[str, ...]:
+    """The photos of ``--photos``: files as given, folders' photos (recursively, sorted)."""
+    from pathlib import Path
+
+    from comcloak.codecs.photos import PHOTO_EXTENSIONS
+    from comcloak.errors import UserError
+
+    found: list[str] = []
+    for part in (item.strip() for item in text.split(",") if item.strip()):
+        path = Path(part)
+        if path.is_dir():
+            found += sorted(str(item) for item in path.rglob("*") if item.suffix.lower() in PHOTO_EXTENSIONS)
+        elif path.is_file():
+            found.append(str(path))
+        else:
+            raise UserError(f"--photos: {part} is neither a photo nor a folder")
+    if not found:
+        raise UserError(f"--photos {text!r} holds no photo")
+    return tuple(found)
+
+
+def run_faces(args: argparse.Namespace) -> int:
+    """``--workload faces``: torch and onnxruntime (those of --backends) on the faces of --photos."""
+    from pathlib import Path
+
+    from comcloak.atomic import atomic_writer, write_json
+    from comcloak.attacks.faces.settings import FACE_PRESETS
+    from comcloak.engine.face_throughput import (
+        FACE_BACKENDS,
+        FaceBenchSettings,
+        export_face_graph,
+        face_table,
+        measure_faces,
+    )
+    from comcloak.errors import UserError
+
+    if args.face_preset not in FACE_PRESETS:
+        raise UserError(f"unknown --face-preset {args.face_preset!r}; available: {', '.join(FACE_PRESETS)}")
+    asked = [entry.strip().partition("@")[0] for entry in args.backends.split(",") if entry.strip()]
+    backends = tuple(name for name in FACE_BACKENDS if name in asked)
+    if not backends:
+        raise UserError(f"--workload faces measures {', '.join(FACE_BACKENDS)}; --backends names none of them")
+    settings = FaceBenchSettings(face_photos(args.photos), args.face_preset, args.faces, steps=args.steps,
+                                 threads=args.threads, cache_dir=args.cache_dir)
+    if "onnxruntime" in backends:
+        print("exporting the face step graph ...", file=sys.stderr)
+        export_face_graph(settings)
+    payload = measure_faces(settings, backends, args.rounds, report=lambda line: print(line, file=sys.stderr))
+    if not payload["results"]:
+        raise UserError("no backend could be measured")
+    write_json(payload, args.json)
+    table = face_table(payload)
+    markdown = Path(args.markdown) if args.markdown else Path(args.json).with_suffix(".md")
+    with atomic_writer(markdown) as handle:
+        handle.write(table.encode())
+    print(table)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -103,6 +174,8 @@ def run(args: argparse.Namespace) -> int:
     )
     from comcloak.errors import UserError
 
+    if args.workload == "faces":
+        return run_faces(args)
     # NAME@PRECISION pins one backend's precision (torch@fp32 beside torch-cudagraph at every --precision).
     entries = [entry.strip().partition("@") for entry in args.backends.split(",") if entry.strip()]
     unknown = [name for name, _, _ in entries if name not in backend_names()]

@@ -326,9 +326,18 @@ class RobustAttackStep(nn.Module):
         *draw: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         # The draw's tensors are graph inputs of their own, after the step's (the schema's DRAW_INPUTS order).
+        viewed, saved = self.views(x, draw)
+        grad_viewed, logits, loss = surrogates_backward(self.classifier_gradients, viewed, _per_surrogate(w),
+                                                        self.loss_kind, self.draws)
+        grad = self.views_backward(grad_viewed, saved)
+        x_next, m_next = momentum_update(grad, x, x0, m, eps, alpha, mu)
+        return x_next, m_next, logits, loss
+
+    def views(self, x: torch.Tensor, draw: Sequence[torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]:
+        """What the surrogates see of working views ``x`` (N, 3, H, W) under ``draw`` (the five DRAW_INPUTS):
+        (N * D, 3, S, S), draw-major within an image, and what :meth:`views_backward` needs."""
         pre_h, pre_w, mix, post_h, post_w = draw
-        w = _per_surrogate(w)
-        draws, height, width = self.draws, x.shape[2], x.shape[3]
+        height, width = x.shape[2], x.shape[3]
         view_h, view_w = post_h.shape[2], post_w.shape[2]
         lowpassed = pre_h.unsqueeze(2) @ x.unsqueeze(1) @ pre_w.transpose(2, 3).unsqueeze(2)  # (N, D, 3, H, W)
         # The first C draws of each image may go through a stand-in; the others are the identity.
@@ -344,17 +353,22 @@ class RobustAttackStep(nn.Module):
         coded = torch.cat([coded.reshape(-1, split, 3, height, width), lowpassed[:, split:]], dim=1) if split else \
             lowpassed
         viewed = (post_h.unsqueeze(2) @ coded @ post_w.transpose(2, 3).unsqueeze(2)).reshape(-1, 3, view_h, view_w)
-        grad_viewed, logits, loss = surrogates_backward(self.classifier_gradients, viewed, w, self.loss_kind, draws)
-        grad_viewed = grad_viewed.reshape(-1, draws, 3, view_h, view_w)
+        saved = {"draw": draw, "split": split, "weights": weights, "envs": stand_in_envs, "size": (height, width)}
+        return viewed, saved
+
+    def views_backward(self, grad_viewed: torch.Tensor, saved: dict[str, Any]) -> torch.Tensor:
+        """The gradient of the working views (N, 3, H, W) from that of :meth:`views`' output (N * D, 3, S, S):
+        ``Aᵀ · g · B`` for each separable map and the stand-ins' input gradients, summed over the draws."""
+        pre_h, pre_w, _, post_h, post_w = saved["draw"]
+        split, weights, (height, width) = saved["split"], saved["weights"], saved["size"]
+        grad_viewed = grad_viewed.reshape(-1, self.draws, 3, post_h.shape[2], post_w.shape[2])
         grad_coded = post_h.transpose(2, 3).unsqueeze(2) @ grad_viewed @ post_w.unsqueeze(2)  # (N, D, 3, H, W)
         if split:
             grad_first = grad_coded[:, :split].reshape(-1, 3, height, width)
             grad_flat = grad_first * weights[:, 0]
-            for index, (gradient, env) in enumerate(zip(self.stand_in_gradients, stand_in_envs), start=1):
+            for index, (gradient, env) in enumerate(zip(self.stand_in_gradients, saved["envs"]), start=1):
                 grad_flat = grad_flat + gradient.run_backward(env, grad_first * weights[:, index])
             grad_lowpassed = torch.cat([grad_flat.reshape(-1, split, 3, height, width), grad_coded[:, split:]], dim=1)
         else:
             grad_lowpassed = grad_coded
-        grad = (pre_h.transpose(2, 3).unsqueeze(2) @ grad_lowpassed @ pre_w.unsqueeze(2)).sum(1)
-        x_next, m_next = momentum_update(grad, x, x0, m, eps, alpha, mu)
-        return x_next, m_next, logits, loss
+        return (pre_h.transpose(2, 3).unsqueeze(2) @ grad_lowpassed @ pre_w.unsqueeze(2)).sum(1)

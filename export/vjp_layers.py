@@ -1,6 +1,7 @@
-"""VJP rules of layers with weights (Conv2d, ConvTranspose2d, BatchNorm2d, Linear), of pooling and padding, and
-of the pass-through layers (Identity, Dropout, reshapes): each turns the gradient of a node's output into its input's
-as forward ops (docs/DESIGN.md §4). The registry and the rule signature are :mod:`comcloak.export.vjp`'s."""
+"""VJP rules of layers with weights (Conv2d, ConvTranspose2d, BatchNorm1d/2d, PReLU, Linear), of pooling and
+padding, and of the pass-through layers (Identity, Dropout, reshapes): each turns the gradient of a node's output
+into its input's as forward ops (docs/DESIGN.md §4). The registry and the rule signature are
+:mod:`comcloak.export.vjp`'s."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from .gates import gradient_gate
 from .vjp import NodeValues, UnsupportedLayerError, only_input, register_preparer, register_vjp
 
 
@@ -88,16 +90,35 @@ def _conv_transpose2d(values: NodeValues, gradient: torch.Tensor) -> list[tuple[
     return [(values.node.args[0], grad_x)]
 
 
-@register_vjp(nn.BatchNorm2d)
+@register_vjp(nn.BatchNorm2d, nn.BatchNorm1d)
 def _batch_norm(values: NodeValues, gradient: torch.Tensor) -> list[tuple[fx.Node, torch.Tensor]]:
+    """Eval-mode BatchNorm is a per-channel affine map: its VJP scales by ``weight / sqrt(var + eps)`` along the
+    channel dimension (1), for (N, C, H, W) and (N, C) or (N, C, L) inputs alike."""
     bn = values.module
-    assert isinstance(bn, nn.BatchNorm2d)
+    assert isinstance(bn, (nn.BatchNorm2d, nn.BatchNorm1d))
     if bn.training or bn.running_var is None:
         raise UnsupportedLayerError(f"{values.describe()}: only eval-mode BatchNorm with running statistics")
     scale = torch.rsqrt(bn.running_var + bn.eps)
     if bn.weight is not None:
         scale = scale * bn.weight
-    return only_input(values, gradient * scale.view(1, -1, 1, 1))
+    shape = (1, -1) + (1,) * (gradient.dim() - 2)
+    return only_input(values, gradient * scale.view(shape))
+
+
+@register_vjp(nn.PReLU)
+def _prelu(values: NodeValues, gradient: torch.Tensor) -> list[tuple[fx.Node, torch.Tensor]]:
+    """``y = x`` where ``x > 0``, ``a·x`` elsewhere (``a`` per channel, dimension 1, or one shared): the gradient is
+    ``g`` where ``x > 0`` and ``a·g`` elsewhere, as autograd's ``prelu`` backward (``x == 0`` takes ``a``). The mask
+    is the ReLU's gate on ``x`` (:func:`~comcloak.export.gates.gradient_gate`, a HardSigmoid in ONNX), so the
+    convolution before it stays in ONNX Runtime's blocked layout: ``g · (a + (1 − a) · gate)``."""
+    prelu = values.module
+    assert isinstance(prelu, nn.PReLU)
+    x = values.args[0]
+    slope = prelu.weight.to(gradient.dtype)
+    if slope.numel() > 1:
+        slope = slope.view((1, -1) + (1,) * (gradient.dim() - 2))
+    gate = gradient_gate(x, 0.0, None).to(gradient.dtype)
+    return only_input(values, gradient * (slope + (1.0 - slope) * gate))
 
 
 @register_vjp(nn.Linear)

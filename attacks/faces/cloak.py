@@ -12,13 +12,15 @@ a feathered mask (``attacks/faces/compose``). Afterwards the surrogate (detector
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
+from comcloak import plugins
+from comcloak.attacks.config import AttackConfigError
 from comcloak.attacks.eot import content_seed
 from comcloak.attacks.faces.budget import texture_map
 from comcloak.attacks.faces.compose import Composer, Region, face_region, working_view
@@ -31,6 +33,11 @@ from comcloak.models.faces import SFACE_COSINE_THRESHOLD, FaceDetection, align_f
 
 JITTER_SEED_SALT = 0x5FACE  # the jitter's generator differs from the draws' (both seeded by the region's content)
 SAME_FACE_IOU = 0.3  # a face found on the cloak is the same face when its box overlaps the clean one this much
+# The loops a face can be attacked with: "torch" is run_attack (the reference); the others run the exported face
+# step (comcloak.export.face_step), named lazily so that this layer never imports the engine's.
+FACE_BACKENDS = {"torch": None, "onnxruntime": "comcloak.engine.backends.face_runner:FaceOnnxRuntimeLoop"}
+# (view, x0, through, eps_map) -> adversarial: the loop bounded per pixel by eps_map (run_attack's) or flat (None)
+FaceLoop = Callable[[nn.Module, torch.Tensor, nn.Module, 'torch.Tensor | None'], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -92,10 +99,23 @@ def surrogate_embedding(models: FaceModels, image: torch.Tensor, landmarks: np.n
         return nn.functional.normalize(models.recogniser(torch.round(crop * 255) / 255), dim=-1)[0]
 
 
+def face_loop(backend: str, models: FaceModels, config: FaceCloakConfig) -> FaceLoop:
+    """The loop of ``backend`` (:data:`FACE_BACKENDS`): ``torch``, the one loop (``run_attack``), or
+    ``onnxruntime``, the exported face step run by ONNX Runtime with the same draws (the same cloak up to float32
+    rounding)."""
+    if backend not in FACE_BACKENDS:
+        raise AttackConfigError(f"unknown face backend {backend!r}; available: {', '.join(FACE_BACKENDS)}")
+    if FACE_BACKENDS[backend] is None:
+        labels = torch.zeros(1, dtype=torch.long)
+        return lambda view, x0, through, eps_map: run_attack(view, x0, labels, config.attack, through,
+                                                             eps_map=eps_map)
+    return plugins.import_reference(FACE_BACKENDS[backend])(models.recogniser, config)
+
+
 def attack_face(models: FaceModels, image: torch.Tensor, face: FaceDetection, region: Region,
-                config: FaceCloakConfig) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The perturbation (1, 3, S, S) of one face's working view, from the one loop, and the per-pixel budget
-    factors (1, 1, S, S) it was bounded by (None: the flat eps)."""
+                config: FaceCloakConfig, loop: FaceLoop | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The perturbation (1, 3, S, S) of one face's working view, from the one loop (``loop``: :func:`face_loop`'s;
+    default the torch loop), and the per-pixel budget factors (1, 1, S, S) it was bounded by."""
     size = config.face.work_size
     x0 = working_view(image, region, size)
     marks = rescale_points(torch.from_numpy(np.asarray(face.landmarks, np.float64))
@@ -106,7 +126,7 @@ def attack_face(models: FaceModels, image: torch.Tensor, face: FaceDetection, re
                         seed=content_seed(x0[0], config.attack.seed) ^ JITTER_SEED_SALT)
     through = make_through(config.attack.through, config.attack.seed)
     factors = texture_map(x0, config.face)
-    adversarial = run_attack(view, x0, torch.zeros(1, dtype=torch.long), config.attack, through, eps_map=factors)
+    adversarial = (loop or face_loop("torch", models, config))(view, x0, through, factors)
     return adversarial - x0, factors
 
 
@@ -127,7 +147,7 @@ def check_face(models: FaceModels, cloaked: np.ndarray, clean_image: torch.Tenso
 
 
 def cloak_faces(photo: np.ndarray, config: FaceCloakConfig | None = None, *, models: FaceModels | None = None,
-                detections: Sequence[FaceDetection] | None = None) -> FaceCloakResult:
+                detections: Sequence[FaceDetection] | None = None, backend: str = "torch") -> FaceCloakResult:
     """Cloak every face of ``photo`` (uint8 (H, W, 3) RGB) whose box is at least ``config.face.min_face`` pixels.
 
     Args:
@@ -135,6 +155,8 @@ def cloak_faces(photo: np.ndarray, config: FaceCloakConfig | None = None, *, mod
         config: the face cloak (:func:`face_config`; default: the ``faces`` preset).
         models: the surrogate's detector and recogniser (default: ``config.face``'s, created here).
         detections: the faces to cloak (default: the detector's).
+        backend: the loop (:data:`FACE_BACKENDS`): ``torch`` (the reference) or ``onnxruntime`` (the exported face
+            step; the same draws, the same cloak up to float32 rounding; its graph is exported on first use).
 
     Returns:
         :class:`FaceCloakResult`; a photo without faces comes back unchanged with status ``no faces``.
@@ -145,6 +167,7 @@ def cloak_faces(photo: np.ndarray, config: FaceCloakConfig | None = None, *, mod
     """
     config = config or face_config()
     models = models or FaceModels.create(config.face.detector, config.face.recogniser)
+    loop = face_loop(backend, models, config)
     faces = list(detect_faces(models.detector, photo) if detections is None else detections)
     image = to_tensor(np.ascontiguousarray(photo)[None])
     height, width = photo.shape[:2]
@@ -155,7 +178,7 @@ def cloak_faces(photo: np.ndarray, config: FaceCloakConfig | None = None, *, mod
         region = None
         if min(face.box[2], face.box[3]) >= config.face.min_face:
             region = face_region(face.box, height, width, config.face.padding)
-            composer.add(region, *attack_face(models, image, face, region, config))
+            composer.add(region, *attack_face(models, image, face, region, config, loop))
         attacked.append((face, region, time.perf_counter() - started))
     cloaked = composer.compose(photo, config.attack.eps) if any(region for _, region, _ in attacked) else photo.copy()
     records = []

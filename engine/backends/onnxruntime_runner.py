@@ -57,6 +57,8 @@ class OnnxRuntimeRunner(ExportedStepRunner):
     """
 
     name = "onnxruntime"
+    # ONNX Runtime session config entries (``SessionOptions.add_session_config_entry``) a subclass may set.
+    session_config: dict[str, str] = {}
 
     def __init__(
         self,
@@ -93,6 +95,8 @@ class OnnxRuntimeRunner(ExportedStepRunner):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if self.threads:
             options.intra_op_num_threads = self.threads
+        for key, value in self.session_config.items():
+            options.add_session_config_entry(key, value)
         if self.device.type == "cuda":
             if CUDA_PROVIDER not in ort.get_available_providers():
                 raise BackendUnavailableError(

@@ -43,6 +43,44 @@ def invert_affine(matrix: torch.Tensor) -> torch.Tensor:
     return torch.cat([inverse, -(inverse @ matrix[:, :, 2:])], 2)
 
 
+def bilinear_taps(matrix: torch.Tensor, in_size: tuple[int, int], size: tuple[int, int],
+                  dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """The four bilinear taps of every output pixel of ``cv2.warpAffine(image, M, size)``: what :func:`warp_affine`
+    gathers, and what an exported graph takes as inputs instead of the matrices (a gather and its scatter-add).
+
+    Args:
+        matrix: (N, 2, 3) maps from image pixels to output pixels (pixel centres at integer coordinates).
+        in_size: the image's (height, width); size: the output's (height, width).
+        dtype: the float type the source coordinates are computed in (the images').
+
+    Returns:
+        ``index`` (N, 4, P) int64 into the flattened image (``y * width + x``, clamped inside it) and ``weight``
+        (N, 4, P) in ``dtype``, zero for taps outside the image; P = height x width of the output, taps in the order
+        (y0, x0), (y0, x1), (y1, x0), (y1, x1).
+
+    Example:
+        >>> index, weight = bilinear_taps(torch.eye(2, 3)[None], (8, 8), (4, 4))   # index (1, 4, 16)
+    """
+    h, w = in_size
+    out_h, out_w = size
+    inv = invert_affine(matrix.to(dtype))
+    ys, xs = torch.meshgrid(torch.arange(out_h, dtype=dtype, device=matrix.device),
+                            torch.arange(out_w, dtype=dtype, device=matrix.device), indexing="ij")
+    grid = torch.stack([xs.reshape(-1), ys.reshape(-1), torch.ones_like(xs).reshape(-1)])  # (3, P)
+    source = inv @ grid  # (N, 2, P)
+    sx, sy = source[:, 0], source[:, 1]
+    x0, y0 = torch.floor(sx), torch.floor(sy)
+    fx, fy = sx - x0, sy - y0
+    indices, weights = [], []
+    for dy, wy in ((0, 1 - fy), (1, fy)):
+        for dx, wx in ((0, 1 - fx), (1, fx)):
+            xi, yi = x0 + dx, y0 + dy
+            inside = ((xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)).to(dtype)
+            indices.append((yi.clamp(0, h - 1) * w + xi.clamp(0, w - 1)).long())
+            weights.append(wx * wy * inside)
+    return torch.stack(indices, 1), torch.stack(weights, 1)
+
+
 def warp_affine(images: torch.Tensor, matrix: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """``cv2.warpAffine(image, M, size)`` with bilinear interpolation, batched and differentiable.
 
@@ -55,25 +93,13 @@ def warp_affine(images: torch.Tensor, matrix: torch.Tensor, size: tuple[int, int
         (N, C, height, width); output pixels whose source falls outside the image blend in zeros.
     """
     n, c, h, w = images.shape
-    out_h, out_w = size
-    inv = invert_affine(matrix.to(images.dtype))
-    ys, xs = torch.meshgrid(torch.arange(out_h, dtype=images.dtype, device=images.device),
-                            torch.arange(out_w, dtype=images.dtype, device=images.device), indexing="ij")
-    grid = torch.stack([xs.reshape(-1), ys.reshape(-1), torch.ones_like(xs).reshape(-1)])  # (3, P)
-    source = inv @ grid  # (N, 2, P)
-    sx, sy = source[:, 0], source[:, 1]
-    x0, y0 = torch.floor(sx), torch.floor(sy)
-    fx, fy = sx - x0, sy - y0
+    index, weight = bilinear_taps(matrix.to(images.device), (h, w), size, images.dtype)
     flat = images.reshape(n, c, h * w)
-    out = images.new_zeros(n, c, out_h * out_w)
-    for dy, wy in ((0, 1 - fy), (1, fy)):
-        for dx, wx in ((0, 1 - fx), (1, fx)):
-            xi, yi = x0 + dx, y0 + dy
-            inside = ((xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)).to(images.dtype)
-            index = (yi.clamp(0, h - 1) * w + xi.clamp(0, w - 1)).long()
-            taps = flat.gather(2, index[:, None, :].expand(n, c, -1))
-            out = out + taps * (wx * wy * inside)[:, None, :]
-    return out.reshape(n, c, out_h, out_w)
+    out = images.new_zeros(n, c, size[0] * size[1])
+    for tap in range(index.shape[1]):
+        taps = flat.gather(2, index[:, None, tap].expand(n, c, -1))
+        out = out + taps * weight[:, None, tap]
+    return out.reshape(n, c, *size)
 
 
 def align_faces(images: torch.Tensor, landmarks: torch.Tensor, size: int = ARCFACE_SIZE) -> torch.Tensor:
