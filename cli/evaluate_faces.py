@@ -64,13 +64,16 @@ def face_plan(args: argparse.Namespace):
     from comcloak.evaluation.faces import FACE_JUDGES as JUDGES
     from comcloak.evaluation.faces import read_people
 
+    from comcloak.attacks.faces.cloak import FACE_BACKENDS
+
     refused = [flag for name, flag in NOT_FOR_FACES.items() if getattr(args, name, None) not in (None, False)]
-    # The face cloak runs the torch loop in fp32 on the CPU (comcloak.attacks.faces has no device or backend yet).
+    # The face loop runs in fp32 on the CPU: the torch loop or the exported face step on ONNX Runtime.
     refused += [flag for flag, given in (("--device", args.device is not None),
-                                         ("--backend", args.backend != defaults.BACKEND),
                                          ("--precision", args.precision != defaults.PRECISION)) if given]
     if refused:
         raise UserError(f"{', '.join(refused)} do not apply to --protocol faces")
+    if args.backend not in FACE_BACKENDS:
+        raise UserError(f"--backend {args.backend}: the face cloak runs on {' or '.join(FACE_BACKENDS)}")
     if len(args.photos) != 1:
         raise UserError("--protocol faces reads one folder of PERSON/ subfolders")
     judges = _names(args.judges or FACE_JUDGES, JUDGES, "--judges (faces protocol)")
@@ -98,8 +101,9 @@ def run_faces(args: argparse.Namespace) -> int:
     cache = CloakCache(args.cache) if args.cache else None
     with tqdm(total=len(people.photos) + len(profiles), unit="step", disable=args.quiet, file=sys.stderr,
               dynamic_ncols=True) as bar:
-        result = run_face_protocol(people, config, judges, profiles, cache=cache, progress=bar.update)
-    payload = result.payload()
+        result = run_face_protocol(people, config, judges, profiles, cache=cache, progress=bar.update,
+                                   backend=args.backend)
+    payload = {**result.payload(), "backend": args.backend}
     print("\n".join(results_table(payload)))
     summary = payload["summary"]
     print(f"{summary['photos']} photos, {summary['faces_cloaked']} faces cloaked, {result.seconds:.0f} s")

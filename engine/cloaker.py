@@ -154,7 +154,6 @@ class Cloaker:
         from comcloak.engine.faces import FaceStep
 
         self.protection, self.face_config = resolve_protection(settings, face_config)
-        self.faces = None if self.face_config is None else FaceStep(self.face_config)
         if backend not in backend_choices():
             raise CloakerConfigError(f"unknown backend {backend!r}; available: {', '.join(backend_choices())}")
         if threads is not None and not is_count(threads):
@@ -184,6 +183,7 @@ class Cloaker:
             raise CloakerConfigError(str(error)) from None
         self.threads = threads
         self.precision = precision
+        self.faces = None if self.face_config is None else FaceStep(self.face_config, backend=self.backend)
         self._graphs = StepGraphCache(
             self.attacked, self.through, cache_dir,
             metadata={"classifier": config.classifier, "through": config.through},

@@ -111,7 +111,8 @@ def _worker(connection: Any, backend: str, settings: FaceBenchSettings) -> None:
         seconds, deltas = [], []
         for index in range(len(work.faces)):
             began = time.perf_counter()
-            deltas.append(attack(index).numpy())
+            delta, factors = attack(index)  # the working view's perturbation and its per-pixel budget
+            deltas.append((delta.numpy(), None if factors is None else factors.numpy()))
             seconds.append(time.perf_counter() - began)
         connection.send(("ok", (seconds, deltas)))
     connection.send(("ok", peak_rss_megabytes()))
@@ -180,8 +181,9 @@ def pixel_parity(settings: FaceBenchSettings, deltas: dict[str, list[Any]]) -> d
 
     def cloaks(backend: str) -> list[Any]:
         composers = [Composer(to_tensor(photo[None]), config.face) for photo in work.photos]
-        for (photo_index, _, region), delta in zip(work.faces, deltas[backend]):
-            composers[photo_index].add(region, torch.from_numpy(delta))
+        for (photo_index, _, region), (delta, factors) in zip(work.faces, deltas[backend]):
+            composers[photo_index].add(region, torch.from_numpy(delta),
+                                       None if factors is None else torch.from_numpy(factors))
         used = sorted({photo_index for photo_index, _, _ in work.faces})
         return [composers[i].compose(work.photos[i], config.attack.eps).astype(np.int16) for i in used]
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from comcloak.attacks.faces.cloak import FaceModels, FaceRecord, check_face, cloak_faces
+from comcloak.attacks.faces.cloak import FACE_BACKENDS, FaceModels, FaceRecord, check_face, cloak_faces
 from comcloak.attacks.faces.settings import FaceCloakConfig
 from comcloak.codecs.tensors import to_tensor
 from comcloak.engine.protection import NOT_FOUND, NOT_PROTECTED, PROTECTED, TOO_SMALL, face_report
@@ -47,6 +47,13 @@ def clip_to_budget(original: np.ndarray, cloaked: np.ndarray, regions: list[Any]
     return np.clip(cloaked.astype(np.int16), low, high).clip(0, 255).astype(np.uint8)
 
 
+def face_backend_for(backend: str) -> str:
+    """The face loop (``attacks/faces/cloak.FACE_BACKENDS``) a Cloaker of ``backend`` runs: ``onnxruntime`` runs the
+    exported face step, every other backend the torch loop (the face step has no TensorRT or CUDA-graph runner; the
+    classifier's step still runs on the backend asked for)."""
+    return backend if backend in FACE_BACKENDS else "torch"
+
+
 class FaceStep:
     """The face cloak of one ``Cloaker``: its :class:`FaceCloakConfig` and the surrogate's face models, created on
     first use (only when faces are asked for) and reused for every photo; safe to share between threads.
@@ -56,8 +63,9 @@ class FaceStep:
         >>> cloaked, faces, detections = step.cloak(photo, photo, 0.0)
     """
 
-    def __init__(self, config: FaceCloakConfig, models: FaceModels | None = None) -> None:
+    def __init__(self, config: FaceCloakConfig, models: FaceModels | None = None, backend: str = "torch") -> None:
         self.config = config
+        self.backend = face_backend_for(backend)
         self._models = models
         self._lock = threading.Lock()
 
@@ -79,7 +87,7 @@ class FaceStep:
         detections = tuple(detect_faces(self.models.detector, original))
         if not detections:  # a copy: the cloak is never the caller's own array
             return (base.copy() if base is original else base), (), ()
-        result = cloak_faces(base, self.config, models=self.models, detections=detections)
+        result = cloak_faces(base, self.config, models=self.models, detections=detections, backend=self.backend)
         if base is original:  # the face cloak alone: its own check was against the original already
             return result.photo, result.faces, detections
         regions = [face.region for face in result.faces if face.region is not None]

@@ -22,8 +22,9 @@ from comcloak.attacks.faces.compose import Region
 CACHE_FORMAT = 1  # bump when what is stored changes: older entries are then simply not found
 
 
-def cloak_key(photo: np.ndarray, config: FaceCloakConfig) -> str:
-    """The hex SHA-256 of ``photo`` (uint8 (H, W, 3)) and ``config``.
+def cloak_key(photo: np.ndarray, config: FaceCloakConfig, backend: str = "torch") -> str:
+    """The hex SHA-256 of ``photo`` (uint8 (H, W, 3)), ``config`` and the face loop's ``backend`` (the torch loop's
+    keys name no backend, so they stay those of the cloaks stored before there was a choice).
 
     Example:
         >>> cloak_key(np.zeros((4, 4, 3), np.uint8), face_config("faces"))[:8]  # doctest: +SKIP
@@ -32,6 +33,8 @@ def cloak_key(photo: np.ndarray, config: FaceCloakConfig) -> str:
     digest = hashlib.sha256(f"comcloak-face-cloak:{CACHE_FORMAT}:{photo.shape}:".encode())
     digest.update(np.ascontiguousarray(photo, np.uint8).tobytes())
     digest.update(repr(config).encode())
+    if backend != "torch":  # the backends' cloaks differ by float32 rounding drift: each keeps its own
+        digest.update(f":backend={backend}".encode())
     return digest.hexdigest()
 
 
@@ -60,13 +63,13 @@ class CloakCache:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
 
-    def _paths(self, photo: np.ndarray, config: FaceCloakConfig) -> tuple[Path, Path]:
-        stem = self.root / (config.attack.strength or "custom") / cloak_key(photo, config)
+    def _paths(self, photo: np.ndarray, config: FaceCloakConfig, backend: str) -> tuple[Path, Path]:
+        stem = self.root / (config.attack.strength or "custom") / cloak_key(photo, config, backend)
         return stem.with_suffix(".png"), stem.with_suffix(".json")
 
-    def load(self, photo: np.ndarray, config: FaceCloakConfig) -> FaceCloakResult | None:
+    def load(self, photo: np.ndarray, config: FaceCloakConfig, backend: str = "torch") -> FaceCloakResult | None:
         """The stored cloak of ``photo`` under ``config``, or None (not stored, or stored for another shape)."""
-        image_path, record_path = self._paths(photo, config)
+        image_path, record_path = self._paths(photo, config, backend)
         if not (image_path.is_file() and record_path.is_file()):
             return None
         with Image.open(image_path) as image:
@@ -76,9 +79,10 @@ class CloakCache:
         entries = json.loads(record_path.read_text())["faces"]
         return FaceCloakResult(cloak, tuple(record_from_dict(entry) for entry in entries))
 
-    def store(self, photo: np.ndarray, config: FaceCloakConfig, result: FaceCloakResult) -> None:
+    def store(self, photo: np.ndarray, config: FaceCloakConfig, result: FaceCloakResult,
+              backend: str = "torch") -> None:
         """Keep ``result`` (the cloak of ``photo`` under ``config``), atomically."""
-        image_path, record_path = self._paths(photo, config)
+        image_path, record_path = self._paths(photo, config, backend)
         with atomic_writer(image_path) as handle:
             Image.fromarray(result.photo).save(handle, format="PNG")
         write_json({"format": CACHE_FORMAT, "faces": [record_to_dict(record) for record in result.faces]},

@@ -235,18 +235,20 @@ class FaceEvalResult:
 
 
 def cloak_people(people: PeoplePhotos, config: FaceCloakConfig, models: FaceModels | None = None,
-                 cache: CloakCache | None = None, progress: Callable[[int], None] | None = None) -> dict:
-    """``PERSON/file`` -> (:class:`FaceCloakResult`, whether it came from ``cache``) for every photo."""
+                 cache: CloakCache | None = None, progress: Callable[[int], None] | None = None,
+                 backend: str = "torch") -> dict:
+    """``PERSON/file`` -> (:class:`FaceCloakResult`, whether it came from ``cache``) for every photo, cloaked by the
+    face loop of ``backend`` (``attacks/faces/cloak.FACE_BACKENDS``)."""
     cloaks = {}
     for name, photo in people.photos.items():
-        result = cache.load(photo, config) if cache else None
+        result = cache.load(photo, config, backend) if cache else None
         cloaks[name] = (result, True)
         if result is None:
             # The models load on the first photo the cache does not hold: a fully cached run never loads them.
             models = models or FaceModels.create(config.face.detector, config.face.recogniser)
-            cloaks[name] = (cloak_faces(photo, config, models=models), False)
+            cloaks[name] = (cloak_faces(photo, config, models=models, backend=backend), False)
             if cache:
-                cache.store(photo, config, cloaks[name][0])
+                cache.store(photo, config, cloaks[name][0], backend)
         if progress:
             progress(1)
     return cloaks
@@ -254,19 +256,19 @@ def cloak_people(people: PeoplePhotos, config: FaceCloakConfig, models: FaceMode
 
 def run_face_protocol(people: PeoplePhotos, config: FaceCloakConfig, judges: Sequence[FaceJudge],
                       profiles: Sequence[str], *, models: FaceModels | None = None, cache: CloakCache | None = None,
-                      progress: Callable[[int], None] | None = None) -> FaceEvalResult:
+                      progress: Callable[[int], None] | None = None, backend: str = "torch") -> FaceEvalResult:
     """Cloak every photo of ``people`` with ``config``, send each cloak through each profile of ``profiles``
     (names of :data:`~comcloak.codecs.platforms.PROFILES`) and count, per judge, pairs and self-matches broken.
 
     ``models``: the cloak's surrogate models (default: ``config.face``'s); ``cache``: stored cloaks, reused and
-    added to; ``progress(n)``: called after each cloak and each profile. Example::
+    added to; ``progress(n)``: called after each cloak and each profile; ``backend``: the face loop's. Example::
 
         people = read_people("identities", 640)
         result = run_face_protocol(people, face_config("faces"), [DlibJudge(), SFaceJudge()], ["facebook"])
         result.rows[0]["pairs_broken_rate"]
     """
     started = time.perf_counter()
-    cloaks = cloak_people(people, config, models, cache, progress)
+    cloaks = cloak_people(people, config, models, cache, progress, backend)
     result = FaceEvalResult(config, judges={judge.name: judge.role for judge in judges}, failed=people.failed,
                             side=people.side)
     for name, (cloak, cached) in cloaks.items():

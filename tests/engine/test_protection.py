@@ -14,7 +14,7 @@ from comcloak.attacks.faces.compose import Region
 from comcloak.attacks.presets import preset_config
 from comcloak.engine.archive_options import ArchiveOptions, archive_settings
 from comcloak.engine.cloaker import Cloaker, CloakerConfigError, CloakerSpec
-from comcloak.engine.faces import clip_to_budget
+from comcloak.engine.faces import clip_to_budget, face_backend_for
 from comcloak.engine.pipeline import PhotoRecord
 from comcloak.engine.protection import Protection, face_summary, faces_protected, protection_settings
 from comcloak.engine.report import format_table
@@ -107,3 +107,12 @@ def test_both_is_one_perturbation_within_the_face_eps_on_faces_and_eps_elsewhere
     assert change[inside].max() <= round(cloaker.face_config.attack.eps * 255)
     assert 0 < change[~inside].max() <= round(cloaker.config.eps * 255) == 5
     assert change[inside].max() > 5  # the face got more than the objects budget
+
+
+def test_the_cloakers_backend_picks_the_face_loop() -> None:
+    """--backend onnxruntime runs the exported face step; the backends without a face runner run the torch loop."""
+    assert face_backend_for("onnxruntime") == "onnxruntime"
+    assert [face_backend_for(name) for name in ("torch", "torch-per-image", "tensorrt")] == ["torch"] * 3
+    assert Cloaker(protect="faces", backend="onnxruntime", **TINY).faces.backend == "onnxruntime"
+    assert Cloaker(protect="faces", **TINY).faces.backend == "torch"
+    assert Cloaker(protect="objects", backend="onnxruntime", **TINY).faces is None

@@ -34,7 +34,8 @@ def photo_tree(root: Path, layout: dict[str, int]) -> Path:
     ({"ann/1.png": 1, "ann/2.png": 2}, ["--judges", "efficientnet_lite1"], "--judges (faces protocol) takes"),
     ({"ann/1.png": 1, "ann/2.png": 2}, ["--face-preset", "loud"], "unknown face preset 'loud'"),
     ({"ann/1.png": 1, "ann/2.png": 2}, ["--strengths", "low"], "--strengths do not apply to --protocol faces"),
-    ({"ann/1.png": 1, "ann/2.png": 2}, ["--backend", "onnxruntime"], "--backend do not apply to --protocol faces"),
+    ({"ann/1.png": 1, "ann/2.png": 2}, ["--precision", "fp16"], "--precision do not apply to --protocol faces"),
+    ({"ann/1.png": 1, "ann/2.png": 2}, ["--backend", "tensorrt"], "the face cloak runs on torch or onnxruntime"),
 ])
 def test_faces_protocol_errors_are_one_line_with_status_2(tmp_path, capsys, layout, options, message) -> None:
     folder = photo_tree(tmp_path / "photos", layout)

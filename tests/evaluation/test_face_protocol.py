@@ -12,7 +12,7 @@ from PIL import Image
 from comcloak.attacks.faces import FaceCloakResult, FaceModels, FaceRecord, face_config
 from comcloak.attacks.faces.compose import Region
 from comcloak.errors import UserError
-from comcloak.evaluation.face_cache import CloakCache
+from comcloak.evaluation.face_cache import CloakCache, cloak_key
 from comcloak.evaluation.face_judge import FaceJudge, JudgedFace
 from comcloak.evaluation.face_report import face_markdown, write_face_chart
 from comcloak.evaluation.faces import face_quality, match_face, read_people, run_face_protocol, tally_judge
@@ -152,3 +152,12 @@ def test_the_protocol_writes_its_outputs_and_reuses_cached_cloaks(tmp_path, tiny
     again = run_face_protocol(people, config, [judge], ["wechat", "reshare"], models=None, cache=cache).payload()
     assert again["summary"]["photos_from_cache"] == 6 and again["results"] == payload["results"]
     assert [photo["faces"] for photo in again["photos"]] == [photo["faces"] for photo in payload["photos"]]
+
+
+def test_the_cache_keeps_each_face_loops_cloaks_apart() -> None:
+    """The exported face step's cloaks differ from the torch loop's by rounding drift: they never share a key, and
+    the torch loop's keys are those of before there was a choice (no backend in them)."""
+    from comcloak.attacks.faces import face_config
+
+    photo, config = np.zeros((8, 8, 3), np.uint8), face_config("faces")
+    assert cloak_key(photo, config) == cloak_key(photo, config, "torch") != cloak_key(photo, config, "onnxruntime")
