@@ -60,11 +60,10 @@ def _names(text: str, known, what: str) -> list[str]:
 def face_plan(args: argparse.Namespace):
     """Check the options; return (people, config, judge names, profiles)."""
     from comcloak.attacks.faces import DEFAULT_FACE_PRESET, face_config
+    from comcloak.attacks.faces.cloak import FACE_BACKENDS
     from comcloak.errors import UserError
     from comcloak.evaluation.faces import FACE_JUDGES as JUDGES
     from comcloak.evaluation.faces import read_people
-
-    from comcloak.attacks.faces.cloak import FACE_BACKENDS
 
     refused = [flag for name, flag in NOT_FOR_FACES.items() if getattr(args, name, None) not in (None, False)]
     # The face loop runs in fp32 on the CPU: the torch loop or the exported face step on ONNX Runtime.
