@@ -126,10 +126,10 @@ class Cloaker:
 
     Protection (``settings`` too, declared on :class:`~comcloak.engine.protection.Protection`): ``protect`` is
     ``objects`` (the whole-photo classifier cloak above, byte-identical to before faces existed), ``faces`` (only the
-    detected faces change: ``comcloak.engine.faces``) or ``both`` (default: the objects cloak, then the face cloak on
-    it; inside the face regions the change is at most the face preset's eps, elsewhere ``eps``); ``face_preset``
-    (``faces``, ``faces-quality``, ``faces-strong``) and ``face_steps``. The face models are created on the first
-    photo, once per Cloaker; :attr:`CloakResult.faces` carries each face's record.
+    detected faces change: ``comcloak.engine.faces``) or ``both`` (default: the face cloak, then the objects cloak
+    starting from it; inside the face regions the change is at most the face preset's eps, elsewhere ``eps``);
+    ``face_preset`` (``faces``, ``faces-quality``, ``faces-strong``) and ``face_steps``. The face models are created
+    on the first photo, once per Cloaker; :attr:`CloakResult.faces` carries each face's record.
 
     Thread safety: weights are frozen and each call builds its own tensors; the exported backends' runners keep
     static buffers, so each is used under its own lock. One instance can serve several threads.
@@ -257,7 +257,10 @@ class Cloaker:
 
         Attack views of equal shape are attacked together in batches of up to ``batch_size``; the full-resolution
         composition runs one photo at a time so memory stays bounded by the largest photo. Faces (``protect``
-        ``faces``/``both``) are cloaked one photo and one face at a time, after the objects cloak.
+        ``faces``/``both``) are cloaked one photo and one face at a time. Under ``both`` the face cloak comes first
+        and the objects cloak starts from it (its goal the original's labels), so the classifier attack sees, and
+        keeps, the face change: one perturbation, clipped to the face eps inside the face regions and ``eps``
+        elsewhere (``engine/faces.clip_to_budget``).
         """
         if not is_count(batch_size):
             raise CloakInputError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -269,17 +272,31 @@ class Cloaker:
                 raise CloakInputError(f"photo {index}: {too_small}")
         if not self.protection.objects:
             results = [CloakResult(cloaked=photo, clean_label=None, goal_label=None) for photo in photos]
-        else:
-            results = self._cloak_objects(photos, batch_size)
-        if self.faces is not None:
             for photo, result in zip(photos, results):
                 result.cloaked, result.faces, result.face_detections = self.faces.cloak(
-                    photo, result.cloaked, self.config.eps)
+                    photo, photo, self.config.eps)
+            return results
+        if self.faces is None:
+            return self._cloak_objects(photos, batch_size)
+        faced = [self.faces.cloak(photo, photo, self.config.eps) for photo in photos]
+        # A photo without faces starts from itself: its objects cloak is the objects-only one, byte for byte.
+        starts = [cloak if faces else photo for photo, (cloak, faces, _) in zip(photos, faced)]
+        results = self._cloak_objects(photos, batch_size, starts)
+        for photo, result, (_, faces, detections) in zip(photos, results, faced):
+            result.cloaked, result.faces, result.face_detections = (
+                self.faces.finish(photo, result.cloaked, faces, detections, self.config.eps) if faces
+                else (result.cloaked, (), ()))
         return results
 
-    def _cloak_objects(self, photos: list[np.ndarray], batch_size: int) -> list[CloakResult]:
-        """The whole-photo classifier cloak of checked photos, batched by attack-view shape (see cloak_photos)."""
+    def _cloak_objects(self, photos: list[np.ndarray], batch_size: int,
+                       starts: list[np.ndarray] | None = None) -> list[CloakResult]:
+        """The whole-photo classifier cloak of checked photos, batched by attack-view shape (see cloak_photos);
+        ``starts`` (same shapes): where each attack starts and what it is composed onto (default the photos), the
+        goal still the photos' own labels."""
         views = [self.attack_view(to_tensor(photo[None], self.device)) for photo in photos]
+        begins = views if starts is None else [
+            view if start is photo else self.attack_view(to_tensor(start[None], self.device))
+            for view, photo, start in zip(views, photos, starts)]
         groups: dict[tuple[int, int], list[int]] = {}
         for index, view in enumerate(views):
             groups.setdefault(tuple(view.shape[-2:]), []).append(index)
@@ -288,19 +305,23 @@ class Cloaker:
             for start in range(0, len(indices), batch_size):
                 chunk = indices[start:start + batch_size]
                 view_batch = torch.cat([views[i] for i in chunk])
-                deltas, clean_labels, goals = self._attack_views(view_batch)
+                deltas, clean_labels, goals = self._attack_views(view_batch, torch.cat([begins[i] for i in chunk]))
                 for row, index in enumerate(chunk):
+                    base = photos[index] if starts is None else starts[index]
                     results[index] = CloakResult(
-                        cloaked=self._compose(photos[index], deltas[row:row + 1]),
+                        cloaked=self._compose(base, deltas[row:row + 1]),
                         clean_label=int(clean_labels[row, 0]),
                         goal_label=int(goals[row, 0]),
                         clean_labels=tuple(int(label) for label in clean_labels[row]),
                     )
         return results  # type: ignore[return-value]
 
-    def _attack_views(self, views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(perturbations, clean labels (N, M), goals (N, M)): each surrogate is pushed away from its own clean label;
-        a targeted attack aims every surrogate at one class (the given target, or the first surrogate's paper target).
+    def _attack_views(self, views: torch.Tensor, begins: torch.Tensor | None = None,
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(perturbations, clean labels (N, M), goals (N, M)): each surrogate is pushed away from its own clean label
+        of ``views``; a targeted attack aims every surrogate at one class (the given target, or the first
+        surrogate's paper target). ``begins``: where the attack starts (default ``views``); the perturbations are
+        relative to it.
         """
         with torch.no_grad():
             clean_labels = torch.stack([surrogate(views).argmax(1) for surrogate in self.surrogates], dim=1)
@@ -310,10 +331,11 @@ class Cloaker:
             goal = torch.full_like(clean_labels, self.config.target)
         else:
             goal = paper_targets(clean_labels[:, :1], self.num_classes).expand_as(clean_labels).contiguous()
+        begins = views if begins is None else begins
         runner, lock = self._runner(views.shape[-2], views.shape[-1])
         with lock:
-            adversarial = runner.infer(views, goal)
-        return adversarial - views, clean_labels, goal
+            adversarial = runner.infer(begins, goal)
+        return adversarial - begins, clean_labels, goal
 
     def _compose(self, photo: np.ndarray, delta: torch.Tensor) -> np.ndarray:
         """Upsample the attack-view perturbation to the photo's resolution, add, round and clip to uint8.

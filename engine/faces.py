@@ -3,11 +3,11 @@ photo, combined with the objects cloak in one perturbation, and the verdict of e
 platform, as the surrogate (YuNet finds the face again, SFace no longer matches it) judges it. dlib is never run
 here: it is the evaluation-only judge (``comcloak.evaluation.face_judge``).
 
-``both`` is one perturbation: the classifier's cloak first, then the face cloak run on that (objects-cloaked) photo
-with its per-face budget, the sum clipped so that inside the face regions |cloak - original| <= the face preset's
-eps and outside them the classifier's eps (:func:`clip_to_budget`). The face preset's whole-photo PSNR floor is
-measured against the photo the face cloak is given (the objects cloak under ``both``), so under ``both`` the whole
-photo's PSNR against the original is lower than that floor.
+``both`` is one perturbation: the face cloak first (on the original, with its per-face budget), then the classifier's
+cloak starting from it (its goal the original's labels, so it sees and keeps the face change), the sum clipped so
+that inside the face regions |cloak - original| <= the face preset's eps and outside them the classifier's eps
+(:func:`clip_to_budget`, :meth:`FaceStep.finish`). The face preset's whole-photo PSNR floor holds for the face cloak
+alone; the objects cloak adds its own change, so under ``both`` the whole photo's PSNR is lower than that floor.
 """
 
 from __future__ import annotations
@@ -90,11 +90,18 @@ class FaceStep:
         result = cloak_faces(base, self.config, models=self.models, detections=detections, backend=self.backend)
         if base is original:  # the face cloak alone: its own check was against the original already
             return result.photo, result.faces, detections
-        regions = [face.region for face in result.faces if face.region is not None]
-        cloaked = clip_to_budget(original, result.photo, regions, self.config.attack.eps, eps)
+        return self.finish(original, result.photo, result.faces, detections, eps)
+
+    def finish(self, original: np.ndarray, cloaked: np.ndarray, faces: tuple[FaceRecord, ...],
+               detections: tuple[FaceDetection, ...], eps: float,
+               ) -> tuple[np.ndarray, tuple[FaceRecord, ...], tuple[FaceDetection, ...]]:
+        """``cloaked`` (face and objects cloaks together) clipped by :func:`clip_to_budget` to ``original``, and the
+        ``faces``' records checked again on it (``cosine``/``protected`` against the clean ``original``)."""
+        regions = [face.region for face in faces if face.region is not None]
+        cloaked = clip_to_budget(original, cloaked, regions, self.config.attack.eps, eps)
         clean = to_tensor(np.ascontiguousarray(original)[None])
         records = []
-        for face, detection in zip(result.faces, detections):
+        for face, detection in zip(faces, detections):
             cosine = None if face.region is None else check_face(self.models, cloaked, clean, detection)
             records.append(replace(face, cosine=cosine,
                                    protected=cosine is not None and cosine < SFACE_COSINE_THRESHOLD))

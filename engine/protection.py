@@ -25,10 +25,10 @@ PROTECT_HELP = (
     "what the cloak protects against: objects (ImageNet classifiers' labels: the photo's content is mislabelled; the "
     "whole photo changes within --eps), faces (face recognition matching the people in the photo to other photos of "
     "them: each detected face is cloaked and nothing outside the face regions changes; a photo without faces is "
-    "reported 'no faces', never protected, and not written) or both (one perturbation: the objects cloak, then the "
-    "face cloak on it; within the face regions the change is at most the face preset's eps, elsewhere --eps). both "
-    "is the default because face recognition is the threat that motivates the tool, and a photo without faces "
-    "costs only a detection: it protects people where there are some and objects everywhere")
+    "reported 'no faces', never protected, and not written) or both (one perturbation: the face cloak, then the "
+    "objects cloak starting from it; within the face regions the change is at most the face preset's eps, elsewhere "
+    "--eps). both is the default because face recognition is the threat that motivates the tool, and a photo "
+    "without faces costs only a detection: it protects people where there are some and objects everywhere")
 
 # The verdict of one face after the --check platform (the surrogate detector and recogniser; never dlib).
 PROTECTED = "protected"  # found again (IoU >= 0.3) and the recogniser no longer matches it to the clean face

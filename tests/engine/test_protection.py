@@ -116,3 +116,16 @@ def test_the_cloakers_backend_picks_the_face_loop() -> None:
     assert Cloaker(protect="faces", backend="onnxruntime", **TINY).faces.backend == "onnxruntime"
     assert Cloaker(protect="faces", **TINY).faces.backend == "torch"
     assert Cloaker(protect="objects", backend="onnxruntime", **TINY).faces is None
+
+
+@needs_face_models
+def test_both_starts_the_objects_cloak_from_the_face_cloak(sample_photos) -> None:
+    """Under both the face cloak comes first and the objects cloak starts from it: the result is within the objects
+    eps of the face cloak alone everywhere (so the classifier attack kept the face change), and not equal to it."""
+    photo = sample_photos["astronaut"]
+    [faces_only] = Cloaker(protect="faces", face_steps=1, **TINY).cloak_photos([photo])
+    [both] = Cloaker(face_steps=1, **TINY).cloak_photos([photo])
+    gap = np.abs(both.cloaked.astype(int) - faces_only.cloaked)
+    assert 0 < gap.max() <= round(5 / 255 * 255)
+    assert both.clean_label is not None and [face.region for face in both.faces] == [
+        face.region for face in faces_only.faces]
