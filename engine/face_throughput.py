@@ -12,7 +12,6 @@ pixel values that differ and the largest difference (float32 rounding between th
 
 from __future__ import annotations
 
-import multiprocessing
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -21,6 +20,7 @@ from typing import Any
 
 from comcloak.attacks.faces.cloak import FACE_BACKENDS as FACE_LOOPS
 from comcloak.engine.bench_results import library_versions, machine_description
+from comcloak.engine.throughput import SpawnedWorker
 
 FACE_BACKENDS = tuple(FACE_LOOPS)  # the face cloak's loops: torch (the reference) and onnxruntime
 REFERENCE = "torch"
@@ -118,38 +118,17 @@ def _worker(connection: Any, backend: str, settings: FaceBenchSettings) -> None:
     connection.send(("ok", peak_rss_megabytes()))
 
 
-class FaceBenchWorker:
-    """One backend in its own process, prepared once, timed on demand (``time()``), closed with ``close()``."""
+class FaceBenchWorker(SpawnedWorker):
+    """One backend in its own process, prepared once, timed on demand (``time()``), closed with ``close()`` (its
+    peak resident memory, MB)."""
 
     def __init__(self, backend: str, settings: FaceBenchSettings) -> None:
         self.backend = backend
-        context = multiprocessing.get_context("spawn")
-        self._connection, child = context.Pipe()
-        self._process = context.Process(target=_worker, args=(child, backend, settings))
-        self._process.start()
-        child.close()
+        super().__init__(_worker, (backend, settings), backend)
         self.faces = self._ask(None)
-
-    def _ask(self, command: str | None) -> Any:
-        try:
-            if command is not None:
-                self._connection.send(command)
-            status, payload = self._connection.recv()
-        except (EOFError, OSError):
-            status, payload = "error", f"the worker process ended (exit code {self._process.exitcode})"
-        if status == "error":
-            self._process.join()
-            raise RuntimeError(f"{self.backend}: {payload}")
-        return payload
 
     def time(self) -> tuple[list[float], list[Any]]:
         return self._ask("time")
-
-    def close(self) -> float:
-        try:
-            return self._ask("stop")
-        finally:
-            self._process.join()
 
 
 def export_face_graph(settings: FaceBenchSettings) -> Path:

@@ -208,7 +208,39 @@ def _worker(connection: Any, info: BackendInfo, precision: str, batch: int, sett
         runner.deactivate()
 
 
-class BenchWorker:
+class SpawnedWorker:
+    """A worker function in its own ``spawn``ed process, spoken to over a pipe: ``target(connection, *args)``
+    answers each command with ``(status, payload)``; an ``error`` (or the process ending) joins it and raises
+    ``RuntimeError("LABEL: message")``. ``close()`` sends ``stop`` and returns the last payload."""
+
+    def __init__(self, target: Callable[..., None], args: tuple[Any, ...], label: str) -> None:
+        self.label = label
+        context = multiprocessing.get_context("spawn")
+        self._connection, child = context.Pipe()
+        self._process = context.Process(target=target, args=(child, *args))
+        self._process.start()
+        child.close()
+
+    def _ask(self, command: str | None) -> Any:
+        try:
+            if command is not None:
+                self._connection.send(command)
+            status, payload = self._connection.recv()
+        except (EOFError, OSError):
+            status, payload = "error", f"the worker process ended (exit code {self._process.exitcode})"
+        if status == "error":
+            self._process.join()
+            raise RuntimeError(f"{self.label}: {payload}")
+        return payload
+
+    def close(self) -> Any:
+        try:
+            return self._ask("stop")
+        finally:
+            self._process.join()
+
+
+class BenchWorker(SpawnedWorker):
     """One (backend, precision, batch) in its own ``spawn``ed process, prepared once and timed on demand, so that
     several can take turns (``comcloak bench --rounds``) while each keeps its own memory and nothing else runs during
     its turn (the others wait on a pipe).
@@ -222,24 +254,9 @@ class BenchWorker:
         info = get_backend(backend)  # an unknown name fails here, before a process is spawned
         self.backend, self.precision, self.batch = backend, precision, batch
         self.device = settings.device
-        context = multiprocessing.get_context("spawn")
-        self._connection, child = context.Pipe()
-        self._process = context.Process(target=_worker, args=(child, info, precision, batch, settings, onnx_path))
-        self._process.start()
-        child.close()
+        super().__init__(_worker, (info, precision, batch, settings, onnx_path),
+                         f"{backend} {precision} at batch {batch}")
         self._ask(None)
-
-    def _ask(self, command: str | None) -> Any:
-        try:
-            if command is not None:
-                self._connection.send(command)
-            status, payload = self._connection.recv()
-        except (EOFError, OSError):
-            status, payload = "error", f"the worker process ended (exit code {self._process.exitcode})"
-        if status == "error":
-            self._process.join()
-            raise RuntimeError(f"{self.backend} {self.precision} at batch {self.batch}: {payload}")
-        return payload
 
     def time(self) -> tuple[int, float]:
         """Time calls for the settings' ``min_seconds`` (at least one): ``(calls, seconds)``."""
@@ -247,10 +264,7 @@ class BenchWorker:
 
     def close(self) -> tuple[float, float | None]:
         """Stop the worker: its peak resident memory and peak GPU memory (None on a CPU), in MB."""
-        try:
-            return self._ask("stop")
-        finally:
-            self._process.join()
+        return super().close()
 
     def result(self, calls: int, seconds: float, memory: tuple[float, float | None], round_index: int = 0,
                ) -> BenchResult:
