@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from comcloak.atomic import atomic_writer, write_json
 from comcloak.attacks import make_through
+from comcloak.engine.bench_results import write_results
 from comcloak.engine.cloaker import load_classifier
 from comcloak.engine.throughput import library_versions, machine_description
 from comcloak.export.onnx_export import ExportError, export_attack_step
@@ -67,11 +67,8 @@ def main() -> None:
     table = "\n".join(lines) + "\n"
     print(table)
     if args.json:
-        out = Path(args.json)
-        write_json({"machine": machine_description(), "versions": library_versions(), "size": args.size,
-                    "results": rows}, out)
-        with atomic_writer(out.with_suffix(".md")) as handle:
-            handle.write(table.encode())
+        write_results({"machine": machine_description(), "versions": library_versions(), "size": args.size,
+                       "results": rows}, args.json, table)
 
 
 if __name__ == "__main__":

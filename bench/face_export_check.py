@@ -12,10 +12,9 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from comcloak.atomic import atomic_writer, write_json
 from comcloak.attacks.faces import face_config
 from comcloak.attacks.through import make_through
-from comcloak.engine.bench_results import library_versions, machine_description
+from comcloak.engine.bench_results import library_versions, machine_description, write_results
 from comcloak.export.face_export import export_face_step
 from comcloak.export.step_io import StepSpec
 from comcloak.models.faces import create_face_model
@@ -52,9 +51,7 @@ def main() -> None:
              f"{row['outputs_tolerance']:.2e} | {row['passed']} |\n")
     print(table)
     if args.json:
-        write_json(payload, args.json)
-        with atomic_writer(Path(args.json).with_suffix(".md")) as handle:
-            handle.write(table.encode())
+        write_results(payload, args.json, table)
 
 
 if __name__ == "__main__":

@@ -16,14 +16,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from comcloak.atomic import atomic_writer, write_json
 from comcloak.attacks.faces.cloak import FaceModels, attack_face, check_face, face_loop
 from comcloak.attacks.faces.compose import Composer
 from comcloak.attacks.loop import run_attack
 from comcloak.cli.bench import face_photos
 from comcloak.codecs.tensors import to_tensor
 from comcloak.engine.backends.face_runner import FaceOnnxRuntimeLoop
-from comcloak.engine.bench_results import library_versions, machine_description
+from comcloak.engine.bench_results import library_versions, machine_description, write_results
 from comcloak.engine.face_throughput import FaceBenchSettings, load_faces
 
 WAYS = ("torch", "onnxruntime", "torch-float64")
@@ -94,9 +93,7 @@ def main() -> None:
     table = "\n".join(lines) + "\n"
     print(table)
     if args.json:
-        write_json(payload, args.json)
-        with atomic_writer(Path(args.json).with_suffix(".md")) as handle:
-            handle.write(table.encode())
+        write_results(payload, args.json, table)
 
 
 if __name__ == "__main__":

@@ -124,10 +124,8 @@ def face_photos(text: str) -> tuple[str, ...]:
 
 def run_faces(args: argparse.Namespace) -> int:
     """``--workload faces``: torch and onnxruntime (those of --backends) on the faces of --photos."""
-    from pathlib import Path
-
-    from comcloak.atomic import atomic_writer, write_json
     from comcloak.attacks.faces.settings import FACE_PRESETS
+    from comcloak.engine.bench_results import write_results
     from comcloak.engine.face_throughput import (
         FACE_BACKENDS,
         FaceBenchSettings,
@@ -151,21 +149,16 @@ def run_faces(args: argparse.Namespace) -> int:
     payload = measure_faces(settings, backends, args.rounds, report=lambda line: print(line, file=sys.stderr))
     if not payload["results"]:
         raise UserError("no backend could be measured")
-    write_json(payload, args.json)
     table = face_table(payload)
-    markdown = Path(args.markdown) if args.markdown else Path(args.json).with_suffix(".md")
-    with atomic_writer(markdown) as handle:
-        handle.write(table.encode())
+    write_results(payload, args.json, table, args.markdown)
     print(table)
     return 0
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
-    from comcloak.atomic import atomic_writer, write_json
     from comcloak.engine.backends.registry import get_backend
-    from comcloak.engine.bench_results import BenchSettings, markdown_table, results_payload
+    from comcloak.engine.bench_results import BenchSettings, markdown_table, results_payload, write_results
     from comcloak.engine.throughput import (
         attack_flops_per_image,
         export_for_bench,
@@ -214,10 +207,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"floor: {flops / 1e9:.2f} GFLOP per image, {matmul[1]} matmul {matmul[0] / 1e12:.2f} TFLOP/s",
           file=sys.stderr)
     payload = results_payload(results, settings, flops, matmul)
-    write_json(payload, args.json)
     table = markdown_table(payload)
-    markdown = Path(args.markdown) if args.markdown else Path(args.json).with_suffix(".md")
-    with atomic_writer(markdown) as handle:
-        handle.write(table.encode())
+    write_results(payload, args.json, table, args.markdown)
     print(table)
     return 0

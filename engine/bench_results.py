@@ -8,8 +8,10 @@ import os
 import platform
 import statistics
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
+from comcloak.atomic import atomic_writer, write_json
 from comcloak.attacks.config import declared_settings
 
 REFERENCE = ("torch", "fp32")  # eager fp32: the ratios' denominator
@@ -211,3 +213,14 @@ def markdown_table(payload: dict) -> str:
             line += f" {100 * row['fraction_of_matmul_rate']:.1f}% |"
         lines.append(line)
     return "\n".join(lines) + "\n"
+
+
+def write_results(payload: dict, json_path: str | os.PathLike, table: str,
+                  markdown: str | os.PathLike | None = None) -> Path:
+    """``payload`` as JSON at ``json_path`` and ``table`` as markdown at ``markdown`` (default: beside it, with
+    ``.md``), each written atomically; returns the markdown's path."""
+    write_json(payload, json_path)
+    destination = Path(markdown) if markdown else Path(json_path).with_suffix(".md")
+    with atomic_writer(destination) as handle:
+        handle.write(table.encode())
+    return destination
