@@ -10,8 +10,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from comcloak.atomic import atomic_writer
-from comcloak.evaluation.report import PALETTE
+from comcloak.evaluation.report import PALETTE, draw_legend, draw_percent_grid, save_png
 
 MEASURES = (("pairs", "pairs broken"), ("self", "self broken"))  # (count prefix, label) of each bar per judge
 
@@ -106,10 +105,7 @@ def write_face_chart(payload: dict, destination: str | Path, width: int = 1200, 
     draw.text((left, 12), f"faces protocol: matches broken after each platform - preset "
                           f"{payload['settings']['preset']}, {payload['summary']['photos']} photos "
                           "(misses counted apart, not as broken)", fill="black")
-    for percent in range(0, 101, 20):
-        y = bottom - (bottom - top) * percent / 100
-        draw.line([(left, y), (width - right, y)], fill="#dddddd")
-        draw.text((8, y - 6), f"{percent}%", fill="black")
+    draw_percent_grid(draw, left, width - right, top, bottom)
     group_width = (width - left - right) / max(len(profiles), 1)
     bar_width = max(2.0, (group_width - 16) / max(len(series), 1))
     for g, profile in enumerate(profiles):
@@ -127,12 +123,6 @@ def write_face_chart(payload: dict, destination: str | Path, width: int = 1200, 
             draw.text((x + 1, y - 12), f"{100 * rate:.0f}", fill="black")
         draw.text((x0, bottom + 6), profile, fill="black")
     draw.line([(left, bottom), (width - right, bottom)], fill="black")
-    for s, (judge, _, label) in enumerate(series):
-        column, line = divmod(s, 2)
-        x, y = left + column * 280, bottom + 32 + line * 20
-        draw.rectangle([x, y, x + 12, y + 12], fill=PALETTE[s % len(PALETTE)])
-        draw.text((x + 18, y), f"{judge} ({payload['judges'][judge]}): {label}", fill="black")
-    destination = Path(destination)
-    with atomic_writer(destination) as handle:
-        image.save(handle, format="PNG")
-    return destination
+    draw_legend(draw, [f"{judge} ({payload['judges'][judge]}): {label}" for judge, _, label in series], left,
+                bottom + 32, 2, 280)
+    return save_png(image, destination)

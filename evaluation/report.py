@@ -64,6 +64,33 @@ def markdown_report(payload: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def draw_percent_grid(draw: ImageDraw.ImageDraw, left: int, right: int, top: int, bottom: int) -> None:
+    """A bar chart's horizontal grid at 0, 20, ..., 100 % (``bottom`` is 0 %, ``top`` 100 %) with its labels;
+    ``right`` is the chart's right edge."""
+    for percent in range(0, 101, 20):
+        y = bottom - (bottom - top) * percent / 100
+        draw.line([(left, y), (right, y)], fill="#dddddd")
+        draw.text((8, y - 6), f"{percent}%", fill="black")
+
+
+def draw_legend(draw: ImageDraw.ImageDraw, labels: list[str], left: int, top: int, per_column: int,
+                column_width: int) -> None:
+    """Swatches in :data:`PALETTE` order with their labels, ``per_column`` to a column, 20 px apart."""
+    for index, label in enumerate(labels):
+        column, line = divmod(index, per_column)
+        x, y = left + column * column_width, top + line * 20
+        draw.rectangle([x, y, x + 12, y + 12], fill=PALETTE[index % len(PALETTE)])
+        draw.text((x + 18, y), label, fill="black")
+
+
+def save_png(image: Image.Image, destination: str | Path) -> Path:
+    """Write ``image`` as PNG atomically; returns the path."""
+    destination = Path(destination)
+    with atomic_writer(destination) as handle:
+        image.save(handle, format="PNG")
+    return destination
+
+
 def write_bar_chart(payload: dict, destination: str | Path, width: int = 1200, height: int = 520) -> Path:
     """Grouped bar chart: one group per codec, one bar per (attack, through) row, success rate 0-100 %."""
     rows, codecs, cells = success_cells(payload)
@@ -73,10 +100,7 @@ def write_bar_chart(payload: dict, destination: str | Path, width: int = 1200, h
     draw.text((left, 12), f"{'targeted' if payload['targeted'] else 'untargeted'} success after each codec - "
                           f"{payload['classifier']}, eps {payload['eps']:g}/255, {payload['n_photos']} photos",
               fill="black")
-    for percent in range(0, 101, 20):  # horizontal grid with labels
-        y = bottom - (bottom - top) * percent / 100
-        draw.line([(left, y), (width - right, y)], fill="#dddddd")
-        draw.text((8, y - 6), f"{percent}%", fill="black")
+    draw_percent_grid(draw, left, width - right, top, bottom)
     group_width = (width - left - right) / max(len(codecs), 1)
     bar_width = max(2.0, (group_width - 12) / max(len(rows), 1))
     for g, codec in enumerate(codecs):
@@ -90,16 +114,8 @@ def write_bar_chart(payload: dict, destination: str | Path, width: int = 1200, h
                            fill=PALETTE[r % len(PALETTE)])
         draw.text((x0, bottom + 6), codec, fill="black")
     draw.line([(left, bottom), (width - right, bottom)], fill="black")
-    legend_y = bottom + 30
-    for r, (attack, through) in enumerate(rows):
-        column, line = divmod(r, 4)
-        x, y = left + column * 300, legend_y + line * 20
-        draw.rectangle([x, y, x + 12, y + 12], fill=PALETTE[r % len(PALETTE)])
-        draw.text((x + 18, y), f"{attack} through {through}", fill="black")
-    destination = Path(destination)
-    with atomic_writer(destination) as handle:
-        image.save(handle, format="PNG")
-    return destination
+    draw_legend(draw, [f"{attack} through {through}" for attack, through in rows], left, bottom + 30, 4, 300)
+    return save_png(image, destination)
 
 
 def write_example_grid(
@@ -126,10 +142,7 @@ def write_example_grid(
             image.paste(Image.fromarray(cloak), (gap + (1 + 2 * k) * (tile + gap), y))
             difference = amplified_difference(clean_views[row], cloak, eps)
             image.paste(Image.fromarray(difference), (gap + (2 + 2 * k) * (tile + gap), y))
-    destination = Path(destination)
-    with atomic_writer(destination) as handle:
-        image.save(handle, format="PNG")
-    return destination
+    return save_png(image, destination)
 
 
 def platform_markdown(payload: dict) -> str:
