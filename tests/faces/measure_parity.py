@@ -18,7 +18,7 @@ from test_face_models import PARITY_SIDE, _ort_session
 
 from comcloak.evaluation.face_judge import DlibJudge, FaceJudge, SFaceJudge  # noqa: E402
 from comcloak.models.faces import DetectorSettings, align_faces, create_face_model, detect_faces  # noqa: E402
-from comcloak.models.faces.detect import decode, nms  # noqa: E402
+from comcloak.models.faces.detect import OPENCV_SCORE_THRESHOLD, decode, nms  # noqa: E402
 from comcloak.models.faces.sface import SFACE_FILE  # noqa: E402
 from comcloak.models.faces.yunet import YUNET_FILE, YUNET_STRIDES  # noqa: E402
 
@@ -52,10 +52,11 @@ def detector_parity(photo: np.ndarray, detector: torch.nn.Module, session) -> tu
     kept_ours, kept_theirs = nms(rows_ours, DetectorSettings()), nms(rows_theirs, DetectorSettings())
     boxes_ort = float(np.abs(rows_ours[kept_ours] - rows_theirs[kept_theirs])[:, :14].max())
     height, width = photo.shape[:2]
-    opencv = cv2.FaceDetectorYN.create(str(YUNET_FILE.path("yunet")), "", (width, height), 0.9, 0.3, 5000)
+    opencv = cv2.FaceDetectorYN.create(str(YUNET_FILE.path("yunet")), "", (width, height), OPENCV_SCORE_THRESHOLD,
+                                            0.3, 5000)
     found = opencv.detect(np.ascontiguousarray(photo[..., ::-1]))[1]
     found = found[np.argsort(-found[:, 14], kind="stable")]
-    faces = detect_faces(detector, photo, DetectorSettings(max_side=None))
+    faces = detect_faces(detector, photo, DetectorSettings(OPENCV_SCORE_THRESHOLD, max_side=None))
     boxes_cv = float(np.abs(np.stack([face.as_row() for face in faces])[:, :14] - found[:, :14]).max())
     return heads, boxes_ort, boxes_cv
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from face_photos import identity_photos_at
+from face_photos import faces_dir, identity_photos_at
 
 from comcloak.errors import UserError
 from comcloak.models.faces import (
@@ -32,7 +32,7 @@ from comcloak.models.faces import (
     warp_affine,
 )
 from comcloak.models.faces.align import template
-from comcloak.models.faces.detect import decode, nms
+from comcloak.models.faces.detect import OPENCV_SCORE_THRESHOLD, decode, nms
 from comcloak.models.faces.packaged import PackagedFile, assign_layers, dequantize, onnx_layers
 from comcloak.models.faces.sface import SFACE_COSINE_THRESHOLD, SFACE_FILE
 from comcloak.models.faces.yunet import YUNET_FILE, YUNET_STRIDES
@@ -250,12 +250,27 @@ def test_yunet_matches_opencv_face_detector(packaged_models, identity_photos) ->
     detector, _ = packaged_models
     for name, photo in identity_photos.items():
         height, width = photo.shape[:2]
-        opencv = cv2.FaceDetectorYN.create(str(YUNET_FILE.path("yunet")), "", (width, height), 0.9, 0.3, 5000)
+        opencv = cv2.FaceDetectorYN.create(str(YUNET_FILE.path("yunet")), "", (width, height), OPENCV_SCORE_THRESHOLD,
+                                            0.3, 5000)
         found = opencv.detect(np.ascontiguousarray(photo[..., ::-1]))[1]
-        ours = detect_faces(detector, photo, DetectorSettings(max_side=None))
+        ours = detect_faces(detector, photo, DetectorSettings(OPENCV_SCORE_THRESHOLD, max_side=None))
         assert len(ours) == (0 if found is None else len(found)) >= 1, name
         found = found[np.argsort(-found[:, 14], kind="stable")]
         np.testing.assert_allclose(np.stack([face.as_row() for face in ours]), found, atol=PIXEL_TOLERANCE)
+
+
+def test_the_cloaks_detector_finds_tilted_faces_opencvs_threshold_misses(packaged_models) -> None:
+    """A missed face is an unprotected one: the group photo's six people are all found at the cloak's threshold;
+    OpenCV's 0.9 finds four (two tilted faces score 0.88-0.89)."""
+    from PIL import Image
+
+    folder = faces_dir()
+    if folder is None or not (folder / "groups" / "insightface-t1.jpg").is_file():
+        pytest.skip("the development group photos are missing (../shared/data/faces or $COMCLOAK_FACES_DIR)")
+    detector, _ = packaged_models
+    photo = np.asarray(Image.open(folder / "groups" / "insightface-t1.jpg").convert("RGB"))
+    assert len(detect_faces(detector, photo)) == 6
+    assert len(detect_faces(detector, photo, DetectorSettings(OPENCV_SCORE_THRESHOLD))) == 4
 
 
 def test_alignment_matches_opencv_align_crop(packaged_models, identity_photos) -> None:
