@@ -32,8 +32,8 @@ def add_face_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--side", type=positive_int, default=None,
                        help=f"reduce each photo's longer side to this before cloaking (default {FACE_SIDE})")
     group.add_argument("--cache", metavar="DIR", default=None,
-                       help="keep the cloaks here (keyed by the photo's pixels, the preset and every setting) and "
-                            "reuse them: re-judging does not re-cloak; clear it after changing the cloak's code")
+                       help="keep the cloaks here (keyed by the photo's pixels, every setting and the cloak's "
+                            "code) and reuse them: re-judging does not re-cloak")
     group.add_argument("--out", metavar="DIR", default=None,
                        help="write faces.json, faces.md and faces.png here (--json, --report, --plot win)")
 

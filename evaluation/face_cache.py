@@ -2,12 +2,13 @@
 
 A cloak is stored as a PNG (lossless: the 8-bit cloak exactly) beside a JSON file with its face records, under a
 key that hashes the photo's pixels (after the protocol's resize), the preset's name and every setting of the face
-cloak (:class:`~comcloak.attacks.faces.FaceCloakConfig`'s repr, which names each field and value). Changing the
-cloak's *code* does not change the key: clear the folder after such a change.
+cloak (:class:`~comcloak.attacks.faces.FaceCloakConfig`'s repr, which names each field and value) and a fingerprint
+of the code that makes a cloak (:func:`code_fingerprint`), so a cloak stored by other code is never reused.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -20,17 +21,31 @@ from comcloak.attacks.faces import FaceCloakConfig, FaceCloakResult, FaceRecord
 from comcloak.attacks.faces.compose import Region
 
 CACHE_FORMAT = 1  # bump when what is stored changes: older entries are then simply not found
+# The package's folders whose code decides a face cloak's pixels: the loop, stand-ins and face cloak, the models and
+# their weights' loading, the codecs, the exported step and the runners that run it, the kernels.
+CLOAK_CODE = ("attacks", "models", "codecs", "export", "kernels", "engine/backends")
+
+
+@functools.cache
+def code_fingerprint() -> str:
+    """The SHA-256 of the Python sources under :data:`CLOAK_CODE` (their paths and bytes): any edit changes it."""
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for folder in CLOAK_CODE:
+        for path in sorted((root / folder).rglob("*.py")):
+            digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def cloak_key(photo: np.ndarray, config: FaceCloakConfig, backend: str = "torch") -> str:
-    """The hex SHA-256 of ``photo`` (uint8 (H, W, 3)), ``config`` and the face loop's ``backend`` (the torch loop's
-    keys name no backend, so they stay those of the cloaks stored before there was a choice).
+    """The hex SHA-256 of ``photo`` (uint8 (H, W, 3)), ``config``, the face loop's ``backend`` (the torch loop's
+    keys name none) and the cloak's code (:func:`code_fingerprint`).
 
     Example:
         >>> cloak_key(np.zeros((4, 4, 3), np.uint8), face_config("faces"))[:8]  # doctest: +SKIP
         '3f0c2a1b'
     """
-    digest = hashlib.sha256(f"comcloak-face-cloak:{CACHE_FORMAT}:{photo.shape}:".encode())
+    digest = hashlib.sha256(f"comcloak-face-cloak:{CACHE_FORMAT}:{code_fingerprint()}:{photo.shape}:".encode())
     digest.update(np.ascontiguousarray(photo, np.uint8).tobytes())
     digest.update(repr(config).encode())
     if backend != "torch":  # the backends' cloaks differ by float32 rounding drift: each keeps its own

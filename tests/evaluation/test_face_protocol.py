@@ -161,3 +161,17 @@ def test_the_cache_keeps_each_face_loops_cloaks_apart() -> None:
 
     photo, config = np.zeros((8, 8, 3), np.uint8), face_config("faces")
     assert cloak_key(photo, config) == cloak_key(photo, config, "torch") != cloak_key(photo, config, "onnxruntime")
+
+
+def test_a_cloak_stored_by_other_code_is_never_reused(monkeypatch) -> None:
+    """The key holds a fingerprint of the cloak's code: after an edit to the loop, the models or the exported step,
+    the stored cloaks are simply not found (no stale cloak is judged as the new code's)."""
+    from comcloak.attacks.faces import face_config
+    from comcloak.evaluation import face_cache
+
+    photo, config = np.zeros((8, 8, 3), np.uint8), face_config("faces")
+    fingerprint = face_cache.code_fingerprint()
+    assert len(fingerprint) == 64 and fingerprint == face_cache.code_fingerprint()
+    before = cloak_key(photo, config)
+    monkeypatch.setattr(face_cache, "code_fingerprint", lambda: "0" * 64)
+    assert cloak_key(photo, config) != before
