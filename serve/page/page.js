@@ -213,9 +213,9 @@ function verdictLine(result) {
   }
   if (result.faces) {
     const protectedFaces = result.faces.filter((face) => face.verdict === "protected").length;
-    parts.push(result.faces.length === 0 ? "no faces found (faces not protected)"
-      : "faces: " + protectedFaces + " protected of " + result.faces.length + " " + after
-        + " (the face recogniser's judgement)");
+    parts.push(result.faces.length === 0 ? "no faces found"
+      : "faces: " + protectedFaces + " of " + result.faces.length + " protected " + after
+        + " (judged by the server's face recogniser)");
   }
   const psnr = result.psnr_db === null ? "" : "; PSNR " + result.psnr_db.toFixed(1) + " dB";
   return (result.protected ? "✔ " : "✘ ") + parts.join("; ") + psnr + ".";
@@ -229,7 +229,8 @@ function labelList(list, result, seconds) {
     rows.push(["Cloaked label", named(result.cloak_label, result.cloak_name)]);
   }
   for (const [index, face] of (result.faces || []).entries()) {
-    rows.push(["Face " + (index + 1), face.verdict + (face.cosine === null ? "" : ", similarity " + face.cosine)]);
+    rows.push(["Face " + (index + 1), face.verdict + (face.cosine === null ? ""
+      : " (cosine similarity to the original face " + face.cosine.toFixed(2) + ")")]);
   }
   rows.push(["Settings", result.protect + ", checked " + platformWords(result.check)]);
   rows.push(["Time", Math.round(seconds) + " s (cloaking " + result.seconds.toFixed(1) + " s)"]);
