@@ -4,8 +4,9 @@ Prometheus metrics.
 - ``POST /v1/cloak``: the body is the photo's bytes (or ``multipart/form-data`` with one file); query parameters
   ``strength``, ``eps``, ``check`` (platform profile or codec chain), ``format`` (``keep|jpeg|png|webp``),
   ``targeted``/``target``, ``protect`` (``faces|objects|both``, default both), ``face_preset``, ``face_steps``,
-  ``response=json``. The answer is the cloaked photo with ``X-Comcloak-Clean-Label``, ``X-Comcloak-Protected``
-  (after ``check``: the classifiers in the attacker's crop view, and every face), ``X-Comcloak-Faces`` (when faces
+  ``response=json``. The answer is the cloaked photo with ``X-Comcloak-Clean-Label`` and ``X-Comcloak-Cloak-Label``
+  (the first surrogate's, after ``check``), ``X-Comcloak-Protected`` (after ``check``: the classifiers in the
+  attacker's crop view, and every face), ``X-Comcloak-Faces`` (when faces
   are cloaked: ``2 protected of 2``, ``no faces``; each face's verdict in the JSON's ``faces``),
   ``X-Comcloak-PSNR`` and ``X-Comcloak-Seconds``; with ``response=json`` the same as JSON, the image base64-encoded.
   ``protect=faces`` on a photo without a face to cloak is a 422 (never a photo reported protected).
@@ -15,8 +16,13 @@ Prometheus metrics.
   422 a bad parameter, 500 this photo's cloak failed inside the attack or a bug (logged), 503 (``Retry-After``) the
   queue is full or the server is stopping, 504 past the timeout; each is counted in ``comcloak_requests_total``
   (499: the client went away, one log line). A bad photo fails alone, never the requests batched with it.
-- ``GET /v2/health/live``, ``GET /v2/health/ready`` (200 once the models are loaded and a warm-up batch has run),
-  ``GET /metrics``, ``GET /v1/info``.
+- ``POST /v1/jobs``: the same parameters and body as a job (a ``strong`` cloak can outlast a browser's or a proxy's
+  timeout): 202 with ``Location: /v1/jobs/ID``; ``GET /v1/jobs/ID`` its status (queued with its position, running,
+  done with the verdict's JSON, failed with its problem); ``GET /v1/jobs/ID/result`` the cloak with the headers of
+  ``/v1/cloak`` (409 until done). The job table is bounded (:mod:`comcloak.serve.jobs`).
+- ``GET /`` the page for people (:mod:`comcloak.serve.ui`; not with ``--no-ui``), ``GET /v2/health/live``,
+  ``GET /v2/health/ready`` (200 once the models are loaded and a warm-up batch has run), ``GET /metrics``,
+  ``GET /v1/info`` (also the platform profiles and output formats the page offers).
 
 Requests with the same attack settings and attack-view shape are batched (:mod:`comcloak.serve.batcher`); the
 attack runs in a worker thread, never on the event loop.
@@ -41,7 +47,6 @@ from comcloak.engine.protection import DEFAULT_PROTECT, NO_FACES, PROTECT_CHOICE
 from comcloak.serve.batcher import DynamicBatcher, QueueFullError, RequestTimeoutError
 from comcloak.serve.jobs import JobEntry, JobTable, job_status
 from comcloak.serve.metrics import Metrics
-from comcloak.serve.page import page_routes
 from comcloak.serve.problems import (
     RETRY_AFTER_S,
     TITLES,
@@ -54,6 +59,7 @@ from comcloak.serve.problems import (
 from comcloak.serve.request import CloakRequest, decode_upload, parse_request
 from comcloak.serve.server import client_address
 from comcloak.serve.service import CloakService, Job, ServeSettings
+from comcloak.serve.ui import page_routes
 
 if TYPE_CHECKING:
     from starlette.requests import Request

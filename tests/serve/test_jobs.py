@@ -19,8 +19,8 @@ from test_serve import SlowService  # noqa: E402
 from comcloak.serve.app import ServeSettings  # noqa: E402
 from comcloak.serve.batcher import BatchSettings  # noqa: E402
 from comcloak.serve.jobs import JobSettings, JobTable  # noqa: E402
-from comcloak.serve.page import CONTENT_SECURITY_POLICY  # noqa: E402
 from comcloak.serve.problems import RequestError  # noqa: E402
+from comcloak.serve.ui import CONTENT_SECURITY_POLICY  # noqa: E402
 
 
 def wait_done(base: str, url: str, seconds: float = 60) -> dict:
