@@ -119,6 +119,7 @@ class CloakApp:
         finally:
             self.ready = False
             await self.batcher.stop()  # finish what is queued
+            await asyncio.gather(*(entry.task for entry in self.jobs.unfinished() if entry.task is not None))
 
     async def cloak(self, request: Request) -> Response:
         """``POST /v1/cloak``: every answer counted and timed; an error closes the connection."""

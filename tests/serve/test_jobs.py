@@ -16,11 +16,22 @@ pytest.importorskip("starlette")
 from serving import FAST, TINY, png_bytes, running_server  # noqa: E402
 from test_serve import SlowService  # noqa: E402
 
-from comcloak.serve.app import ServeSettings  # noqa: E402
+from comcloak.serve.app import CloakService, ServeSettings  # noqa: E402
 from comcloak.serve.batcher import BatchSettings  # noqa: E402
 from comcloak.serve.jobs import JobSettings, JobTable  # noqa: E402
 from comcloak.serve.problems import RequestError  # noqa: E402
 from comcloak.serve.ui import CONTENT_SECURITY_POLICY  # noqa: E402
+
+
+class ColdService(CloakService):
+    """The real service without its warm-up (models load on the first batch): a server that starts at once."""
+
+    def warm_up(self) -> None:
+        pass
+
+
+class SlowColdService(SlowService, ColdService):
+    """Each batch held ``seconds`` longer (a busy worker), without the warm-up."""
 
 
 def wait_done(base: str, url: str, seconds: float = 60) -> dict:
@@ -33,47 +44,62 @@ def wait_done(base: str, url: str, seconds: float = 60) -> dict:
     raise AssertionError(f"job {url} did not finish within {seconds} s")
 
 
-def test_job_is_queued_run_and_fetched_like_a_cloak() -> None:
+def test_jobs_and_the_page_on_one_server() -> None:
     with running_server(ServeSettings(**TINY)) as (base, _):
-        created = httpx.post(f"{base}/v1/jobs", params={**FAST, "format": "jpeg"}, content=png_bytes(), timeout=60)
-        assert created.status_code == 202 and created.headers["location"] == created.json()["url"]
-        assert created.json()["status"] in ("queued", "running")
-        status = wait_done(base, created.headers["location"])
-        assert status["status"] == "done", status
-        result = status["result"]
-        assert result["content_type"] == "image/jpeg" and "image" not in result and result["check"] == "none"
-        assert isinstance(result["protected"], bool) and result["psnr_db"] > 30 and result["cloak_name"]
-        answer = httpx.get(base + status["result_url"], timeout=30)
-        assert answer.status_code == 200 and answer.headers["content-type"] == "image/jpeg"
-        assert answer.headers["x-comcloak-protected"] == str(result["protected"]).lower()
-        assert answer.headers["x-comcloak-cloak-label"] == str(result["cloak_label"])
-        with Image.open(io.BytesIO(answer.content)) as image:
-            assert image.size == (64, 48) and image.format == "JPEG"
+        job_is_queued_run_and_fetched_like_a_cloak(base)
+        job_refusals_and_failures_are_problem_json(base)
+        page_is_served_with_a_strict_policy(base)
+    settings = ServeSettings(ui=False, token="secret", **TINY)
+    with running_server(settings, ColdService(settings)) as (base, _):
+        off = httpx.get(f"{base}/", timeout=30)
+        assert off.status_code == 404 and off.headers["content-type"] == "application/problem+json"
+        assert httpx.get(f"{base}/page/page.js", timeout=30).status_code == 404
+        assert httpx.post(f"{base}/v1/jobs", content=png_bytes(), timeout=30).status_code == 401
+        assert httpx.get(f"{base}/v1/jobs/any", timeout=30).status_code == 401  # before saying whether it exists
+        created = httpx.post(f"{base}/v1/jobs", params=FAST, content=png_bytes(), timeout=30,
+                             headers={"Authorization": "Bearer secret"})
+        assert created.status_code == 202
 
 
-def test_job_refusals_and_failures_are_problem_json() -> None:
-    with running_server(ServeSettings(**TINY)) as (base, _):
-        bad = httpx.post(f"{base}/v1/jobs", content=b"not an image", timeout=60)
-        assert bad.status_code == 400 and bad.headers["content-type"] == "application/problem+json"
-        assert "not a readable image" in bad.json()["detail"]
-        assert httpx.post(f"{base}/v1/jobs", params={"strength": "ultra"}, content=png_bytes(),
-                          timeout=60).status_code == 422
-        unknown = httpx.get(f"{base}/v1/jobs/nope", timeout=30)
-        assert unknown.status_code == 404 and "no job 'nope'" in unknown.json()["detail"]
-        assert httpx.get(f"{base}/v1/jobs/nope/result", timeout=30).status_code == 404
-        flat = png_bytes(size=(48, 64))  # a readable photo without a face: protect=faces fails it (422)
-        created = httpx.post(f"{base}/v1/jobs", params={**FAST, "protect": "faces", "face_steps": "1"},
-                             content=flat, timeout=60)
-        status = wait_done(base, created.headers["location"])
-        assert status["status"] == "failed" and status["problem"]["status"] == 422, status
-        failed = httpx.get(base + status["url"] + "/result", timeout=30)
-        assert failed.status_code == 422 and "no faces" in failed.json()["detail"]
+def job_is_queued_run_and_fetched_like_a_cloak(base: str) -> None:
+    created = httpx.post(f"{base}/v1/jobs", params={**FAST, "format": "jpeg"}, content=png_bytes(), timeout=60)
+    assert created.status_code == 202 and created.headers["location"] == created.json()["url"]
+    assert created.json()["status"] in ("queued", "running")
+    status = wait_done(base, created.headers["location"])
+    assert status["status"] == "done", status
+    result = status["result"]
+    assert result["content_type"] == "image/jpeg" and "image" not in result and result["check"] == "none"
+    assert isinstance(result["protected"], bool) and result["psnr_db"] > 30 and result["cloak_name"]
+    answer = httpx.get(base + status["result_url"], timeout=30)
+    assert answer.status_code == 200 and answer.headers["content-type"] == "image/jpeg"
+    assert answer.headers["x-comcloak-protected"] == str(result["protected"]).lower()
+    assert answer.headers["x-comcloak-cloak-label"] == str(result["cloak_label"])
+    with Image.open(io.BytesIO(answer.content)) as image:
+        assert image.size == (64, 48) and image.format == "JPEG"
+
+
+def job_refusals_and_failures_are_problem_json(base: str) -> None:
+    bad = httpx.post(f"{base}/v1/jobs", content=b"not an image", timeout=60)
+    assert bad.status_code == 400 and bad.headers["content-type"] == "application/problem+json"
+    assert "not a readable image" in bad.json()["detail"]
+    assert httpx.post(f"{base}/v1/jobs", params={"strength": "ultra"}, content=png_bytes(),
+                      timeout=60).status_code == 422
+    unknown = httpx.get(f"{base}/v1/jobs/nope", timeout=30)
+    assert unknown.status_code == 404 and "no job 'nope'" in unknown.json()["detail"]
+    assert httpx.get(f"{base}/v1/jobs/nope/result", timeout=30).status_code == 404
+    flat = png_bytes(size=(48, 64))  # a readable photo without a face: protect=faces fails it (422)
+    created = httpx.post(f"{base}/v1/jobs", params={**FAST, "protect": "faces", "face_steps": "1"},
+                         content=flat, timeout=60)
+    status = wait_done(base, created.headers["location"])
+    assert status["status"] == "failed" and status["problem"]["status"] == 422, status
+    failed = httpx.get(base + status["url"] + "/result", timeout=30)
+    assert failed.status_code == 422 and "no faces" in failed.json()["detail"]
 
 
 def test_queue_position_while_the_worker_is_busy() -> None:
-    service = SlowService(ServeSettings(**TINY))
-    service.seconds = 1.5
     settings = ServeSettings(batch=BatchSettings(max_batch=1, max_delay_s=0.0), **TINY)
+    service = SlowColdService(settings)
+    service.seconds = 1.0
     with running_server(settings, service) as (base, _):
         urls = [httpx.post(f"{base}/v1/jobs", params=FAST, content=png_bytes(seed), timeout=60).headers["location"]
                 for seed in range(3)]
@@ -103,20 +129,24 @@ def test_job_table_is_bounded() -> None:
         JobSettings(max_jobs=0)
 
 
-def test_page_is_served_with_a_strict_policy_and_no_ui_turns_it_off() -> None:
-    with running_server(ServeSettings(**TINY)) as (base, _):
-        page = httpx.get(f"{base}/", timeout=30)
-        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-        assert page.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
-        assert "default-src 'none'" in CONTENT_SECURITY_POLICY and "unsafe-inline" not in CONTENT_SECURITY_POLICY
-        assert "<script src=\"/page/page.js\"" in page.text and "http" not in page.text.replace("http-equiv", "")
-        for path, media_type in (("/page/page.js", "text/javascript"), ("/page/page.css", "text/css")):
-            asset = httpx.get(base + path, timeout=30)
-            assert asset.status_code == 200 and asset.headers["content-type"].startswith(media_type)
-            assert "https://" not in asset.text and "http://" not in asset.text  # never a remote resource
-        info = httpx.get(f"{base}/v1/info", timeout=30).json()
-        assert "facebook" in info["profiles"] and info["formats"][0] == "keep" and info["jobs"]["max_jobs"] == 128
-    with running_server(ServeSettings(ui=False, **TINY)) as (base, _):
-        off = httpx.get(f"{base}/", timeout=30)
-        assert off.status_code == 404 and off.headers["content-type"] == "application/problem+json"
-        assert httpx.get(f"{base}/page/page.js", timeout=30).status_code == 404
+def page_is_served_with_a_strict_policy(base: str) -> None:
+    page = httpx.get(f"{base}/", timeout=30)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert page.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+    assert "default-src 'none'" in CONTENT_SECURITY_POLICY and "unsafe-inline" not in CONTENT_SECURITY_POLICY
+    assert '<script src="/page/page.js"' in page.text and "<script>" not in page.text  # no inline script
+    for path, media_type in (("/page/page.js", "text/javascript"), ("/page/page.css", "text/css"), ("/", "text/html")):
+        asset = httpx.get(base + path, timeout=30)
+        assert asset.status_code == 200 and asset.headers["content-type"].startswith(media_type)
+        assert "https://" not in asset.text and "http://" not in asset.text  # never a remote resource
+    info = httpx.get(f"{base}/v1/info", timeout=30).json()
+    assert "facebook" in info["profiles"] and info["formats"][0] == "keep" and info["jobs"]["max_jobs"] == 128
+
+
+def test_the_page_and_job_options_reach_the_settings() -> None:
+    from comcloak.cli.main import build_parser
+    from comcloak.cli.serve import settings_from_args
+
+    settings = settings_from_args(build_parser().parse_args(["serve", "--no-ui", "--max-jobs", "3", "--job-ttl", "5"]))
+    assert not settings.ui and settings.jobs == JobSettings(max_jobs=3, ttl_s=5)
+    assert settings_from_args(build_parser().parse_args(["serve"])).ui

@@ -1,29 +1,33 @@
-"""The page of ``comcloak serve`` (issue 27) in a real headless Chromium driven by Selenium, against a real server on
-a loopback port with the tiny test network: two photos uploaded at once, both results waited for (bounded), the
-verdict read, both downloads opened, an invalid file's one-line error, the keyboard, a phone-width window and a
-console without errors. One browser and one server for the module. The run writes a screenshot of the finished
-page: ``COMCLOAK_PAGE_SCREENSHOT=PATH`` chooses where (default: pytest's tmp dir), and ``COMCLOAK_PAGE_MODELS=real``
-serves the real models (the ``fast`` strength, the facebook profile) on two sample photos instead, which is how
-``docs/images/page.png`` was made."""
+"""The page of ``comcloak serve`` (issue 27) in a real headless Chromium driven by Selenium, against the real
+``comcloak serve`` command on a free loopback port with the tiny test network: two photos uploaded at once, both
+results waited for (bounded), the verdicts read, both downloads opened, an invalid file's one-line error, the
+keyboard, a phone-width window and a console without errors. One browser and one server for the module. The run
+writes a screenshot of the finished page: ``COMCLOAK_PAGE_SCREENSHOT=PATH`` chooses where (default: pytest's tmp
+dir), and ``COMCLOAK_PAGE_MODELS=real`` serves the real models (the ``fast`` strength, the facebook profile) on two
+sample photos instead, which is how ``docs/images/page.png`` was made."""
 
 from __future__ import annotations
 
 import os
 import re
+import signal
+import socket
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+httpx = pytest.importorskip("httpx")
 pytest.importorskip("uvicorn")
 pytest.importorskip("starlette")
 
 from browser import browser_or_skip_reason, full_page_screenshot, start_chromium  # noqa: E402
-from serving import TINY, running_server  # noqa: E402
-
-from comcloak.serve.app import ServeSettings  # noqa: E402
 
 FOUND, SKIP_REASON = browser_or_skip_reason()
 pytestmark = pytest.mark.skipif(FOUND is None, reason=SKIP_REASON)
@@ -35,14 +39,43 @@ VERDICT = re.compile(r"^[✔✘] (Protected|Not protected) against .+ (after the
                      r"recompression), in the attacker's crop view(; .+)?; PSNR \d+\.\d dB\.$")
 
 
+@contextmanager
+def comcloak_serve(log: Path) -> Iterator[str]:
+    """``comcloak serve`` itself on a free loopback port (the tiny test network, or the real models), until ready;
+    stopped with SIGTERM."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    models = ["--check", "facebook"] if REAL else ["--classifier", "tiny_classifier", "--check", "none"]
+    with log.open("wb") as output:
+        process = subprocess.Popen([sys.executable, "-m", "comcloak", "serve", "--port", str(port), *models],
+                                   stdout=output, stderr=subprocess.STDOUT)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 120
+            while not ready(base):
+                assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.2)
+            yield base
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=60)
+
+
+def ready(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/v2/health/ready", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
 @pytest.fixture(scope="module")
 def page(tmp_path_factory):
     """(chromium, base URL, downloads folder, console entries seen so far)."""
     from selenium.webdriver.support.ui import WebDriverWait
 
     downloads = tmp_path_factory.mktemp("downloads")
-    settings = ServeSettings(check="facebook") if REAL else ServeSettings(**TINY)
-    with running_server(settings) as (base, _):
+    with comcloak_serve(tmp_path_factory.mktemp("serve") / "serve.log") as base:
         chromium = start_chromium(*FOUND, downloads)
         try:
             chromium.get(base + "/")
