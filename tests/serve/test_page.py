@@ -155,6 +155,28 @@ def test_an_invalid_file_shows_its_one_line_error(page, tmp_path) -> None:
         assert image.format == "PNG" and image.width >= 1000
 
 
+DROP_A_PHOTO = """
+const done = arguments[arguments.length - 1];
+const canvas = Object.assign(document.createElement("canvas"), {width: 64, height: 48});
+const context = canvas.getContext("2d");
+context.fillStyle = "#3a7"; context.fillRect(0, 0, 64, 48); context.fillStyle = "#e52"; context.fillRect(8, 8, 30, 20);
+canvas.toBlob((blob) => {
+  const transfer = new DataTransfer();
+  transfer.items.add(new File([blob], "dropped.png", {type: "image/png"}));
+  document.getElementById("drop").dispatchEvent(new DragEvent("drop", {dataTransfer: transfer, bubbles: true,
+                                                                      cancelable: true}));
+  done(true);
+}, "image/png");
+"""
+
+
+def test_a_dropped_photo_is_cloaked(page) -> None:
+    chromium, _, _, _ = page
+    assert chromium.execute_async_script(DROP_A_PHOTO)
+    wait_for(chromium, lambda c: any(card.find_element("css selector", "h2").text == "dropped.png"
+                                     for card in cards(c, "done")))
+
+
 def test_keyboard_difference_view_and_a_phone_width(page) -> None:
     from selenium.webdriver.common.keys import Keys
 
