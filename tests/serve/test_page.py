@@ -149,6 +149,7 @@ def test_an_invalid_file_shows_its_one_line_error(page, tmp_path) -> None:
     assert len(failed) == 1 and failed[0].find_element("css selector", "h2").text == "notes.jpg"
     error = failed[0].find_element("css selector", ".error").text
     assert error.startswith("Not cloaked: ") and "not a readable image" in error and "\n" not in error
+    cards(chromium, "done")[-1].find_element("css selector", "button.toggle").click()  # the screenshot shows both views
     shot = Path(os.environ.get("COMCLOAK_PAGE_SCREENSHOT") or tmp_path / "page.png")
     full_page_screenshot(chromium, shot)
     with Image.open(shot) as image:
