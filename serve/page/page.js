@@ -248,7 +248,7 @@ function toggleDifference(card, original, cloak) {
   const toggle = card.querySelector("button.toggle");
   const canvas = card.querySelector("canvas.difference");
   const showing = toggle.getAttribute("aria-pressed") === "true";
-  if (!showing && !canvas.width) drawDifference(canvas, original, cloak);
+  if (!showing && !canvas.dataset.drawn) drawDifference(canvas, original, cloak);
   toggle.setAttribute("aria-pressed", String(!showing));
   canvas.hidden = showing;
   cloak.hidden = !showing;
@@ -271,6 +271,7 @@ function drawDifference(canvas, original, cloak) {
   }
   Object.assign(canvas, { width, height });
   canvas.getContext("2d").putImageData(after, 0, 0);
+  canvas.dataset.drawn = "true";
 }
 
 function cloakFiles(files) {

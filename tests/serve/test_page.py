@@ -178,6 +178,15 @@ def test_a_dropped_photo_is_cloaked(page) -> None:
                                      for card in cards(c, "done")))
 
 
+DIFFERENCE = """
+const [canvas, cloak] = arguments;
+const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+let changed = 0;
+for (let i = 0; i < data.length; i += 4) if (data[i] !== 128 || data[i + 1] !== 128 || data[i + 2] !== 128) changed++;
+return [[canvas.width, canvas.height, cloak.naturalWidth, cloak.naturalHeight], changed / (data.length / 4)];
+"""
+
+
 def test_keyboard_difference_view_and_a_phone_width(page) -> None:
     from selenium.webdriver.common.keys import Keys
 
@@ -187,7 +196,10 @@ def test_keyboard_difference_view_and_a_phone_width(page) -> None:
     toggle.send_keys(Keys.ENTER)  # a real button: Enter works, focus shows
     assert toggle.get_attribute("aria-pressed") == "true" and chromium.switch_to.active_element == toggle
     canvas = card.find_element("css selector", "canvas.difference")
-    assert canvas.is_displayed() and int(canvas.get_attribute("width")) > 0
+    assert canvas.is_displayed()
+    size, changed = chromium.execute_script(DIFFERENCE, canvas, card.find_element("css selector", "img.cloak"))
+    assert size[0] == size[2] and size[1] == size[3], size  # drawn at the cloak's own size
+    assert changed > 0, changed  # the cloak changed some pixels: not all grey
     assert "Difference ×10" in card.find_element("css selector", ".cloak-caption").text
     toggle.send_keys(Keys.SPACE)
     assert toggle.get_attribute("aria-pressed") == "false"
