@@ -132,7 +132,11 @@ async function cloakFile(file) {
     if (response.status !== 202) { fail(card, await problemLine(response)); return; }
     await follow(card, file, await response.json());
   } catch (error) {
-    fail(card, "the server could not be reached (" + error.message + ")");
+    // fetch rejects with a TypeError "Failed to fetch" (Chromium) / "NetworkError..." (Firefox) when the server
+    // cannot be reached; anything else is this page's own failure
+    const network = error instanceof TypeError && /fetch|network/i.test(error.message);
+    fail(card, network ? "the server could not be reached (" + error.message + ")"
+      : "the page failed to show the result (" + error.message + ")");
   }
 }
 
