@@ -82,7 +82,7 @@ async function loadInfo() {
   const response = await fetch("/v1/info", { headers: headers() });
   if (response.status === 401) {
     $("token-row").hidden = false;
-    $("server-status").textContent = "This server needs an access token: enter it above.";
+    $("server-status").textContent = "This server needs an access token: enter it below.";
     return;
   }
   if (!response.ok) {
@@ -283,7 +283,11 @@ function cloakFiles(files) {
 }
 
 function setUp() {
-  $("settings").addEventListener("submit", (event) => event.preventDefault());
+  const useToken = () => { token = $("token").value.trim(); loadInfo(); };
+  $("settings").addEventListener("submit", (event) => { // Enter in a field: never posted anywhere
+    event.preventDefault();
+    if (!$("token-row").hidden) useToken();
+  });
   $("files").addEventListener("change", (event) => { cloakFiles(Array.from(event.target.files)); event.target.value = ""; });
   const drop = $("drop");
   for (const name of ["dragenter", "dragover"]) {
@@ -295,7 +299,7 @@ function setUp() {
     drop.classList.remove("over");
     cloakFiles(Array.from(event.dataTransfer.files));
   });
-  $("token-use").addEventListener("click", () => { token = $("token").value.trim(); loadInfo(); });
+  $("token-use").addEventListener("click", useToken);
   loadInfo().catch((error) => { $("server-status").textContent = "The server could not be reached: " + error.message; });
 }
 

@@ -28,6 +28,9 @@ pytest.importorskip("uvicorn")
 pytest.importorskip("starlette")
 
 from browser import browser_or_skip_reason, full_page_screenshot, start_chromium  # noqa: E402
+from serving import TINY, ColdService, running_server  # noqa: E402
+
+from comcloak.serve.app import ServeSettings  # noqa: E402
 
 FOUND, SKIP_REASON = browser_or_skip_reason()
 pytestmark = pytest.mark.skipif(FOUND is None, reason=SKIP_REASON)
@@ -219,3 +222,23 @@ def test_the_console_has_no_errors(page) -> None:
     unexpected = [entry for entry in errors if not (entry.get("source") == "network" and "/v1/jobs" in
                                                     entry["message"] and "400" in entry["message"])]
     assert not unexpected, unexpected
+
+
+def test_a_server_with_a_token_asks_for_it(page, tmp_path) -> None:
+    """Last: a second server behind --token-file's bearer token; the page asks for the token, then cloaks."""
+    from selenium.webdriver.support.ui import Select
+
+    chromium, _, _, _ = page
+    chromium.get_log("browser")  # drained: the entries before belong to the other server's page
+    settings = ServeSettings(token="sesame", **TINY)
+    with running_server(settings, ColdService(settings)) as (base, _):
+        chromium.get(base + "/")
+        wait_for(chromium, lambda c: c.find_element("id", "token-row").is_displayed(), 30)
+        assert "needs an access token" in chromium.find_element("id", "server-status").text
+        chromium.find_element("id", "token").send_keys("sesame\n")  # Enter uses it
+        wait_for(chromium, lambda c: c.find_element("id", "server-status").text.startswith("Ready"), 30)
+        Select(chromium.find_element("id", "strength")).select_by_value("fast")
+        chromium.find_element("id", "files").send_keys(str(photos(tmp_path)[0]))
+        wait_for(chromium, lambda c: cards(c, "done"))
+    errors = [entry["message"] for entry in chromium.get_log("browser") if entry["level"] == "SEVERE"]
+    assert len(errors) == 1 and "/v1/info" in errors[0] and "401" in errors[0], errors  # the first, tokenless ask
