@@ -17,8 +17,9 @@ DEFAULT_PORT = 8000
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "serve", help="cloak uploads over HTTP with dynamic batching, health and metrics",
-        description="Serve POST /v1/cloak (the photo's bytes in, the cloaked photo out), GET /v2/health/live, "
-                    "/v2/health/ready, /metrics and /v1/info. Requests with the same settings and attack-view shape "
+        description="Serve a page for people at / and POST /v1/cloak (the photo's bytes in, the cloaked photo "
+                    "out), POST /v1/jobs (the same as a job to poll), GET /v2/health/live, /v2/health/ready, /metrics "
+                    "and /v1/info. Requests with the same settings and attack-view shape "
                     "are batched. SIGTERM stops accepting, finishes what is queued and exits 0.")
     parser.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST}, "
                                                               "loopback only)")
@@ -45,6 +46,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                              f"{defaults.CHECK_CODEC}; a request's ?check= wins)")
     parser.add_argument("--classifier", default=None,
                         help="surrogate classifier(s), comma-separated (default: each strength's own)")
+    parser.add_argument("--no-ui", action="store_true",
+                        help="do not serve the page at / (the API only; / answers 404)")
+    parser.add_argument("--max-jobs", type=positive_int, default=128,
+                        help="jobs of POST /v1/jobs kept at most, queued, running or finished (default 128)")
+    parser.add_argument("--job-ttl", type=float, default=900.0,
+                        help="seconds a finished job's result is kept for GET /v1/jobs/ID/result (default 900)")
     add_runtime_options(parser)
     parser.set_defaults(run=run)
 
@@ -53,17 +60,19 @@ def settings_from_args(args: argparse.Namespace):
     from comcloak.codecs import parse_codec
     from comcloak.errors import UserError
     from comcloak.serve.batcher import BatchSettings
+    from comcloak.serve.jobs import JobSettings
     from comcloak.serve.service import ServeSettings
 
     parse_codec(args.check)
-    if not (args.max_delay_ms >= 0 and args.timeout > 0 and args.read_timeout > 0):  # NaN fails too
-        raise UserError("--max-delay-ms must be >= 0, and --timeout and --read-timeout > 0")
+    if not (args.max_delay_ms >= 0 and args.timeout > 0 and args.read_timeout > 0 and args.job_ttl > 0):  # NaN too
+        raise UserError("--max-delay-ms must be >= 0, and --timeout, --read-timeout and --job-ttl > 0")
     batch = BatchSettings(max_batch=args.max_batch, max_delay_s=args.max_delay_ms / 1000, max_queue=args.max_queue,
                           timeout_s=args.timeout)
     return ServeSettings(batch=batch, max_bytes=args.max_bytes, max_pixels=args.max_pixels,
                          classifier=args.classifier, backend=args.backend, device=args.device,
                          precision=args.precision, check=args.check, read_timeout_s=args.read_timeout,
-                         token=None if args.token_file is None else read_token(args.token_file))
+                         token=None if args.token_file is None else read_token(args.token_file),
+                         jobs=JobSettings(max_jobs=args.max_jobs, ttl_s=args.job_ttl), ui=not args.no_ui)
 
 
 def read_token(path: Path) -> str:

@@ -4,8 +4,9 @@ Prometheus metrics.
 - ``POST /v1/cloak``: the body is the photo's bytes (or ``multipart/form-data`` with one file); query parameters
   ``strength``, ``eps``, ``check`` (platform profile or codec chain), ``format`` (``keep|jpeg|png|webp``),
   ``targeted``/``target``, ``protect`` (``faces|objects|both``, default both), ``face_preset``, ``face_steps``,
-  ``response=json``. The answer is the cloaked photo with ``X-Comcloak-Clean-Label``, ``X-Comcloak-Protected``
-  (after ``check``: the classifiers in the attacker's crop view, and every face), ``X-Comcloak-Faces`` (when faces
+  ``response=json``. The answer is the cloaked photo with ``X-Comcloak-Clean-Label`` and ``X-Comcloak-Cloak-Label``
+  (the first surrogate's, after ``check``), ``X-Comcloak-Protected`` (after ``check``: the classifiers in the
+  attacker's crop view, and every face), ``X-Comcloak-Faces`` (when faces
   are cloaked: ``2 protected of 2``, ``no faces``; each face's verdict in the JSON's ``faces``),
   ``X-Comcloak-PSNR`` and ``X-Comcloak-Seconds``; with ``response=json`` the same as JSON, the image base64-encoded.
   ``protect=faces`` on a photo without a face to cloak is a 422 (never a photo reported protected).
@@ -15,8 +16,13 @@ Prometheus metrics.
   422 a bad parameter, 500 this photo's cloak failed inside the attack or a bug (logged), 503 (``Retry-After``) the
   queue is full or the server is stopping, 504 past the timeout; each is counted in ``comcloak_requests_total``
   (499: the client went away, one log line). A bad photo fails alone, never the requests batched with it.
-- ``GET /v2/health/live``, ``GET /v2/health/ready`` (200 once the models are loaded and a warm-up batch has run),
-  ``GET /metrics``, ``GET /v1/info``.
+- ``POST /v1/jobs``: the same parameters and body as a job (a ``strong`` cloak can outlast a browser's or a proxy's
+  timeout): 202 with ``Location: /v1/jobs/ID``; ``GET /v1/jobs/ID`` its status (queued with its position, running,
+  done with the verdict's JSON, failed with its problem); ``GET /v1/jobs/ID/result`` the cloak with the headers of
+  ``/v1/cloak`` (409 until done). The job table is bounded (:mod:`comcloak.serve.jobs`).
+- ``GET /`` the page for people (:mod:`comcloak.serve.ui`; not with ``--no-ui``), ``GET /v2/health/live``,
+  ``GET /v2/health/ready`` (200 once the models are loaded and a warm-up batch has run), ``GET /metrics``,
+  ``GET /v1/info`` (also the platform profiles and output formats the page offers).
 
 Requests with the same attack settings and attack-view shape are batched (:mod:`comcloak.serve.batcher`); the
 attack runs in a worker thread, never on the event loop.
@@ -35,9 +41,11 @@ from typing import TYPE_CHECKING, Any
 from comcloak import __version__
 from comcloak.attacks.faces.settings import FACE_PRESETS
 from comcloak.attacks.presets import DEFAULT_STRENGTH, PRESETS
-from comcloak.engine.outputs import written_format
+from comcloak.codecs.platforms import PROFILES
+from comcloak.engine.outputs import OUTPUT_FORMATS, written_format
 from comcloak.engine.protection import DEFAULT_PROTECT, NO_FACES, PROTECT_CHOICES, PROTECTED
 from comcloak.serve.batcher import DynamicBatcher, QueueFullError, RequestTimeoutError
+from comcloak.serve.jobs import JobEntry, JobTable, job_status
 from comcloak.serve.metrics import Metrics
 from comcloak.serve.problems import (
     RETRY_AFTER_S,
@@ -51,6 +59,7 @@ from comcloak.serve.problems import (
 from comcloak.serve.request import CloakRequest, decode_upload, parse_request
 from comcloak.serve.server import client_address
 from comcloak.serve.service import CloakService, Job, ServeSettings
+from comcloak.serve.ui import page_routes
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -79,6 +88,7 @@ class CloakApp:
         self.batcher = DynamicBatcher(self.service.run_batch, settings.batch)
         self.metrics = Metrics(lambda: self.batcher.depth)
         self.batcher.on_batch = self.metrics.batch_done
+        self.jobs = JobTable(settings.jobs.max_jobs, settings.jobs.ttl_s)
         self.ready = False  # /v2/health/ready: the models are loaded and the warm-up batch has run
 
     def starlette(self):
@@ -89,7 +99,10 @@ class CloakApp:
 
         routes = [Route("/v1/cloak", self.cloak, methods=["POST"]), Route("/v2/health/live", self.live),
                   Route("/v2/health/ready", self.health_ready), Route("/metrics", self.metrics_page),
-                  Route("/v1/info", self.info)]
+                  Route("/v1/info", self.info), Route("/v1/jobs", self.create_job, methods=["POST"]),
+                  Route("/v1/jobs/{job_id}", self.job), Route("/v1/jobs/{job_id}/result", self.job_result)]
+        if self.settings.ui:  # --no-ui: / answers 404
+            routes += page_routes()
         app = Starlette(routes=routes, lifespan=self.lifespan, exception_handlers={HTTPException: http_error})
         app.state.batcher, app.state.metrics, app.state.service = self.batcher, self.metrics, self.service
         return app
@@ -106,6 +119,7 @@ class CloakApp:
         finally:
             self.ready = False
             await self.batcher.stop()  # finish what is queued
+            await asyncio.gather(*(entry.task for entry in self.jobs.unfinished() if entry.task is not None))
 
     async def cloak(self, request: Request) -> Response:
         """``POST /v1/cloak``: every answer counted and timed; an error closes the connection."""
@@ -121,16 +135,11 @@ class CloakApp:
         return response
 
     async def _cloak(self, request: Request) -> Response:
-        from comcloak.serve.body import CLIENT_CLOSED_REQUEST, read_upload
+        from comcloak.serve.body import CLIENT_CLOSED_REQUEST
 
-        settings = self.settings
         try:
-            check_token(request.headers, settings.token)
-            attack, check, choice, as_json = parse_request(dict(request.query_params), settings.check)
-            body = await read_upload(request, settings.max_bytes, settings.read_timeout_s)
-            photo = await asyncio.get_running_loop().run_in_executor(None, decode_upload, body, settings.max_pixels)
-            job = Job(attack, photo, check, written_format(photo.format, choice, photo.alpha is not None))
-            answer = await self.batcher.submit((attack, self.service.view_shape(attack, photo)), job)
+            key, job, as_json = await self._accept(request)
+            answer = await self.batcher.submit(key, job)
         except RequestError as error:
             if error.status == CLIENT_CLOSED_REQUEST:
                 logger.warning("%s: %s", client_address(request.client), error)
@@ -140,6 +149,84 @@ class CloakApp:
         except RequestTimeoutError as error:
             return problem(504, TITLES[504], str(error))
         return _cloak_response(answer, as_json)
+
+    async def _accept(self, request: Request) -> tuple[tuple, Job, bool]:
+        """An upload checked, read and decoded (``POST /v1/cloak`` and ``POST /v1/jobs``): its batching key, its
+        batcher item and whether JSON was asked for; RequestError otherwise."""
+        from comcloak.serve.body import read_upload
+
+        settings = self.settings
+        check_token(request.headers, settings.token)
+        attack, check, choice, as_json = parse_request(dict(request.query_params), settings.check)
+        body = await read_upload(request, settings.max_bytes, settings.read_timeout_s)
+        photo = await asyncio.get_running_loop().run_in_executor(None, decode_upload, body, settings.max_pixels)
+        job = Job(attack, photo, check, written_format(photo.format, choice, photo.alpha is not None))
+        return (attack, self.service.view_shape(attack, photo)), job, as_json
+
+    async def create_job(self, request: Request) -> Response:
+        """``POST /v1/jobs``: the parameters and body of ``POST /v1/cloak``; 202 with ``Location: /v1/jobs/ID`` and
+        the job's status (its queue position), or the refusal ``/v1/cloak`` would answer (never queued then)."""
+        from starlette.responses import JSONResponse
+
+        from comcloak.serve.body import CLIENT_CLOSED_REQUEST
+
+        try:
+            key, job, _ = await self._accept(request)
+            entry = self.jobs.add(job, time.monotonic())
+        except RequestError as error:
+            if error.status == CLIENT_CLOSED_REQUEST:
+                logger.warning("%s: %s", client_address(request.client), error)
+            response = refusal(error)
+            response.headers["Connection"] = "close"  # its body may be unread: stop the upload here
+            return response
+        entry.task = asyncio.create_task(self._run_job(entry, key))
+        status = job_status(entry, self.batcher, time.monotonic())
+        return JSONResponse(status, status_code=202, headers={"Location": status["url"]})
+
+    async def _run_job(self, entry: JobEntry, key: tuple) -> None:
+        """Wait for a job's batch; its answer or its error on ``entry``, counted in the metrics like a request."""
+        started = time.perf_counter()
+        try:
+            entry.answer = await self.batcher.submit(key, entry.item)
+        except RequestError as error:
+            entry.error = error
+        except QueueFullError as error:
+            entry.error = RequestError(503, str(error), {"Retry-After": str(RETRY_AFTER_S)})
+        except RequestTimeoutError as error:
+            entry.error = RequestError(504, str(error))
+        except Exception:  # noqa: BLE001 - a bug: logged with its traceback, the job fails with a 500 all the same
+            logger.exception("a job failed")
+            entry.error = RequestError(500, "the server failed on this job (logged)")
+        entry.finished = time.monotonic()
+        self.metrics.answered(200 if entry.error is None else entry.error.status, time.perf_counter() - started)
+
+    async def job(self, request: Request) -> Response:
+        """``GET /v1/jobs/ID``: the job's status JSON (:func:`~comcloak.serve.jobs.job_status`); 404 unknown."""
+        from starlette.responses import JSONResponse
+
+        try:
+            entry = self._job_entry(request)
+        except RequestError as error:
+            return refusal(error)
+        result = None if entry.answer is None else answer_fields(entry.answer)
+        return JSONResponse(job_status(entry, self.batcher, time.monotonic(), result))
+
+    async def job_result(self, request: Request) -> Response:
+        """``GET /v1/jobs/ID/result``: the cloak with the headers of ``POST /v1/cloak``; a failed job's problem, 409
+        while it is queued or running, 404 unknown."""
+        try:
+            entry = self._job_entry(request)
+            if entry.error is not None:
+                raise entry.error
+            if entry.answer is None:
+                raise RequestError(409, f"job {entry.id} has not finished: poll /v1/jobs/{entry.id} until it is done")
+        except RequestError as error:
+            return refusal(error)
+        return _cloak_response(entry.answer, as_json=False)
+
+    def _job_entry(self, request: Request) -> JobEntry:
+        check_token(request.headers, self.settings.token)
+        return self.jobs.get(request.path_params["job_id"], time.monotonic())
 
     async def live(self, request: Request) -> Response:
         """``GET /v2/health/live``: the process answers."""
@@ -180,6 +267,8 @@ class CloakApp:
             "presets": {name: preset.describe() for name, preset in PRESETS.items()},
             "default_strength": DEFAULT_STRENGTH, "protect": list(PROTECT_CHOICES), "default_protect": DEFAULT_PROTECT,
             "face_presets": {name: preset.summary for name, preset in FACE_PRESETS.items()},
+            "profiles": {name: profile.description for name, profile in PROFILES.items()},
+            "formats": list(OUTPUT_FORMATS), "jobs": {"max_jobs": settings.jobs.max_jobs, "ttl_s": settings.jobs.ttl_s},
         })
 
 
@@ -192,14 +281,21 @@ def _cloak_response(answer: dict, as_json: bool) -> Response:
                "X-Comcloak-Check": answer["check"]}
     if answer["clean_label"] is not None:  # protect=faces attacks no classifier
         headers["X-Comcloak-Clean-Label"] = str(answer["clean_label"])
+        headers["X-Comcloak-Cloak-Label"] = str(answer["cloak_label"])
     if answer["faces"] is not None:
         headers["X-Comcloak-Faces"] = faces_header(answer["faces"])
     media_type = CONTENT_TYPES[answer["format"]]
     if as_json:
-        payload = {key: value for key, value in answer.items() if key != "data"}
-        payload.update(image=base64.b64encode(answer["data"]).decode(), content_type=media_type)
+        payload = answer_fields(answer) | {"image": base64.b64encode(answer["data"]).decode()}
         return JSONResponse(payload, headers=headers)
     return Response(answer["data"], media_type=media_type, headers=headers)
+
+
+def answer_fields(answer: dict) -> dict:
+    """The JSON fields of an answer (``response=json``, a finished job's ``result``): everything but the image
+    bytes, with its ``content_type``."""
+    return {key: value for key, value in answer.items() if key != "data"} | {
+        "content_type": CONTENT_TYPES[answer["format"]]}
 
 
 def faces_header(faces: list[dict]) -> str:

@@ -71,11 +71,23 @@ class DynamicBatcher:
         self._task: asyncio.Task | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._accepting = False
+        self._running: list[Any] = []  # the items of the batch running now
 
     @property
     def depth(self) -> int:
         """Requests waiting for a batch (not counting the one running)."""
         return sum(len(group) for group in self._groups.values())
+
+    def position(self, item: Any) -> int | None:
+        """How many waiting requests were queued before ``item`` (0: it is next; batches run the oldest request's
+        group first); None when ``item`` is not waiting (running, done, or not submitted yet)."""
+        waiting = sorted((p for group in self._groups.values() for p in group if not p.future.cancelled()),
+                         key=lambda pending: pending.enqueued)
+        return next((index for index, pending in enumerate(waiting) if pending.item is item), None)
+
+    def is_running(self, item: Any) -> bool:
+        """Whether ``item`` is in the batch running now."""
+        return any(running is item for running in self._running)
 
     async def start(self) -> None:
         self._wakeup = asyncio.Event()
@@ -151,12 +163,14 @@ class DynamicBatcher:
 
     async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> None:
         started = time.perf_counter()
+        self._running = [p.item for p in batch]
         try:
-            results = await loop.run_in_executor(self._executor, self.run_batch, [p.item for p in batch])
+            results = await loop.run_in_executor(self._executor, self.run_batch, self._running)
             if len(results) != len(batch):
                 raise RuntimeError(f"the batch function returned {len(results)} results for {len(batch)} items")
         except Exception as error:  # noqa: BLE001 - the whole batch failed: every waiting request gets the error
             results = [error] * len(batch)
+        self._running = []
         if self.on_batch is not None:
             self.on_batch(len(batch), time.perf_counter() - started)
         for pending, result in zip(batch, results):

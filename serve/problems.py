@@ -13,16 +13,18 @@ from comcloak.errors import UserError
 PROBLEM_JSON = "application/problem+json"
 BEARER_CHALLENGE = {"WWW-Authenticate": "Bearer"}
 RETRY_AFTER_S = 1  # the Retry-After of a 503 (the queue is full or the server is stopping)
-TITLES = {400: "Bad image", 401: "Unauthorized", 408: "Request timeout", 413: "Too large", 422: "Bad parameter",
-          499: "Client closed request", 500: "Cloaking failed", 503: "Busy", 504: "Timeout"}
+TITLES = {400: "Bad image", 401: "Unauthorized", 404: "Not found", 408: "Request timeout", 409: "Not finished",
+          413: "Too large", 422: "Bad parameter", 499: "Client closed request", 500: "Cloaking failed", 503: "Busy",
+          504: "Timeout"}
 
 
 class RequestError(UserError):
-    """A request the server refuses: ``status`` (400, 413, 422) and a one-line detail."""
+    """A request the server refuses: ``status`` (400, 413, 422) and a one-line detail (``headers``: Retry-After)."""
 
-    def __init__(self, status: int, detail: str) -> None:
+    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(detail)
         self.status = status
+        self.headers = headers
 
 
 def problem(status: int, title: str, detail: str, headers: dict[str, str] | None = None):
@@ -35,7 +37,8 @@ def problem(status: int, title: str, detail: str, headers: dict[str, str] | None
 
 def refusal(error: RequestError):
     """The problem+json answer of a refused request (401 with its bearer challenge)."""
-    return problem(error.status, TITLES[error.status], str(error), BEARER_CHALLENGE if error.status == 401 else None)
+    headers = BEARER_CHALLENGE if error.status == 401 else error.headers
+    return problem(error.status, TITLES[error.status], str(error), headers)
 
 
 async def http_error(request: Any, error: Any):

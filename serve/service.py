@@ -17,6 +17,7 @@ from comcloak.codecs.photos import Photo
 from comcloak.engine.protection import PROTECTION_KEYWORDS
 from comcloak.errors import UserError, first_line
 from comcloak.serve.batcher import BatchSettings
+from comcloak.serve.jobs import JobSettings
 from comcloak.serve.problems import RequestError
 from comcloak.serve.request import CloakRequest
 from comcloak.serve.server import READ_TIMEOUT_S
@@ -41,6 +42,8 @@ class ServeSettings:
     cloakers: int = 2  # attack configurations whose models stay loaded at once
     read_timeout_s: float = READ_TIMEOUT_S  # for a request's headers, and again for its body
     token: str | None = field(default=None, repr=False)  # when set, /v1/* needs "Authorization: Bearer <token>"
+    jobs: JobSettings = JobSettings()  # the job API's table: --max-jobs, --job-ttl
+    ui: bool = True  # GET / serves the page (--no-ui: 404)
 
 
 @dataclass
@@ -128,6 +131,15 @@ def _answer(cloaker: Any, job: Job, result: Any, seconds: float) -> dict | Excep
         logger.warning("encoding or scoring an upload failed", exc_info=True)
         return RequestError(500, f"cloaking failed ({type(error).__name__}: {error})")
     return {"data": data, "format": job.image_format, "clean_label": record.clean_check_label,
-            "protected": bool(record.success), "protected_on": record.protected_on,
+            "cloak_label": record.check_label, "clean_name": _label_name(record.clean_check_label),
+            "cloak_name": _label_name(record.check_label), "protected": bool(record.success),
+            "protected_on": record.protected_on,
             "psnr_db": record.psnr_db, "seconds": seconds, "check": job.check.spec,
             "protect": cloaker.protection.protect, "faces": record.faces}
+
+
+def _label_name(label: int | None) -> str | None:
+    """An ImageNet label's short name (the classifiers are ImageNet-1k's); None without a label."""
+    from comcloak.models.labels import imagenet_class_name
+
+    return None if label is None else imagenet_class_name(label)

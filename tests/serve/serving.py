@@ -28,6 +28,13 @@ def png_bytes(seed: int = 0, size: tuple[int, int] = (48, 64)) -> bytes:
     return buffer.getvalue()
 
 
+class ColdService(CloakService):
+    """The real service without its warm-up (models load on the first batch): a server that starts at once."""
+
+    def warm_up(self) -> None:
+        pass
+
+
 @contextmanager
 def running_server(settings: ServeSettings, service: CloakService | None = None) -> Iterator[tuple[str, object]]:
     config = uvicorn_config(create_app(settings, service), settings.read_timeout_s, host="127.0.0.1", port=0,
