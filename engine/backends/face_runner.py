@@ -36,8 +36,8 @@ from .registry import BackendUnavailableError
 
 logger = logging.getLogger(__name__)
 
-FACE_GRAPH_FORMAT_VERSION = "3"  # bump when the face step graph changes (2: PRelu as Relu, Sub, Mul, Add;
-# 3: the per-pixel budget input)
+FACE_GRAPH_FORMAT_VERSION = "4"  # bump when the face step graph changes (2: PRelu as Relu, Sub, Mul, Add;
+# 3: the per-pixel budget input; 4: PRelu and its VJP in the blocked layout, export/blocked_layout.py)
 INT_INPUTS = ("warp_index",)
 _SESSIONS: dict[tuple[str, int | None], Any] = {}  # (graph path, threads) -> session, for the whole process
 _SESSIONS_LOCK = threading.Lock()
