@@ -30,8 +30,8 @@ def _model(slope: np.ndarray) -> onnx.ModelProto:
     inits = [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(slope, "slope"),
              numpy_helper.from_array((1 - a).astype(np.float32), "one_minus"), numpy_helper.from_array(a, "a")]
     shape = [None, CHANNELS, 10, 10]
-    graph = helper.make_graph(nodes, "t", [helper.make_tensor_value_info(n, TensorProto.FLOAT, shape) for n in "xg"],
-                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, shape) for n in ("y", "grad")], inits)
+    values = {name: helper.make_tensor_value_info(name, TensorProto.FLOAT, shape) for name in ("x", "g", "y", "grad")}
+    graph = helper.make_graph(nodes, "t", [values["x"], values["g"]], [values["y"], values["grad"]], inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
 
 
