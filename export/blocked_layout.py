@@ -173,4 +173,15 @@ def blocked_layout(model: Any) -> dict[str, int]:
     counts = {"prelu_blocked": prelu_blocked(model)}
     counts["prelu_as_relu"] = prelu_as_relu(model)
     counts["gate_factor_blocked"] = gate_factor_blocked(model)
+    _drop_unused_initialisers(model)
     return counts
+
+
+def _drop_unused_initialisers(model: Any) -> None:
+    """The initialisers no node reads any more (the rewritten nodes' slopes and constants): ONNX Runtime would warn
+    about each when it loads the graph."""
+    used = {name for node in model.graph.node for name in node.input} | {out.name for out in model.graph.output}
+    kept = [init for init in model.graph.initializer if init.name in used]
+    if len(kept) < len(model.graph.initializer):
+        del model.graph.initializer[:]
+        model.graph.initializer.extend(kept)
