@@ -88,3 +88,19 @@ def test_the_onnxruntime_loop_keeps_its_graph_in_the_cache_dir_given(setting, tm
     assert not default.exists() or not any(default.rglob("face-step-*"))
     cloaker = Cloaker(protect="faces", backend="onnxruntime", cache_dir=given, classifier="tiny_classifier")
     assert cloaker.faces.cache_dir == given
+
+
+def test_the_host_threads_are_restored_after_the_block() -> None:
+    """The ONNX Runtime loop runs torch's host work on one thread (face_runner.host_threads), and gives the process
+    its thread count back after each face, also when the block raises."""
+    import torch
+
+    from comcloak.engine.backends.face_runner import host_threads
+
+    before = torch.get_num_threads()
+    with host_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError), host_threads(1):
+        raise RuntimeError("a failing step")
+    assert torch.get_num_threads() == before
