@@ -183,7 +183,8 @@ class Cloaker:
             raise CloakerConfigError(str(error)) from None
         self.threads = threads
         self.precision = precision
-        self.faces = None if self.face_config is None else FaceStep(self.face_config, backend=self.backend)
+        self.faces = None if self.face_config is None else FaceStep(self.face_config, backend=self.backend,
+                                                                    cache_dir=cache_dir)
         self._graphs = StepGraphCache(
             self.attacked, self.through, cache_dir,
             metadata={"classifier": config.classifier, "through": config.through},

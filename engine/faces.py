@@ -12,6 +12,7 @@ alone; the objects cloak adds its own change, so under ``both`` the whole photo'
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import replace
 from typing import Any
@@ -63,9 +64,11 @@ class FaceStep:
         >>> cloaked, faces, detections = step.cloak(photo, photo, 0.0)
     """
 
-    def __init__(self, config: FaceCloakConfig, models: FaceModels | None = None, backend: str = "torch") -> None:
+    def __init__(self, config: FaceCloakConfig, models: FaceModels | None = None, backend: str = "torch",
+                 cache_dir: str | os.PathLike | None = None) -> None:
         self.config = config
         self.backend = face_backend_for(backend)
+        self.cache_dir = cache_dir  # the exported face step graph's (the Cloaker's step-graph cache)
         self._models = models
         self._lock = threading.Lock()
 
@@ -87,7 +90,8 @@ class FaceStep:
         detections = tuple(detect_faces(self.models.detector, original))
         if not detections:  # a copy: the cloak is never the caller's own array
             return (base.copy() if base is original else base), (), ()
-        result = cloak_faces(base, self.config, models=self.models, detections=detections, backend=self.backend)
+        result = cloak_faces(base, self.config, models=self.models, detections=detections, backend=self.backend,
+                             cache_dir=self.cache_dir)
         if base is original:  # the face cloak alone: its own check was against the original already
             return result.photo, result.faces, detections
         return self.finish(original, result.photo, result.faces, detections, eps)

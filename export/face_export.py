@@ -21,7 +21,6 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -36,6 +35,7 @@ from comcloak.attacks.loss import goal_weights, per_image_loss
 from comcloak.models.faces import ARCFACE_SIZE
 from comcloak.models.faces.align import template
 
+from .blocked_layout import blocked_layout
 from .face_step import FACE_INPUTS, FaceAttackStep, FaceStepLayout, identity_reference, warp_inputs
 from .gradient import traceable_through
 from .onnx_export import ExportError, ExportReport, _stamp_metadata, _trace
@@ -99,7 +99,7 @@ def face_autograd_reference(recogniser: nn.Module, through: nn.Module | None, in
     recogniser = copy.deepcopy(recogniser).to(dtype)
     through = copy.deepcopy(through).to(dtype) if through is not None else None
     draw = Draw(**{name: named[name].to(dtype) for name in DRAW_INPUTS})
-    x = named["x"].to(dtype).requires_grad_(True)
+    x = named["x"].detach().to(dtype).requires_grad_(True)  # a copy: not the caller's input
     with torch.enable_grad():
         seen = apply_draw(x, draw, stand_ins_of(through))
         cosines = identity_reference(recogniser, seen, named["gallery"].to(dtype), named["warp_index"],
@@ -132,32 +132,6 @@ def check_face_step(onnx_file: Path, recogniser: nn.Module, through: nn.Module |
     return SelfCheck(errors=per_image_relative_errors(m_next, gradient), output_errors=output_errors(cosines, loss),
                      torch_errors=per_image_relative_errors(gradient32, gradient),
                      torch_output_errors=output_errors(cosines32, loss32))
-
-
-def prelu_as_relu(model: Any) -> int:
-    """Rewrite every ``PRelu(x, a)`` node of ``model`` (a ModelProto, in place) as ``r + a * (x - r)`` with
-    ``r = Relu(x)``: the same value bit for bit (``x > 0``: ``r = x``, ``x - r = 0``; else ``r = 0``, ``a * x``), in
-    ops ONNX Runtime's CPU provider runs in its blocked (NCHWc) layout; its ``PRelu`` made it reorder every SFace
-    convolution's output out of that layout and back. Measured on the ``faces`` preset's graph (real SFace, 224):
-    the same outputs (difference 0), 0.36 s instead of 0.43 s per step (median of 6 rounds, this shared CPU).
-    Returns how many nodes were rewritten."""
-    from onnx import helper
-
-    nodes, rewritten = [], 0
-    for node in model.graph.node:
-        if node.op_type != "PRelu":
-            nodes.append(node)
-            continue
-        (x, slope), name = node.input, node.name or f"prelu_{rewritten}"
-        relu, rest, scaled = f"{name}_relu", f"{name}_rest", f"{name}_scaled"
-        nodes += [helper.make_node("Relu", [x], [relu], name=relu),
-                  helper.make_node("Sub", [x, relu], [rest], name=rest),
-                  helper.make_node("Mul", [rest, slope], [scaled], name=scaled),
-                  helper.make_node("Add", [relu, scaled], [node.output[0]], name=f"{name}_sum")]
-        rewritten += 1
-    del model.graph.node[:]
-    model.graph.node.extend(nodes)
-    return rewritten
 
 
 def face_op_violations(model: object) -> list[str]:
@@ -198,7 +172,7 @@ def export_face_step(recogniser: nn.Module, through: nn.Module | None, size: int
         scratch_file = Path(scratch) / "face-step.onnx"
         _trace(step, example, layout, scratch_file)
         traced = onnx.load(str(scratch_file))
-        if prelu_as_relu(traced):
+        if any(blocked_layout(traced).values()):
             onnx.save(traced, str(scratch_file))
         model = _stamp_metadata(onnx, scratch_file, info)
         ops: dict[str, int] = {}

@@ -11,6 +11,7 @@ a feathered mask (``attacks/faces/compose``). Afterwards the surrogate (detector
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -99,17 +100,18 @@ def surrogate_embedding(models: FaceModels, image: torch.Tensor, landmarks: np.n
         return nn.functional.normalize(models.recogniser(torch.round(crop * 255) / 255), dim=-1)[0]
 
 
-def face_loop(backend: str, models: FaceModels, config: FaceCloakConfig) -> FaceLoop:
+def face_loop(backend: str, models: FaceModels, config: FaceCloakConfig,
+              cache_dir: str | os.PathLike | None = None) -> FaceLoop:
     """The loop of ``backend`` (:data:`FACE_BACKENDS`): ``torch``, the one loop (``run_attack``), or
     ``onnxruntime``, the exported face step run by ONNX Runtime with the same draws (the same cloak up to float32
-    rounding)."""
+    rounding), its graph kept in ``cache_dir`` (default ``$XDG_CACHE_HOME/comcloak``; the torch loop keeps none)."""
     if backend not in FACE_BACKENDS:
         raise AttackConfigError(f"unknown face backend {backend!r}; available: {', '.join(FACE_BACKENDS)}")
     if FACE_BACKENDS[backend] is None:
         labels = torch.zeros(1, dtype=torch.long)
         return lambda view, x0, through, eps_map: run_attack(view, x0, labels, config.attack, through,
                                                              eps_map=eps_map)
-    return plugins.import_reference(FACE_BACKENDS[backend])(models.recogniser, config)
+    return plugins.import_reference(FACE_BACKENDS[backend])(models.recogniser, config, cache_dir=cache_dir)
 
 
 def attack_face(models: FaceModels, image: torch.Tensor, face: FaceDetection, region: Region,
@@ -147,7 +149,8 @@ def check_face(models: FaceModels, cloaked: np.ndarray, clean_image: torch.Tenso
 
 
 def cloak_faces(photo: np.ndarray, config: FaceCloakConfig | None = None, *, models: FaceModels | None = None,
-                detections: Sequence[FaceDetection] | None = None, backend: str = "torch") -> FaceCloakResult:
+                detections: Sequence[FaceDetection] | None = None, backend: str = "torch",
+                cache_dir: str | os.PathLike | None = None) -> FaceCloakResult:
     """Cloak every face of ``photo`` (uint8 (H, W, 3) RGB) whose box is at least ``config.face.min_face`` pixels.
 
     Args:
@@ -157,6 +160,7 @@ def cloak_faces(photo: np.ndarray, config: FaceCloakConfig | None = None, *, mod
         detections: the faces to cloak (default: the detector's).
         backend: the loop (:data:`FACE_BACKENDS`): ``torch`` (the reference) or ``onnxruntime`` (the exported face
             step; the same draws, the same cloak up to float32 rounding; its graph is exported on first use).
+        cache_dir: where the exported step graph is kept (default ``$XDG_CACHE_HOME/comcloak``).
 
     Returns:
         :class:`FaceCloakResult`; a photo without faces comes back unchanged with status ``no faces``.
@@ -167,7 +171,7 @@ def cloak_faces(photo: np.ndarray, config: FaceCloakConfig | None = None, *, mod
     """
     config = config or face_config()
     models = models or FaceModels.create(config.face.detector, config.face.recogniser)
-    loop = face_loop(backend, models, config)
+    loop = face_loop(backend, models, config, cache_dir)
     faces = list(detect_faces(models.detector, photo) if detections is None else detections)
     image = to_tensor(np.ascontiguousarray(photo)[None])
     height, width = photo.shape[:2]

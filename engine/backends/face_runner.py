@@ -16,6 +16,8 @@ import copy
 import logging
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +38,39 @@ from .registry import BackendUnavailableError
 
 logger = logging.getLogger(__name__)
 
-FACE_GRAPH_FORMAT_VERSION = "3"  # bump when the face step graph changes (2: PRelu as Relu, Sub, Mul, Add;
-# 3: the per-pixel budget input)
+FACE_GRAPH_FORMAT_VERSION = "4"  # bump when the face step graph changes (2: PRelu as Relu, Sub, Mul, Add;
+# 3: the per-pixel budget input; 4: PRelu and its VJP in the blocked layout, export/blocked_layout.py)
 INT_INPUTS = ("warp_index",)
+# torch's threads for the host's work between steps (the draws, the taps, the copies): small ops, whose OpenMP
+# workers spin after each and so take a core from ONNX Runtime's threads (docs/faces.md, "Speed").
+HOST_THREADS = 1
 _SESSIONS: dict[tuple[str, int | None], Any] = {}  # (graph path, threads) -> session, for the whole process
 _SESSIONS_LOCK = threading.Lock()
+
+
+@contextmanager
+def host_threads(threads: int) -> Iterator[None]:
+    """torch's intra-op threads set to ``threads`` inside the block, restored after it (they are the process's: the
+    face loop runs one face at a time, and serve cloaks on one worker thread).
+
+    The host's per-step work is small elementwise ops; with two threads their OpenMP workers spin between ops and
+    after the last, taking the cores ONNX Runtime's own threads need. Measured under other jobs' load on this 2-core
+    CPU, 20 steps of the ``faces`` preset's draws and taps: 53 ms wall (41 ms CPU) per step with 2 threads, 9 ms
+    (4.5 ms CPU) with 1, the same values bit for bit.
+
+    Example:
+        >>> with host_threads(1):
+        ...     draws = sampler.sample(1, 224, 224)
+    """
+    before = torch.get_num_threads()
+    if before == threads:
+        yield
+        return
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class FaceStepGraphCache:
@@ -137,7 +167,8 @@ class FaceOnnxRuntimeRunner(OnnxRuntimeRunner):
             raise ValueError(f"eps_map must be shaped (1, 1, {x0.shape[2]}, {x0.shape[3]}), got {tuple(eps_map.shape)}")
         self.view, self.eps_map = view, eps_map
         try:
-            return self.infer(x0, torch.zeros(1, dtype=torch.long))
+            with host_threads(HOST_THREADS):
+                return self.infer(x0, torch.zeros(1, dtype=torch.long))
         finally:
             self.view, self.eps_map = None, None
 

@@ -89,7 +89,7 @@ def test_the_tiny_export_passes_its_calibrated_self_check(tiny_export) -> None:
     assert check is not None and check.passed
     # The warp is a gather and its VJP a scatter-add: no GridSample, no grid in either direction.
     assert {"GatherElements", "ScatterElements"} <= set(tiny_export.ops) <= TENSORRT_ONNX_OPS | set(FACE_EXTRA_OPS)
-    assert "PRelu" not in tiny_export.ops  # rewritten as Relu, Sub, Mul, Add (prelu_as_relu)
+    assert "PRelu" not in tiny_export.ops  # rewritten in the blocked layout (export/blocked_layout.py)
     assert not any("Grid" in op for op in tiny_export.ops)
     assert tiny_export.metadata["kind"] == "face" and tiny_export.metadata["inputs"].endswith("warp_weight,budget")
     assert max(check.errors) < 1e-5 and max(check.torch_errors) < 1e-5  # float32 rounding: ~1e-7 measured

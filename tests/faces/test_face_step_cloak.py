@@ -73,3 +73,34 @@ def test_other_faces_in_the_photo_change_nothing_of_a_face(setting, backend: str
 def test_an_unknown_backend_is_a_one_line_error(setting) -> None:
     with pytest.raises(AttackConfigError, match="unknown face backend 'tensorrt'; available: torch, onnxruntime"):
         _cloak(setting, [_face(*BOXES[0])], "tensorrt")
+
+
+def test_the_onnxruntime_loop_keeps_its_graph_in_the_cache_dir_given(setting, tmp_path, monkeypatch) -> None:
+    """cloak_faces(cache_dir=...) (a Cloaker's cache_dir, through FaceStep) exports the face step graph there, not
+    into the default cache."""
+    from comcloak.engine.cloaker import Cloaker
+
+    default, given = tmp_path / "default", tmp_path / "given"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(default))
+    models, config, photo = setting
+    cloak_faces(photo, config, models=models, detections=[_face(*BOXES[0])], backend="onnxruntime", cache_dir=given)
+    assert [path.name.startswith("face-step-") for path in given.iterdir()] == [True]
+    assert not default.exists() or not any(default.rglob("face-step-*"))
+    cloaker = Cloaker(protect="faces", backend="onnxruntime", cache_dir=given, classifier="tiny_classifier")
+    assert cloaker.faces.cache_dir == given
+
+
+def test_the_host_threads_are_restored_after_the_block() -> None:
+    """The ONNX Runtime loop runs torch's host work on one thread (face_runner.host_threads), and gives the process
+    its thread count back after each face, also when the block raises."""
+    import torch
+
+    from comcloak.engine.backends.face_runner import host_threads
+
+    before = torch.get_num_threads()
+    with host_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError), host_threads(1):
+        raise RuntimeError("a failing step")
+    assert torch.get_num_threads() == before
