@@ -74,8 +74,8 @@ def main() -> None:
         reference = cloaks["torch"][index][rows_of_region].astype(np.int16)
         for way in WAYS:
             values = cloaks[way][index][rows_of_region].astype(np.int16)
-            cosine = check_face(models, cloaks[way][index], to_tensor(work.photos[index][None]), face)
-            row[way] = {"cosine": None if cosine is None else round(cosine, 4),
+            check = check_face(models, cloaks[way][index], to_tensor(work.photos[index][None]), face)
+            row[way] = {"cosine": None if check is None else round(check.cosine, 4),
                         "fraction_differing": round(float(np.mean(values != reference)), 4),
                         "max_difference": int(np.abs(values - reference).max())}
         rows.append(row)

@@ -16,7 +16,7 @@ from comcloak.codecs.platforms import PROFILES
 FACE_SIDE = 640  # the longer side photos are reduced to before cloaking (as the face measurements in docs/faces.md)
 FACE_JUDGES = "dlib,sface"  # dlib: evaluation only; sface: the surrogate the face cloak attacks
 FACE_OUTPUTS = {"json": "faces.json", "report": "faces.md", "plot": "faces.png"}  # --out DIR's files
-FACE_ONLY = ("face_preset", "profiles", "side", "cache", "out")  # the faces protocol's own options
+FACE_ONLY = ("face_preset", "face_recogniser", "profiles", "side", "cache", "out")  # the faces protocol's own options
 NOT_FOR_FACES = {"strengths": "--strengths", "cross": "--cross", "examples": "--examples", "targeted": "--targeted",
                  "codecs": "--codecs (use --profiles)", "limit": "--limit"}
 
@@ -27,6 +27,9 @@ def add_face_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--face-preset", default=None, metavar="PRESET",
                        help="the face cloak's preset (comcloak.attacks.faces; docs/faces.md); default: the default "
                             "face preset. --eps, --steps, --alpha, --momentum, --draws and --seed win over it")
+    group.add_argument("--face-recogniser", default=None, metavar="NAMES",
+                       help="the surrogate recogniser(s) the cloak attacks, comma-separated for an ensemble "
+                            "(e.g. with a recogniser a plugin registers); default: the preset's (sface)")
     group.add_argument("--profiles", default=None, metavar="LIST",
                        help=f"comma-separated platform profiles (default all: {','.join(PROFILES)})")
     group.add_argument("--side", type=positive_int, default=None,
@@ -64,6 +67,7 @@ def face_plan(args: argparse.Namespace):
     from comcloak.errors import UserError
     from comcloak.evaluation.faces import FACE_JUDGES as JUDGES
     from comcloak.evaluation.faces import read_people
+    from comcloak.models.faces import recogniser_names
 
     refused = [flag for name, flag in NOT_FOR_FACES.items() if getattr(args, name, None) not in (None, False)]
     # The face loop runs in fp32 on the CPU: the torch loop or the exported face step on ONNX Runtime.
@@ -77,8 +81,10 @@ def face_plan(args: argparse.Namespace):
         raise UserError("--protocol faces reads one folder of PERSON/ subfolders")
     judges = _names(args.judges or FACE_JUDGES, JUDGES, "--judges (faces protocol)")
     profiles = _names(args.profiles or ",".join(PROFILES), PROFILES, "--profiles")
+    if args.face_recogniser is not None:
+        recogniser_names(args.face_recogniser)  # a bad list fails here, before any photo is read
     overrides = {name: value for name, value in given_settings(args, "eval", "attack").items() if name != "targeted"}
-    config = face_config(args.face_preset or DEFAULT_FACE_PRESET, **overrides)
+    config = face_config(args.face_preset or DEFAULT_FACE_PRESET, recogniser=args.face_recogniser, **overrides)
     people = read_people(args.photos[0], args.side or FACE_SIDE)
     return people, config, judges, profiles
 

@@ -279,7 +279,8 @@ class Cloaker:
             return results
         if self.faces is None:
             return self._cloak_objects(photos, batch_size)
-        faced = [self.faces.cloak(photo, photo, self.config.eps) for photo in photos]
+        # Unchecked: finish() checks each face once, on the final cloak.
+        faced = [self.faces.cloak(photo, photo, self.config.eps, check=False) for photo in photos]
         # A photo without faces starts from itself: its objects cloak is the objects-only one, byte for byte.
         starts = [cloak if faces else photo for photo, (cloak, faces, _) in zip(photos, faced)]
         results = self._cloak_objects(photos, batch_size, starts)

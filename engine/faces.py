@@ -23,7 +23,7 @@ from comcloak.attacks.faces.cloak import FACE_BACKENDS, FaceModels, FaceRecord, 
 from comcloak.attacks.faces.settings import FaceCloakConfig
 from comcloak.codecs.tensors import to_tensor
 from comcloak.engine.protection import NOT_FOUND, NOT_PROTECTED, PROTECTED, TOO_SMALL, face_report
-from comcloak.models.faces import SFACE_COSINE_THRESHOLD, FaceDetection, detect_faces
+from comcloak.models.faces import FaceDetection, detect_faces
 
 
 def budget_levels(eps: float) -> int:
@@ -80,18 +80,20 @@ class FaceStep:
                 self._models = FaceModels.create(self.config.face.detector, self.config.face.recogniser)
             return self._models
 
-    def cloak(self, original: np.ndarray, base: np.ndarray, eps: float,
+    def cloak(self, original: np.ndarray, base: np.ndarray, eps: float, check: bool = True,
               ) -> tuple[np.ndarray, tuple[FaceRecord, ...], tuple[FaceDetection, ...]]:
         """Cloak the faces of ``original`` (uint8 (H, W, 3)) on ``base`` (the objects cloak, or ``original``
         itself), within :func:`clip_to_budget` of ``original`` (``eps``: the objects cloak's, [0, 1]).
 
         Returns the cloak, one :class:`FaceRecord` per face found on ``original`` (its ``cosine``/``protected``
-        against the clean ``original``, on the cloak as returned, no platform) and the detections (same order)."""
+        against the clean ``original``, on the cloak as returned, no platform) and the detections (same order).
+        ``check=False``: the records carry no verdict yet, for a caller that adds the objects cloak and then checks
+        the final photo (:meth:`finish`), so no face is checked twice."""
         detections = tuple(detect_faces(self.models.detector, original))
         if not detections:  # a copy: the cloak is never the caller's own array
             return (base.copy() if base is original else base), (), ()
         result = cloak_faces(base, self.config, models=self.models, detections=detections, backend=self.backend,
-                             cache_dir=self.cache_dir)
+                             cache_dir=self.cache_dir, check=check and base is original)  # otherwise finish() checks
         if base is original:  # the face cloak alone: its own check was against the original already
             return result.photo, result.faces, detections
         return self.finish(original, result.photo, result.faces, detections, eps)
@@ -106,9 +108,9 @@ class FaceStep:
         clean = to_tensor(np.ascontiguousarray(original)[None])
         records = []
         for face, detection in zip(faces, detections):
-            cosine = None if face.region is None else check_face(self.models, cloaked, clean, detection)
-            records.append(replace(face, cosine=cosine,
-                                   protected=cosine is not None and cosine < SFACE_COSINE_THRESHOLD))
+            check = None if face.region is None else check_face(self.models, cloaked, clean, detection)
+            records.append(replace(face, cosine=None if check is None else check.cosine,
+                                   protected=check is not None and check.protected))
         return cloaked, tuple(records), detections
 
     def verdicts(self, original: np.ndarray, received: np.ndarray, faces: tuple[FaceRecord, ...],
@@ -125,8 +127,8 @@ class FaceStep:
             if face.region is None:
                 verdict = TOO_SMALL
             else:
-                cosine = check_face(self.models, np.ascontiguousarray(received), clean, detection)
-                verdict = NOT_FOUND if cosine is None else PROTECTED if cosine < SFACE_COSINE_THRESHOLD \
-                    else NOT_PROTECTED
+                check = check_face(self.models, np.ascontiguousarray(received), clean, detection)
+                cosine = None if check is None else check.cosine
+                verdict = NOT_FOUND if check is None else PROTECTED if check.protected else NOT_PROTECTED
             reports.append(face_report(face, cosine, verdict))
         return reports

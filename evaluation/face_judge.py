@@ -106,20 +106,21 @@ class SFaceJudge(FaceJudge):
     """Our YuNet + ArcFace alignment + SFace (a surrogate: the models a face cloak attacks).
 
     ``detector`` and ``recogniser`` are face-model names (:func:`comcloak.models.faces.create_face_model`), or
-    modules; ``settings``: the detector's :class:`~comcloak.models.faces.detect.DetectorSettings`.
+    modules; the threshold is the recogniser's own (``cosine_threshold``: same person at cosine >= it);
+    ``settings``: the detector's :class:`~comcloak.models.faces.detect.DetectorSettings`.
     """
 
     role = "surrogate"
 
     def __init__(self, detector: Any = "yunet", recogniser: Any = "sface", settings: Any = None,
                  name: str = "sface") -> None:
-        from comcloak.models.faces import SFACE_COSINE_THRESHOLD, DetectorSettings, create_face_model
+        from comcloak.models.faces import DetectorSettings, create_face_model, recogniser_threshold
 
         self.detector = create_face_model(detector) if isinstance(detector, str) else detector
         self.recogniser = create_face_model(recogniser) if isinstance(recogniser, str) else recogniser
         self.settings = settings or DetectorSettings()
         self.name = name
-        self.threshold = 1.0 - SFACE_COSINE_THRESHOLD
+        self.threshold = 1.0 - recogniser_threshold(self.recogniser)
 
     def faces(self, photo: np.ndarray) -> list[JudgedFace]:
         import torch
@@ -141,3 +142,4 @@ class SFaceJudge(FaceJudge):
     def distance(self, a: np.ndarray, b: np.ndarray) -> float:
         a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
         return float(1.0 - a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12))
+

@@ -2,7 +2,8 @@
 
 ``cloak_faces(photo, face_config("faces"))`` cloaks every detected face above a minimum size against face
 recognition: the perturbation lives on a padded square around each face, is optimised through the surrogate's
-jittered alignment and recogniser (SFace) away from the clean identity, and is composed back with a feathered mask.
+jittered alignment and recogniser (SFace, or an ensemble of recognisers) away from the clean identity, and is
+composed back with a feathered mask.
 
 The settings and presets (:mod:`comcloak.attacks.faces.settings`) are torch-free and imported eagerly; the cloak
 itself needs torch and is imported on first use, so the CLI's parser can list the face presets without torch.
@@ -22,7 +23,8 @@ from comcloak.attacks.faces.settings import (
     face_config,
 )
 
-_LAZY = {"FaceCloakResult": "cloak", "FaceModels": "cloak", "FaceRecord": "cloak", "cloak_faces": "cloak"}
+_LAZY = {"FaceCheck": "cloak", "FaceCloakResult": "cloak", "FaceModels": "cloak", "FaceRecord": "cloak",
+         "cloak_faces": "cloak"}
 
 __all__ = [
     "DEFAULT_FACE_PRESET",

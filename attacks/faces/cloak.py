@@ -30,7 +30,15 @@ from comcloak.attacks.faces.view import IdentityView, rescale_points
 from comcloak.attacks.loop import run_attack
 from comcloak.attacks.through import make_through
 from comcloak.codecs.tensors import to_tensor
-from comcloak.models.faces import SFACE_COSINE_THRESHOLD, FaceDetection, align_faces, create_face_model, detect_faces
+from comcloak.models.faces import (
+    FaceDetection,
+    align_faces,
+    create_face_model,
+    create_recogniser,
+    detect_faces,
+    member_cosines,
+    recogniser_thresholds,
+)
 
 JITTER_SEED_SALT = 0x5FACE  # the jitter's generator differs from the draws' (both seeded by the region's content)
 SAME_FACE_IOU = 0.3  # a face found on the cloak is the same face when its box overlaps the clean one this much
@@ -43,22 +51,43 @@ FaceLoop = Callable[[nn.Module, torch.Tensor, nn.Module, 'torch.Tensor | None'],
 
 @dataclass(frozen=True)
 class FaceModels:
-    """The surrogate's detector and recogniser (modules in eval mode)."""
+    """The surrogate's detector and recogniser (modules in eval mode; the recogniser may be a
+    :class:`~comcloak.models.faces.FaceEnsemble`, whose cosine is its members' mean)."""
 
     detector: nn.Module
     recogniser: nn.Module
 
     @classmethod
     def create(cls, detector: str = "yunet", recogniser: str = "sface") -> FaceModels:
-        return cls(create_face_model(detector).eval(), create_face_model(recogniser).eval())
+        """``recogniser``: one registered name, or several separated by commas (an ensemble)."""
+        return cls(create_face_model(detector).eval(), create_recogniser(recogniser))
+
+
+@dataclass(frozen=True)
+class FaceCheck:
+    """What the surrogate says of one face on a cloak: ``cosine``, the recogniser's cosine to the clean face (with
+    an ensemble, that of the member nearest to matching: the largest cosine minus its own threshold), and
+    ``protected``: every member's cosine is below its own threshold."""
+
+    cosine: float
+    protected: bool
+
+    @classmethod
+    def of(cls, cosines: Sequence[float], thresholds: Sequence[float]) -> FaceCheck:
+        """From each member's cosine and threshold. Example: ``FaceCheck.of([0.1, 0.5], [0.363, 0.45])`` is
+        ``FaceCheck(0.5, False)``."""
+        margins = [cosine - threshold for cosine, threshold in zip(cosines, thresholds)]
+        nearest = max(range(len(margins)), key=margins.__getitem__)
+        return cls(float(cosines[nearest]), all(margin < 0 for margin in margins))
 
 
 @dataclass(frozen=True)
 class FaceRecord:
     """One detected face: ``box`` (x, y, w, h) and ``score`` from the detector, the ``region`` cloaked (None:
     smaller than ``min_face``, not cloaked), ``steps`` run, ``cosine`` of the surrogate's embedding of the cloak
-    to the clean one (None: not cloaked, or the detector no longer finds the face), ``protected`` (the surrogate
-    finds the face and no longer matches it: cosine below its threshold) and ``seconds`` spent on it."""
+    to the clean one (None: not cloaked, or the detector no longer finds the face; with an ensemble, the cosine of
+    the member nearest to matching, :class:`FaceCheck`), ``protected`` (the surrogate finds the face and no longer
+    matches it: every recogniser's cosine below its own threshold) and ``seconds`` spent on it."""
 
     box: tuple[float, float, float, float]
     score: float
@@ -132,8 +161,9 @@ def attack_face(models: FaceModels, image: torch.Tensor, face: FaceDetection, re
     return adversarial - x0, factors
 
 
-def check_face(models: FaceModels, cloaked: np.ndarray, clean_image: torch.Tensor, face: FaceDetection) -> float | None:
-    """The surrogate's cosine between the face on the cloak and on the clean photo (None: not found on the cloak).
+def check_face(models: FaceModels, cloaked: np.ndarray, clean_image: torch.Tensor,
+               face: FaceDetection) -> FaceCheck | None:
+    """The surrogate's verdict on the face on the cloak against the clean photo (None: not found on the cloak).
 
     ``cloaked`` (uint8 (h, w, 3)) may be the cloak as a platform delivered it, resized (``--check facebook`` on a
     large photo): its faces are matched to ``face`` (found on ``clean_image`` (1, 3, H, W)) in the clean photo's
@@ -145,12 +175,14 @@ def check_face(models: FaceModels, cloaked: np.ndarray, clean_image: torch.Tenso
         return None
     best = max(found, key=lambda pair: pair[0])[1]
     cloak_embedding = surrogate_embedding(models, to_tensor(cloaked[None]), best.landmarks)
-    return float(cloak_embedding @ surrogate_embedding(models, clean_image, face.landmarks))
+    clean_embedding = surrogate_embedding(models, clean_image, face.landmarks)
+    return FaceCheck.of(member_cosines(models.recogniser, cloak_embedding, clean_embedding),
+                        recogniser_thresholds(models.recogniser))
 
 
 def cloak_faces(photo: np.ndarray, config: FaceCloakConfig | None = None, *, models: FaceModels | None = None,
                 detections: Sequence[FaceDetection] | None = None, backend: str = "torch",
-                cache_dir: str | os.PathLike | None = None) -> FaceCloakResult:
+                cache_dir: str | os.PathLike | None = None, check: bool = True) -> FaceCloakResult:
     """Cloak every face of ``photo`` (uint8 (H, W, 3) RGB) whose box is at least ``config.face.min_face`` pixels.
 
     Args:
@@ -161,6 +193,9 @@ def cloak_faces(photo: np.ndarray, config: FaceCloakConfig | None = None, *, mod
         backend: the loop (:data:`FACE_BACKENDS`): ``torch`` (the reference) or ``onnxruntime`` (the exported face
             step; the same draws, the same cloak up to float32 rounding; its graph is exported on first use).
         cache_dir: where the exported step graph is kept (default ``$XDG_CACHE_HOME/comcloak``).
+        check: check each face on the cloak (the surrogate's detector and recogniser); False: the records carry no
+            verdict (``cosine`` None, ``protected`` False), for a caller that changes the cloak further and checks
+            the final one itself (``engine/faces.FaceStep.finish``).
 
     Returns:
         :class:`FaceCloakResult`; a photo without faces comes back unchanged with status ``no faces``.
@@ -187,7 +222,8 @@ def cloak_faces(photo: np.ndarray, config: FaceCloakConfig | None = None, *, mod
     cloaked = composer.compose(photo, config.attack.eps) if any(region for _, region, _ in attacked) else photo.copy()
     records = []
     for face, region, seconds in attacked:
-        cosine = None if region is None else check_face(models, cloaked, image, face)
+        verdict = None if region is None or not check else check_face(models, cloaked, image, face)
+        cosine, protected = (None, False) if verdict is None else (verdict.cosine, verdict.protected)
         records.append(FaceRecord(tuple(face.box), float(face.score), region, config.attack.steps if region else 0,
-                                  cosine, cosine is not None and cosine < SFACE_COSINE_THRESHOLD, seconds))
+                                  cosine, protected, seconds))
     return FaceCloakResult(cloaked, tuple(records))

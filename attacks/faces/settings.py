@@ -41,7 +41,9 @@ class FaceSettings:
             others a factor proportional to their texture, never below ``texture_floor``.
         gradient_sigma: translation-invariant gradient smoothing (TI, Dong et al. 2019): the gradient reaching the
             loop's views is blurred with a Gaussian of this many working-view pixels; 0: off.
-        detector, recogniser: the face models (``comcloak.models.faces``): the surrogate's detector and recogniser.
+        detector, recogniser: the face models (``comcloak.models.faces``): the surrogate's detector and recogniser;
+            ``recogniser`` may name several, separated by commas (``sface,tiny_mobilefacenet``): an ensemble, whose
+            loss is the mean of the members' cosines and whose faces count as protected when every member is fooled.
     """
 
     min_face: int = setting(32, "smallest face (shorter box side, pixels) that is cloaked", kind="int", low=1)
@@ -66,7 +68,8 @@ class FaceSettings:
     gradient_sigma: float = setting(0.0, "Gaussian smoothing of the gradient (TI), working-view pixels; 0: off",
                                     kind="real", low=0, high=16)
     detector: str = setting("yunet", "the face detector (comcloak.models.faces)")
-    recogniser: str = setting("sface", "the surrogate face recogniser (comcloak.models.faces)")
+    recogniser: str = setting("sface", "the surrogate face recogniser(s) (comcloak.models.faces), comma-separated for "
+                              "an ensemble")
 
     def __post_init__(self) -> None:
         check_declared(self)

@@ -55,6 +55,8 @@ class _ConvBnPRelu(nn.Sequential):
 class SFace(nn.Module):
     """(N, 3, 112, 112) aligned RGB crops in [0, 1] -> (N, 128) embeddings (not normalised, as OpenCV's net)."""
 
+    cosine_threshold = SFACE_COSINE_THRESHOLD
+
     def __init__(self, shape: SFaceShape = SFaceShape()) -> None:
         super().__init__()
         self.shape = shape

