@@ -22,8 +22,9 @@ _FAR = 1e7  # boxes are clipped to +-_FAR pixels before truncation, so integer I
 
 OPENCV_SCORE_THRESHOLD = 0.9  # OpenCV FaceDetectorYN.create's default (the parity tests' setting)
 # A missed face is an unprotected face, so the cloak favours recall: on the dev group photos (scripts/
-# face_detect_recall.py) OpenCV's 0.9 missed 6 of 35 faces (tilted and profile faces scoring 0.86-0.90); 0.8 found
-# all 35 with no extra detection on the single-person photos (0.6 added two false faces on one).
+# face_detect_recall.py) OpenCV's 0.9 missed 6 of 35 faces at 640 px (2 with the 1920 px second pass; tilted and
+# turned faces scoring 0.86-0.90); 0.8 finds all 35 with no extra detection on the single-person photos (0.6, one
+# pass, added two false faces on one).
 PROTECT_SCORE_THRESHOLD = 0.8
 
 
@@ -32,12 +33,17 @@ class DetectorSettings:
     """Where YuNet's detections are cut: ``score_threshold`` (the cloak's :data:`PROTECT_SCORE_THRESHOLD`, below
     OpenCV's 0.9 for recall), NMS IoU 0.3 and top 5000 before NMS (OpenCV's ``FaceDetectorYN.create`` defaults);
     ``max_side``: photos whose longer side is larger are downscaled (antialiased) to it before detection, and the
-    results scaled back (None: detect at full resolution)."""
+    results scaled back (None: detect at full resolution, one pass); ``fine_side``: such photos get a second pass at
+    this longer side (or full resolution if smaller), which adds the faces the first pass makes too small to find
+    (those not overlapping a first-pass face by more than the NMS IoU; None: one pass)."""
 
     score_threshold: float = PROTECT_SCORE_THRESHOLD
     nms_threshold: float = 0.3
     top_k: int = 5000
     max_side: int | None = 640
+    # YuNet finds faces down to ~10 px: at 640 px a 50 px face of a 4000 px phone photo is 8 px and is missed
+    # (measured: docs/faces.md "Detection"); a second pass at 1920 px finds it for ~0.3 s on 2 CPU cores.
+    fine_side: int | None = 1920
 
 
 @dataclass(frozen=True)
@@ -88,6 +94,11 @@ def _iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, 1), 0.0)
 
 
+def _integer_boxes(rows: np.ndarray) -> np.ndarray:
+    """The rows' boxes truncated to integers as OpenCV's ``Rect2i`` (non-finite values and overflow clipped)."""
+    return np.trunc(np.clip(np.nan_to_num(rows[:, :4].astype(np.float64)), -_FAR, _FAR)).astype(np.int64)
+
+
 def nms(rows: np.ndarray, settings: DetectorSettings) -> np.ndarray:
     """Indices of ``rows`` (OpenCV layout) kept: above the score threshold, best first, greedy IoU suppression on
     the boxes truncated to integers."""
@@ -95,7 +106,7 @@ def nms(rows: np.ndarray, settings: DetectorSettings) -> np.ndarray:
     # A non-finite box (exp overflow of an untrained head) is never a face.
     candidates = np.flatnonzero((scores >= settings.score_threshold) & np.isfinite(rows).all(1))
     order = candidates[np.argsort(-scores[candidates], kind="stable")][: settings.top_k]
-    boxes = np.trunc(np.clip(np.nan_to_num(rows[:, :4].astype(np.float64)), -_FAR, _FAR)).astype(np.int64)
+    boxes = _integer_boxes(rows)
     keep: list[int] = []
     for index in order:
         if not keep or np.all(_iou(boxes[index], boxes[keep]) <= settings.nms_threshold):
@@ -103,15 +114,27 @@ def nms(rows: np.ndarray, settings: DetectorSettings) -> np.ndarray:
     return np.asarray(keep, dtype=np.int64)
 
 
-def _working_scale(height: int, width: int, settings: DetectorSettings) -> float:
-    longest = max(height, width)
-    return 1.0 if settings.max_side is None or longest <= settings.max_side else settings.max_side / longest
+def _working_scale(longest: int, side: int | None) -> float:
+    return 1.0 if side is None or longest <= side else side / longest
+
+
+def _rows_at(detector: torch.nn.Module, image: torch.Tensor, side: int | None) -> np.ndarray:
+    """The decoded rows (OpenCV layout) of ``image`` (1, 3, H, W) downscaled to ``side``, in its pixels."""
+    height, width = image.shape[-2:]
+    scale = _working_scale(max(height, width), side)
+    if scale != 1.0:
+        size = (max(1, int(height * scale)), max(1, int(width * scale)))
+        image = F.interpolate(image, size=size, mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+    padded = pad_to_stride(image)
+    rows = decode(detector(padded), *padded.shape[-2:]).float().cpu().numpy().astype(np.float64)
+    return rows / np.r_[np.full(14, scale), 1.0]
 
 
 @torch.no_grad()
 def detect_faces(detector: torch.nn.Module, photo: np.ndarray | torch.Tensor,
                  settings: DetectorSettings = DetectorSettings()) -> list[FaceDetection]:
-    """The faces in one photo, best score first.
+    """The faces in one photo, best score first (one pass at ``settings.max_side``; for a larger photo a second at
+    ``settings.fine_side`` adds the faces the first missed).
 
     ``photo``: uint8 (H, W, 3) RGB, or float (3, H, W) in [0, 1]. Example::
 
@@ -125,15 +148,15 @@ def detect_faces(detector: torch.nn.Module, photo: np.ndarray | torch.Tensor,
         image = to_tensor(photo[None] if photo.flags.writeable else photo[None].copy(), device)
     else:
         image = photo[None].to(device)
-    height, width = image.shape[-2:]
-    scale = _working_scale(height, width, settings)
-    if scale != 1.0:
-        size = (max(1, int(height * scale)), max(1, int(width * scale)))
-        image = F.interpolate(image, size=size, mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
-    padded = pad_to_stride(image)
-    rows = decode(detector(padded), *padded.shape[-2:]).float().cpu().numpy()
-    faces = []
-    for index in nms(rows, settings):
-        row = rows[index].astype(np.float64) / np.r_[np.full(14, scale), 1.0]
-        faces.append(FaceDetection(tuple(float(v) for v in row[:4]), row[4:14].reshape(5, 2), float(row[14])))
-    return faces
+    rows = _rows_at(detector, image, settings.max_side)
+    rows = rows[nms(rows, settings)]
+    if settings.max_side is not None and settings.fine_side is not None and max(image.shape[-2:]) > settings.max_side:
+        # The second pass only adds faces: one the first pass found keeps its box and landmarks from that pass.
+        fine = _rows_at(detector, image, settings.fine_side)
+        fine = fine[nms(fine, settings)]
+        boxes, fine_boxes = _integer_boxes(rows), _integer_boxes(fine)
+        added = [index for index, box in enumerate(fine_boxes)
+                 if not len(boxes) or np.all(_iou(box, boxes) <= settings.nms_threshold)]
+        rows = np.concatenate([rows, fine[added]])
+        rows = rows[np.argsort(-rows[:, 14], kind="stable")]
+    return [FaceDetection(tuple(float(v) for v in row[:4]), row[4:14].reshape(5, 2), float(row[14])) for row in rows]
