@@ -184,7 +184,7 @@ class Cloaker:
         self.threads = threads
         self.precision = precision
         self.faces = None if self.face_config is None else FaceStep(self.face_config, backend=self.backend,
-                                                                    cache_dir=cache_dir)
+                                                                    cache_dir=cache_dir, threads=threads)
         self._graphs = StepGraphCache(
             self.attacked, self.through, cache_dir,
             metadata={"classifier": config.classifier, "through": config.through},

@@ -65,10 +65,11 @@ class FaceStep:
     """
 
     def __init__(self, config: FaceCloakConfig, models: FaceModels | None = None, backend: str = "torch",
-                 cache_dir: str | os.PathLike | None = None) -> None:
+                 cache_dir: str | os.PathLike | None = None, threads: int | None = None) -> None:
         self.config = config
         self.backend = face_backend_for(backend)
         self.cache_dir = cache_dir  # the exported face step graph's (the Cloaker's step-graph cache)
+        self.threads = threads  # the ONNX Runtime face loop's intra-op threads (the Cloaker's)
         self._models = models
         self._lock = threading.Lock()
 
@@ -93,7 +94,8 @@ class FaceStep:
         if not detections:  # a copy: the cloak is never the caller's own array
             return (base.copy() if base is original else base), (), ()
         result = cloak_faces(base, self.config, models=self.models, detections=detections, backend=self.backend,
-                             cache_dir=self.cache_dir, check=check and base is original)  # otherwise finish() checks
+                             cache_dir=self.cache_dir, check=check and base is original,  # else finish() checks
+                             threads=self.threads)
         if base is original:  # the face cloak alone: its own check was against the original already
             return result.photo, result.faces, detections
         return self.finish(original, result.photo, result.faces, detections, eps)

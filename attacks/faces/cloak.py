@@ -130,17 +130,19 @@ def surrogate_embedding(models: FaceModels, image: torch.Tensor, landmarks: np.n
 
 
 def face_loop(backend: str, models: FaceModels, config: FaceCloakConfig,
-              cache_dir: str | os.PathLike | None = None) -> FaceLoop:
+              cache_dir: str | os.PathLike | None = None, threads: int | None = None) -> FaceLoop:
     """The loop of ``backend`` (:data:`FACE_BACKENDS`): ``torch``, the one loop (``run_attack``), or
     ``onnxruntime``, the exported face step run by ONNX Runtime with the same draws (the same cloak up to float32
-    rounding), its graph kept in ``cache_dir`` (default ``$XDG_CACHE_HOME/comcloak``; the torch loop keeps none)."""
+    rounding), its graph kept in ``cache_dir`` (default ``$XDG_CACHE_HOME/comcloak``; the torch loop keeps none),
+    on ``threads`` intra-op threads (default one per core; the torch loop uses torch's own setting)."""
     if backend not in FACE_BACKENDS:
         raise AttackConfigError(f"unknown face backend {backend!r}; available: {', '.join(FACE_BACKENDS)}")
     if FACE_BACKENDS[backend] is None:
         labels = torch.zeros(1, dtype=torch.long)
         return lambda view, x0, through, eps_map: run_attack(view, x0, labels, config.attack, through,
                                                              eps_map=eps_map)
-    return plugins.import_reference(FACE_BACKENDS[backend])(models.recogniser, config, cache_dir=cache_dir)
+    return plugins.import_reference(FACE_BACKENDS[backend])(models.recogniser, config, cache_dir=cache_dir,
+                                                            threads=threads)
 
 
 def attack_face(models: FaceModels, image: torch.Tensor, face: FaceDetection, region: Region,
@@ -182,7 +184,8 @@ def check_face(models: FaceModels, cloaked: np.ndarray, clean_image: torch.Tenso
 
 def cloak_faces(photo: np.ndarray, config: FaceCloakConfig | None = None, *, models: FaceModels | None = None,
                 detections: Sequence[FaceDetection] | None = None, backend: str = "torch",
-                cache_dir: str | os.PathLike | None = None, check: bool = True) -> FaceCloakResult:
+                cache_dir: str | os.PathLike | None = None, check: bool = True,
+                threads: int | None = None) -> FaceCloakResult:
     """Cloak every face of ``photo`` (uint8 (H, W, 3) RGB) whose box is at least ``config.face.min_face`` pixels.
 
     Args:
@@ -196,6 +199,7 @@ def cloak_faces(photo: np.ndarray, config: FaceCloakConfig | None = None, *, mod
         check: check each face on the cloak (the surrogate's detector and recogniser); False: the records carry no
             verdict (``cosine`` None, ``protected`` False), for a caller that changes the cloak further and checks
             the final one itself (``engine/faces.FaceStep.finish``).
+        threads: the ``onnxruntime`` loop's intra-op threads (default one per core).
 
     Returns:
         :class:`FaceCloakResult`; a photo without faces comes back unchanged with status ``no faces``.
@@ -206,7 +210,7 @@ def cloak_faces(photo: np.ndarray, config: FaceCloakConfig | None = None, *, mod
     """
     config = config or face_config()
     models = models or FaceModels.create(config.face.detector, config.face.recogniser)
-    loop = face_loop(backend, models, config, cache_dir)
+    loop = face_loop(backend, models, config, cache_dir, threads)
     faces = list(detect_faces(models.detector, photo) if detections is None else detections)
     image = to_tensor(np.ascontiguousarray(photo)[None])
     height, width = photo.shape[:2]

@@ -90,6 +90,20 @@ def test_the_onnxruntime_loop_keeps_its_graph_in_the_cache_dir_given(setting, tm
     assert cloaker.faces.cache_dir == given
 
 
+def test_the_onnxruntime_loop_runs_on_the_threads_given(setting, tmp_path) -> None:
+    """cloak_faces(threads=...) (a Cloaker's threads, through FaceStep) sizes the face step's ONNX Runtime session."""
+    from comcloak.engine.backends import face_runner
+    from comcloak.engine.cloaker import Cloaker
+
+    models, config, photo = setting
+    cloak_faces(photo, config, models=models, detections=[_face(*BOXES[0])], backend="onnxruntime",
+                cache_dir=tmp_path, threads=1)
+    sessions = [session for (path, threads), (session, _) in face_runner._SESSIONS.items()
+                if threads == 1 and path.startswith(str(tmp_path))]
+    assert len(sessions) == 1 and sessions[0].get_session_options().intra_op_num_threads == 1
+    assert Cloaker(protect="faces", backend="onnxruntime", threads=1, classifier="tiny_classifier").faces.threads == 1
+
+
 def test_the_host_threads_are_restored_after_the_block() -> None:
     """The ONNX Runtime loop runs torch's host work on one thread (face_runner.host_threads), and gives the process
     its thread count back after each face, also when the block raises."""
