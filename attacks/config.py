@@ -47,6 +47,11 @@ class EotSettings:
         through_rate: fraction of draws that go through a stand-in for the platform's codec: the first
             :attr:`coded_draws` of each image's draws at every step (stratified rather than a coin per draw, so a
             fixed graph runs the stand-ins on those draws only).
+        bsr_rate: fraction of draws whose attacker view is block-shuffled and rotated (BSR, Wang et al., CVPR 2024,
+            a transfer booster): cut into ``bsr_blocks`` x ``bsr_blocks`` blocks, shuffled, each block turned by a
+            random multiple of 90 degrees (a pixel permutation; :func:`comcloak.attacks.eot.block_shuffle_index`);
+            0 (the default) draws nothing more, so every cloak is as before.
+        bsr_blocks: the BSR grid's side n; ``view_size`` must be a multiple of it (square blocks of equal size).
     """
 
     draws: int = setting(
@@ -66,6 +71,12 @@ class EotSettings:
     downscale_range: tuple[float, float] = setting((0.5, 1.0), "the platform's downscale factors", kind="pair",
                                                    low=0, low_open=True, high=1, range_text="within (0, 1]")
     through_rate: float = setting(0.5, "fraction of draws through the codec stand-in", kind="real", low=0, high=1)
+    bsr_rate: float = setting(
+        0.0, "fraction of draws whose attacker view is cut into blocks, shuffled and each block turned by a multiple "
+             "of 90 degrees (block shuffle and rotation, a transfer booster); 0: none", kind="real", low=0, high=1,
+        commands=("cloak", "eval"))
+    bsr_blocks: int = setting(2, "the block shuffle's grid side n (n x n blocks; divides view_size)", kind="int",
+                              low=1, range_text="1 or more, dividing view_size", commands=("cloak", "eval"))
 
     @property
     def enabled(self) -> bool:
@@ -82,6 +93,9 @@ class EotSettings:
     def validate(self) -> None:
         """Each field against its declaration (kind and range)."""
         check_declared(self)
+        if self.bsr_rate > 0 and self.view_size % self.bsr_blocks:
+            raise AttackConfigError(f"bsr_blocks ({self.bsr_blocks}) must divide view_size ({self.view_size}): "
+                                    "the block shuffle moves square blocks of one size")
 
 
 def split_classifiers(names: str) -> tuple[str, ...]:

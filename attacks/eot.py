@@ -22,6 +22,14 @@ backend runs the same draws.
 
 Shapes (N images, D draws, J stand-ins, working view H x W, attacker view S x S):
 ``pre_h`` (N, D, H, H), ``pre_w`` (N, D, W, W), ``mix`` (N, D, J + 1), ``post_h`` (N, D, S, H), ``post_w`` (N, D, S, W).
+
+With ``bsr_rate`` > 0 a fourth step follows on some draws: block shuffle and rotation (BSR, Wang et al., CVPR 2024), the
+attacker view cut into n x n square blocks, shuffled, each turned by a random multiple of 90 degrees. The paper turns
+each block by a small random angle, a resampling whose transpose (the input gradient) is a scatter of bilinear taps
+or a dense (S² x S²) matrix; quarter turns keep the step a pixel permutation instead: a gather by an index map
+``bsr`` (N, D, S²) whose input gradient is the gather by its inverse ``bsr_inverse`` (N, D, S²), both graph inputs of
+the exported step (float32 holding exact integers below 2²⁴, so every runner binds them as the other draws). A draw
+without BSR has the identity map.
 """
 
 from __future__ import annotations
@@ -44,17 +52,59 @@ class Draw:
     mix: torch.Tensor
     post_h: torch.Tensor
     post_w: torch.Tensor
+    bsr: torch.Tensor | None = None  # (N, D, S*S): view pixel i is pixel bsr[i] before the block shuffle
+    bsr_inverse: torch.Tensor | None = None  # (N, D, S*S): the inverse permutation, for the input gradient
 
     def to(self, *args, **kwargs) -> Draw:  # noqa: ANN002, ANN003 - as Tensor.to
         """The draw with every tensor ``.to(...)`` (a device, a dtype)."""
-        return Draw(**{f.name: getattr(self, f.name).to(*args, **kwargs) for f in fields(self)})
+        return Draw(**{name: value.to(*args, **kwargs) for name, value in self.tensors().items()})
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        """The draw by input name of the exported step graph."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        """The draw by input name of the exported step graph (the BSR maps only when drawn)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
 
 
-DRAW_INPUTS = tuple(f.name for f in fields(Draw))
+DRAW_INPUTS = ("pre_h", "pre_w", "mix", "post_h", "post_w")  # every robust step graph's draw inputs
+BSR_INPUTS = ("bsr", "bsr_inverse")  # then these, when the draws shuffle blocks (EotSettings.bsr_rate > 0)
+
+
+def block_shuffle_index(view: int, blocks: int, order: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
+    """The pixel permutation of BSR on an S x S view cut into ``blocks`` x ``blocks`` square blocks: output block
+    ``k`` (row-major) is input block ``order[k]`` turned ``turns[k]`` quarter turns counter-clockwise.
+
+    Args:
+        view: S, the view's side (a multiple of ``blocks``).
+        blocks: n, the grid's side.
+        order: (B, n*n) int64, a permutation of the blocks per draw.
+        turns: (B, n*n) int64 in 0..3.
+
+    Returns:
+        (B, S*S) int64: output pixel ``i`` (row-major) is input pixel ``index[i]``; each row a permutation.
+
+    Example:
+        >>> block_shuffle_index(4, 2, torch.tensor([[1, 0, 2, 3]]), torch.zeros(1, 4, dtype=torch.long))[0, :4]
+        tensor([2, 3, 0, 1])
+    """
+    side = view // blocks
+    rows = torch.arange(view, device=order.device)
+    out_y, out_x = rows[:, None].expand(view, view).reshape(-1), rows[None, :].expand(view, view).reshape(-1)
+    block = (out_y // side) * blocks + out_x // side  # (S*S,)
+    u, v = out_y % side, out_x % side
+    turn = turns[:, block]  # (B, S*S)
+    last = side - 1
+    # out[u, v] = in[u', v'] for k quarter turns: (u, v), (v, last - u), (last - u, last - v), (last - v, u).
+    src_u = torch.where(turn == 0, u, torch.where(turn == 1, v, torch.where(turn == 2, last - u, last - v)))
+    src_v = torch.where(turn == 0, v, torch.where(turn == 1, last - u, torch.where(turn == 2, last - v, u)))
+    source = order[:, block]
+    return ((source // blocks) * side + src_u) * view + (source % blocks) * side + src_v
+
+
+def permute_pixels(views: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Views (B, C, S, S) with their pixels gathered by ``index`` (B, S*S) (exact integers, any float or int
+    dtype): output pixel ``i`` is input pixel ``index[i]`` of every channel. A gather: ONNX ``GatherElements``."""
+    batch, channels, height, width = views.shape
+    taps = index.long()[:, None, :].expand(batch, channels, height * width)
+    return views.reshape(batch, channels, height * width).gather(2, taps).reshape(views.shape)
 
 
 def resample_matrix(in_size: int, out_size: int, start: torch.Tensor, length: torch.Tensor,
@@ -169,7 +219,7 @@ class DrawSampler:
             if len(self.image_generators) != batch:
                 raise ValueError(f"this sampler draws for {len(self.image_generators)} images, asked for {batch}")
             parts = [self._sample(1, height, width, generator) for generator in self.image_generators]
-            return Draw(**{name: torch.cat([getattr(part, name) for part in parts]) for name in DRAW_INPUTS})
+            return Draw(**{name: torch.cat([getattr(part, name) for part in parts]) for name in parts[0].tensors()})
         return self._sample(batch, height, width, self.generator)
 
     def _sample(self, batch: int, height: int, width: int, generator: torch.Generator | None) -> Draw:
@@ -211,7 +261,24 @@ class DrawSampler:
         def shaped(tensor: torch.Tensor) -> torch.Tensor:
             return tensor.reshape(batch, s.draws, *tensor.shape[1:]).contiguous()
 
-        return Draw(shaped(pre_h), shaped(pre_w), shaped(mix), shaped(post_h), shaped(post_w))
+        shuffle = self._block_shuffle(generator, count) if s.bsr_rate > 0 else (None, None)
+        return Draw(shaped(pre_h), shaped(pre_w), shaped(mix), shaped(post_h), shaped(post_w),
+                    *(shaped(part) if part is not None else None for part in shuffle))
+
+    def _block_shuffle(self, generator: torch.Generator | None, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """4. BSR on a fraction ``bsr_rate`` of the draws: (count, S*S) float32 index maps and their inverses.
+        Drawn after everything else, only when on, so the other draws are as without BSR; the shuffle is an argsort
+        of uniforms (fixed shapes, no host sync: a CUDA graph captures it as the other draws)."""
+        s = self.settings
+        cells = s.bsr_blocks * s.bsr_blocks
+        chosen = self._uniform(generator, count) < s.bsr_rate
+        order = torch.rand(count, cells, generator=generator, device=self.device).argsort(dim=1)
+        turns = torch.randint(4, (count, cells), generator=generator, device=self.device)
+        identity = torch.arange(cells, device=self.device).expand(count, cells)
+        order = torch.where(chosen[:, None], order, identity)
+        turns = torch.where(chosen[:, None], turns, torch.zeros_like(turns))
+        index = block_shuffle_index(s.view_size, s.bsr_blocks, order, turns)
+        return index.float(), index.argsort(dim=1).float()
 
 
 def content_seed(image: torch.Tensor, seed: int = 0) -> int:
@@ -250,4 +317,7 @@ def apply_draw(x: torch.Tensor, draw: Draw, stand_ins: list[nn.Module] | nn.Modu
             coded = coded.index_add(0, chosen, through)
     coded = coded.reshape(batch, draws, *coded.shape[1:])
     viewed = separable(coded, draw.post_h, draw.post_w)
-    return viewed.reshape(batch * draws, *viewed.shape[2:])
+    viewed = viewed.reshape(batch * draws, *viewed.shape[2:])
+    if draw.bsr is not None:
+        viewed = permute_pixels(viewed, draw.bsr.reshape(batch * draws, -1))
+    return viewed
