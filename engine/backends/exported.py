@@ -111,12 +111,13 @@ class ExportedStepRunner(AttackRunner):
             raise BackendUnavailableError(f"{self.name}: {path} is not a comcloak step graph (no metadata)") from None
         wanted = (self.config.eot.draws, self.config.loss)
         if (self.layout.draws, self.layout.loss) != wanted or self.layout.coded_draws != (
-                self.config.eot.coded_draws if self.layout.draws else 0) or (
-                self.layout.bsr != (self.layout.draws > 0 and self.config.eot.bsr_rate > 0)):
+                self.config.eot.coded_draws if self.layout.draws else 0):
             raise BackendUnavailableError(
-                f"{self.name}: {path} was exported for {self.layout.draws} draws (block shuffle: "
-                f"{self.layout.bsr}) and the {self.layout.loss} loss; the attack needs {wanted[0]} draws (bsr_rate "
-                f"{self.config.eot.bsr_rate}) and the {wanted[1]} loss")
+                f"{self.name}: {path} was exported for {self.layout.draws} draws and the {self.layout.loss} loss; the "
+                f"attack needs {wanted[0]} draws and the {wanted[1]} loss")
+        if self.layout.bsr != (self.layout.draws > 0 and self.config.eot.bsr_rate > 0):
+            raise BackendUnavailableError(f"{self.name}: {path} was exported {'with' if self.layout.bsr else 'without'}"
+                                          f" block-shuffle draws; the attack's bsr_rate is {self.config.eot.bsr_rate}")
         return path
 
     def deactivate_impl(self) -> None:
