@@ -103,6 +103,7 @@ def permute_pixels(views: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """Views (B, C, S, S) with their pixels gathered by ``index`` (B, S*S) (exact integers, any float or int
     dtype): output pixel ``i`` is input pixel ``index[i]`` of every channel. A gather: ONNX ``GatherElements``."""
     batch, channels, height, width = views.shape
+    # int64, as the exporter casts any index to; TensorRT's parser narrows INT64 to INT32 (values < 2**24 here)
     taps = index.long()[:, None, :].expand(batch, channels, height * width)
     return views.reshape(batch, channels, height * width).gather(2, taps).reshape(views.shape)
 
