@@ -49,6 +49,16 @@ def test_the_block_shuffle_is_a_permutation_drawn_per_seed() -> None:
     assert not torch.equal(draw.bsr, other.bsr)
 
 
+def test_the_on_device_sampler_draws_permutations_too() -> None:
+    """The CUDA-graph and TensorRT runners' sampler (the device's default generator, here the CPU's)."""
+    torch.manual_seed(0)
+    draw = DrawSampler.on_device(EOT, 1, "cpu").sample(3, HEIGHT, WIDTH)
+    index = draw.bsr.reshape(-1, 32 * 32).long()
+    assert torch.equal(index.sort(dim=1).values, torch.arange(32 * 32).expand_as(index))
+    assert torch.equal(index.gather(1, draw.bsr_inverse.reshape(-1, 32 * 32).long()), torch.arange(32 * 32)
+                       .expand_as(index))
+
+
 def test_a_block_moves_whole_and_turns_a_quarter() -> None:
     view = torch.arange(16.0).reshape(1, 1, 4, 4)
     index = block_shuffle_index(4, 2, torch.tensor([[3, 1, 2, 0]]), torch.tensor([[0, 0, 0, 1]]))
