@@ -23,13 +23,14 @@ backend runs the same draws.
 Shapes (N images, D draws, J stand-ins, working view H x W, attacker view S x S):
 ``pre_h`` (N, D, H, H), ``pre_w`` (N, D, W, W), ``mix`` (N, D, J + 1), ``post_h`` (N, D, S, H), ``post_w`` (N, D, S, W).
 
-With ``bsr_rate`` > 0 a fourth step follows on some draws: block shuffle and rotation (BSR, Wang et al., CVPR 2024), the
-attacker view cut into n x n square blocks, shuffled, each turned by a random multiple of 90 degrees. The paper turns
-each block by a small random angle, a resampling whose transpose (the input gradient) is a scatter of bilinear taps
-or a dense (S² x S²) matrix; quarter turns keep the step a pixel permutation instead: a gather by an index map
-``bsr`` (N, D, S²) whose input gradient is the gather by its inverse ``bsr_inverse`` (N, D, S²), both graph inputs of
-the exported step (float32 holding exact integers below 2²⁴, so every runner binds them as the other draws). A draw
-without BSR has the identity map.
+With ``bsr_rate`` or ``sia_rate`` > 0 a fourth step follows on some draws: block transforms of the attacker view
+(:mod:`comcloak.attacks.blocks`): BSR (Wang et al., CVPR 2024), n x n square blocks shuffled and each turned by a
+random multiple of 90 degrees, and SIA's moving transforms (Wang et al., ICCV 2023), each block flipped, half-turned
+or rolled. The paper's BSR turns each block by a small random angle, a resampling whose transpose (the input gradient)
+is a scatter of bilinear taps or a dense (S² x S²) matrix; quarter turns keep the step a pixel permutation instead: a
+gather by an index map ``blocks`` (N, D, S²) whose input gradient is the gather by its inverse ``blocks_inverse`` (N,
+D, S²), both graph inputs of the exported step (float32 holding exact integers below 2²⁴, so every runner binds them
+as the other draws). A draw without block transforms has the identity map.
 """
 
 from __future__ import annotations
@@ -40,6 +41,12 @@ from dataclasses import dataclass, fields
 import torch
 from torch import nn
 
+from comcloak.attacks.blocks import (
+    SIA_TRANSFORMS,
+    block_shuffle_index,
+    permute_pixels,
+    structure_invariant_index,
+)
 from comcloak.attacks.config import EotSettings
 
 
@@ -52,60 +59,20 @@ class Draw:
     mix: torch.Tensor
     post_h: torch.Tensor
     post_w: torch.Tensor
-    bsr: torch.Tensor | None = None  # (N, D, S*S): view pixel i is pixel bsr[i] before the block shuffle
-    bsr_inverse: torch.Tensor | None = None  # (N, D, S*S): the inverse permutation, for the input gradient
+    blocks: torch.Tensor | None = None  # (N, D, S*S): view pixel i is pixel blocks[i] before the block transforms
+    blocks_inverse: torch.Tensor | None = None  # (N, D, S*S): the inverse permutation, for the input gradient
 
     def to(self, *args, **kwargs) -> Draw:  # noqa: ANN002, ANN003 - as Tensor.to
         """The draw with every tensor ``.to(...)`` (a device, a dtype)."""
         return Draw(**{name: value.to(*args, **kwargs) for name, value in self.tensors().items()})
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        """The draw by input name of the exported step graph (the BSR maps only when drawn)."""
+        """The draw by input name of the exported step graph (the block maps only when drawn)."""
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
 
 
 DRAW_INPUTS = ("pre_h", "pre_w", "mix", "post_h", "post_w")  # every robust step graph's draw inputs
-BSR_INPUTS = ("bsr", "bsr_inverse")  # then these, when the draws shuffle blocks (EotSettings.bsr_rate > 0)
-
-
-def block_shuffle_index(view: int, blocks: int, order: torch.Tensor, turns: torch.Tensor) -> torch.Tensor:
-    """The pixel permutation of BSR on an S x S view cut into ``blocks`` x ``blocks`` square blocks: output block
-    ``k`` (row-major) is input block ``order[k]`` turned ``turns[k]`` quarter turns counter-clockwise.
-
-    Args:
-        view: S, the view's side (a multiple of ``blocks``).
-        blocks: n, the grid's side.
-        order: (B, n*n) int64, a permutation of the blocks per draw.
-        turns: (B, n*n) int64 in 0..3.
-
-    Returns:
-        (B, S*S) int64: output pixel ``i`` (row-major) is input pixel ``index[i]``; each row a permutation.
-
-    Example:
-        >>> block_shuffle_index(4, 2, torch.tensor([[1, 0, 2, 3]]), torch.zeros(1, 4, dtype=torch.long))[0, :4]
-        tensor([2, 3, 0, 1])
-    """
-    side = view // blocks
-    rows = torch.arange(view, device=order.device)
-    out_y, out_x = rows[:, None].expand(view, view).reshape(-1), rows[None, :].expand(view, view).reshape(-1)
-    block = (out_y // side) * blocks + out_x // side  # (S*S,)
-    u, v = out_y % side, out_x % side
-    turn = turns[:, block]  # (B, S*S)
-    last = side - 1
-    # out[u, v] = in[u', v'] for k quarter turns: (u, v), (v, last - u), (last - u, last - v), (last - v, u).
-    src_u = torch.where(turn == 0, u, torch.where(turn == 1, v, torch.where(turn == 2, last - u, last - v)))
-    src_v = torch.where(turn == 0, v, torch.where(turn == 1, last - u, torch.where(turn == 2, last - v, u)))
-    source = order[:, block]
-    return ((source // blocks) * side + src_u) * view + (source % blocks) * side + src_v
-
-
-def permute_pixels(views: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """Views (B, C, S, S) with their pixels gathered by ``index`` (B, S*S) (exact integers, any float or int
-    dtype): output pixel ``i`` is input pixel ``index[i]`` of every channel. A gather: ONNX ``GatherElements``."""
-    batch, channels, height, width = views.shape
-    # int64, as the exporter casts any index to; TensorRT's parser narrows INT64 to INT32 (values < 2**24 here)
-    taps = index.long()[:, None, :].expand(batch, channels, height * width)
-    return views.reshape(batch, channels, height * width).gather(2, taps).reshape(views.shape)
+BLOCK_INPUTS = ("blocks", "blocks_inverse")  # then these, when the draws move blocks (EotSettings.block_transforms)
 
 
 def resample_matrix(in_size: int, out_size: int, start: torch.Tensor, length: torch.Tensor,
@@ -262,23 +229,32 @@ class DrawSampler:
         def shaped(tensor: torch.Tensor) -> torch.Tensor:
             return tensor.reshape(batch, s.draws, *tensor.shape[1:]).contiguous()
 
-        shuffle = self._block_shuffle(generator, count) if s.bsr_rate > 0 else (None, None)
+        maps = self._block_maps(generator, count) if s.block_transforms else (None, None)
         return Draw(shaped(pre_h), shaped(pre_w), shaped(mix), shaped(post_h), shaped(post_w),
-                    *(shaped(part) if part is not None else None for part in shuffle))
+                    *(shaped(part) if part is not None else None for part in maps))
 
-    def _block_shuffle(self, generator: torch.Generator | None, count: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """4. BSR on a fraction ``bsr_rate`` of the draws: (count, S*S) float32 index maps and their inverses.
-        Drawn after everything else, only when on, so the other draws are as without BSR; the shuffle is an argsort
-        of uniforms (fixed shapes, no host sync: a CUDA graph captures it as the other draws)."""
+    def _block_maps(self, generator: torch.Generator | None, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """4. The block transforms (:mod:`comcloak.attacks.blocks`): SIA's on a fraction ``sia_rate`` of the draws,
+        then BSR on a fraction ``bsr_rate``, composed into (count, S*S) float32 index maps and their inverses (the
+        identity where a draw has neither). Drawn after everything else and each only when on, so the other draws
+        are as without them; shuffles are argsorts of uniforms (fixed shapes, no host sync: a CUDA graph captures
+        them as the other draws)."""
         s = self.settings
-        cells = s.bsr_blocks * s.bsr_blocks
-        chosen = self._uniform(generator, count) < s.bsr_rate
-        order = torch.rand(count, cells, generator=generator, device=self.device).argsort(dim=1)
-        turns = torch.randint(4, (count, cells), generator=generator, device=self.device)
-        identity = torch.arange(cells, device=self.device).expand(count, cells)
-        order = torch.where(chosen[:, None], order, identity)
-        turns = torch.where(chosen[:, None], turns, torch.zeros_like(turns))
-        index = block_shuffle_index(s.view_size, s.bsr_blocks, order, turns)
+        index = torch.arange(s.view_size**2, device=self.device).expand(count, -1)
+        if s.bsr_rate > 0:
+            cells = s.bsr_blocks**2
+            chosen = (self._uniform(generator, count) < s.bsr_rate)[:, None]
+            order = torch.rand(count, cells, generator=generator, device=self.device).argsort(dim=1)
+            turns = torch.randint(4, (count, cells), generator=generator, device=self.device)
+            order = torch.where(chosen, order, torch.arange(cells, device=self.device).expand(count, cells))
+            index = block_shuffle_index(s.view_size, s.bsr_blocks, order, torch.where(chosen, turns, 0))
+        if s.sia_rate > 0:
+            cells = s.sia_blocks**2
+            chosen = (self._uniform(generator, count) < s.sia_rate)[:, None]
+            kinds = torch.randint(len(SIA_TRANSFORMS), (count, cells), generator=generator, device=self.device)
+            shifts = torch.rand(count, cells, generator=generator, device=self.device)
+            moved = structure_invariant_index(s.view_size, s.sia_blocks, torch.where(chosen, kinds, 0), shifts)
+            index = moved.gather(1, index)  # SIA on the view first, then BSR: pixel i is moved[index[i]]
         return index.float(), index.argsort(dim=1).float()
 
 
@@ -319,6 +295,6 @@ def apply_draw(x: torch.Tensor, draw: Draw, stand_ins: list[nn.Module] | nn.Modu
     coded = coded.reshape(batch, draws, *coded.shape[1:])
     viewed = separable(coded, draw.post_h, draw.post_w)
     viewed = viewed.reshape(batch * draws, *viewed.shape[2:])
-    if draw.bsr is not None:
-        viewed = permute_pixels(viewed, draw.bsr.reshape(batch * draws, -1))
+    if draw.blocks is not None:
+        viewed = permute_pixels(viewed, draw.blocks.reshape(batch * draws, -1))
     return viewed

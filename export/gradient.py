@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from comcloak.attacks.eot import DRAW_INPUTS, permute_pixels
+from comcloak.attacks.blocks import permute_pixels
+from comcloak.attacks.eot import DRAW_INPUTS
 from comcloak.attacks.loss import goal_weights, loss_gradient, per_image_loss  # noqa: F401 - goal_weights re-exported
 from comcloak.attacks.through import COMODEL_MULTIPLE, ComModelThrough
 from comcloak.kernels import attack_update_reference

@@ -3,7 +3,7 @@ buffers per batch bucket, staging a batch into them, the ping-pong between steps
 
 The graph computes one step ``(x, x0, m, w, eps, alpha, mu) -> (x_next, m_next, logits, loss)``
 (:func:`comcloak.export.onnx_export.step_tensor_shapes`); a robust graph also takes one step's random draws (``pre_h,
-pre_w, mix, post_h, post_w``, then ``bsr, bsr_inverse`` when the draws shuffle blocks), which the runner samples on
+pre_w, mix, post_h, post_w``, then ``blocks, blocks_inverse`` when draws move blocks), which the runner samples on
 the host before each step with the same :class:`comcloak.attacks.eot.DrawSampler` the torch backend uses, so both
 backends draw the same. A runner keeps, per batch size, static buffers for every tensor and two of the carried ones:
 step ``k`` reads ``x``/``m`` from pair ``a`` and writes ``x_next``/``m_next`` into pair ``b`` when ``k`` is even, the
@@ -115,9 +115,11 @@ class ExportedStepRunner(AttackRunner):
             raise BackendUnavailableError(
                 f"{self.name}: {path} was exported for {self.layout.draws} draws and the {self.layout.loss} loss; the "
                 f"attack needs {wanted[0]} draws and the {wanted[1]} loss")
-        if self.layout.bsr != (self.layout.draws > 0 and self.config.eot.bsr_rate > 0):
-            raise BackendUnavailableError(f"{self.name}: {path} was exported {'with' if self.layout.bsr else 'without'}"
-                                          f" block-shuffle draws; the attack's bsr_rate is {self.config.eot.bsr_rate}")
+        if self.layout.blocks != (self.layout.draws > 0 and self.config.eot.block_transforms):
+            eot = self.config.eot
+            raise BackendUnavailableError(
+                f"{self.name}: {path} was exported {'with' if self.layout.blocks else 'without'} block-transform "
+                f"draws; the attack's bsr_rate and sia_rate are {eot.bsr_rate} and {eot.sia_rate}")
         return path
 
     def deactivate_impl(self) -> None:
