@@ -44,7 +44,9 @@ class StepLayout:
     view_size: int = 224
     loss: str = "ce"
     coded_draws: int = 0
-    blocks: bool = False  # the draws move blocks (EotSettings.block_transforms): BLOCK_INPUTS follow DRAW_INPUTS
+    # The draws move blocks (EotSettings.block_transforms): BLOCK_INPUTS follow DRAW_INPUTS. Keyword-only, so the
+    # positional fields of a subclass (the face step's layout) keep their places.
+    blocks: bool = field(default=False, kw_only=True)
 
     @property
     def input_names(self) -> tuple[str, ...]:
@@ -61,7 +63,7 @@ class StepLayout:
         return cls(int(metadata.get("surrogates", defaults.surrogates)), int(metadata.get("draws", defaults.draws)),
                    int(metadata.get("stand_ins", defaults.stand_ins)),
                    int(metadata.get("view_size", defaults.view_size)), metadata.get("loss", defaults.loss),
-                   int(metadata.get("coded_draws", defaults.coded_draws)), metadata.get("blocks", "0") == "1")
+                   int(metadata.get("coded_draws", defaults.coded_draws)), blocks=metadata.get("blocks", "0") == "1")
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,7 @@ class StepSpec:
         eot = self.eot
         if eot.draws:
             return StepLayout(surrogates, eot.draws, stand_ins, eot.view_size, self.loss, eot.coded_draws,
-                              eot.block_transforms)
+                              blocks=eot.block_transforms)
         return StepLayout(surrogates, loss=self.loss)
 
 

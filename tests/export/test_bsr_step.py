@@ -201,3 +201,12 @@ def test_the_cli_option_reaches_the_configuration() -> None:
     args = build_parser().parse_args(["eval", "photos", "--protocol", "platform", "--strengths", "balanced",
                                       "--bsr-rate", "0.25"])
     assert [c.eot.bsr_rate for c in strength_configs(args, args.eps)] == [0.25]
+
+
+def test_a_face_cloak_refuses_block_transforms() -> None:
+    from comcloak.attacks.faces.settings import FaceCloakConfig
+
+    whole = dict(draws=2, rescale_range=(1.0, 1.0), whole_image_rate=1.0, flip_rate=0.0)
+    FaceCloakConfig(attack_config("mim", 5 / 255, eot=EotSettings(**whole)))
+    with pytest.raises(AttackConfigError, match="do not move blocks"):
+        FaceCloakConfig(attack_config("mim", 5 / 255, eot=EotSettings(**whole, sia_rate=0.5)))
