@@ -22,6 +22,15 @@ backend runs the same draws.
 
 Shapes (N images, D draws, J stand-ins, working view H x W, attacker view S x S):
 ``pre_h`` (N, D, H, H), ``pre_w`` (N, D, W, W), ``mix`` (N, D, J + 1), ``post_h`` (N, D, S, H), ``post_w`` (N, D, S, W).
+
+With ``bsr_rate`` or ``sia_rate`` > 0 a fourth step follows on some draws: block transforms of the attacker view
+(:mod:`comcloak.attacks.blocks`): BSR (Wang et al., CVPR 2024), n x n square blocks shuffled and each turned by a
+random multiple of 90 degrees, and SIA's moving transforms (Wang et al., ICCV 2023), each block flipped, half-turned
+or rolled. The paper's BSR turns each block by a small random angle, a resampling whose transpose (the input gradient)
+is a scatter of bilinear taps or a dense (S² x S²) matrix; quarter turns keep the step a pixel permutation instead: a
+gather by an index map ``blocks`` (N, D, S²) whose input gradient is the gather by its inverse ``blocks_inverse`` (N,
+D, S²), both graph inputs of the exported step (float32 holding exact integers below 2²⁴, so every runner binds them
+as the other draws). A draw without block transforms has the identity map.
 """
 
 from __future__ import annotations
@@ -32,6 +41,12 @@ from dataclasses import dataclass, fields
 import torch
 from torch import nn
 
+from comcloak.attacks.blocks import (
+    SIA_TRANSFORMS,
+    block_shuffle_index,
+    permute_pixels,
+    structure_invariant_index,
+)
 from comcloak.attacks.config import EotSettings
 
 
@@ -44,17 +59,20 @@ class Draw:
     mix: torch.Tensor
     post_h: torch.Tensor
     post_w: torch.Tensor
+    blocks: torch.Tensor | None = None  # (N, D, S*S): view pixel i is pixel blocks[i] before the block transforms
+    blocks_inverse: torch.Tensor | None = None  # (N, D, S*S): the inverse permutation, for the input gradient
 
     def to(self, *args, **kwargs) -> Draw:  # noqa: ANN002, ANN003 - as Tensor.to
         """The draw with every tensor ``.to(...)`` (a device, a dtype)."""
-        return Draw(**{f.name: getattr(self, f.name).to(*args, **kwargs) for f in fields(self)})
+        return Draw(**{name: value.to(*args, **kwargs) for name, value in self.tensors().items()})
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        """The draw by input name of the exported step graph."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        """The draw by input name of the exported step graph (the block maps only when drawn)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
 
 
-DRAW_INPUTS = tuple(f.name for f in fields(Draw))
+DRAW_INPUTS = ("pre_h", "pre_w", "mix", "post_h", "post_w")  # every robust step graph's draw inputs
+BLOCK_INPUTS = ("blocks", "blocks_inverse")  # then these, when the draws move blocks (EotSettings.block_transforms)
 
 
 def resample_matrix(in_size: int, out_size: int, start: torch.Tensor, length: torch.Tensor,
@@ -169,7 +187,7 @@ class DrawSampler:
             if len(self.image_generators) != batch:
                 raise ValueError(f"this sampler draws for {len(self.image_generators)} images, asked for {batch}")
             parts = [self._sample(1, height, width, generator) for generator in self.image_generators]
-            return Draw(**{name: torch.cat([getattr(part, name) for part in parts]) for name in DRAW_INPUTS})
+            return Draw(**{name: torch.cat([getattr(part, name) for part in parts]) for name in parts[0].tensors()})
         return self._sample(batch, height, width, self.generator)
 
     def _sample(self, batch: int, height: int, width: int, generator: torch.Generator | None) -> Draw:
@@ -211,7 +229,33 @@ class DrawSampler:
         def shaped(tensor: torch.Tensor) -> torch.Tensor:
             return tensor.reshape(batch, s.draws, *tensor.shape[1:]).contiguous()
 
-        return Draw(shaped(pre_h), shaped(pre_w), shaped(mix), shaped(post_h), shaped(post_w))
+        maps = self._block_maps(generator, count) if s.block_transforms else (None, None)
+        return Draw(shaped(pre_h), shaped(pre_w), shaped(mix), shaped(post_h), shaped(post_w),
+                    *(shaped(part) if part is not None else None for part in maps))
+
+    def _block_maps(self, generator: torch.Generator | None, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """4. The block transforms (:mod:`comcloak.attacks.blocks`): SIA's on a fraction ``sia_rate`` of the draws,
+        then BSR on a fraction ``bsr_rate``, composed into (count, S*S) float32 index maps and their inverses (the
+        identity where a draw has neither). Drawn after everything else and each only when on, so the other draws
+        are as without them; shuffles are argsorts of uniforms (fixed shapes, no host sync: a CUDA graph captures
+        them as the other draws)."""
+        s = self.settings
+        index = torch.arange(s.view_size**2, device=self.device).expand(count, -1)
+        if s.bsr_rate > 0:
+            cells = s.bsr_blocks**2
+            chosen = (self._uniform(generator, count) < s.bsr_rate)[:, None]
+            order = torch.rand(count, cells, generator=generator, device=self.device).argsort(dim=1)
+            turns = torch.randint(4, (count, cells), generator=generator, device=self.device)
+            order = torch.where(chosen, order, torch.arange(cells, device=self.device).expand(count, cells))
+            index = block_shuffle_index(s.view_size, s.bsr_blocks, order, torch.where(chosen, turns, 0))
+        if s.sia_rate > 0:
+            cells = s.sia_blocks**2
+            chosen = (self._uniform(generator, count) < s.sia_rate)[:, None]
+            kinds = torch.randint(len(SIA_TRANSFORMS), (count, cells), generator=generator, device=self.device)
+            shifts = torch.rand(count, cells, generator=generator, device=self.device)
+            moved = structure_invariant_index(s.view_size, s.sia_blocks, torch.where(chosen, kinds, 0), shifts)
+            index = moved.gather(1, index)  # SIA on the view first, then BSR: pixel i is moved[index[i]]
+        return index.float(), index.argsort(dim=1).float()
 
 
 def content_seed(image: torch.Tensor, seed: int = 0) -> int:
@@ -250,4 +294,7 @@ def apply_draw(x: torch.Tensor, draw: Draw, stand_ins: list[nn.Module] | nn.Modu
             coded = coded.index_add(0, chosen, through)
     coded = coded.reshape(batch, draws, *coded.shape[1:])
     viewed = separable(coded, draw.post_h, draw.post_w)
-    return viewed.reshape(batch * draws, *viewed.shape[2:])
+    viewed = viewed.reshape(batch * draws, *viewed.shape[2:])
+    if draw.blocks is not None:
+        viewed = permute_pixels(viewed, draw.blocks.reshape(batch * draws, -1))
+    return viewed

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from comcloak.attacks.blocks import permute_pixels
+from comcloak.attacks.eot import DRAW_INPUTS
 from comcloak.attacks.loss import goal_weights, loss_gradient, per_image_loss  # noqa: F401 - goal_weights re-exported
 from comcloak.attacks.through import COMODEL_MULTIPLE, ComModelThrough
 from comcloak.kernels import attack_update_reference
@@ -336,7 +338,7 @@ class RobustAttackStep(nn.Module):
     def views(self, x: torch.Tensor, draw: Sequence[torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]:
         """What the surrogates see of working views ``x`` (N, 3, H, W) under ``draw`` (the five DRAW_INPUTS):
         (N * D, 3, S, S), draw-major within an image, and what :meth:`views_backward` needs."""
-        pre_h, pre_w, mix, post_h, post_w = draw
+        pre_h, pre_w, mix, post_h, post_w = draw[:5]
         height, width = x.shape[2], x.shape[3]
         view_h, view_w = post_h.shape[2], post_w.shape[2]
         lowpassed = pre_h.unsqueeze(2) @ x.unsqueeze(1) @ pre_w.transpose(2, 3).unsqueeze(2)  # (N, D, 3, H, W)
@@ -353,14 +355,19 @@ class RobustAttackStep(nn.Module):
         coded = torch.cat([coded.reshape(-1, split, 3, height, width), lowpassed[:, split:]], dim=1) if split else \
             lowpassed
         viewed = (post_h.unsqueeze(2) @ coded @ post_w.transpose(2, 3).unsqueeze(2)).reshape(-1, 3, view_h, view_w)
+        if len(draw) > len(DRAW_INPUTS):  # BSR: a pixel permutation of each view (comcloak.attacks.eot)
+            viewed = permute_pixels(viewed, draw[len(DRAW_INPUTS)].reshape(viewed.shape[0], -1))
         saved = {"draw": draw, "split": split, "weights": weights, "envs": stand_in_envs, "size": (height, width)}
         return viewed, saved
 
     def views_backward(self, grad_viewed: torch.Tensor, saved: dict[str, Any]) -> torch.Tensor:
         """The gradient of the working views (N, 3, H, W) from that of :meth:`views`' output (N * D, 3, S, S):
         ``Aᵀ · g · B`` for each separable map and the stand-ins' input gradients, summed over the draws."""
-        pre_h, pre_w, _, post_h, post_w = saved["draw"]
+        pre_h, pre_w, _, post_h, post_w = saved["draw"][:5]
         split, weights, (height, width) = saved["split"], saved["weights"], saved["size"]
+        if len(saved["draw"]) > len(DRAW_INPUTS):  # a permutation's transpose: the gather by its inverse, no Scatter
+            inverse = saved["draw"][len(DRAW_INPUTS) + 1]
+            grad_viewed = permute_pixels(grad_viewed, inverse.reshape(grad_viewed.shape[0], -1))
         grad_viewed = grad_viewed.reshape(-1, self.draws, 3, post_h.shape[2], post_w.shape[2])
         grad_coded = post_h.transpose(2, 3).unsqueeze(2) @ grad_viewed @ post_w.unsqueeze(2)  # (N, D, 3, H, W)
         if split:

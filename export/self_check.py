@@ -50,6 +50,7 @@ CHECK_SEED = 0  # seeds the export's example inputs and the check's images: ever
 TENSORRT_ONNX_OPS = frozenset({
     "Abs", "Add", "And", "AveragePool", "BatchNormalization", "Cast", "Ceil", "Clip", "Concat", "Constant",
     "ConstantOfShape", "Conv", "ConvTranspose", "Div", "Equal", "Exp", "Expand", "Flatten", "Floor", "Gather", "Gemm",
+    "GatherElements",  # the BSR draws' pixel permutation and its inverse (comcloak.attacks.blocks.permute_pixels)
     "GlobalAveragePool", "Greater", "GreaterOrEqual", "HardSigmoid", "Identity", "Less", "LessOrEqual", "Log",
     "LogSoftmax", "MatMul", "Max", "MaxPool", "Min", "Mul", "Neg", "Not", "Or", "Pad", "Pow", "ReduceMax",
     "ReduceMean", "ReduceSum", "Relu", "Reshape", "Round", "Shape", "Sigmoid", "Sign", "Slice", "Softmax", "Split",

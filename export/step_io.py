@@ -13,14 +13,14 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from comcloak.attacks.config import AttackConfig, EotSettings
-from comcloak.attacks.eot import DRAW_INPUTS, DrawSampler
+from comcloak.attacks.eot import BLOCK_INPUTS, DRAW_INPUTS, DrawSampler
 from comcloak.attacks.loss import goal_weights
 
 from .optional import import_optional
 
 INPUT_NAMES = ("x", "x0", "m", "w", "eps", "alpha", "mu")  # of every step graph; a robust one adds DRAW_INPUTS
 OUTPUT_NAMES = ("x_next", "m_next", "logits", "loss")
-BATCHED = ("x", "x0", "m", "w", *DRAW_INPUTS)
+BATCHED = ("x", "x0", "m", "w", *DRAW_INPUTS, *BLOCK_INPUTS)
 # The iterate and momentum feed the next step: x_next -> x, m_next -> m (ping-pong buffers in the runners).
 CARRIED = {"x_next": "x", "m_next": "m"}
 SCALARS = ("eps", "alpha", "mu")
@@ -44,14 +44,18 @@ class StepLayout:
     view_size: int = 224
     loss: str = "ce"
     coded_draws: int = 0
+    # The draws move blocks (EotSettings.block_transforms): BLOCK_INPUTS follow DRAW_INPUTS. Keyword-only, so the
+    # positional fields of a subclass (the face step's layout) keep their places.
+    blocks: bool = field(default=False, kw_only=True)
 
     @property
     def input_names(self) -> tuple[str, ...]:
-        return INPUT_NAMES + (DRAW_INPUTS if self.draws else ())
+        return INPUT_NAMES + (DRAW_INPUTS + (BLOCK_INPUTS if self.blocks else ()) if self.draws else ())
 
     def metadata(self) -> dict[str, str]:
         return {"surrogates": str(self.surrogates), "draws": str(self.draws), "stand_ins": str(self.stand_ins),
-                "view_size": str(self.view_size), "loss": self.loss, "coded_draws": str(self.coded_draws)}
+                "view_size": str(self.view_size), "loss": self.loss, "coded_draws": str(self.coded_draws),
+                "blocks": str(int(self.blocks))}
 
     @classmethod
     def from_metadata(cls, metadata: dict[str, str]) -> StepLayout:
@@ -59,7 +63,7 @@ class StepLayout:
         return cls(int(metadata.get("surrogates", defaults.surrogates)), int(metadata.get("draws", defaults.draws)),
                    int(metadata.get("stand_ins", defaults.stand_ins)),
                    int(metadata.get("view_size", defaults.view_size)), metadata.get("loss", defaults.loss),
-                   int(metadata.get("coded_draws", defaults.coded_draws)))
+                   int(metadata.get("coded_draws", defaults.coded_draws)), blocks=metadata.get("blocks", "0") == "1")
 
 
 @dataclass(frozen=True)
@@ -85,7 +89,8 @@ class StepSpec:
         """The graph's layout for ``surrogates`` classifiers and ``stand_ins`` stand-ins (used only with draws)."""
         eot = self.eot
         if eot.draws:
-            return StepLayout(surrogates, eot.draws, stand_ins, eot.view_size, self.loss, eot.coded_draws)
+            return StepLayout(surrogates, eot.draws, stand_ins, eot.view_size, self.loss, eot.coded_draws,
+                              blocks=eot.block_transforms)
         return StepLayout(surrogates, loss=self.loss)
 
 
@@ -101,6 +106,8 @@ def step_tensor_shapes(batch: int, height: int, width: int, classes: int,
         shapes.update(pre_h=(batch, draws, height, height), pre_w=(batch, draws, width, width),
                       mix=(batch, draws, layout.stand_ins + 1), post_h=(batch, draws, view, height),
                       post_w=(batch, draws, view, width))
+        if layout.blocks:
+            shapes.update(blocks=(batch, draws, view * view), blocks_inverse=(batch, draws, view * view))
     return shapes
 
 

@@ -89,6 +89,8 @@ class FaceCloakConfig:
         if eot.enabled and (eot.rescale_range != (1.0, 1.0) or eot.whole_image_rate != 1.0 or eot.flip_rate != 0.0):
             raise AttackConfigError("a face cloak's draws must keep the whole region: rescale_range (1, 1), "
                                     "whole_image_rate 1, flip_rate 0")
+        if eot.block_transforms:  # a shuffled view no longer holds the region where its landmarks say
+            raise AttackConfigError("a face cloak's draws do not move blocks: bsr_rate and sia_rate must be 0")
         if self.attack.targeted:
             raise AttackConfigError("the face cloak is untargeted (away from the clean identity)")
 

@@ -2,13 +2,13 @@
 buffers per batch bucket, staging a batch into them, the ping-pong between steps and reading out the final iterate.
 
 The graph computes one step ``(x, x0, m, w, eps, alpha, mu) -> (x_next, m_next, logits, loss)``
-(:func:`comcloak.export.onnx_export.step_tensor_shapes`); a robust graph also takes one step's random draws
-(``pre_h, pre_w, mix, post_h, post_w``), which the runner samples on the host before each step with the same
-:class:`comcloak.attacks.eot.DrawSampler` the torch backend uses, so both backends draw the same. A runner keeps,
-per batch size, static buffers for every tensor and two of the carried ones: step ``k`` reads ``x``/``m`` from pair
-``a`` and writes ``x_next``/``m_next`` into pair ``b`` when ``k`` is even, the other way round when odd
-(:func:`ping_pong`), so no data moves between steps. A subclass says how to bind a buffer set and how to run the
-steps on it.
+(:func:`comcloak.export.onnx_export.step_tensor_shapes`); a robust graph also takes one step's random draws (``pre_h,
+pre_w, mix, post_h, post_w``, then ``blocks, blocks_inverse`` when draws move blocks), which the runner samples on
+the host before each step with the same :class:`comcloak.attacks.eot.DrawSampler` the torch backend uses, so both
+backends draw the same. A runner keeps, per batch size, static buffers for every tensor and two of the carried ones:
+step ``k`` reads ``x``/``m`` from pair ``a`` and writes ``x_next``/``m_next`` into pair ``b`` when ``k`` is even, the
+other way round when odd (:func:`ping_pong`), so no data moves between steps. A subclass says how to bind a buffer set
+and how to run the steps on it.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from typing import Any
 import torch
 
 from comcloak.attacks import AttackConfig
-from comcloak.attacks.eot import DRAW_INPUTS, DrawSampler
+from comcloak.attacks.eot import DrawSampler
 from comcloak.attacks.loss import goal_weights
-from comcloak.export.onnx_export import CARRIED, StepLayout, read_export_metadata, step_tensor_shapes
+from comcloak.export.onnx_export import CARRIED, INPUT_NAMES, StepLayout, read_export_metadata, step_tensor_shapes
 
 from .base import AttackRunner, batch_bucket
 from .registry import BackendUnavailableError
@@ -115,6 +115,11 @@ class ExportedStepRunner(AttackRunner):
             raise BackendUnavailableError(
                 f"{self.name}: {path} was exported for {self.layout.draws} draws and the {self.layout.loss} loss; the "
                 f"attack needs {wanted[0]} draws and the {wanted[1]} loss")
+        if self.layout.blocks != (self.layout.draws > 0 and self.config.eot.block_transforms):
+            eot = self.config.eot
+            raise BackendUnavailableError(
+                f"{self.name}: {path} was exported {'with' if self.layout.blocks else 'without'} block-transform "
+                f"draws; the attack's bsr_rate and sia_rate are {eot.bsr_rate} and {eot.sia_rate}")
         return path
 
     def deactivate_impl(self) -> None:
@@ -162,8 +167,8 @@ class ExportedStepRunner(AttackRunner):
         for name, value in (("eps", self.config.eps), ("alpha", self.config.alpha), ("mu", self.config.momentum)):
             t[name].fill_(value)
         if self.layout.draws:
-            for name in DRAW_INPUTS:  # padding rows: all-zero draws, a zero view and zero gradient
-                t[name].zero_()
+            for name in self.layout.input_names[len(INPUT_NAMES):]:  # padding rows: all-zero draws, a zero view
+                t[name].zero_()  # and zero gradient (a zero BSR map gathers pixel 0 of that zero view)
             buffers.sampler = DrawSampler.for_images(self.config.eot, self.layout.stand_ins, x0.to(self.device),
                                                      self.config.seed)
             buffers.rows = batch

@@ -90,3 +90,20 @@ def test_cloaker_on_cuda_with_the_cudagraph_backend_cloaks_a_photo(sample_photos
     assert pixels.shape == photo.shape and pixels.dtype == np.uint8
     difference = np.abs(pixels.astype(int) - photo.astype(int))
     assert 0 < difference.max() <= cloaker.config.eps_255 + 1
+
+
+@pytest.mark.gpu
+def test_cudagraph_bsr_draws_are_captured_and_drawn_anew(gpu_models) -> None:
+    """Block-shuffle draws (bsr_rate > 0) are sampled on the device inside the captured loop as the others are (an
+    argsort of uniforms: fixed shapes, no host sync): the cloak keeps the budget and each replay draws anew."""
+    ensemble, through = gpu_models
+    settings = dataclasses.replace(ROBUST, bsr_rate=0.5, bsr_blocks=4)
+    config = attack_config("mim", 16 / 255, 4, loss="margin", eot=settings)
+    x0 = smooth_images(4, 9, 40, 56).cuda()
+    with torch.no_grad():
+        labels = torch.stack([member(x0).argmax(1) for member in ensemble], dim=1)
+    with CudaGraphTorchRunner(ensemble, through, config, torch.device("cuda"), "fp32", max_batch=4) as runner:
+        first, second = runner.infer(x0, labels), runner.infer(x0, labels)
+    for cloak in (first, second):
+        assert torch.isfinite(cloak).all() and (cloak - x0).abs().max() <= config.eps + 1e-6
+    assert not torch.equal(first, second)
