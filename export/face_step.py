@@ -173,7 +173,7 @@ class FaceAttackStep(RobustAttackStep):
         grad_viewed, logits, loss = self.identity_backward(viewed, w, *warp)
         grad = self.views_backward(grad_viewed, saved)
         # The per-pixel budget scales the bound and the step as run_attack's eps_map does (attacks/loop.bounds_of).
-        x_next, m_next = momentum_update(grad, x, x0, m, eps * budget, alpha * budget, mu)
+        x_next, m_next = momentum_update(grad, x, x0, m, eps, alpha, mu, budget)
         return x_next, m_next, logits, loss
 
     def identity_backward(self, viewed: torch.Tensor, w: torch.Tensor, gallery: torch.Tensor, index: torch.Tensor,
