@@ -20,7 +20,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from comcloak.attacks.config import AttackConfig
+from comcloak.attacks.config import UNIFORM_BUDGET, AttackConfig
 
 GREY = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma weights: texture is measured on brightness
 SCALE_RANGE_LOG2 = (-8.0, 16.0)  # where the bisection looks for the factor scale: 2^-8 .. 2^16 of the mean texture
@@ -109,7 +109,7 @@ def texture_budget(images: torch.Tensor, config: AttackConfig, scale: float = 1.
     Example:
         >>> factors = texture_budget(x0, preset_config("balanced", budget="texture"))  # < 1 on sky, > 1 on foliage
     """
-    if config.budget == "uniform":
+    if config.budget == UNIFORM_BUDGET:
         return None
     window = max(1, round(config.budget_window * scale))
     texture = local_spread(images, window, separable=True)

@@ -27,7 +27,8 @@ MIN_ATTACK_SIZE = 16  # pixels; below this the classifiers' strided stages have 
 PIXEL_SCALE = 255.0  # the 0-255 scale users give eps and alpha on
 MAX_MOMENTUM = 2.0  # MIM's decay factor: Dong et al. study 0-2; beyond it the first steps' signs never change
 SEED_RANGE = (-(2**63), 2**63 - 1)  # seeds are hashed as signed 64-bit integers (comcloak.attacks.eot.content_seed)
-BUDGETS = ("uniform", "texture")  # --budget: eps everywhere, or eps shaped by the texture (attacks/budget.py)
+UNIFORM_BUDGET = "uniform"  # --budget's default: eps at every pixel, the cloaks of before the budget existed
+BUDGETS = (UNIFORM_BUDGET, "texture")  # --budget: eps everywhere, or eps shaped by the texture (attacks/budget.py)
 THROUGH_HELP = ("stand-in for the compressor: none, diffjpeg:Q, comodel:CODEC, comodel:PATH, comodel-cubic:CODEC (the "
                 "trained cubic rounding), 'mix:A|B', 'eot:A|B'")
 
@@ -160,9 +161,9 @@ class AttackConfig:
                         choices=loss_names, commands=("cloak",))
     eot: EotSettings = field(default_factory=EotSettings)  # its fields are settings of their own
     strength: str | None = setting(None, "the preset these numbers came from")
-    budget: str = setting("uniform", "the per-pixel L-inf budget: uniform (eps everywhere) or texture (less on flat "
-                                     "regions, more on texture, eps on average)", kind="choice", choices=BUDGETS,
-                          commands=("cloak", "eval"))
+    budget: str = setting(UNIFORM_BUDGET, "the per-pixel L-inf budget: uniform (eps everywhere) or texture (less on "
+                                          "flat regions, more on texture, eps on average)", kind="choice",
+                          choices=BUDGETS, commands=("cloak", "eval"))
     budget_floor: float = setting(0.25, "the texture budget's factor of eps on the flattest regions", kind="real",
                                   low=0, low_open=True, high=1)
     budget_ceiling: float = setting(2.0, "the texture budget's factor of eps on the busiest texture", kind="real",

@@ -17,6 +17,7 @@ from torch import nn
 from comcloak import defaults, kernels
 from comcloak.attacks import AttackConfig, make_through, paper_targets
 from comcloak.attacks.budget import texture_budget
+from comcloak.attacks.config import UNIFORM_BUDGET
 from comcloak.attacks.faces.settings import FaceCloakConfig
 from comcloak.codecs.tensors import to_tensor
 from comcloak.engine.backends import BackendUnavailableError, backend_choices, get_backend
@@ -351,7 +352,7 @@ class Cloaker:
         """
         full = torch.from_numpy(np.ascontiguousarray(photo)).to(self.device)[None]
         bound = None
-        if self.config.budget != "uniform":
+        if self.config.budget != UNIFORM_BUDGET:
             source = to_tensor((photo if original is None else original)[None], self.device)
             scale = min(photo.shape[:2]) / min(delta.shape[-2:])
             factors = texture_budget(source, self.config, scale)

@@ -90,3 +90,14 @@ def test_comcloak_cloak_with_the_texture_budget_on_a_sample_photo(tmp_path: Path
     record = json.loads(report.read_text())["photos"][0]
     assert record["status"] == "cloaked"
     assert json.loads(report.read_text())["settings"]["config"]["budget"] == "texture"
+
+
+def test_the_uniform_budget_keeps_the_archive_settings_hash_and_texture_changes_it() -> None:
+    from comcloak.attacks.presets import preset_config
+    from comcloak.codecs.photos import DEFAULT_WRITE
+    from comcloak.engine.archive_options import archive_settings
+
+    uniform = archive_settings(preset_config("balanced"), "keep", DEFAULT_WRITE, "fp32")
+    assert not any(name.startswith("budget") for name in uniform["config"])  # as before the budget existed
+    texture = archive_settings(preset_config("balanced", budget="texture"), "keep", DEFAULT_WRITE, "fp32")
+    assert texture["config"]["budget"] == "texture" and texture != uniform
