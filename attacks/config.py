@@ -171,7 +171,7 @@ class AttackConfig:
     budget_window: int = setting(7, "side of the texture budget's window, working-view pixels", kind="int", low=1,
                                  range_text="at least 1 pixel")
     budget_smoothing: float = setting(2.0, "sigma of the texture budget's smoothing, working-view pixels; 0: none",
-                                      kind="real", low=0)
+                                      kind="real", low=0, high=16)
 
     def __post_init__(self) -> None:
         self.validate()

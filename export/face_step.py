@@ -41,7 +41,7 @@ from comcloak.models.faces import ARCFACE_SIZE
 from comcloak.models.faces.align import bilinear_taps
 
 from .gradient import InputGradient, RobustAttackStep, momentum_update
-from .step_io import INPUT_NAMES, StepLayout, step_tensor_shapes
+from .step_io import STEP_INPUTS, StepLayout, step_tensor_shapes
 
 FACE_INPUTS = ("gallery", "warp_index", "warp_weight", "budget")
 FACE_KIND = "face"  # the metadata's "kind" of a face step graph
@@ -59,7 +59,7 @@ class FaceStepLayout(StepLayout):
 
     @property
     def input_names(self) -> tuple[str, ...]:
-        return INPUT_NAMES + DRAW_INPUTS + FACE_INPUTS
+        return STEP_INPUTS + DRAW_INPUTS + FACE_INPUTS
 
     def metadata(self) -> dict[str, str]:
         return {**super().metadata(), "kind": FACE_KIND, "embedding": str(self.embedding), "crop": str(self.crop)}

@@ -18,9 +18,11 @@ from comcloak.attacks.loss import goal_weights
 
 from .optional import import_optional
 
-# Of every step graph; a robust one adds DRAW_INPUTS. ``budget`` (N, 1, H, W): the per-pixel factors of eps and alpha
-# (all ones under the uniform budget, the texture map under --budget texture; graph format 5).
-INPUT_NAMES = ("x", "x0", "m", "w", "eps", "alpha", "mu", "budget")
+# The first inputs of every step graph, the face step's too (export/face_step.py: its budget comes after its draws).
+STEP_INPUTS = ("x", "x0", "m", "w", "eps", "alpha", "mu")
+# The classifier step's; a robust one adds DRAW_INPUTS. ``budget`` (N, 1, H, W): the per-pixel factors of eps and
+# alpha (all ones under the uniform budget, the texture map under --budget texture; graph format 5).
+INPUT_NAMES = (*STEP_INPUTS, "budget")
 OUTPUT_NAMES = ("x_next", "m_next", "logits", "loss")
 BATCHED = ("x", "x0", "m", "w", "budget", *DRAW_INPUTS)
 # The iterate and momentum feed the next step: x_next -> x, m_next -> m (ping-pong buffers in the runners).
