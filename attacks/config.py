@@ -27,6 +27,8 @@ MIN_ATTACK_SIZE = 16  # pixels; below this the classifiers' strided stages have 
 PIXEL_SCALE = 255.0  # the 0-255 scale users give eps and alpha on
 MAX_MOMENTUM = 2.0  # MIM's decay factor: Dong et al. study 0-2; beyond it the first steps' signs never change
 SEED_RANGE = (-(2**63), 2**63 - 1)  # seeds are hashed as signed 64-bit integers (comcloak.attacks.eot.content_seed)
+UNIFORM_BUDGET = "uniform"  # --budget's default: eps at every pixel, the cloaks of before the budget existed
+BUDGETS = (UNIFORM_BUDGET, "texture")  # --budget: eps everywhere, or eps shaped by the texture (attacks/budget.py)
 THROUGH_HELP = ("stand-in for the compressor: none, diffjpeg:Q, comodel:CODEC, comodel:PATH, comodel-cubic:CODEC (the "
                 "trained cubic rounding), 'mix:A|B', 'eot:A|B'")
 
@@ -147,6 +149,15 @@ class AttackConfig:
         loss: ``ce`` (cross-entropy, the paper's) or ``margin`` (out of the top-5; ``comcloak.attacks.loss``).
         eot: the expectation over transformations (off when ``eot.draws`` is 0).
         strength: the preset these numbers came from (informational; ``comcloak.attacks.presets``).
+        budget: ``uniform`` (the L∞ bound is eps at every pixel) or ``texture`` (eps times a per-pixel factor from the
+            photo's local luma texture, mean 1 over the photo: ``comcloak.attacks.budget.texture_budget``).
+        budget_floor, budget_ceiling: the texture budget's factors of eps on the flattest and the busiest regions.
+            Defaults from JND models' texture masking (the visibility threshold rises up to about 2-3x with local
+            contrast): not tuned.
+        budget_window: side, in working-view pixels, of the window the local luma standard deviation is measured
+            over (the full-resolution map's grows with the photo).
+        budget_smoothing: sigma, in working-view pixels, of the Gaussian that smooths the map (no hard seams
+            between budgets); 0: none.
     """
 
     method: str = setting(help="the attack", kind="choice", choices=attack_method_names, keyword="attack",
@@ -182,6 +193,17 @@ class AttackConfig:
                         choices=loss_names, commands=("cloak",))
     eot: EotSettings = field(default_factory=EotSettings)  # its fields are settings of their own
     strength: str | None = setting(None, "the preset these numbers came from")
+    budget: str = setting(UNIFORM_BUDGET, "the per-pixel L-inf budget: uniform (eps everywhere) or texture (less on "
+                                          "flat regions, more on texture, eps on average)", kind="choice",
+                          choices=BUDGETS, commands=("cloak", "eval"))
+    budget_floor: float = setting(0.25, "the texture budget's factor of eps on the flattest regions", kind="real",
+                                  low=0, low_open=True, high=1)
+    budget_ceiling: float = setting(2.0, "the texture budget's factor of eps on the busiest texture", kind="real",
+                                    low=1, high=4)
+    budget_window: int = setting(7, "side of the texture budget's window, working-view pixels", kind="int", low=1,
+                                 range_text="at least 1 pixel")
+    budget_smoothing: float = setting(2.0, "sigma of the texture budget's smoothing, working-view pixels; 0: none",
+                                      kind="real", low=0, high=16)
 
     def __post_init__(self) -> None:
         self.validate()

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from comcloak import kernels
+from comcloak.attacks.budget import texture_budget
 from comcloak.attacks.config import AttackConfig
 from comcloak.attacks.eot import Draw, DrawSampler, apply_draw
 from comcloak.attacks.loss import goal_weights, per_image_loss
@@ -147,7 +148,8 @@ class LoopSettings:
 def bounds_of(x0: torch.Tensor, config: AttackConfig,
               eps_map: torch.Tensor | None) -> tuple[float | torch.Tensor, float | torch.Tensor]:
     """The loop's budget and signed step: the scalars ``eps`` and ``-alpha`` (the loss is descended), or, with a
-    per-pixel ``eps_map`` (N, 1 or 3, H, W) in [0, 1], both scaled by it (broadcast over x0's channels).
+    per-pixel ``eps_map`` (N, 1 or 3, H, W) of non-negative factors (the face cloak's in [0, 1], the texture
+    budget's around 1), both scaled by it (broadcast over x0's channels).
 
     Example:
         >>> bounds_of(x0, attack_config("mim", eps=8 / 255), None)
@@ -159,7 +161,7 @@ def bounds_of(x0: torch.Tensor, config: AttackConfig,
             or eps_map.shape[2:] != x0.shape[2:]):
         raise ValueError(f"eps_map must be shaped ({x0.shape[0]}, 1 or 3, {x0.shape[2]}, {x0.shape[3]}), "
                          f"got {tuple(eps_map.shape)}")
-    factors = eps_map.detach().to(x0).clamp(0.0, 1.0).expand_as(x0)
+    factors = eps_map.detach().to(x0).clamp_min(0.0).expand_as(x0)
     return config.eps * factors, -config.alpha * factors
 
 
@@ -198,9 +200,12 @@ def run_attack(
             each image's draws depend on its content and the seed only, so batching changes nothing).
         settings: how the loop runs (:class:`LoopSettings`: fused update, fp16 loss scale, dense draws); the
             default is the reference's.
-        eps_map: a per-pixel budget, (N, 1, H, W) or (N, 3, H, W) factors in [0, 1] of ``config.eps`` (the face
+        eps_map: a per-pixel budget, (N, 1, H, W) or (N, 3, H, W) non-negative factors of ``config.eps`` (the face
             cloak's texture-shaped budget): the bound is ``|x - x0| ≤ eps · eps_map`` and the step ``α · eps_map``
-            per pixel (the update runs as the torch reference then). None: the scalar ``eps`` (unchanged).
+            per pixel (the update runs as the torch reference then: the fused kernel takes a scalar step). None:
+            ``config.budget``'s (``texture``: :func:`comcloak.attacks.budget.texture_budget` of ``x0``, computed
+            from ``x0`` inside the loop, so a CUDA graph capturing it recomputes it from its static input;
+            ``uniform``: the scalar ``eps``, unchanged).
 
     Returns:
         Adversarial images, float NCHW in [0, 1], with ``|x - x0|∞ ≤ eps`` (``≤ eps · eps_map`` per pixel).
@@ -219,6 +224,8 @@ def run_attack(
     if config.eot.enabled and sampler is None:
         sampler = DrawSampler.for_images(config.eot, len(stand_ins_of(through)), x0, config.seed)
     x0 = x0.detach()
+    if eps_map is None:
+        eps_map = texture_budget(x0, config)
     budget, signed_step = bounds_of(x0, config, eps_map)
     lower = (x0 - budget).clamp_min(0.0)
     upper = (x0 + budget).clamp_max(1.0)

@@ -75,7 +75,8 @@ def teacher_forced(session, classifier, through, x0, goal, config) -> float:
     scalars = [np.array([v], np.float32) for v in (config.eps, config.alpha, config.momentum)]
     for _ in range(config.steps):
         # The graph always descends -sum(w log p); untargeted, that is the reference's momentum negated.
-        feed = dict(zip(INPUT_NAMES, [x.numpy(), x0.numpy(), (-direction * momentum).numpy(), w, *scalars]))
+        feed = dict(zip(INPUT_NAMES, [x.numpy(), x0.numpy(), (-direction * momentum).numpy(), w, *scalars,
+                                      np.ones_like(x0[:, :1].numpy())]))  # the uniform budget
         x_graph = torch.from_numpy(session.run(["x_next"], feed)[0])
         # The loop's own gradient of the descended loss; attack_update takes the cross-entropy's (sign flipped
         # untargeted, where the descended loss is minus the cross-entropy).

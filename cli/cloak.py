@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -258,6 +259,7 @@ def report_archive(cloaker, run_archive, plan, check_codec, args: argparse.Names
     if args.report:
         settings = {key: value for key, value in vars(args).items() if key != "run"}
         settings.update(archive_options(args).settings(cloaker))  # the attack as run (eps, alpha on the [0, 1] scale)
+        settings["config"] = asdict(cloaker.config)  # every setting: the hash leaves a uniform budget's out
         try:
             write_report(records, Path(args.report), settings)
         except OSError as error:  # a full disk after the run: the photos and the manifest are done

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from comcloak import defaults
+from comcloak.attacks.config import UNIFORM_BUDGET
 from comcloak.codecs.photos import DEFAULT_WRITE, WriteOptions
 from comcloak.engine.outputs import DEFAULT_OUTPUT_FORMAT, OUTPUT_FORMATS
 from comcloak.errors import UserError
@@ -64,8 +65,13 @@ def archive_settings(config: Any, output_format: str, write: WriteOptions, preci
     batch size or runner, which give the same cloaks) and ``protection`` (``engine.protection.protection_settings``:
     empty for ``--protect objects``, else the protect mode and the face cloak as run). One definition for ``comcloak
     cloak`` and Ray runs, so either resumes the other's folder; its keys and values must not change, or finished
-    folders would be redone: an objects-only run adds no key, so its hash is the one from before faces existed."""
+    folders would be redone: an objects-only run adds no key, so its hash is the one from before faces existed, and
+    the uniform budget adds none of the budget's settings (they change nothing then), so its hash is the one from
+    before the budget existed."""
     from comcloak import __version__
 
-    return {"config": asdict(config), "format": output_format, "jpeg_quality": write.jpeg_quality,
+    hashed = asdict(config)
+    if hashed.get("budget") == UNIFORM_BUDGET:
+        hashed = {name: value for name, value in hashed.items() if not name.startswith("budget")}
+    return {"config": hashed, "format": output_format, "jpeg_quality": write.jpeg_quality,
             "metadata": write.metadata, "precision": precision, "comcloak": __version__, **(protection or {})}

@@ -16,6 +16,8 @@ from torch import nn
 
 from comcloak import defaults, kernels
 from comcloak.attacks import AttackConfig, make_through, paper_targets
+from comcloak.attacks.budget import texture_budget
+from comcloak.attacks.config import UNIFORM_BUDGET
 from comcloak.attacks.faces.settings import FaceCloakConfig
 from comcloak.codecs.tensors import to_tensor
 from comcloak.engine.backends import BackendUnavailableError, backend_choices, get_backend
@@ -311,7 +313,7 @@ class Cloaker:
                 for row, index in enumerate(chunk):
                     base = photos[index] if starts is None else starts[index]
                     results[index] = CloakResult(
-                        cloaked=self._compose(base, deltas[row:row + 1]),
+                        cloaked=self._compose(base, deltas[row:row + 1], photos[index]),
                         clean_label=int(clean_labels[row, 0]),
                         goal_label=int(goals[row, 0]),
                         clean_labels=tuple(int(label) for label in clean_labels[row]),
@@ -339,14 +341,23 @@ class Cloaker:
             adversarial = runner.infer(begins, goal)
         return adversarial - begins, clean_labels, goal
 
-    def _compose(self, photo: np.ndarray, delta: torch.Tensor) -> np.ndarray:
+    def _compose(self, photo: np.ndarray, delta: torch.Tensor, original: np.ndarray | None = None) -> np.ndarray:
         """Upsample the attack-view perturbation to the photo's resolution, add, round and clip to uint8.
 
         ``comcloak.kernels.compose``: the CUDA kernel on a GPU when built, its torch reference otherwise. The
-        original is exact on the 0-255 grid, so rounding keeps ``|change| <= round(eps * 255)``.
+        original is exact on the 0-255 grid, so rounding keeps ``|change| <= round(eps * 255)``. Under
+        ``budget="texture"`` each pixel's change is bounded by ``eps`` times the texture map of ``original`` (default
+        ``photo``) computed at full resolution (``comcloak.attacks.budget.texture_budget``, window and smoothing
+        scaled by the photo's size over the attack view's), so the budget holds per output pixel.
         """
         full = torch.from_numpy(np.ascontiguousarray(photo)).to(self.device)[None]
-        return kernels.compose(full, delta.to(self.device))[0].cpu().numpy()
+        bound = None
+        if self.config.budget != UNIFORM_BUDGET:
+            source = to_tensor((photo if original is None else original)[None], self.device)
+            scale = min(photo.shape[:2]) / min(delta.shape[-2:])
+            factors = texture_budget(source, self.config, scale)
+            bound = self.config.eps * factors
+        return kernels.compose(full, delta.to(self.device), bound)[0].cpu().numpy()
 
 
 @dataclass(frozen=True)

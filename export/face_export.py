@@ -41,7 +41,7 @@ from .gradient import traceable_through
 from .onnx_export import ExportError, ExportReport, _stamp_metadata, _trace
 from .optional import import_optional
 from .self_check import CHECK_BATCH, CHECK_SEED, SelfCheck, per_image_relative_errors, tensorrt_op_violations
-from .step_io import EPS_SEMANTICS, INPUT_NAMES, OUTPUT_NAMES, StepSpec
+from .step_io import EPS_SEMANTICS, OUTPUT_NAMES, STEP_INPUTS, StepSpec
 
 # Beyond the classifier step's whitelist: the warp's gather and its scatter-add transpose and the embedding's norm
 # (ONNX Runtime CPU kernels; whether TensorRT's parser takes the graph is not tested).
@@ -201,5 +201,5 @@ def _check(onnx: object, onnx_file: Path, model: object, modules: tuple[nn.Modul
     return measured
 
 
-__all__ = ["FACE_EXTRA_OPS", "FACE_INPUTS", "INPUT_NAMES", "check_face_step", "export_face_step",
+__all__ = ["FACE_EXTRA_OPS", "FACE_INPUTS", "STEP_INPUTS", "check_face_step", "export_face_step",
            "face_example_inputs", "face_step_module"]

@@ -41,7 +41,7 @@ from comcloak.models.faces import ARCFACE_SIZE
 from comcloak.models.faces.align import bilinear_taps
 
 from .gradient import InputGradient, RobustAttackStep, momentum_update
-from .step_io import INPUT_NAMES, StepLayout, step_tensor_shapes
+from .step_io import STEP_INPUTS, StepLayout, step_tensor_shapes
 
 FACE_INPUTS = ("gallery", "warp_index", "warp_weight", "budget")
 FACE_KIND = "face"  # the metadata's "kind" of a face step graph
@@ -59,7 +59,7 @@ class FaceStepLayout(StepLayout):
 
     @property
     def input_names(self) -> tuple[str, ...]:
-        return INPUT_NAMES + DRAW_INPUTS + FACE_INPUTS
+        return STEP_INPUTS + DRAW_INPUTS + FACE_INPUTS
 
     def metadata(self) -> dict[str, str]:
         return {**super().metadata(), "kind": FACE_KIND, "embedding": str(self.embedding), "crop": str(self.crop)}
@@ -173,7 +173,7 @@ class FaceAttackStep(RobustAttackStep):
         grad_viewed, logits, loss = self.identity_backward(viewed, w, *warp)
         grad = self.views_backward(grad_viewed, saved)
         # The per-pixel budget scales the bound and the step as run_attack's eps_map does (attacks/loop.bounds_of).
-        x_next, m_next = momentum_update(grad, x, x0, m, eps * budget, alpha * budget, mu)
+        x_next, m_next = momentum_update(grad, x, x0, m, eps, alpha, mu, budget)
         return x_next, m_next, logits, loss
 
     def identity_backward(self, viewed: torch.Tensor, w: torch.Tensor, gallery: torch.Tensor, index: torch.Tensor,

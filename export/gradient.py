@@ -195,14 +195,17 @@ def traceable_through(through: nn.Module | None, height: int, width: int) -> nn.
 
 def momentum_update(
     grad: torch.Tensor, x: torch.Tensor, x0: torch.Tensor, m: torch.Tensor, eps: torch.Tensor, alpha: torch.Tensor,
-    mu: torch.Tensor,
+    mu: torch.Tensor, budget: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The loop's update on a descent gradient: ``m_next = mu*m + g/mean|g|``, ``x_next = clip(x - alpha*sign(m_next),
-    max(x0 - eps, 0), min(x0 + eps, 1))`` — the one update rule, :func:`comcloak.kernels.attack_update_reference`,
-    with the step descending and the bounds from the graph's eps input."""
-    lower = (x0 - eps).clamp_min(0.0)
-    upper = (x0 + eps).clamp_max(1.0)
-    return attack_update_reference(x, m, grad, lower, upper, -alpha, mu)
+    """The loop's update on a descent gradient: ``m_next = mu*m + g/mean|g|``, ``x_next = clip(x - a*sign(m_next),
+    max(x0 - e, 0), min(x0 + e, 1))`` with ``e = eps * budget`` and ``a = alpha * budget`` per pixel (``budget``
+    (N, 1, H, W); all ones: exactly the scalar eps and alpha) — the one update rule,
+    :func:`comcloak.kernels.attack_update_reference`, with the step descending and the bounds from the graph's
+    inputs, as ``attacks/loop.bounds_of`` scales them."""
+    per_pixel = eps * budget
+    lower = (x0 - per_pixel).clamp_min(0.0)
+    upper = (x0 + per_pixel).clamp_max(1.0)
+    return attack_update_reference(x, m, grad, lower, upper, -(alpha * budget), mu)
 
 
 def surrogates_backward(
@@ -231,7 +234,8 @@ def _per_surrogate(w: torch.Tensor) -> torch.Tensor:
 
 
 class AttackStep(nn.Module):
-    """One attack iteration ``(x, x0, m, w, eps, alpha, mu) -> (x_next, m_next, logits, loss)`` of forward ops.
+    """One attack iteration ``(x, x0, m, w, eps, alpha, mu, budget) -> (x_next, m_next, logits, loss)`` of forward
+    ops.
 
     Args:
         models: ``classifier(through(x))`` (e.g. :class:`ThroughThenClassify`), traceable, eval mode; or one per
@@ -243,9 +247,10 @@ class AttackStep(nn.Module):
         w: (N, M, K) — per surrogate, the one-hot target (targeted) or minus the one-hot label (untargeted);
             (N, K) for one surrogate.
         eps, alpha, mu: (1,) — L∞ budget and step size on the [0, 1] scale, momentum μ (0 for BIM/FGSM).
+        budget: (N, 1, H, W) — each pixel's factor of eps and alpha (ones: the uniform budget).
 
     Outputs:
-        x_next: ``clip(x - alpha * sign(m_next), max(x0 - eps, 0), min(x0 + eps, 1))``.
+        x_next: ``clip(x - alpha * budget * sign(m_next), max(x0 - eps * budget, 0), min(x0 + eps * budget, 1))``.
         m_next: ``mu * m + g / mean(|g|)`` per image, ``g`` the gradient of the per-image loss.
         logits: (N, M, K) at ``x``; loss: (N,) the loss averaged over the surrogates at ``x``.
     """
@@ -270,15 +275,16 @@ class AttackStep(nn.Module):
         eps: torch.Tensor,
         alpha: torch.Tensor,
         mu: torch.Tensor,
+        budget: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         grad, logits, loss = surrogates_backward(self.gradients, x, _per_surrogate(w), self.loss_kind)
-        x_next, m_next = momentum_update(grad, x, x0, m, eps, alpha, mu)
+        x_next, m_next = momentum_update(grad, x, x0, m, eps, alpha, mu, budget)
         return x_next, m_next, logits, loss
 
 
 class RobustAttackStep(nn.Module):
     """One iteration of the robust attack (``comcloak.attacks.eot``) as forward ops, with the draws as inputs:
-    ``(x, x0, m, w, eps, alpha, mu, pre_h, pre_w, mix, post_h, post_w) -> (x_next, m_next, logits, loss)``.
+    ``(x, x0, m, w, eps, alpha, mu, budget, pre_h, pre_w, mix, post_h, post_w) -> (x_next, m_next, logits, loss)``.
 
     Each draw maps the working view through ``pre_h · x · pre_wᵀ`` (the platform's downscale), a mix of the identity
     and the stand-ins (the platform's codec), and ``post_h · . · post_wᵀ`` (the attacker's crop, flip and shift) to
@@ -325,6 +331,7 @@ class RobustAttackStep(nn.Module):
         eps: torch.Tensor,
         alpha: torch.Tensor,
         mu: torch.Tensor,
+        budget: torch.Tensor,
         *draw: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         # The draw's tensors are graph inputs of their own, after the step's (the schema's DRAW_INPUTS order).
@@ -332,7 +339,7 @@ class RobustAttackStep(nn.Module):
         grad_viewed, logits, loss = surrogates_backward(self.classifier_gradients, viewed, _per_surrogate(w),
                                                         self.loss_kind, self.draws)
         grad = self.views_backward(grad_viewed, saved)
-        x_next, m_next = momentum_update(grad, x, x0, m, eps, alpha, mu)
+        x_next, m_next = momentum_update(grad, x, x0, m, eps, alpha, mu, budget)
         return x_next, m_next, logits, loss
 
     def views(self, x: torch.Tensor, draw: Sequence[torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]:

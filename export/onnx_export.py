@@ -174,9 +174,12 @@ def _dynamic_shapes(layout: StepLayout) -> dict[str, Any]:
     """``torch.export``'s dynamic shapes, keyed by the step's ``forward`` parameters: the batch dimension of the
     batched inputs; a robust step's draws come as its ``*draw`` tuple, in :data:`DRAW_INPUTS` order."""
     batch = torch.export.Dim("batch", min=1, max=4096)
-    dynamic: dict[str, Any] = {name: ({0: batch} if name in BATCHED else None) for name in INPUT_NAMES}
+    # The step's named parameters: INPUT_NAMES (the classifier step), or STEP_INPUTS (the face step: its per-pixel
+    # budget is one of its trailing inputs).
+    named = [name for name in layout.input_names[:len(INPUT_NAMES)] if name in INPUT_NAMES]
+    dynamic: dict[str, Any] = {name: ({0: batch} if name in BATCHED else None) for name in named}
     if layout.draws:
-        dynamic["draw"] = tuple({0: batch} for _ in layout.input_names[len(INPUT_NAMES):])
+        dynamic["draw"] = tuple({0: batch} for _ in layout.input_names[len(named):])
     return dynamic
 
 

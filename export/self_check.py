@@ -5,6 +5,9 @@
    no Scatter, MaxPool without its indices output, Conv/ConvTranspose weights constant);
 3. ONNX Runtime against ``torch.autograd.grad`` in float64 on :data:`CHECK_BATCH` fresh random images
    (:func:`check_against_autograd`): the normalised gradient (``m_next`` with ``m = 0, mu = 0``), logits and loss.
+   It also holds ``x_next`` to the update applied to ONNX Runtime's own ``m_next`` with the per-pixel budget (``eps
+   * budget``, ``alpha * budget``: the example inputs' budget is random in [0.25, 2]), to :data:`UPDATE_TOLERANCE`:
+   the bound and the step are per pixel, exactly as the torch loop's.
    The check is *calibrated*: torch's own float32 autograd is measured against the same float64 reference on the
    same images, and ONNX Runtime passes when its typical error (the median over the images) is at most
    ``max(GRADIENT_TOLERANCE, FLOAT32_ERROR_FACTOR x torch's)`` and its worst image at most
@@ -39,6 +42,7 @@ from .optional import import_optional
 from .step_io import INPUT_NAMES, OUTPUT_NAMES, StepLayout
 
 GRADIENT_TOLERANCE = 1e-3  # per image mean |error| / mean |reference|: floor of the bound on the median image
+UPDATE_TOLERANCE = 1e-6  # x_next against the update recomputed from the graph's own m_next: float32 rounding only
 WORST_IMAGE_TOLERANCE = 1e-2  # floor of the bound on the worst image (a float32 flip reaches 2.7e-3, a bug 0.1)
 # ONNX Runtime may be this many times further from float64 than torch's own float32 autograd on the same images.
 FLOAT32_ERROR_FACTOR = 3.0
@@ -101,6 +105,7 @@ class SelfCheck:
     output_errors: tuple[float, ...]
     torch_errors: tuple[float, ...]
     torch_output_errors: tuple[float, ...]
+    update_error: float = 0.0  # max |x_next - the update of m_next| (the per-pixel bound and step); 0: not measured
 
     @property
     def gradient_error(self) -> float:
@@ -134,7 +139,7 @@ class SelfCheck:
     @property
     def passed(self) -> bool:
         return (self.gradient_error <= self.gradient_tolerance and max(self.errors) <= self.worst_tolerance
-                and self.logits_error <= self.logits_tolerance)
+                and self.logits_error <= self.logits_tolerance and self.update_error <= UPDATE_TOLERANCE)
 
     def failure_message(self) -> str:
         return (
@@ -144,7 +149,9 @@ class SelfCheck:
             f"{self.torch_gradient_error:.2e} and {max(self.torch_errors):.2e}; allowed {self.gradient_tolerance:.2e} "
             f"and {self.worst_tolerance:.2e}, {FLOAT32_ERROR_FACTOR:g} x torch's or at least "
             f"{GRADIENT_TOLERANCE:g} and {WORST_IMAGE_TOLERANCE:g}), logits/loss {self.logits_error:.2e} (torch "
-            f"{self.torch_logits_error:.2e}, allowed {self.logits_tolerance:.2e}). That is a bug in a VJP rule or in "
+            f"{self.torch_logits_error:.2e}, allowed {self.logits_tolerance:.2e}), the per-pixel update "
+            f"{self.update_error:.2e} from its own gradient (allowed {UPDATE_TOLERANCE:g}). That is a bug in a VJP "
+            f"rule or in "
             f"the exporter, not rounding; nothing was written. Use --backend torch meanwhile, and report the "
             f"classifier and stand-in"
         )
@@ -214,6 +221,19 @@ def check_against_autograd(
         output_errors=output_errors(logits, loss),
         torch_errors=per_image_relative_errors(gradient32, gradient),
         torch_output_errors=output_errors(logits32, loss32),
+        update_error=update_error(inputs, torch.from_numpy(x_next), torch.from_numpy(m_next)),
     )
+
+
+def update_error(inputs: tuple[torch.Tensor, ...], x_next: torch.Tensor, m_next: torch.Tensor) -> float:
+    """max |x_next - clip(x - alpha·budget·sign(m_next), x0 ∓ eps·budget, [0, 1])| of a step graph's outputs on its
+    ``inputs`` (``INPUT_NAMES`` order): the per-pixel update, given the graph's own momentum, so gradient rounding
+    cannot move it."""
+    named = dict(zip(INPUT_NAMES, inputs))
+    per_pixel = named["eps"] * named["budget"]
+    lower = (named["x0"] - per_pixel).clamp_min(0.0)
+    upper = (named["x0"] + per_pixel).clamp_max(1.0)
+    stepped = named["x"] - named["alpha"] * named["budget"] * m_next.sign()
+    return float((x_next - torch.minimum(torch.maximum(stepped, lower), upper)).abs().max())
 
 

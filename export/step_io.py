@@ -18,18 +18,24 @@ from comcloak.attacks.loss import goal_weights
 
 from .optional import import_optional
 
-INPUT_NAMES = ("x", "x0", "m", "w", "eps", "alpha", "mu")  # of every step graph; a robust one adds DRAW_INPUTS
+# The first inputs of every step graph, the face step's too (export/face_step.py: its budget comes after its draws).
+STEP_INPUTS = ("x", "x0", "m", "w", "eps", "alpha", "mu")
+# The classifier step's; a robust one adds DRAW_INPUTS. ``budget`` (N, 1, H, W): the per-pixel factors of eps and
+# alpha (all ones under the uniform budget, the texture map under --budget texture; graph format 5).
+INPUT_NAMES = (*STEP_INPUTS, "budget")
 OUTPUT_NAMES = ("x_next", "m_next", "logits", "loss")
-BATCHED = ("x", "x0", "m", "w", *DRAW_INPUTS, *BLOCK_INPUTS)
+BATCHED = ("x", "x0", "m", "w", "budget", *DRAW_INPUTS, *BLOCK_INPUTS)
 # The iterate and momentum feed the next step: x_next -> x, m_next -> m (ping-pong buffers in the runners).
 CARRIED = {"x_next": "x", "m_next": "m"}
 SCALARS = ("eps", "alpha", "mu")
 METADATA_PREFIX = "comcloak."
 EPS_SEMANTICS = (
-    "x, x0 in [0,1] NCHW; eps and alpha on the [0,1] scale (comcloak's --eps 5 is 5/255); "
+    "x, x0 in [0,1] NCHW; eps and alpha on the [0,1] scale (comcloak's --eps 5 is 5/255), each pixel's scaled by "
+    "budget (N,1,H,W: ones for the uniform budget); "
     "w = one-hot target (targeted) or minus one-hot clean label (untargeted); "
     "loss = -sum(w * log_softmax(logits)) per image, always descended: "
-    "m_next = mu*m + g/mean|g|, x_next = clip(x - alpha*sign(m_next), max(x0-eps,0), min(x0+eps,1))"
+    "m_next = mu*m + g/mean|g|, x_next = clip(x - alpha*budget*sign(m_next), max(x0-eps*budget,0), "
+    "min(x0+eps*budget,1))"
 )
 
 
@@ -100,6 +106,7 @@ def step_tensor_shapes(batch: int, height: int, width: int, classes: int,
     image = (batch, 3, height, width)
     scores = (batch, layout.surrogates, classes)
     shapes = {"x": image, "x0": image, "m": image, "w": scores, **{name: (1,) for name in SCALARS},
+              "budget": (batch, 1, height, width),
               "x_next": image, "m_next": image, "logits": scores, "loss": (batch,)}
     if layout.draws:
         draws, view = layout.draws, layout.view_size
@@ -114,14 +121,16 @@ def step_tensor_shapes(batch: int, height: int, width: int, classes: int,
 def example_inputs(batch: int, height: int, width: int, classes: int, generator: torch.Generator,
                    layout: StepLayout = StepLayout(), eot: EotSettings | None = None) -> tuple[torch.Tensor, ...]:
     """Random inputs of a step graph in :attr:`StepLayout.input_names` order (the export's example and the
-    self-check's images): images near each other within 8/255, random goals, targeted or not, and fresh draws.
+    self-check's images): images near each other within 8/255, random goals, targeted or not, a random per-pixel
+    budget in [0.25, 2] (the texture budget's default range: the check covers the per-pixel bound) and fresh draws.
     They are drawn from ``generator`` in a fixed order, so a seed gives the same inputs."""
     x0 = torch.rand(batch, 3, height, width, generator=generator)
     x = (x0 + (torch.rand(x0.shape, generator=generator) - 0.5) * (8 / 255)).clamp(0, 1)
     goal = torch.randint(classes, (batch, layout.surrogates), generator=generator)
     w = goal_weights(goal, classes, targeted=bool(torch.rand(1, generator=generator) < 0.5))
     scalars = (torch.tensor([5 / 255]), torch.tensor([0.5 / 255]), torch.tensor([0.0]))
-    inputs = (x, x0, torch.zeros_like(x0), w, *scalars)
+    budget = 0.25 + 1.75 * torch.rand(batch, 1, height, width, generator=generator)
+    inputs = (x, x0, torch.zeros_like(x0), w, *scalars, budget)
     if layout.draws:
         seed = int(torch.randint(2**31, (1,), generator=generator))
         settings = replace(eot or EotSettings(), draws=layout.draws, view_size=layout.view_size)

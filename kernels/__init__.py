@@ -8,6 +8,9 @@ captured by CUDA graphs like any other launch):
   launches instead of eight.
 * ``compose`` — the full-resolution compose of ``Cloaker.cloak``: bilinear upsampling of the attack-view
   perturbation, add to the uint8 photo, round, clip, uint8 out (:func:`compose`), without the float copy of the photo.
+  A per-pixel bound (``--budget texture``) runs the torch reference.
+* The texture budget's update (a per-pixel step and bound) runs as :func:`attack_update_reference`: the
+  ``attack_update`` kernel takes a scalar step (``attacks/loop.run_attack`` picks the reference then).
 
 Both are registered as torch ops (``torch.ops.comcloak.attack_update``, ``torch.ops.comcloak.compose``). An op runs
 the CUDA kernel when its tensors are on a CUDA device and the library is loaded, and its torch reference otherwise
@@ -77,20 +80,32 @@ def attack_update_reference(
     return x, momentum
 
 
-def compose_reference(photo: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
-    """``clamp(round(photo + 255 * bilinear(delta)), 0, 255)`` as uint8.
+def compose_reference(photo: torch.Tensor, delta: torch.Tensor, bound: torch.Tensor | None = None) -> torch.Tensor:
+    """``clamp(round(photo + 255 * bilinear(delta)), 0, 255)`` as uint8; with a per-pixel ``bound``, the upsampled
+    delta is clipped to ``[-bound, bound]`` first.
 
     Args:
         photo: uint8 (N, H, W, 3), the originals.
         delta: float (N, 3, h, w), the attack-view perturbation on the [0, 1] scale; resized to (H, W) with
             ``F.interpolate(mode="bilinear", align_corners=False)`` when (h, w) differs.
+        bound: float (N, 1, H, W) on the [0, 1] scale, or None: the texture budget's ``eps * factor`` at full
+            resolution (``comcloak.attacks.budget.texture_budget`` of the photo), so the budget holds per output
+            pixel, not only at the attack view.
 
     Returns:
-        uint8 (N, H, W, 3). The photo is exact on the 0-255 grid, so ``|change| <= round(255 * max|delta|)``.
+        uint8 (N, H, W, 3). The photo is exact on the 0-255 grid, so ``|change| <= round(255 * max|delta|)``
+        (``<= round(255 * bound)`` per pixel with a bound).
+
+    Example:
+        >>> compose_reference(photo, delta, bound=eps * factors).shape == photo.shape
+        True
     """
     height, width = photo.shape[1:3]
     if delta.shape[-2:] != (height, width):
         delta = F.interpolate(delta.float(), size=(height, width), mode="bilinear", align_corners=False)
+    if bound is not None:
+        bound = bound.to(delta)
+        delta = torch.minimum(torch.maximum(delta, -bound), bound)
     cloaked = (photo.permute(0, 3, 1, 2).float() + 255.0 * delta).round_().clamp_(0, 255)
     return cloaked.to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 
@@ -217,8 +232,9 @@ def _(x, momentum, gradient, lower, upper, step, mu):  # noqa: ANN001, ANN202 - 
 
 
 @torch.library.custom_op("comcloak::compose", mutates_args=())
-def compose(photo: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
-    """:func:`compose_reference`, as the ``compose`` CUDA kernel when both tensors are on a CUDA device.
+def compose(photo: torch.Tensor, delta: torch.Tensor, bound: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`compose_reference`, as the ``compose`` CUDA kernel when both tensors are on a CUDA device and no
+    per-pixel ``bound`` is given (the kernel bounds nothing: with a bound, the texture budget's, the reference runs).
 
     The kernel's bilinear weights follow PyTorch's ``align_corners=False`` source index; its float sums are ordered
     differently, so a value within rounding of a half grey level may round the other way: outputs agree with the
@@ -228,9 +244,9 @@ def compose(photo: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"photo must be uint8 shaped (N, H, W, 3), got {photo.dtype} {tuple(photo.shape)}")
     if delta.dim() != 4 or delta.shape[:2] != (photo.shape[0], 3):
         raise ValueError(f"delta must be shaped ({photo.shape[0]}, 3, h, w), got {tuple(delta.shape)}")
-    library = load_library() if photo.is_cuda and delta.is_cuda else None
+    library = load_library() if photo.is_cuda and delta.is_cuda and bound is None else None
     if library is None:
-        return compose_reference(photo, delta)
+        return compose_reference(photo, delta, bound)
     photo = photo.contiguous()
     delta = delta.float().contiguous()
     out = torch.empty_like(photo)
@@ -243,5 +259,5 @@ def compose(photo: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
 
 
 @compose.register_fake
-def _(photo, delta):  # noqa: ANN001, ANN202 - shapes only
+def _(photo, delta, bound=None):  # noqa: ANN001, ANN202 - shapes only
     return torch.empty_like(photo)

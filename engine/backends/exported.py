@@ -1,14 +1,16 @@
 """What the backends that run the exported step graph share (ONNX Runtime, TensorRT): its I/O schema, static
 buffers per batch bucket, staging a batch into them, the ping-pong between steps and reading out the final iterate.
 
-The graph computes one step ``(x, x0, m, w, eps, alpha, mu) -> (x_next, m_next, logits, loss)``
-(:func:`comcloak.export.onnx_export.step_tensor_shapes`); a robust graph also takes one step's random draws (``pre_h,
-pre_w, mix, post_h, post_w``, then ``blocks, blocks_inverse`` when draws move blocks), which the runner samples on
-the host before each step with the same :class:`comcloak.attacks.eot.DrawSampler` the torch backend uses, so both
-backends draw the same. A runner keeps, per batch size, static buffers for every tensor and two of the carried ones:
-step ``k`` reads ``x``/``m`` from pair ``a`` and writes ``x_next``/``m_next`` into pair ``b`` when ``k`` is even, the
-other way round when odd (:func:`ping_pong`), so no data moves between steps. A subclass says how to bind a buffer set
-and how to run the steps on it.
+The graph computes one step ``(x, x0, m, w, eps, alpha, mu, budget) -> (x_next, m_next, logits, loss)``
+(:func:`comcloak.export.onnx_export.step_tensor_shapes`); ``budget`` holds each pixel's factor of eps and alpha, staged
+once per batch: ones under the uniform budget, :func:`comcloak.attacks.budget.texture_budget` of the clean views under
+``--budget texture`` (the torch loop's map); a robust graph also takes one step's random draws (``pre_h, pre_w, mix,
+post_h, post_w``, then ``blocks, blocks_inverse`` when draws move blocks), which the runner samples on the host before
+each step with the same :class:`comcloak.attacks.eot.DrawSampler` the torch backend uses, so both backends draw the
+same. A runner keeps, per batch size, static buffers for every tensor and two of the carried ones: step ``k`` reads
+``x``/``m`` from pair ``a`` and writes ``x_next``/``m_next`` into pair ``b`` when ``k`` is even, the other way round
+when odd (:func:`ping_pong`), so no data moves between steps. A subclass says how to bind a buffer set and how to run
+the steps on it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 import torch
 
 from comcloak.attacks import AttackConfig
+from comcloak.attacks.budget import texture_budget
 from comcloak.attacks.eot import DrawSampler
 from comcloak.attacks.loss import goal_weights
 from comcloak.export.onnx_export import CARRIED, INPUT_NAMES, StepLayout, read_export_metadata, step_tensor_shapes
@@ -109,6 +112,9 @@ class ExportedStepRunner(AttackRunner):
             self.layout = StepLayout.from_metadata(self.metadata)
         except (KeyError, ValueError):
             raise BackendUnavailableError(f"{self.name}: {path} is not a comcloak step graph (no metadata)") from None
+        if "budget" not in self.metadata.get("inputs", "").split(","):
+            raise BackendUnavailableError(f"{self.name}: {path} was exported by an older comcloak (no per-pixel budget "
+                                          "input, graph format 5); export it again")
         wanted = (self.config.eot.draws, self.config.loss)
         if (self.layout.draws, self.layout.loss) != wanted or self.layout.coded_draws != (
                 self.config.eot.coded_draws if self.layout.draws else 0):
@@ -150,7 +156,7 @@ class ExportedStepRunner(AttackRunner):
 
     def stage(self, buffers: StepBuffers, x0: torch.Tensor, goal: torch.Tensor) -> None:
         """Copy a batch into the static inputs: images and goal weights (zero padding past the batch), ``x = x0``,
-        ``m = 0`` and the scalars."""
+        ``m = 0``, the scalars and the per-pixel budget (ones past the batch and under the uniform budget)."""
         t, batch = buffers.tensors, x0.shape[0]
         t["x0"].zero_()
         t["w"].zero_()
@@ -166,6 +172,10 @@ class ExportedStepRunner(AttackRunner):
         # The loop descends its loss: alpha is applied as given (the graph's update is x - alpha * sign(m)).
         for name, value in (("eps", self.config.eps), ("alpha", self.config.alpha), ("mu", self.config.momentum)):
             t[name].fill_(value)
+        t["budget"].fill_(1.0)
+        factors = texture_budget(t["x0"][:batch], self.config)
+        if factors is not None:
+            t["budget"][:batch].copy_(factors)
         if self.layout.draws:
             for name in self.layout.input_names[len(INPUT_NAMES):]:  # padding rows: all-zero draws, a zero view
                 t[name].zero_()  # and zero gradient (a zero BSR map gathers pixel 0 of that zero view)

@@ -9,7 +9,9 @@ building.
 ``TensorRTRunner`` binds torch CUDA tensors by address (``set_tensor_address``) and runs ``execute_async_v3``. Per
 batch bucket (powers of two) it keeps static buffers, runs the loop once to warm up, then captures all K steps,
 alternating the ping-pong buffers, in one ``torch.cuda.CUDAGraph``; a call copies its images into the static
-input, replays the graph and copies the result out.
+input, replays the graph and copies the result out. The per-pixel ``budget`` input (graph format 5) is one more
+batched input of the profile, bound by address like the others and staged with the images
+(``ExportedStepRunner.stage``: ones, or the texture map); untested here (no TensorRT on the test machines).
 
 ``tensorrt`` is imported when an engine is built or loaded, never at import time.
 """

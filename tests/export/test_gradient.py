@@ -132,7 +132,7 @@ def _step_loop(step: AttackStep, x0: torch.Tensor, w: torch.Tensor, config) -> t
     x, m = x0.clone(), torch.zeros_like(x0)
     scalars = [torch.tensor([value], dtype=x0.dtype) for value in (config.eps, config.alpha, config.momentum)]
     for _ in range(config.steps):
-        x, m, _, _ = step(x, x0, m, w, *scalars)
+        x, m, _, _ = step(x, x0, m, w, *scalars, torch.ones_like(x0[:, :1]))
     return x
 
 
@@ -162,7 +162,7 @@ def test_attack_step_outputs() -> None:
     w = goal_weights(goal, 1000, targeted=True)
     scalars = [torch.tensor([v]) for v in (4 / 255, 1 / 255, 1.0)]
     with torch.no_grad():
-        x_next, m_next, logits, loss = step(x0, x0, torch.zeros_like(x0), w, *scalars)
+        x_next, m_next, logits, loss = step(x0, x0, torch.zeros_like(x0), w, *scalars, torch.ones_like(x0[:, :1]))
         assert logits.shape == (2, 1, 1000)  # (N, surrogates, classes)
         torch.testing.assert_close(logits[:, 0], classifier(x0))
         torch.testing.assert_close(loss, F.cross_entropy(logits[:, 0], goal, reduction="none"))

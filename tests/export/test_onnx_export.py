@@ -91,7 +91,8 @@ def test_onnxruntime_step_matches_the_torch_step_at_any_batch(exported, models, 
     x = (x0 + 0.01 * torch.randn(x0.shape, generator=generator)).clamp(0, 1)
     m = torch.randn(x0.shape, generator=generator)
     w = goal_weights(torch.randint(1000, (batch, 1), generator=generator), 1000, targeted=False)  # (N, 1, K)
-    inputs = (x, x0, m, w, torch.tensor([4 / 255]), torch.tensor([1 / 255]), torch.tensor([0.9]))
+    budget = 0.25 + 1.75 * torch.rand(batch, 1, HEIGHT, WIDTH, generator=generator)  # per-pixel factors of eps, alpha
+    inputs = (x, x0, m, w, torch.tensor([4 / 255]), torch.tensor([1 / 255]), torch.tensor([0.9]), budget)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     outputs = session.run(None, {name: value.numpy() for name, value in zip(INPUT_NAMES, inputs)})
     with torch.no_grad():
@@ -100,10 +101,10 @@ def test_onnxruntime_step_matches_the_torch_step_at_any_batch(exported, models, 
         assert got.shape == tuple(want.shape), name
         if name != "x_next":  # the export's own measure: mean |error| / mean |reference|
             assert relative_error(got, want) <= GRADIENT_TOLERANCE, name
-    # x_next moves by ±alpha by the sign of m_next: where m_next is within float noise of 0 the sign may differ
-    # (a 2*alpha step); everywhere else it is the same image.
+    # x_next moves by ±alpha·budget by the sign of m_next: where m_next is within float noise of 0 the sign may
+    # differ (a 2*alpha*budget step); everywhere else it is the same image.
     moved = np.abs(outputs[0] - expected[0].numpy())
-    assert moved.max() <= 2 / 255 + 1e-6
+    assert moved.max() <= 2 * 2 / 255 + 1e-6
     assert (moved > 1e-6).mean() < 1e-3
 
 

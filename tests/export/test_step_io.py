@@ -39,7 +39,8 @@ def test_step_module_follows_the_spec() -> None:
 
 
 def test_the_robust_step_takes_the_draw_as_trailing_inputs() -> None:
-    """forward(x, x0, m, w, eps, alpha, mu, *draw): the draw's tensors in DRAW_INPUTS order, as the graph's inputs."""
+    """forward(x, x0, m, w, eps, alpha, mu, budget, *draw): the draw's tensors in DRAW_INPUTS order, as the graph's
+    inputs."""
     classifier = M.freeze(M.create_model("tiny_classifier"))
     step, layout = step_module(classifier, None, 24, 24, StepSpec("ce", EOT))
     inputs = example_inputs(2, 24, 24, 1000, torch.Generator().manual_seed(0), layout, EOT)
@@ -51,5 +52,6 @@ def test_the_robust_step_takes_the_draw_as_trailing_inputs() -> None:
     w = goal_weights(torch.tensor([[1], [2]]), 1000, False)
     scalars = [torch.tensor([v]) for v in (5 / 255, 1 / 255, 0.0)]
     with torch.no_grad():
-        by_name = step(inputs[0], inputs[1], torch.zeros_like(inputs[0]), w, *scalars, *draw.tensors().values())
+        by_name = step(inputs[0], inputs[1], torch.zeros_like(inputs[0]), w, *scalars, inputs[7],
+                       *draw.tensors().values())
     assert by_name[0].shape == inputs[0].shape

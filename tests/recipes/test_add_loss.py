@@ -67,7 +67,8 @@ def test_the_exported_step_takes_its_gradient(toy_loss: LossInfo, classifier: to
     step = AttackStep(ThroughThenClassify(classifier), loss="toy-logit")
     scalars = [torch.tensor([value]) for value in (config.eps, config.alpha, config.momentum)]
     with torch.no_grad():
-        _, m_next, _, _ = step(x0, x0, torch.zeros_like(x0), goal_weights(clean, 1000, False), *scalars)
+        _, m_next, _, _ = step(x0, x0, torch.zeros_like(x0), goal_weights(clean, 1000, False), *scalars,
+                              torch.ones_like(x0[:, :1]))
     expected = gradient / gradient.abs().mean(dim=(1, 2, 3), keepdim=True)  # m = 0: the L1-normalised gradient
     torch.testing.assert_close(m_next, expected, rtol=1e-4, atol=1e-5)
 

@@ -1,0 +1,118 @@
+"""The perceptual (texture-shaped) L∞ budget: per-pixel factors of eps from the clean photo's local texture.
+
+A flat L∞ budget spends as much change on a smooth sky or skin as on foliage and edges, where the same energy is
+masked by the texture (the contrast-masking term of just-noticeable-difference models: Chou & Li 1995, Yang et al.
+2005). :func:`local_spread` is the texture measure both cloaks share: the local standard deviation of the luminance
+(ITU-R BT.601 luma) over a small window. The face cloak turns it into factors in ``[texture_floor, 1]``
+(``comcloak.attacks.faces.budget.texture_map``); the classifier cloak's ``--budget texture`` (:func:`texture_budget`)
+smooths it, scales it so the mean factor over the photo is 1 (the mean perceptual cost is the preset's eps) and clips
+it to ``[budget_floor, budget_ceiling]``. The loop bounds and steps each pixel by ``eps · factor``
+(``attacks/loop.run_attack``); the full-resolution composition bounds each pixel by the same map computed on the
+full-resolution photo (window and smoothing scaled with it), so the bound holds at every output pixel.
+
+:func:`blur` (a separable Gaussian) smooths the map here and the face cloak's gradient (TI).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from comcloak.attacks.config import UNIFORM_BUDGET, AttackConfig
+
+GREY = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma weights: texture is measured on brightness
+SCALE_RANGE_LOG2 = (-8.0, 16.0)  # where the bisection looks for the factor scale: 2^-8 .. 2^16 of the mean texture
+BISECTION_STEPS = 32  # halves the log2 interval 32 times: the scale to within 24 / 2^32 of an octave
+SPREAD_FLOOR = 1e-6  # a photo of one grey level has no texture: its map is the floor everywhere
+
+
+def luminance(images: torch.Tensor) -> torch.Tensor:
+    """The luma (N, 1, H, W) of RGB images (N, 3, H, W) in [0, 1]."""
+    weights = torch.tensor(GREY, dtype=images.dtype, device=images.device)[None, :, None, None]
+    return (images * weights).sum(1, True)
+
+
+def local_spread(images: torch.Tensor, window: int, separable: bool = False) -> torch.Tensor:
+    """The local standard deviation (N, 1, H, W) of the luma of ``images`` (N, 3, H, W) in [0, 1] over a
+    ``window`` x ``window`` box (replicated borders). ``separable`` averages rows then columns (O(window) per pixel:
+    the full-resolution map's large windows) instead of the 2-D box (the face cloak's, unchanged).
+
+    Example:
+        >>> local_spread(torch.full((1, 3, 8, 8), 0.5), 5).abs().max()
+        tensor(0.)
+    """
+    grey = luminance(images)
+    padded = F.pad(grey, (window // 2, (window - 1) // 2, window // 2, (window - 1) // 2), mode="replicate")
+
+    def box(values: torch.Tensor) -> torch.Tensor:
+        if separable:
+            return F.avg_pool2d(F.avg_pool2d(values, (window, 1), stride=1), (1, window), stride=1)
+        return F.avg_pool2d(values, window, stride=1)
+
+    mean = box(padded)
+    square = box(padded * padded)
+    return (square - mean * mean).clamp_min(0.0).sqrt()
+
+
+def gaussian_kernel(sigma: float, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A normalised 1-D Gaussian of ``sigma`` pixels, ``2 * ceil(3 sigma) + 1`` taps."""
+    radius = max(int(math.ceil(3 * sigma)), 1)
+    taps = torch.arange(-radius, radius + 1, dtype=dtype)
+    kernel = torch.exp(-0.5 * (taps / sigma) ** 2)
+    return kernel / kernel.sum()
+
+
+def blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """``images`` (B, C, H, W) blurred by a separable Gaussian (replicated borders), same shape."""
+    kernel = gaussian_kernel(sigma, images.dtype).to(images.device)
+    radius = kernel.numel() // 2
+    channels = images.shape[1]
+    rows = kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1)
+    columns = kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1)
+    out = F.conv2d(F.pad(images, (0, 0, radius, radius), mode="replicate"), rows, groups=channels)
+    return F.conv2d(F.pad(out, (radius, radius, 0, 0), mode="replicate"), columns, groups=channels)
+
+
+def unit_mean_factors(texture: torch.Tensor, floor: float, ceiling: float) -> torch.Tensor:
+    """``clip(s · texture, floor, ceiling)`` (N, 1, H, W) with the scale ``s`` of each image chosen so its mean is 1
+    (or as near as the floor and ceiling allow: a photo flatter than that gets less, one busier gets more).
+
+    The mean is monotone in ``s``, so ``s`` is found by bisection on log2 s with a fixed number of steps: no
+    data-dependent control flow, so a CUDA graph can capture it. ``texture`` is non-negative.
+
+    Example:
+        >>> unit_mean_factors(torch.rand(2, 1, 16, 16), 0.25, 2.0).mean((1, 2, 3))
+        tensor([1.0000, 1.0000])
+    """
+    relative = texture / texture.mean((1, 2, 3), keepdim=True).clamp_min(SPREAD_FLOOR)
+    low = torch.full((texture.shape[0], 1, 1, 1), SCALE_RANGE_LOG2[0], dtype=texture.dtype, device=texture.device)
+    high = torch.full_like(low, SCALE_RANGE_LOG2[1])
+    for _ in range(BISECTION_STEPS):
+        middle = (low + high) / 2
+        below = (relative * torch.exp2(middle)).clamp(floor, ceiling).mean((1, 2, 3), keepdim=True) < 1.0
+        low = torch.where(below, middle, low)
+        high = torch.where(below, high, middle)
+    return (relative * torch.exp2((low + high) / 2)).clamp(floor, ceiling)
+
+
+def texture_budget(images: torch.Tensor, config: AttackConfig, scale: float = 1.0) -> torch.Tensor | None:
+    """The classifier cloak's per-pixel factors of eps (N, 1, H, W) for clean images (N, 3, H, W) in [0, 1], or None
+    under ``config.budget == "uniform"`` (the loop's scalar eps, unchanged).
+
+    The local luma spread over ``config.budget_window`` pixels, smoothed by a Gaussian of ``config.budget_smoothing``
+    pixels, scaled to a mean factor of 1 and clipped to ``[budget_floor, budget_ceiling]`` (:func:`unit_mean_factors`).
+    ``scale``: the images' size over the working view's (the full-resolution photo's map: window and smoothing are
+    in working-view pixels, so they grow with it and both maps measure the same texture).
+
+    Example:
+        >>> factors = texture_budget(x0, preset_config("balanced", budget="texture"))  # < 1 on sky, > 1 on foliage
+    """
+    if config.budget == UNIFORM_BUDGET:
+        return None
+    window = max(1, round(config.budget_window * scale))
+    texture = local_spread(images, window, separable=True)
+    if config.budget_smoothing > 0:
+        texture = blur(texture, config.budget_smoothing * scale)
+    return unit_mean_factors(texture, config.budget_floor, config.budget_ceiling)
