@@ -115,7 +115,8 @@ def test_the_bsr_step_is_the_eager_reference(loss: str) -> None:
     scalars = [torch.tensor([value], dtype=torch.float64) for value in (config.eps, config.alpha, 0.0)]
     w = goal_weights(goal, 1000, False, torch.float64)
     with torch.no_grad():
-        _, m_next, _, _ = step(x, x, torch.zeros_like(x), w, *scalars, *draw.tensors().values())
+        budget = torch.ones(3, 1, HEIGHT, WIDTH, dtype=torch.float64)  # the uniform budget
+        _, m_next, _, _ = step(x, x, torch.zeros_like(x), w, *scalars, budget, *draw.tensors().values())
     normalised = reference / reference.abs().mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
     torch.testing.assert_close(m_next, normalised, rtol=0, atol=1e-9)
 
@@ -150,8 +151,9 @@ def test_onnxruntime_runs_the_bsr_step_as_torch_does(bsr_export) -> None:
     x = (x0 + 0.01 * torch.randn(x0.shape, generator=generator)).clamp(0, 1)
     w = goal_weights(torch.randint(1000, (2, 2), generator=generator), 1000, targeted=False)
     draw = DrawSampler(EOT, 1, seed=2).sample(2, HEIGHT, WIDTH)
+    budget = 0.5 + torch.rand(2, 1, HEIGHT, WIDTH, generator=generator)  # a per-pixel budget, as --budget texture
     inputs = (x, x0, torch.zeros_like(x0), w, torch.tensor([4 / 255]), torch.tensor([1 / 255]), torch.tensor([0.0]),
-              *draw.tensors().values())
+              budget, *draw.tensors().values())
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     names = [*INPUT_NAMES, *DRAW_INPUTS, *BLOCK_INPUTS]
     got = session.run(None, {name: value.numpy() for name, value in zip(names, inputs)})
