@@ -66,12 +66,18 @@ def archive_settings(config: Any, output_format: str, write: WriteOptions, preci
     empty for ``--protect objects``, else the protect mode and the face cloak as run). One definition for ``comcloak
     cloak`` and Ray runs, so either resumes the other's folder; its keys and values must not change, or finished
     folders would be redone: an objects-only run adds no key, so its hash is the one from before faces existed, and
-    the uniform budget adds none of the budget's settings (they change nothing then), so its hash is the one from
-    before the budget existed."""
+    the uniform budget adds none of the budget's settings and draws without block transforms none of theirs (they
+    change nothing then), so those hashes are the ones from before the budget and the block draws existed."""
     from comcloak import __version__
 
     hashed = asdict(config)
     if hashed.get("budget") == UNIFORM_BUDGET:
         hashed = {name: value for name, value in hashed.items() if not name.startswith("budget")}
+    eot = hashed.get("eot")
+    if isinstance(eot, dict):
+        for kind in ("bsr", "sia"):  # EotSettings' block transforms: off at rate 0
+            if eot.get(f"{kind}_rate") == 0:
+                eot = {name: value for name, value in eot.items() if not name.startswith(f"{kind}_")}
+        hashed["eot"] = eot
     return {"config": hashed, "format": output_format, "jpeg_quality": write.jpeg_quality,
             "metadata": write.metadata, "precision": precision, "comcloak": __version__, **(protection or {})}

@@ -42,3 +42,17 @@ def test_archive_options_refuse_a_bad_format_or_batch_size() -> None:
         ArchiveOptions(output_format="gif")
     with pytest.raises(UserError, match="batch size"):
         ArchiveOptions(batch_size=0)
+
+
+@pytest.mark.parametrize("changed", [{"bsr_rate": 0.5}, {"sia_rate": 0.5}, {"bsr_rate": 0.5, "bsr_blocks": 4}])
+def test_block_draws_key_the_hash_only_when_on(changed: dict) -> None:
+    """Block transforms off (rate 0) add nothing to the hash (finished folders are not redone); on, they key it."""
+    from dataclasses import replace
+
+    config = preset_config("balanced")
+    write = WriteOptions()
+    base = settings_hash(archive_settings(config, "same", write, "fp32"))
+    off = replace(config, eot=replace(config.eot, bsr_blocks=4, sia_blocks=5))
+    assert settings_hash(archive_settings(off, "same", write, "fp32")) == base
+    on = replace(config, eot=replace(config.eot, **changed))
+    assert settings_hash(archive_settings(on, "same", write, "fp32")) != base
