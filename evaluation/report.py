@@ -185,13 +185,22 @@ def platform_markdown(payload: dict) -> str:
     quality = payload["quality"]
     lines += ["", f"Quality of the cloaks (full resolution, against the original photo): PSNR mean "
                   f"{quality['psnr_mean']:.2f} dB, 5th percentile {quality['psnr_p05']:.2f} dB; SSIM mean "
-                  f"{quality['ssim_mean']:.4f}; max L∞ {quality['linf_max']:.0f}/255."]
+                  f"{quality['ssim_mean']:.4f}; max L∞ {quality['linf_max']:.0f}/255; flat-quarter RMS "
+                  f"{_optional(quality.get('flat_rms_mean'), 2)}/255."]
     by_attack = payload.get("quality_by_attack") or {}
     if len(by_attack) > 1 or any("cloak_seconds_per_photo" in value for value in by_attack.values()):
-        lines += ["", "| cloaks | PSNR mean (dB) | PSNR 5th pct. (dB) | SSIM mean | max L∞ | cloaking s/photo |",
-                  "|---|---:|---:|---:|---:|---:|"]
+        lines += ["", "### Quality per preset", "",
+                  "*Flat-quarter RMS*: the change's RMS (0-255, over RGB) on the flattest quarter of each photo's "
+                  "pixels (the texture budget's flatness measure), where a pattern is most visible; mean over photos.",
+                  "", "| cloaks | PSNR mean (dB) | PSNR 5th pct. (dB) | SSIM mean | flat-quarter RMS | max L∞ | "
+                  "cloaking s/photo |", "|---|---:|---:|---:|---:|---:|---:|"]
         for kind, value in by_attack.items():
             lines.append(f"| {kind.replace('|', chr(92) + '|')} | {value['psnr_mean']:.2f} | {value['psnr_p05']:.2f} | "
-                         f"{value['ssim_mean']:.4f} | {value['linf_max']:.0f} | "
-                         f"{value.get('cloak_seconds_per_photo', float('nan')):.1f} |")
+                         f"{value['ssim_mean']:.4f} | {_optional(value.get('flat_rms_mean'), 2)} | "
+                         f"{value['linf_max']:.0f} | {value.get('cloak_seconds_per_photo', float('nan')):.1f} |")
     return "\n".join(lines) + "\n"
+
+
+def _optional(value: float | None, digits: int) -> str:
+    """``value`` to ``digits`` decimals, or an en dash when a payload predates it (a report of an older JSON)."""
+    return "–" if value is None else f"{value:.{digits}f}"
