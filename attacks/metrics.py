@@ -113,6 +113,25 @@ def flatness(original: np.ndarray) -> np.ndarray:
         return texture[0, 0].numpy()
 
 
+def flattest_box(original: np.ndarray, side: int, stride: int = 4) -> tuple[int, int]:
+    """``(top, left)`` of the ``side`` x ``side`` square of the photo (H, W, 3) with the lowest mean
+    :func:`flatness`, on a grid of ``stride`` pixels: the region where a pattern would show most (a sky, a wall).
+
+    Example:
+        >>> photo = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+        >>> photo[40:, :24] = 128
+        >>> flattest_box(photo, 16)
+        (48, 0)
+    """
+    height, width = original.shape[:2]
+    if not 0 < side <= min(height, width):
+        raise ValueError(f"a {side}-pixel box does not fit a {height}x{width} photo")
+    texture = torch.from_numpy(flatness(original))[None, None]
+    means = F.avg_pool2d(texture, side, stride=stride)[0, 0]  # (rows, columns) of box means
+    row, column = divmod(int(means.argmin()), means.shape[1])
+    return row * stride, column * stride
+
+
 def flattest_pixels(original: np.ndarray, share: float = FLAT_SHARE) -> np.ndarray:
     """Boolean (H, W): exactly ``round(share * H * W)`` (at least 1) pixels of the photo (H, W, 3) with the lowest
     :func:`flatness` (ties broken arbitrarily, so the share is exact).

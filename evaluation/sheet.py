@@ -115,3 +115,28 @@ def write_sheet(rows: list[tuple[str, np.ndarray, np.ndarray]], eps: float, dest
     with atomic_writer(destination) as handle:
         sheet.save(handle, format="PNG")
     return destination
+
+
+def write_zoom_strip(panels: list[tuple[str, np.ndarray]], destination: Path, zoom: int = 2) -> Path:
+    """Write ``(label, pixels)`` panels (each (h, w, 3) uint8, e.g. the same crop of an original and its cloaks)
+    side by side, each enlarged ``zoom`` times by pixel repetition (nearest neighbour: no filter hides or adds a
+    pattern), with its label above, to ``destination`` (PNG), atomically.
+
+    Example:
+        >>> write_zoom_strip([("original", crop), ("balanced", cloak_crop)], Path("sky.png"))
+    """
+    tiles = [(label, Image.fromarray(pixels).resize((pixels.shape[1] * zoom, pixels.shape[0] * zoom),
+                                                    Image.Resampling.NEAREST)) for label, pixels in panels]
+    caption_height = 16
+    width = sum(tile.width for _, tile in tiles) + GAP * (len(tiles) + 1)
+    height = max(tile.height for _, tile in tiles) + caption_height + 2 * GAP
+    strip = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(strip)
+    left = GAP
+    for label, tile in tiles:
+        draw.text((left, GAP), label, fill="black")
+        strip.paste(tile, (left, GAP + caption_height))
+        left += tile.width + GAP
+    with atomic_writer(destination) as handle:
+        strip.save(handle, format="PNG")
+    return destination

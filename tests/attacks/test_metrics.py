@@ -9,7 +9,7 @@ import pytest
 from skimage.metrics import structural_similarity
 
 from comcloak.attacks import linf, psnr, ssim
-from comcloak.attacks.metrics import flat_quarter_rms, flattest_pixels, photo_quality
+from comcloak.attacks.metrics import flat_quarter_rms, flattest_box, flattest_pixels, photo_quality
 
 
 @pytest.fixture(scope="module")
@@ -91,3 +91,12 @@ def test_the_flattest_quarter_is_where_the_texture_budget_is_smallest(sample_pho
     factors = factors.numpy()
     assert factors[mask].mean() < 0.6 * factors[~mask].mean()
     assert np.quantile(factors[mask], 0.9) <= np.quantile(factors[~mask], 0.5)
+
+
+def test_flattest_box_finds_the_flat_patch() -> None:
+    photo = np.random.default_rng(4).integers(0, 256, (96, 120, 3), dtype=np.uint8)
+    photo[8:48, 64:112] = 70  # the one flat patch: 40 x 48 pixels
+    top, left = flattest_box(photo, 24)
+    assert 8 <= top <= 48 - 24 and 64 <= left <= 112 - 24
+    with pytest.raises(ValueError, match="does not fit"):
+        flattest_box(photo, 97)

@@ -13,7 +13,7 @@ from PIL import Image
 from comcloak.attacks.presets import preset_config
 from comcloak.cli.demo import sheet_budget
 from comcloak.engine.protection import Protection
-from comcloak.evaluation.sheet import GAP, SCALE_WIDTH, TILE_HEIGHT, BudgetMap, heat, write_sheet
+from comcloak.evaluation.sheet import GAP, SCALE_WIDTH, TILE_HEIGHT, BudgetMap, heat, write_sheet, write_zoom_strip
 
 
 def rows(sample_photos: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray, np.ndarray]]:
@@ -56,3 +56,13 @@ def test_no_budget_map_without_a_classifier_cloak(sample_photos) -> None:
 def test_heat_is_monotone_in_brightness() -> None:
     colours = heat(np.linspace(0, 1, 64)).astype(int).sum(1)
     assert colours[0] == 0 and colours[-1] == 765 and np.all(np.diff(colours) >= 0)
+
+
+def test_the_zoom_strip_repeats_pixels(tmp_path: Path) -> None:
+    crop = np.random.default_rng(5).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    strip = write_zoom_strip([("original", crop), ("cloak", 255 - crop)], tmp_path / "strip.png", zoom=2)
+    with Image.open(strip) as image:
+        pixels = np.asarray(image.convert("RGB"))
+    assert pixels.shape == (40 + 16 + 2 * GAP, 2 * 60 + 3 * GAP, 3)
+    zoomed = pixels[GAP + 16 : GAP + 16 + 40, GAP : GAP + 60]
+    assert np.array_equal(zoomed, crop.repeat(2, 0).repeat(2, 1))  # nearest neighbour: no filter
