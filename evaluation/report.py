@@ -57,7 +57,9 @@ def markdown_report(payload: dict) -> str:
         lines += ["", f"Quality of the cloaks ({where}): "
                       f"PSNR mean {quality['psnr_mean']:.2f} dB, 5th percentile {quality['psnr_p05']:.2f} dB; "
                       f"SSIM mean {quality['ssim_mean']:.4f}; "
-                      f"max L∞ {quality['linf_max']:.0f}/255."]
+                      f"max L∞ {quality['linf_max']:.0f}/255"
+                      + (f"; flat-quarter RMS {quality['flat_rms_mean']:.2f}/255." if "flat_rms_mean" in quality
+                         else ".")]  # the archive protocol's full-resolution cloaks have it, the paper's views not
     failed = payload.get("failed_photos") or []
     if failed:
         lines += ["", f"Skipped {len(failed)} photo(s) that did not load:"] + [f"- {message}" for message in failed]

@@ -198,7 +198,8 @@ def test_eval_archive_protocol(tmp_path: Path, photo_dir: Path, capsys) -> None:
     assert {(r["through"], r["codec"]) for r in payload["results"]} == {
         (through, codec) for through in ("none", "comodel:auto") for codec in ("none", "resize:256+jpeg:85")}
     assert payload["quality"]["linf_max"] <= 5 and payload["quality"]["psnr_mean"] > 30
-    assert "full resolution" in (tmp_path / "a.md").read_text()
+    report = (tmp_path / "a.md").read_text()
+    assert "full resolution" in report and "flat-quarter RMS" in report
     code, _, err = run_cli(["eval", str(photo_dir), "--protocol", "archive", "--classifier", "tiny_classifier",
                             "--examples", str(tmp_path / "x.png")], capsys)
     assert code == 2 and "does not apply to --protocol archive" in err
