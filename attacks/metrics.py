@@ -98,7 +98,7 @@ def flatness(original: np.ndarray) -> np.ndarray:
     default working view, upsampled bilinearly. Low is flat; the scale is the [0, 1] luma's.
 
     Example:
-        >>> flatness(np.full((32, 48, 3), 90, np.uint8)).max()
+        >>> float(flatness(np.full((32, 48, 3), 90, np.uint8)).max())
         0.0
     """
     with torch.no_grad():
@@ -138,7 +138,7 @@ def flattest_pixels(original: np.ndarray, share: float = FLAT_SHARE) -> np.ndarr
     :func:`flatness` (ties broken arbitrarily, so the share is exact).
 
     Example:
-        >>> flattest_pixels(np.zeros((8, 8, 3), np.uint8)).sum()
+        >>> int(flattest_pixels(np.zeros((8, 8, 3), np.uint8)).sum())
         16
     """
     texture = flatness(original).ravel()
