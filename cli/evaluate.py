@@ -259,6 +259,8 @@ def _run_paper_or_archive(plan: EvalPlan) -> int:
                             for spec, agree in result.clean_agreement.items()],
         "failed_photos": plan.failed, "seconds": seconds,
     }
+    if args.protocol == "archive":  # full-resolution cloaks: each one's figures, as the platform protocol records
+        payload["quality_per_photo"] = result.quality_per_photo(plan.names)
     write_outputs(args, payload, markdown_report)
     if args.plot:
         write_bar_chart(payload, args.plot)

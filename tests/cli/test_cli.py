@@ -198,6 +198,9 @@ def test_eval_archive_protocol(tmp_path: Path, photo_dir: Path, capsys) -> None:
     assert {(r["through"], r["codec"]) for r in payload["results"]} == {
         (through, codec) for through in ("none", "comodel:auto") for codec in ("none", "resize:256+jpeg:85")}
     assert payload["quality"]["linf_max"] <= 5 and payload["quality"]["psnr_mean"] > 30
+    # Two photos: one cloak through none, two through comodel:auto (one per matched stand-in: none's, JPEG's).
+    assert [p["attack"] for p in payload["quality_per_photo"]] == ["fgsm through none"] * 2 + [
+        "fgsm through comodel:auto"] * 4
     report = (tmp_path / "a.md").read_text()
     assert "full resolution" in report and "flat-quarter RMS" in report
     code, _, err = run_cli(["eval", str(photo_dir), "--protocol", "archive", "--classifier", "tiny_classifier",
