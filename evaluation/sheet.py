@@ -26,7 +26,8 @@ class BudgetMap:
         caption: the row (its photo's caption) the map belongs to.
         factors: (H, W) factors of eps at full resolution (``comcloak.attacks.budget.full_resolution_budget``), or
             None under the uniform budget (eps at every pixel: the panel is one colour and the caption says so).
-        top: the scale's top, as a factor of eps (the texture budget's ceiling; 1 under the uniform budget).
+        top: the scale's top, as a factor of eps (the texture budget's ceiling, for either budget: the uniform map
+            is then a middle colour, comparable with a texture map).
 
     Example:
         >>> BudgetMap("rocket.jpg", factors, config.budget_ceiling)
@@ -61,6 +62,7 @@ def budget_tiles(budget: BudgetMap, shape: tuple[int, int], eps: float) -> tuple
     top = max(budget.top, 1.0)
     factors = np.ones(shape, np.float32) if budget.factors is None else budget.factors
     tile = _tile(heat(factors / top))
+    ImageDraw.Draw(tile).rectangle([0, 0, tile.width - 1, tile.height - 1], outline="grey")  # white is on scale
     scale = Image.new("RGB", (SCALE_WIDTH, TILE_HEIGHT), "white")
     levels = np.linspace(1.0, 0.0, TILE_HEIGHT)[:, None].repeat(SCALE_BAR, 1)  # top of the bar = top of the scale
     scale.paste(Image.fromarray(heat(levels)), (0, 0))
