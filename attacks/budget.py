@@ -116,3 +116,17 @@ def texture_budget(images: torch.Tensor, config: AttackConfig, scale: float = 1.
     if config.budget_smoothing > 0:
         texture = blur(texture, config.budget_smoothing * scale)
     return unit_mean_factors(texture, config.budget_floor, config.budget_ceiling)
+
+
+def full_resolution_budget(photos: torch.Tensor, config: AttackConfig) -> torch.Tensor | None:
+    """The per-pixel factors of eps (N, 1, H, W) that bound the full-resolution cloak of ``photos`` (N, 3, H, W) in
+    [0, 1], or None under the uniform budget: :func:`texture_budget` with window and smoothing scaled by the photos'
+    shorter side over their working view's (``config.attack_size``; a smaller photo is its own working view). The
+    map the Cloaker composes with, and the one ``comcloak demo`` shows.
+
+    Example:
+        >>> full_resolution_budget(photo, preset_config("balanced", budget="texture")).shape   # photo (1, 3, H, W)
+        torch.Size([1, 1, H, W])
+    """
+    shorter = min(photos.shape[-2:])
+    return texture_budget(photos, config, shorter / min(shorter, config.attack_size))

@@ -102,6 +102,7 @@ class EvalPlan:
     classifier: Any
     photos: list
     failed: list[str]
+    names: list[str]  # each photo's file name, for the per-photo figures
     attacks: list
     throughs: dict
     codecs: list
@@ -151,24 +152,26 @@ def check_options(args: argparse.Namespace) -> list[str]:
     return views
 
 
-def read_photos(args: argparse.Namespace) -> tuple[list, list[str]]:
-    """The photos of the PHOTOS arguments (the first ``--limit``), and the errors of those that could not be read."""
+def read_photos(args: argparse.Namespace) -> tuple[list, list[str], list[str]]:
+    """The photos of the PHOTOS arguments (the first ``--limit``), the errors of those that could not be read, and
+    the names of those read."""
     from comcloak.codecs.photos import PhotoError, collect_photos, load_photo
     from comcloak.errors import UserError
 
-    photos, failed = [], []
-    for source, _ in collect_photos(args.photos):
+    photos, failed, names = [], [], []
+    for source, relative in collect_photos(args.photos):
         if args.limit is not None and len(photos) >= args.limit:
             break
         try:
             photos.append(load_photo(source).pixels)
+            names.append(relative.as_posix())  # unique within the run, unlike a bare file name
         except PhotoError as error:
             failed.append(str(error))
     for message in failed:
         print(f"skipped: {message}", file=sys.stderr)
     if not photos:
         raise UserError(f"no readable photos in {', '.join(args.photos)}")
-    return photos, failed
+    return photos, failed, names
 
 
 def make_plan(args: argparse.Namespace) -> EvalPlan:
@@ -205,14 +208,14 @@ def make_plan(args: argparse.Namespace) -> EvalPlan:
                 PRESET_THROUGH if spec == "preset" else make_through(spec, args.seed) for spec in through_specs}
     if not attacks or not throughs or not codecs:
         raise UserError("--attacks, --through and --codecs each need at least one entry")
-    photos, failed = read_photos(args)
+    photos, failed, names = read_photos(args)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     # With --strengths each preset's Cloaker loads its own surrogates.
     classifier = freeze(build_classifier(args).to(device)) if args.strengths is None else None
     throughs = {name: module.to(device) if module is not PRESET_THROUGH else module
                 for name, module in throughs.items()}
     total = len(photos) * len(attacks) * cloak_passes(throughs, codecs)
-    return EvalPlan(args, classifier, photos, failed, attacks, throughs, codecs, views, device, total,
+    return EvalPlan(args, classifier, photos, failed, names, attacks, throughs, codecs, views, device, total,
                     time.perf_counter())
 
 
@@ -256,6 +259,8 @@ def _run_paper_or_archive(plan: EvalPlan) -> int:
                             for spec, agree in result.clean_agreement.items()],
         "failed_photos": plan.failed, "seconds": seconds,
     }
+    if args.protocol == "archive":  # full-resolution cloaks: each one's figures, as the platform protocol records
+        payload["quality_per_photo"] = result.quality_per_photo(plan.names)
     write_outputs(args, payload, markdown_report)
     if args.plot:
         write_bar_chart(payload, args.plot)
@@ -318,7 +323,8 @@ def _run_platform(plan: EvalPlan) -> int:
         "judges": {name: role for name, (_, role) in judges.items()}, "views": plan.views,
         "eps": args.eps, "steps": max(a.steps for a in attacks), "targeted": False, "n_photos": result.n_photos,
         "results": [row.as_dict() for row in result.rows], "quality": quality,
-        "quality_by_attack": result.quality_by_kind(), "failed_photos": plan.failed, "seconds": seconds,
+        "quality_by_attack": result.quality_by_kind(), "quality_per_photo": result.quality_per_photo(plan.names),
+        "failed_photos": plan.failed, "seconds": seconds,
     }
     write_outputs(args, payload, platform_markdown)
     print(f"{result.n_photos} photos, {seconds:.0f} s")
@@ -351,7 +357,8 @@ def strength_configs(args: argparse.Namespace, eps: float | None) -> list:
 def format_quality(quality: dict[str, float], where: str) -> str:
     return (f"quality of the cloaks{where}: PSNR mean {quality['psnr_mean']:.1f} dB (5th percentile "
             f"{quality['psnr_p05']:.1f}), SSIM mean {quality['ssim_mean']:.4f}, "
-            f"max L-inf {quality['linf_max']:.0f}/255")
+            f"max L-inf {quality['linf_max']:.0f}/255"
+            + (f", flat-quarter RMS {quality['flat_rms_mean']:.2f}/255" if "flat_rms_mean" in quality else ""))
 
 
 def write_outputs(args: argparse.Namespace, payload: dict, markdown) -> None:

@@ -16,7 +16,7 @@ from torch import nn
 
 from comcloak import defaults, kernels
 from comcloak.attacks import AttackConfig, make_through, paper_targets
-from comcloak.attacks.budget import texture_budget
+from comcloak.attacks.budget import full_resolution_budget
 from comcloak.attacks.config import UNIFORM_BUDGET
 from comcloak.attacks.faces.settings import FaceCloakConfig
 from comcloak.codecs.tensors import to_tensor
@@ -347,16 +347,14 @@ class Cloaker:
         ``comcloak.kernels.compose``: the CUDA kernel on a GPU when built, its torch reference otherwise. The
         original is exact on the 0-255 grid, so rounding keeps ``|change| <= round(eps * 255)``. Under
         ``budget="texture"`` each pixel's change is bounded by ``eps`` times the texture map of ``original`` (default
-        ``photo``) computed at full resolution (``comcloak.attacks.budget.texture_budget``, window and smoothing
+        ``photo``) computed at full resolution (``comcloak.attacks.budget.full_resolution_budget``, window and smoothing
         scaled by the photo's size over the attack view's), so the budget holds per output pixel.
         """
         full = torch.from_numpy(np.ascontiguousarray(photo)).to(self.device)[None]
         bound = None
-        if self.config.budget != UNIFORM_BUDGET:
+        if self.config.budget != UNIFORM_BUDGET:  # the working view of delta: the photo's attack view (attack_shape)
             source = to_tensor((photo if original is None else original)[None], self.device)
-            scale = min(photo.shape[:2]) / min(delta.shape[-2:])
-            factors = texture_budget(source, self.config, scale)
-            bound = self.config.eps * factors
+            bound = self.config.eps * full_resolution_budget(source, self.config)
         return kernels.compose(full, delta.to(self.device), bound)[0].cpu().numpy()
 
 

@@ -5,7 +5,8 @@ Each photo is cloaked at full resolution by a :class:`comcloak.engine.cloaker.Cl
 upsampled perturbation, rounding), then compressed by the platform chain (e.g. ``resize:2048+jpeg:85``), then
 prepared as an attacker does (shorter side resized to 256, centre crop 224) and classified. Untargeted success: the
 top-1 differs from the clean photo's top-1 under the same chain. Targeted success: the top-1 is the cloak's target.
-Quality: PSNR and SSIM of the full-resolution output against the original.
+Quality: PSNR, SSIM, max L-inf and the flat-quarter RMS of the full-resolution output against the original
+(``comcloak.attacks.metrics.photo_quality``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 from torch import nn
 
 from comcloak.attacks import AttackConfig
-from comcloak.attacks.metrics import linf, psnr, ssim
+from comcloak.attacks.metrics import photo_quality
 from comcloak.attacks.success import attack_succeeded
 from comcloak.attacks.through import CodecMatchedThroughs
 from comcloak.attacks.views import view_top_labels
@@ -33,33 +34,40 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class FullResolutionQuality:
-    """PSNR, SSIM and L-inf of full-resolution cloaks against their originals, accumulated cloak by cloak."""
+    """PSNR, SSIM, L-inf and flat-quarter RMS of full-resolution cloaks against their originals, accumulated cloak by
+    cloak (``comcloak.attacks.metrics.photo_quality``): one record per cloak, in the order the cloaks were made."""
 
-    psnrs: list[float] = field(default_factory=list)
-    ssims: list[float] = field(default_factory=list)
-    linfs: list[int] = field(default_factory=list)
+    photos: list[dict[str, float]] = field(default_factory=list)  # photo_quality of each cloak
     kinds: list[str] = field(default_factory=list)  # which attack (and stand-in) made each cloak
+    indices: list[int] = field(default_factory=list)  # which photo (its index in the run's photos) each cloak is
     cloak_seconds: dict[str, float] = field(default_factory=dict)  # time in Cloaker.cloak_photos, per kind
 
-    def add(self, original: np.ndarray, cloaked: np.ndarray, kind: str = "") -> None:
-        self.psnrs.append(min(psnr(original, cloaked), 99.0))  # identical images: cap inf for the statistics
-        self.ssims.append(ssim(original, cloaked))
-        self.linfs.append(linf(original, cloaked))
+    def add(self, original: np.ndarray, cloaked: np.ndarray, kind: str = "", index: int | None = None) -> None:
+        self.photos.append(photo_quality(original, cloaked))
         self.kinds.append(kind)
+        self.indices.append(len(self.indices) if index is None else index)
 
     def quality(self, kind: str | None = None) -> dict[str, float]:
-        """PSNR mean / 5th percentile, SSIM mean and max L-inf of the full-resolution outputs (of one ``kind``)."""
-        rows = [i for i, name in enumerate(self.kinds) if kind is None or name == kind]
-        psnrs = [self.psnrs[i] for i in rows]
+        """PSNR mean / 5th percentile, SSIM mean, max L-inf and mean flat-quarter RMS (0-255) of the
+        full-resolution outputs (of one ``kind``)."""
+        rows = [self.photos[i] for i, name in enumerate(self.kinds) if kind is None or name == kind]
+        psnrs = [row["psnr"] for row in rows]
         return {"psnr_mean": float(np.mean(psnrs)), "psnr_p05": float(np.percentile(psnrs, 5)),
-                "ssim_mean": float(np.mean([self.ssims[i] for i in rows])),
-                "linf_max": float(max(self.linfs[i] for i in rows))}
+                "ssim_mean": float(np.mean([row["ssim"] for row in rows])),
+                "linf_max": float(max(row["linf"] for row in rows)),
+                "flat_rms_mean": float(np.mean([row["flat_rms"] for row in rows]))}
 
     def quality_by_kind(self) -> dict[str, dict[str, float]]:
         """:meth:`quality` of each attack (and stand-in), with its cloaking seconds per photo."""
         counts = {kind: self.kinds.count(kind) for kind in dict.fromkeys(self.kinds)}
         return {kind: {**self.quality(kind), "cloak_seconds_per_photo": self.cloak_seconds.get(kind, 0.0) / count}
                 for kind, count in counts.items()}
+
+    def quality_per_photo(self, names: Sequence[str] | None = None) -> list[dict]:
+        """Each cloak's :func:`~comcloak.attacks.metrics.photo_quality`, with its ``attack`` (kind), ``photo`` (index)
+        and, given the photos' ``names``, its ``name``: for comparing runs photo by photo."""
+        return [{"attack": kind, "photo": index, **({"name": names[index]} if names is not None else {}), **row}
+                for kind, index, row in zip(self.kinds, self.indices, self.photos)]
 
 
 @dataclass
@@ -119,7 +127,7 @@ def full_resolution_cloaks(run: CloakRun, quality: FullResolutionQuality,
                     cloaks = cloaker.cloak_photos(chunk, batch_size)
                     quality.cloak_seconds[kind] = quality.cloak_seconds.get(kind, 0.0) + time.perf_counter() - began
                     for offset, (photo, cloak) in enumerate(zip(chunk, cloaks)):
-                        quality.add(photo, cloak.cloaked, kind)
+                        quality.add(photo, cloak.cloaked, kind, start + offset)
                         yield config, row_through, group, start + offset, cloak
                     if progress is not None:
                         progress(len(chunk))

@@ -28,7 +28,7 @@ from PIL import Image
 
 from comcloak.attacks.faces import FaceCloakConfig, FaceCloakResult, FaceModels, cloak_faces
 from comcloak.attacks.faces.cloak import SAME_FACE_IOU
-from comcloak.attacks.metrics import psnr, ssim
+from comcloak.attacks.metrics import PSNR_CAP, psnr, ssim
 from comcloak.codecs.photos import PHOTO_EXTENSIONS, PhotoError, load_photo
 from comcloak.codecs.platforms import Platform
 from comcloak.errors import UserError
@@ -37,7 +37,6 @@ from comcloak.evaluation.face_judge import DlibJudge, FaceJudge, JudgedFace, SFa
 
 FACE_JUDGES: dict[str, Callable[[], FaceJudge]] = {"dlib": DlibJudge, "sface": SFaceJudge}
 MIN_PHOTOS_PER_PERSON = 2  # a pair needs two different photos of one person
-PSNR_CAP = 99.0  # identical images have an infinite PSNR; JSON and means need a number
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from comcloak.attacks.loop import AttackConfig, paper_targets, run_attack
-from comcloak.attacks.metrics import linf, psnr, ssim
+from comcloak.attacks.metrics import PSNR_CAP, linf, psnr, ssim
 from comcloak.attacks.success import attack_succeeded
 from comcloak.attacks.through import CodecMatchedThroughs
 from comcloak.codecs import Codec
@@ -77,7 +77,7 @@ class ProtocolResult:
         psnrs, ssims, worst = [], [], 0
         for cloaks in self.cloaked.values():
             for original, cloak in zip(self.clean_views, cloaks):
-                psnrs.append(min(psnr(original, cloak), 99.0))  # identical images: cap inf for the statistics
+                psnrs.append(min(psnr(original, cloak), PSNR_CAP))
                 ssims.append(ssim(original, cloak))
                 worst = max(worst, linf(original, cloak))
         return {"psnr_mean": float(np.mean(psnrs)), "psnr_p05": float(np.percentile(psnrs, 5)),

@@ -57,7 +57,9 @@ def markdown_report(payload: dict) -> str:
         lines += ["", f"Quality of the cloaks ({where}): "
                       f"PSNR mean {quality['psnr_mean']:.2f} dB, 5th percentile {quality['psnr_p05']:.2f} dB; "
                       f"SSIM mean {quality['ssim_mean']:.4f}; "
-                      f"max L∞ {quality['linf_max']:.0f}/255."]
+                      f"max L∞ {quality['linf_max']:.0f}/255"
+                      + (f"; flat-quarter RMS {quality['flat_rms_mean']:.2f}/255." if "flat_rms_mean" in quality
+                         else ".")]  # the archive protocol's full-resolution cloaks have it, the paper's views not
     failed = payload.get("failed_photos") or []
     if failed:
         lines += ["", f"Skipped {len(failed)} photo(s) that did not load:"] + [f"- {message}" for message in failed]
@@ -185,13 +187,22 @@ def platform_markdown(payload: dict) -> str:
     quality = payload["quality"]
     lines += ["", f"Quality of the cloaks (full resolution, against the original photo): PSNR mean "
                   f"{quality['psnr_mean']:.2f} dB, 5th percentile {quality['psnr_p05']:.2f} dB; SSIM mean "
-                  f"{quality['ssim_mean']:.4f}; max L∞ {quality['linf_max']:.0f}/255."]
+                  f"{quality['ssim_mean']:.4f}; max L∞ {quality['linf_max']:.0f}/255; flat-quarter RMS "
+                  f"{_optional(quality.get('flat_rms_mean'), 2)}/255."]
     by_attack = payload.get("quality_by_attack") or {}
     if len(by_attack) > 1 or any("cloak_seconds_per_photo" in value for value in by_attack.values()):
-        lines += ["", "| cloaks | PSNR mean (dB) | PSNR 5th pct. (dB) | SSIM mean | max L∞ | cloaking s/photo |",
-                  "|---|---:|---:|---:|---:|---:|"]
+        lines += ["", "### Quality per preset", "",
+                  "*Flat-quarter RMS*: the change's RMS (0-255, over RGB) on the flattest quarter of each photo's "
+                  "pixels (the texture budget's flatness measure), where a pattern is most visible; mean over photos.",
+                  "", "| cloaks | PSNR mean (dB) | PSNR 5th pct. (dB) | SSIM mean | flat-quarter RMS | max L∞ | "
+                  "cloaking s/photo |", "|---|---:|---:|---:|---:|---:|---:|"]
         for kind, value in by_attack.items():
             lines.append(f"| {kind.replace('|', chr(92) + '|')} | {value['psnr_mean']:.2f} | {value['psnr_p05']:.2f} | "
-                         f"{value['ssim_mean']:.4f} | {value['linf_max']:.0f} | "
-                         f"{value.get('cloak_seconds_per_photo', float('nan')):.1f} |")
+                         f"{value['ssim_mean']:.4f} | {_optional(value.get('flat_rms_mean'), 2)} | "
+                         f"{value['linf_max']:.0f} | {value.get('cloak_seconds_per_photo', float('nan')):.1f} |")
     return "\n".join(lines) + "\n"
+
+
+def _optional(value: float | None, digits: int) -> str:
+    """``value`` to ``digits`` decimals, or an en dash when a payload predates it (a report of an older JSON)."""
+    return "–" if value is None else f"{value:.{digits}f}"

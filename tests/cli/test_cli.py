@@ -198,7 +198,11 @@ def test_eval_archive_protocol(tmp_path: Path, photo_dir: Path, capsys) -> None:
     assert {(r["through"], r["codec"]) for r in payload["results"]} == {
         (through, codec) for through in ("none", "comodel:auto") for codec in ("none", "resize:256+jpeg:85")}
     assert payload["quality"]["linf_max"] <= 5 and payload["quality"]["psnr_mean"] > 30
-    assert "full resolution" in (tmp_path / "a.md").read_text()
+    # Two photos: one cloak through none, two through comodel:auto (one per matched stand-in: none's, JPEG's).
+    assert [p["attack"] for p in payload["quality_per_photo"]] == ["fgsm through none"] * 2 + [
+        "fgsm through comodel:auto"] * 4
+    report = (tmp_path / "a.md").read_text()
+    assert "full resolution" in report and "flat-quarter RMS" in report
     code, _, err = run_cli(["eval", str(photo_dir), "--protocol", "archive", "--classifier", "tiny_classifier",
                             "--examples", str(tmp_path / "x.png")], capsys)
     assert code == 2 and "does not apply to --protocol archive" in err
@@ -261,8 +265,16 @@ def test_eval_platform_protocol(tmp_path: Path, photo_dir: Path, capsys) -> None
     assert {(r["profile"], r["view"]) for r in rows} == {(p, v) for p in ("facebook", "whatsapp")
                                                          for v in ("crop", "resize", "native")}
     assert all(0 <= r["hide_at_5"] <= r["protect_at_1"] <= 1 and r["n"] == 2 for r in rows)  # hidden implies moved
-    assert payload["quality"]["linf_max"] <= 5
-    assert "| `tiny_classifier` | surrogate |" in report.read_text()
+    assert payload["quality"]["linf_max"] <= 5 and 0 < payload["quality"]["flat_rms_mean"] <= 5
+    per_photo = payload["quality_per_photo"]  # each cloak's figures, named, to compare runs photo by photo
+    assert [(p["attack"], p["photo"]) for p in per_photo] == [("fgsm through none", 0), ("fgsm through none", 1)]
+    assert [p["name"] for p in per_photo] == ["cat.jpg", "sub/coffee.png"]
+    assert all({"psnr", "ssim", "linf", "flat_rms"} <= set(p) and p["linf"] <= 5 for p in per_photo)
+    assert payload["quality_by_attack"]["fgsm through none"]["flat_rms_mean"] == pytest.approx(
+        np.mean([p["flat_rms"] for p in per_photo]))
+    text = report.read_text()
+    assert "| `tiny_classifier` | surrogate |" in text and "### Quality per preset" in text
+    assert "| cloaks | PSNR mean (dB) | PSNR 5th pct. (dB) | SSIM mean | flat-quarter RMS | max L∞ |" in text
     code, _, err = run_cli_error(["eval", str(photo_dir), "--protocol", "platform", "--views", "sideways"], capsys)
     assert code == 2 and "--views takes comma-separated crop, resize, native" in err
 
@@ -344,7 +356,8 @@ def test_eval_platform_protocol_with_presets(tmp_path: Path, photo_dir: Path, ca
     assert set(payload["attacks"]) == {"fast", "paper"} and payload["attacks"]["fast"]["draws"] == 1
     by_attack = payload["quality_by_attack"]  # each preset's own quality and time
     assert set(by_attack) == {"fast through comodel:jpeg:50", "paper through comodel:jpeg:50"}
-    assert all(value["cloak_seconds_per_photo"] > 0 and value["psnr_mean"] > 30 for value in by_attack.values())
+    assert all(value["cloak_seconds_per_photo"] > 0 and value["psnr_mean"] > 30 and value["flat_rms_mean"] > 0
+               for value in by_attack.values())
     report = (tmp_path / "presets.md").read_text()
     assert "with the presets `fast` (surrogates `tiny_classifier`, `tiny_classifier_b`" in report
     assert "| fast through comodel:jpeg:50 |" in report

@@ -25,6 +25,7 @@ def test_demo_writes_cloaks_and_sheet(tmp_path: Path, capsys) -> None:
     with Image.open(out / "sheet.png") as sheet:
         assert sheet.height >= 224 * len(samples)
     assert f"{len(samples)} cloaked" in stdout
+    assert "the L-inf budget map of rocket.jpg" in stdout  # the default uniform budget, said so on the sheet
     # The default --protect both: the astronaut's face is cloaked and its verdict shown; the others have no faces.
     assert "faces (after facebook)" in stdout and "faces: " in stdout
     [astronaut] = [line for line in stdout.splitlines() if line.startswith("astronaut.jpg")]
