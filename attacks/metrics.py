@@ -21,7 +21,6 @@ from comcloak.attacks.config import AttackConfig
 _SSIM_SIGMA = 1.5
 _SSIM_RADIUS = 5  # 11-tap Gaussian window, as in Wang et al. 2004
 _SSIM_K1, _SSIM_K2 = 0.01, 0.03
-_SSIM_BAND = 64  # output rows per band
 PSNR_CAP = 99.0  # identical images have an infinite PSNR; JSON and means need a number
 FLAT_SHARE = 0.25  # the flattest quarter of the pixels
 # Flatness is the texture budget's measure at its default window and smoothing, on the default working view (the
@@ -54,42 +53,43 @@ def ssim(original: np.ndarray, other: np.ndarray) -> float:
     """Structural similarity (Wang et al. 2004): Gaussian window σ = 1.5, averaged over channels.
 
     Matches ``skimage.metrics.structural_similarity(..., gaussian_weights=True, sigma=1.5,
-    use_sample_covariance=False, data_range=255, channel_axis=-1)``.
+    use_sample_covariance=False, data_range=255, channel_axis=-1)`` (to ~1e-7 on photos).
+
+    Example:
+        >>> flat = np.full((32, 32, 3), 90, np.uint8)
+        >>> round(ssim(flat, flat), 6)
+        1.0
     """
+    import cv2  # OpenCV's separable filter: ~5x faster than torch's on multi-megapixel photos
+
     _check_pair(original, other)
     if min(original.shape[:2]) < 2 * _SSIM_RADIUS + 1:
         raise ValueError(f"SSIM needs images of at least {2 * _SSIM_RADIUS + 1}x{2 * _SSIM_RADIUS + 1} pixels")
-    # Float64 on the 0-255 scale (float32 loses the variance of smooth regions to cancellation), in bands of rows
-    # so that the five blurred statistics stay in cache for multi-megapixel photos.
-    taps = torch.arange(-_SSIM_RADIUS, _SSIM_RADIUS + 1, dtype=torch.float64)
-    kernel_1d = torch.exp(-(taps**2) / (2 * _SSIM_SIGMA**2))
-    kernel_1d /= kernel_1d.sum()
+    kernel = cv2.getGaussianKernel(2 * _SSIM_RADIUS + 1, _SSIM_SIGMA, cv2.CV_64F)
+    valid = slice(_SSIM_RADIUS, -_SSIM_RADIUS)  # the filter's valid region, as skimage crops it
+
+    def blur(plane: np.ndarray) -> np.ndarray:
+        return cv2.sepFilter2D(plane, cv2.CV_32F, kernel, kernel, borderType=cv2.BORDER_REFLECT)[valid, valid]
+
     c1, c2 = (_SSIM_K1 * 255) ** 2, (_SSIM_K2 * 255) ** 2
-    valid_rows = original.shape[0] - 2 * _SSIM_RADIUS
     total, count = 0.0, 0
-    for top in range(0, valid_rows, _SSIM_BAND):
-        rows = slice(top, min(top + _SSIM_BAND, valid_rows) + 2 * _SSIM_RADIUS)
-        a = torch.from_numpy(np.ascontiguousarray(original[rows])).double().permute(2, 0, 1)
-        b = torch.from_numpy(np.ascontiguousarray(other[rows])).double().permute(2, 0, 1)
-        stack = torch.stack([a, b, a * a, b * b, a * b])  # (5, 3, band, W)
-        mu_a, mu_b, aa, bb, ab = _blur(_blur(stack, -1, kernel_1d), -2, kernel_1d)  # valid region, as skimage
-        var_a = aa - mu_a**2
-        var_b = bb - mu_b**2
-        cov = ab - mu_a * mu_b
+    for channel in range(original.shape[2]):
+        # Float32 around the channel's mean: centring keeps the squares small, so E[a²] - E[a]² keeps the
+        # variance of smooth regions that float32 on the raw 0-255 scale would lose to cancellation.
+        a = original[..., channel].astype(np.float32)
+        centre = float(a.mean())
+        a -= centre
+        b = other[..., channel].astype(np.float32) - centre
+        mu_a, mu_b = blur(a), blur(b)
+        var_a = blur(a * a) - mu_a**2
+        var_b = blur(b * b) - mu_b**2
+        cov = blur(a * b) - mu_a * mu_b
+        mu_a += centre
+        mu_b += centre
         ssim_map = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
-        total += float(ssim_map.sum())
-        count += ssim_map.numel()
+        total += float(ssim_map.sum(dtype=np.float64))
+        count += ssim_map.size
     return total / count
-
-
-def _blur(t: torch.Tensor, dim: int, kernel_1d: torch.Tensor) -> torch.Tensor:
-    """Valid 1-D Gaussian filter along ``dim`` as shifted multiply-adds (faster than conv2d on large planes); each
-    tap accumulates in place (``add_`` with ``alpha``: no temporary per tap, 2.4x faster on a 4 MP photo)."""
-    length = t.shape[dim] - 2 * _SSIM_RADIUS
-    out = t.narrow(dim, 0, length) * kernel_1d[0]
-    for tap in range(1, 2 * _SSIM_RADIUS + 1):
-        out.add_(t.narrow(dim, tap, length), alpha=float(kernel_1d[tap]))
-    return out
 
 
 def flatness(original: np.ndarray) -> np.ndarray:
