@@ -24,6 +24,8 @@ STEP_INPUTS = ("x", "x0", "m", "w", "eps", "alpha", "mu")
 # alpha (all ones under the uniform budget, the texture map under --budget texture; graph format 5).
 INPUT_NAMES = (*STEP_INPUTS, "budget")
 OUTPUT_NAMES = ("x_next", "m_next", "logits", "loss")
+# Metadata key of a robust graph whose ``logits`` are each draw's, (N, M, D, K) (graph format 6; averaged before).
+LOGITS_PER_DRAW = "logits_per_draw"
 BATCHED = ("x", "x0", "m", "w", "budget", *DRAW_INPUTS, *BLOCK_INPUTS)
 # The iterate and momentum feed the next step: x_next -> x, m_next -> m (ping-pong buffers in the runners).
 CARRIED = {"x_next": "x", "m_next": "m"}
@@ -110,6 +112,7 @@ def step_tensor_shapes(batch: int, height: int, width: int, classes: int,
               "x_next": image, "m_next": image, "logits": scores, "loss": (batch,)}
     if layout.draws:
         draws, view = layout.draws, layout.view_size
+        shapes["logits"] = (batch, layout.surrogates, draws, classes)  # each draw's (graph format 6)
         shapes.update(pre_h=(batch, draws, height, height), pre_w=(batch, draws, width, width),
                       mix=(batch, draws, layout.stand_ins + 1), post_h=(batch, draws, view, height),
                       post_w=(batch, draws, view, width))

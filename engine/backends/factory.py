@@ -25,8 +25,9 @@ from .registry import AUTO, PRECISIONS, BackendUnavailableError, get_backend, re
 logger = logging.getLogger(__name__)
 
 # Bump when the exported step graph changes (2: per-surrogate w, loss, draws; 3: ReLU6 masks from the output;
-# 4: ReLU/ReLU6 masks as HardSigmoid gates; 5: the per-pixel budget input, --budget texture).
-GRAPH_FORMAT_VERSION = "5"
+# 4: ReLU/ReLU6 masks as HardSigmoid gates; 5: the per-pixel budget input, --budget texture; 6: a robust graph's
+# logits are each draw's, for per-photo stopping).
+GRAPH_FORMAT_VERSION = "6"
 
 
 def default_cache_dir() -> Path:

@@ -110,3 +110,12 @@ def test_the_cli_options_reach_the_configuration() -> None:
     args = build_parser().parse_args(["eval", "photos", "--protocol", "platform", "--strengths", "balanced",
                                       "--stop-after", "2"])
     assert [c.stop_after for c in strength_configs(args, args.eps)] == [2]
+
+
+def test_a_face_cloak_refuses_stopping() -> None:
+    from comcloak.attacks.faces.settings import FaceCloakConfig
+
+    whole = EotSettings(draws=2, rescale_range=(1.0, 1.0), whole_image_rate=1.0, flip_rate=0.0)
+    FaceCloakConfig(attack_config("mim", 5 / 255, eot=whole))
+    with pytest.raises(AttackConfigError, match="does not stop photos early"):
+        FaceCloakConfig(attack_config("mim", 5 / 255, eot=whole, stop_after=2))
