@@ -102,3 +102,40 @@ def test_a_graph_averaging_its_logits_is_refused_for_stopping(robust_graph: Path
     with pytest.raises(BackendUnavailableError, match="each draw's: export it again"):
         OnnxRuntimeRunner(robust_graph, config).activate()
     OnnxRuntimeRunner(robust_graph, attack_config("mim", 8 / 255, steps=3, eot=EOT)).activate()  # off: fine
+
+
+def test_steps_used_reach_the_cloaker_the_table_the_report_and_the_manifest(tmp_path: Path, capsys) -> None:
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from comcloak.cli.main import main
+    from comcloak.engine.cloaker import Cloaker
+
+    photos = [(np.random.default_rng(seed).random((48, 64, 3)) * 255).astype(np.uint8) for seed in range(2)]
+    tiny = dict(classifier="tiny_classifier", steps=4, attack_size=40, device="cpu", strength="balanced", draws=2,
+                through="none", view_size=32)
+    cloaks = Cloaker(backend="torch", stop_after=1, stop_margin=100.0, **tiny).cloak_photos(photos)
+    assert [cloak.steps_used for cloak in cloaks] == [4, 4]  # a margin never reached: no photo stops
+    stopped = Cloaker(backend="torch", stop_after=1, stop_margin=0.0, **tiny).cloak_photos(photos)
+    plain = Cloaker(backend="torch", **tiny).cloak_photos(photos)
+    assert [cloak.steps_used for cloak in plain] == [4, 4]
+    (tmp_path / "in").mkdir()
+    for seed, photo in enumerate(photos):
+        Image.fromarray(photo).save(tmp_path / f"in/p{seed}.png")
+    report = tmp_path / "report.json"
+    args = ["cloak", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--classifier", "tiny_classifier",
+            "--steps", "4", "--attack-size", "40", "--draws", "2", "--through", "none", "--stop-after", "1",
+            "--stop-margin", "0",
+            "--check", "none", "--report", str(report)]
+    assert main(args) in (0, 1)
+    table = capsys.readouterr().out
+    header = next(line for line in table.splitlines() if line.startswith("photo"))
+    assert header.split()[-1] == "steps" and "; steps used: mean" in table.splitlines()[-1]
+    payload = json.loads(report.read_text())
+    used = sorted(record["steps_used"] for record in payload["photos"])
+    assert used == sorted(cloak.steps_used for cloak in stopped)
+    assert payload["steps_used"] == {"mean": sum(used) / 2, "min": used[0], "max": used[1]}
+    manifest = [json.loads(line) for line in (tmp_path / "out/comcloak-manifest.jsonl").read_text().splitlines()]
+    assert sorted(entry["steps_used"] for entry in manifest if "steps_used" in entry) == used
