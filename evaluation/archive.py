@@ -40,12 +40,29 @@ class FullResolutionQuality:
     linfs: list[int] = field(default_factory=list)
     kinds: list[str] = field(default_factory=list)  # which attack (and stand-in) made each cloak
     cloak_seconds: dict[str, float] = field(default_factory=dict)  # time in Cloaker.cloak_photos, per kind
+    steps_used: list[int | None] = field(default_factory=list)  # attack steps each cloak ran (per-photo stopping)
 
-    def add(self, original: np.ndarray, cloaked: np.ndarray, kind: str = "") -> None:
+    def add(self, original: np.ndarray, cloaked: np.ndarray, kind: str = "", steps_used: int | None = None) -> None:
         self.psnrs.append(min(psnr(original, cloaked), 99.0))  # identical images: cap inf for the statistics
         self.ssims.append(ssim(original, cloaked))
         self.linfs.append(linf(original, cloaked))
         self.kinds.append(kind)
+        self.steps_used.append(steps_used)
+
+    def steps(self, kind: str | None = None) -> dict[str, float]:
+        """The attack steps the cloaks (of one ``kind``) used: ``steps_used_mean``, ``_min``, ``_max``; empty when
+        none recorded them (a faces-only cloak).
+
+        Example:
+            >>> quality.steps("balanced through comodel:jpeg:50")
+            {'steps_used_mean': 7.4, 'steps_used_min': 3, 'steps_used_max': 10}
+        """
+        steps = [used for name, used in zip(self.kinds, self.steps_used)
+                 if (kind is None or name == kind) and used is not None]
+        if not steps:
+            return {}
+        return {"steps_used_mean": float(np.mean(steps)), "steps_used_min": min(steps),
+                "steps_used_max": max(steps)}
 
     def quality(self, kind: str | None = None) -> dict[str, float]:
         """PSNR mean / 5th percentile, SSIM mean and max L-inf of the full-resolution outputs (of one ``kind``)."""
@@ -58,8 +75,8 @@ class FullResolutionQuality:
     def quality_by_kind(self) -> dict[str, dict[str, float]]:
         """:meth:`quality` of each attack (and stand-in), with its cloaking seconds per photo."""
         counts = {kind: self.kinds.count(kind) for kind in dict.fromkeys(self.kinds)}
-        return {kind: {**self.quality(kind), "cloak_seconds_per_photo": self.cloak_seconds.get(kind, 0.0) / count}
-                for kind, count in counts.items()}
+        return {kind: {**self.quality(kind), "cloak_seconds_per_photo": self.cloak_seconds.get(kind, 0.0) / count,
+                       **self.steps(kind)} for kind, count in counts.items()}
 
 
 @dataclass
@@ -119,7 +136,7 @@ def full_resolution_cloaks(run: CloakRun, quality: FullResolutionQuality,
                     cloaks = cloaker.cloak_photos(chunk, batch_size)
                     quality.cloak_seconds[kind] = quality.cloak_seconds.get(kind, 0.0) + time.perf_counter() - began
                     for offset, (photo, cloak) in enumerate(zip(chunk, cloaks)):
-                        quality.add(photo, cloak.cloaked, kind)
+                        quality.add(photo, cloak.cloaked, kind, cloak.steps_used)
                         yield config, row_through, group, start + offset, cloak
                     if progress is not None:
                         progress(len(chunk))

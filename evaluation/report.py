@@ -188,10 +188,12 @@ def platform_markdown(payload: dict) -> str:
                   f"{quality['ssim_mean']:.4f}; max L∞ {quality['linf_max']:.0f}/255."]
     by_attack = payload.get("quality_by_attack") or {}
     if len(by_attack) > 1 or any("cloak_seconds_per_photo" in value for value in by_attack.values()):
-        lines += ["", "| cloaks | PSNR mean (dB) | PSNR 5th pct. (dB) | SSIM mean | max L∞ | cloaking s/photo |",
-                  "|---|---:|---:|---:|---:|---:|"]
+        lines += ["", "| cloaks | PSNR mean (dB) | PSNR 5th pct. (dB) | SSIM mean | max L∞ | cloaking s/photo | steps "
+                      "used (mean, range) |", "|---|---:|---:|---:|---:|---:|---:|"]
         for kind, value in by_attack.items():
+            steps = (f"{value['steps_used_mean']:.1f} ({value['steps_used_min']}–{value['steps_used_max']})"
+                     if "steps_used_mean" in value else "–")
             lines.append(f"| {kind.replace('|', chr(92) + '|')} | {value['psnr_mean']:.2f} | {value['psnr_p05']:.2f} | "
                          f"{value['ssim_mean']:.4f} | {value['linf_max']:.0f} | "
-                         f"{value.get('cloak_seconds_per_photo', float('nan')):.1f} |")
+                         f"{value.get('cloak_seconds_per_photo', float('nan')):.1f} | {steps} |")
     return "\n".join(lines) + "\n"

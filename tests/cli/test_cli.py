@@ -347,9 +347,10 @@ def test_eval_platform_protocol_with_presets(tmp_path: Path, photo_dir: Path, ca
     by_attack = payload["quality_by_attack"]  # each preset's own quality and time
     assert set(by_attack) == {"fast through comodel:jpeg:50", "paper through comodel:jpeg:50"}
     assert all(value["cloak_seconds_per_photo"] > 0 and value["psnr_mean"] > 30 for value in by_attack.values())
+    assert all(value["steps_used_mean"] == value["steps_used_max"] == 1 for value in by_attack.values())  # no stop
     report = (tmp_path / "presets.md").read_text()
     assert "with the presets `fast` (surrogates `tiny_classifier`, `tiny_classifier_b`" in report
-    assert "| fast through comodel:jpeg:50 |" in report
+    assert "| fast through comodel:jpeg:50 |" in report and "| 1.0 (1–1) |" in report  # steps used
     assert {(r["attack"], r["classifier"], r["role"]) for r in payload["results"]} == {
         (attack, name, "surrogate") for attack in ("fast", "paper")
         for name in ("tiny_classifier", "tiny_classifier_b")}
