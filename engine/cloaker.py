@@ -181,7 +181,7 @@ class Cloaker:
             raise CloakerConfigError(
                 f"target must be a class index in 0..{self.num_classes - 1}, got {config.target}")
         try:
-            self.backend = resolve_backend(backend, self.device, self.through, precision)
+            self.backend = resolve_backend(backend, self.device, self.through, precision, bool(config.stop_after))
         except BackendUnavailableError as error:
             raise CloakerConfigError(str(error)) from None
         self.threads = threads

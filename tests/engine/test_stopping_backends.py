@@ -139,3 +139,14 @@ def test_steps_used_reach_the_cloaker_the_table_the_report_and_the_manifest(tmp_
     assert payload["steps_used"] == {"mean": sum(used) / 2, "min": used[0], "max": used[1]}
     manifest = [json.loads(line) for line in (tmp_path / "out/comcloak-manifest.jsonl").read_text().splitlines()]
     assert sorted(entry["steps_used"] for entry in manifest if "steps_used" in entry) == used
+
+
+def test_auto_picks_a_backend_that_stops_photos_early() -> None:
+    from comcloak.engine.backends.factory import available_backends, unavailable_reason
+
+    cuda = torch.device("cuda")
+    for name in ("torch-cudagraph", "tensorrt"):
+        assert "cannot stop photos early" in unavailable_reason(name, cuda, stopping=True)
+        assert name not in available_backends(cuda, stopping=True)
+    assert unavailable_reason("torch", cuda, stopping=True) is None
+    assert available_backends(torch.device("cpu"), stopping=True)[-1] == "torch"
