@@ -210,10 +210,10 @@ class AttackConfig:
                                       kind="real", low=0, high=16)
     stop_after: int = setting(0, "stop attacking a photo once it is protected with --stop-margin on every draw and "
                                  "surrogate at this many consecutive steps; 0: never stop", kind="int", low=0,
-                              range_text="0 (off) or more steps", commands=("cloak", "eval", "bench"))
+                              range_text="0 (off) or more steps", commands=("cloak", "eval"))
     stop_margin: float = setting(1.0, "the logit margin (best other class over the clean one; the target over the "
                                       "best other when targeted) per-photo stopping asks of every draw and surrogate",
-                                 kind="real", low=0, commands=("cloak", "eval", "bench"))
+                                 kind="real", low=0, commands=("cloak", "eval"))
 
     def __post_init__(self) -> None:
         self.validate()
