@@ -213,7 +213,7 @@ class AttackConfig:
                               range_text="0 (off) or more steps", commands=("cloak", "eval"))
     stop_margin: float = setting(1.0, "the logit margin (best other class over the clean one; the target over the "
                                       "best other when targeted) per-photo stopping asks of every draw and surrogate",
-                                 kind="real", low=0, commands=("cloak", "eval"))
+                                 kind="real", low=0, high=100, commands=("cloak", "eval"))
 
     def __post_init__(self) -> None:
         self.validate()

@@ -95,7 +95,7 @@ def test_unreadable_file_is_a_record_not_a_crash(photo_dir: Path, tmp_path: Path
         (["--backend", "torch-cudagraph", "--device", "cpu"], "'torch-cudagraph' cannot run here: it needs a CUDA"),
         (["--backend", "onnxruntime", "--precision", "bf16"], "precision bf16 applies to the torch, torch-cudagraph"),
         (["--stop-after", "-1"], "stop_after must be 0 (off) or more steps, got -1"),
-        (["--stop-margin", "-1"], "stop_margin must be at least 0, got -1.0"),
+        (["--stop-margin", "-1"], "stop_margin must be in [0, 100], got -1.0"),
     ],
 )
 def test_user_errors_are_one_line_exit_2(photo_dir: Path, tmp_path: Path, capsys, extra, message) -> None:
