@@ -161,7 +161,7 @@ class Cloaker:
             raise CloakerConfigError(f"unknown backend {backend!r}; available: {', '.join(backend_choices())}")
         if threads is not None and not is_count(threads):
             raise CloakerConfigError(f"threads must be a positive integer or None, got {threads!r}")
-        config, classifier_module, through_module = resolve_config(config, settings)
+        config, classifier_module, through_module = resolve_config(config, settings, self.protection)
         self.config = config
         self.device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
         if classifier_module is not None:

@@ -119,3 +119,11 @@ def test_a_face_cloak_refuses_stopping() -> None:
     FaceCloakConfig(attack_config("mim", 5 / 255, eot=whole))
     with pytest.raises(AttackConfigError, match="does not stop photos early"):
         FaceCloakConfig(attack_config("mim", 5 / 255, eot=whole, stop_after=2))
+
+
+def test_a_faces_only_cloaker_refuses_stopping() -> None:
+    from comcloak.engine.cloaker import Cloaker
+    from comcloak.engine.cloaker_settings import CloakerConfigError
+
+    with pytest.raises(CloakerConfigError, match="stop_after applies to the objects cloak, and protect='faces'"):
+        Cloaker(protect="faces", stop_after=2, device="cpu")
