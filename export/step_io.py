@@ -60,6 +60,12 @@ class StepLayout:
     def input_names(self) -> tuple[str, ...]:
         return INPUT_NAMES + (DRAW_INPUTS + (BLOCK_INPUTS if self.blocks else ()) if self.draws else ())
 
+    @property
+    def logits_per_draw(self) -> bool:
+        """Whether the ``logits`` output is each draw's, (N, M, D, K): a robust classifier step (graph format 6; what
+        per-photo stopping reads), else (N, M, K)."""
+        return self.draws > 0
+
     def metadata(self) -> dict[str, str]:
         return {"surrogates": str(self.surrogates), "draws": str(self.draws), "stand_ins": str(self.stand_ins),
                 "view_size": str(self.view_size), "loss": self.loss, "coded_draws": str(self.coded_draws),
@@ -112,7 +118,8 @@ def step_tensor_shapes(batch: int, height: int, width: int, classes: int,
               "x_next": image, "m_next": image, "logits": scores, "loss": (batch,)}
     if layout.draws:
         draws, view = layout.draws, layout.view_size
-        shapes["logits"] = (batch, layout.surrogates, draws, classes)  # each draw's (graph format 6)
+        if layout.logits_per_draw:  # each draw's (graph format 6)
+            shapes["logits"] = (batch, layout.surrogates, draws, classes)
         shapes.update(pre_h=(batch, draws, height, height), pre_w=(batch, draws, width, width),
                       mix=(batch, draws, layout.stand_ins + 1), post_h=(batch, draws, view, height),
                       post_w=(batch, draws, view, width))
