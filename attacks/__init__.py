@@ -17,7 +17,8 @@ from comcloak.attacks.methods import AttackMethod, attack_method_names, register
 
 _LAZY = {
     "ATTACK_METHODS": "config",  # the registered names when asked for (comcloak.attacks.methods)
-    "descent_gradient": "loop", "paper_targets": "loop", "run_attack": "loop",
+    "descent_gradient": "loop", "paper_targets": "loop", "run_attack": "loop", "run_attack_result": "loop",
+    "AttackResult": "stopping",
     "linf": "metrics", "psnr": "metrics", "ssim": "metrics",
     "ThroughInfo": "through", "ThroughSpecError": "through", "make_through": "through",
     "register_through": "through",

@@ -158,6 +158,10 @@ class AttackConfig:
             over (the full-resolution map's grows with the photo).
         budget_smoothing: sigma, in working-view pixels, of the Gaussian that smooths the map (no hard seams
             between budgets); 0: none.
+        stop_after: per-photo stopping (``comcloak.attacks.stopping``): a photo stops attacking once its margin
+            (:func:`comcloak.attacks.loss.goal_margins`) is at least ``stop_margin`` on every draw and surrogate at
+            ``stop_after`` consecutive steps; its cloak is the iterate last checked. 0 (the default): never stop.
+        stop_margin: the logit margin a photo must keep on every draw and surrogate to count as safe at a step.
     """
 
     method: str = setting(help="the attack", kind="choice", choices=attack_method_names, keyword="attack",
@@ -204,6 +208,12 @@ class AttackConfig:
                                  range_text="at least 1 pixel")
     budget_smoothing: float = setting(2.0, "sigma of the texture budget's smoothing, working-view pixels; 0: none",
                                       kind="real", low=0, high=16)
+    stop_after: int = setting(0, "stop attacking a photo once it is protected with --stop-margin on every draw and "
+                                 "surrogate at this many consecutive steps; 0: never stop", kind="int", low=0,
+                              range_text="0 (off) or more steps", commands=("cloak", "eval"))
+    stop_margin: float = setting(1.0, "the logit margin (best other class over the clean one; the target over the "
+                                      "best other when targeted) per-photo stopping asks of every draw and surrogate",
+                                 kind="real", low=0, high=100, commands=("cloak", "eval"))
 
     def __post_init__(self) -> None:
         self.validate()

@@ -35,7 +35,9 @@ as the other draws). A draw without block transforms has the identity map.
 
 from __future__ import annotations
 
+import copy
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
 import torch
@@ -147,6 +149,23 @@ class DrawSampler:
         """A sampler whose draws for each image depend only on ``seed`` and the image's content (so batching and
         the order of photos change nothing, and every backend draws the same)."""
         return cls(settings, stand_ins, seed, images.device, [content_seed(image, seed) for image in images])
+
+    def subset(self, positions: torch.Tensor | Sequence[int]) -> DrawSampler:
+        """The sampler of the images at ``positions`` only (per-photo stopping compacts the batch to those still
+        attacked): it shares their generators, so drawing from it advances theirs and no other's, and each image's
+        draws stay those it gets in any batch. A sampler without per-image generators (one shared generator, whose
+        draws depend on the batch anyway) is returned as it is.
+
+        Example:
+            >>> sampler = DrawSampler.for_images(EotSettings(draws=2), 0, images)   # images: (3, 3, H, W)
+            >>> sampler.subset([0, 2]).sample(2, H, W).mix.shape
+            torch.Size([2, 2, 1])
+        """
+        if not self.image_generators:
+            return self
+        part = copy.copy(self)
+        part.image_generators = [self.image_generators[int(position)] for position in positions]
+        return part
 
     def _uniform(self, generator: torch.Generator | None, count: int, low: float = 0.0,
                  high: float = 1.0) -> torch.Tensor:

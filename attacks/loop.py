@@ -12,7 +12,7 @@ References:
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -23,6 +23,7 @@ from comcloak.attacks.budget import texture_budget
 from comcloak.attacks.config import AttackConfig
 from comcloak.attacks.eot import Draw, DrawSampler, apply_draw
 from comcloak.attacks.loss import goal_weights, per_image_loss
+from comcloak.attacks.stopping import AttackResult, StopTracker, goal_margins
 from comcloak.attacks.through import ExpectationThrough, RandomChoiceThrough
 
 logger = logging.getLogger(__name__)
@@ -107,26 +108,56 @@ def descent_gradient(
     Returns:
         ``(loss, gradient)``: the scalar loss and a gradient shaped like ``x``.
     """
+    settings = LoopSettings(loss_scale=loss_scale, dense_draws=dense_draws)
+    loss, gradient, _ = descent_and_margins(surrogates, through, x, goal, config, draw, settings, margins=False)
+    return loss, gradient
+
+
+def descent_and_margins(
+    surrogates: list[nn.Module],
+    through: nn.Module,
+    x: torch.Tensor,
+    goal: torch.Tensor,
+    config: AttackConfig,
+    draw: Draw | None,
+    settings: LoopSettings,
+    margins: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """:func:`descent_gradient` (its ``loss_scale`` and ``dense_draws`` from ``settings``), and with ``margins`` each
+    image's smallest goal margin over its views (the draws, or the stand-in's copies) and surrogates, (N,), at ``x``:
+    what per-photo stopping checks (:func:`comcloak.attacks.stopping.goal_margins`); None without ``margins``.
+
+    Example:
+        >>> loss, gradient, margins = descent_and_margins(surrogates, through, x, goal, cfg, None, LoopSettings(), True)
+    """
     x = x.detach().requires_grad_(True)
+    smallest = None
     with torch.enable_grad():
         if draw is None:
             seen = through(x)
             copies = getattr(through, "copies", 1)
             rows_of = lambda labels: labels.repeat(copies)  # noqa: E731 - stacked copies of the batch
+            per_image = lambda rows: rows.reshape(copies, -1).amin(dim=0)  # noqa: E731 - row c * N + n
         else:
-            seen = apply_draw(x, draw, stand_ins_of(through), dense_draws)
+            seen = apply_draw(x, draw, stand_ins_of(through), settings.dense_draws)
             copies = draw.mix.shape[1]
             rows_of = lambda labels: labels.repeat_interleave(copies)  # noqa: E731 - row n * D + d
+            per_image = lambda rows: rows.reshape(-1, copies).amin(dim=1)  # noqa: E731
         total = x.new_zeros(())
         for index, surrogate in enumerate(surrogates):
             logits = surrogate(seen)
-            w = goal_weights(rows_of(goal[:, index]), logits.shape[-1], config.targeted, logits.dtype)
+            rows = rows_of(goal[:, index])
+            w = goal_weights(rows, logits.shape[-1], config.targeted, logits.dtype)
             total = total + per_image_loss(logits, w, config.loss).sum()
+            if margins:  # outside autograd's graph: the gradient is the same with or without
+                margin = per_image(goal_margins(logits, rows, config.targeted))
+                smallest = margin if smallest is None else torch.minimum(smallest, margin)
         loss = total / (copies * len(surrogates))
-        (gradient,) = torch.autograd.grad(loss * loss_scale if loss_scale != 1.0 else loss, x)
-    if loss_scale != 1.0:
-        gradient = gradient / loss_scale
-    return loss.detach(), gradient
+        scale = settings.loss_scale
+        (gradient,) = torch.autograd.grad(loss * scale if scale != 1.0 else loss, x)
+    if scale != 1.0:
+        gradient = gradient / scale
+    return loss.detach(), gradient, smallest
 
 
 @dataclass(frozen=True)
@@ -214,6 +245,54 @@ def run_attack(
         >>> cfg = attack_config("mim", eps=5 / 255)
         >>> x_adv = run_attack(classifier, x0, clean_labels, cfg, through=DiffJPEG(50))
     """
+    return run_attack_result(classifier, x0, labels, config, through, sampler=sampler, settings=settings,
+                             eps_map=eps_map).images
+
+
+@dataclass
+class _Batch:
+    """The per-image state of the loop, sliced together when per-photo stopping compacts the batch."""
+
+    x: torch.Tensor
+    momentum: torch.Tensor
+    lower: torch.Tensor
+    upper: torch.Tensor
+    step: float | torch.Tensor  # the signed step: a scalar, or per pixel under a per-pixel budget
+    goal: torch.Tensor
+    sampler: DrawSampler | None
+
+    def keep(self, kept: torch.Tensor) -> _Batch:
+        """The images at the positions ``kept`` (int64) only; the sampler draws for them alone."""
+        step = self.step[kept] if isinstance(self.step, torch.Tensor) else self.step
+        sampler = self.sampler.subset(kept.tolist()) if self.sampler is not None else None
+        return _Batch(self.x[kept], self.momentum[kept], self.lower[kept], self.upper[kept], step, self.goal[kept],
+                      sampler)
+
+
+def run_attack_result(
+    classifier: SurrogateArg,
+    x0: torch.Tensor,
+    labels: torch.Tensor,
+    config: AttackConfig,
+    through: nn.Module | None = None,
+    *,
+    sampler: DrawSampler | None = None,
+    settings: LoopSettings = LoopSettings(),
+    eps_map: torch.Tensor | None = None,
+) -> AttackResult:
+    """:func:`run_attack`, returning the cloaks with the steps each image used (:class:`AttackResult`).
+
+    With ``config.stop_after`` > 0 an image stops once it has been safe (margin ``config.stop_margin`` on every draw
+    and surrogate) at that many consecutive steps (:mod:`comcloak.attacks.stopping`); its cloak is the iterate that
+    was checked. The remaining steps run on the images still attacked only (compacted: the time saved), each drawing
+    from its own generator as in any batch, so an image's cloak does not depend on its batch mates. With 0 (the
+    default) every image runs every step, exactly as before.
+
+    Example:
+        >>> result = run_attack_result(classifier, x0, labels, attack_config("mim", 5 / 255, stop_after=2))
+        >>> result.images.shape, result.steps_used
+        (torch.Size([2, 3, 64, 64]), tensor([2, 10]))
+    """
     if x0.dim() != 4 or x0.shape[1] != 3:
         raise ValueError(f"x0 must be an RGB batch shaped (N, 3, H, W), got {tuple(x0.shape)}")
     if labels.shape[:1] != (x0.shape[0],):
@@ -229,11 +308,13 @@ def run_attack(
     budget, signed_step = bounds_of(x0, config, eps_map)
     lower = (x0 - budget).clamp_min(0.0)
     upper = (x0 + budget).clamp_max(1.0)
-    x = x0.clone()
-    momentum = torch.zeros_like(x0)
-    debug = logger.isEnabledFor(logging.DEBUG)  # loss.item() waits for the device: only when asked for
+    batch = _Batch(x0.clone(), torch.zeros_like(x0), lower, upper, signed_step, goal, sampler)
     fused = settings.fused_update and eps_map is None  # the fused kernel takes a scalar step
     update = kernels.attack_update if fused else kernels.attack_update_reference
+    if config.stop_after:
+        return _stopping_loop(surrogates, through, batch, config, settings, update)
+    x, momentum = batch.x, batch.momentum
+    debug = logger.isEnabledFor(logging.DEBUG)  # loss.item() waits for the device: only when asked for
     for step in range(config.steps):
         draw = sampler.sample(x0.shape[0], x0.shape[2], x0.shape[3]).to(x0.dtype) if config.eot.enabled else None
         loss, gradient = descent_gradient(surrogates, through, x, goal, config, draw, settings.loss_scale,
@@ -241,4 +322,33 @@ def run_attack(
         x, momentum = update(x, momentum, gradient, lower, upper, signed_step, config.momentum)
         if debug:
             logger.debug("attack step %d/%d loss %.4f", step + 1, config.steps, loss.item())
-    return x.detach()
+    return AttackResult.full(x.detach(), config.steps)
+
+
+def _stopping_loop(surrogates: list[nn.Module], through: nn.Module, batch: _Batch, config: AttackConfig,
+                   settings: LoopSettings, update: Callable[..., tuple[torch.Tensor, torch.Tensor]]) -> AttackResult:
+    """The loop with per-photo stopping: each step checks the active images' margins at their iterate, writes out
+    those that stop (that iterate) and runs the update on the others only."""
+    output = batch.x.clone()
+    tracker = StopTracker(output.shape[0], config.stop_after, config.stop_margin, output.device)
+    height, width = output.shape[2:]
+    for step in range(config.steps):
+        count = batch.x.shape[0]
+        draw = batch.sampler.sample(count, height, width).to(output.dtype) if config.eot.enabled else None
+        loss, gradient, margins = descent_and_margins(surrogates, through, batch.x, batch.goal, config, draw,
+                                                      settings, margins=True)
+        active = tracker.active
+        stopping = tracker.check(margins, step)
+        if stopping.any():
+            output[active[stopping]] = batch.x[stopping].detach()
+            kept = torch.nonzero(~stopping).flatten()
+            batch, gradient = batch.keep(kept), gradient[kept]
+            if not kept.numel():
+                break
+        batch.x, batch.momentum = update(batch.x, batch.momentum, gradient, batch.lower, batch.upper, batch.step,
+                                         config.momentum)
+        if logger.isEnabledFor(logging.DEBUG):  # loss.item() waits for the device: only when asked for
+            logger.debug("attack step %d/%d loss %.4f, %d of %d images go on", step + 1, config.steps, loss.item(),
+                         batch.x.shape[0], output.shape[0])
+    output[tracker.active] = batch.x.detach()
+    return AttackResult(output, tracker.finish(config.steps))

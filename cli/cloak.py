@@ -255,7 +255,7 @@ def report_archive(cloaker, run_archive, plan, check_codec, args: argparse.Names
     else:
         print(repr(cloaker))
         names = {str(item.source): item.relative.name for item in plan}  # a symlink's own name, not its target's
-        print(format_table(records, check_codec.spec, names))
+        print(format_table(records, check_codec.spec, names, show_steps=bool(cloaker.config.stop_after)))
     if args.report:
         settings = {key: value for key, value in vars(args).items() if key != "run"}
         settings.update(archive_options(args).settings(cloaker))  # the attack as run (eps, alpha on the [0, 1] scale)

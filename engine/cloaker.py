@@ -80,6 +80,7 @@ class CloakResult:
     clean_labels: tuple[int, ...] = ()  # every surrogate's top-1 on the attack view, in --classifier order
     faces: tuple[Any, ...] | None = None  # FaceRecord per face (None: faces not asked for; (): no faces found)
     face_detections: tuple[Any, ...] = ()  # the detector's FaceDetection of each face, same order
+    steps_used: int | None = None  # attack steps the objects cloak ran (< steps: stopped early); None: no such cloak
 
 
 def attack_shape(height: int, width: int, attack_size: int) -> tuple[int, int]:
@@ -160,7 +161,7 @@ class Cloaker:
             raise CloakerConfigError(f"unknown backend {backend!r}; available: {', '.join(backend_choices())}")
         if threads is not None and not is_count(threads):
             raise CloakerConfigError(f"threads must be a positive integer or None, got {threads!r}")
-        config, classifier_module, through_module = resolve_config(config, settings)
+        config, classifier_module, through_module = resolve_config(config, settings, self.protection)
         self.config = config
         self.device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
         if classifier_module is not None:
@@ -180,7 +181,7 @@ class Cloaker:
             raise CloakerConfigError(
                 f"target must be a class index in 0..{self.num_classes - 1}, got {config.target}")
         try:
-            self.backend = resolve_backend(backend, self.device, self.through, precision)
+            self.backend = resolve_backend(backend, self.device, self.through, precision, bool(config.stop_after))
         except BackendUnavailableError as error:
             raise CloakerConfigError(str(error)) from None
         self.threads = threads
@@ -309,24 +310,22 @@ class Cloaker:
             for start in range(0, len(indices), batch_size):
                 chunk = indices[start:start + batch_size]
                 view_batch = torch.cat([views[i] for i in chunk])
-                deltas, clean_labels, goals = self._attack_views(view_batch, torch.cat([begins[i] for i in chunk]))
+                deltas, clean_labels, goals, steps = self._attack_views(view_batch,
+                                                                        torch.cat([begins[i] for i in chunk]))
                 for row, index in enumerate(chunk):
                     base = photos[index] if starts is None else starts[index]
                     results[index] = CloakResult(
                         cloaked=self._compose(base, deltas[row:row + 1], photos[index]),
-                        clean_label=int(clean_labels[row, 0]),
-                        goal_label=int(goals[row, 0]),
-                        clean_labels=tuple(int(label) for label in clean_labels[row]),
-                    )
+                        clean_label=int(clean_labels[row, 0]), goal_label=int(goals[row, 0]),
+                        clean_labels=tuple(int(label) for label in clean_labels[row]), steps_used=int(steps[row]))
         return results  # type: ignore[return-value]
 
     def _attack_views(self, views: torch.Tensor, begins: torch.Tensor | None = None,
-                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(perturbations, clean labels (N, M), goals (N, M)): each surrogate is pushed away from its own clean label
-        of ``views``; a targeted attack aims every surrogate at one class (the given target, or the first
-        surrogate's paper target). ``begins``: where the attack starts (default ``views``); the perturbations are
-        relative to it.
-        """
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(perturbations, clean labels (N, M), goals (N, M), steps used (N,)): each surrogate is pushed away from its
+        own clean label of ``views``; a targeted attack aims every surrogate at one class (the given target, or the
+        first surrogate's paper target). ``begins``: where the attack starts (default ``views``); the perturbations
+        are relative to it."""
         with torch.no_grad():
             clean_labels = torch.stack([surrogate(views).argmax(1) for surrogate in self.surrogates], dim=1)
         if not self.config.targeted:
@@ -338,8 +337,8 @@ class Cloaker:
         begins = views if begins is None else begins
         runner, lock = self._runner(views.shape[-2], views.shape[-1])
         with lock:
-            adversarial = runner.infer(begins, goal)
-        return adversarial - begins, clean_labels, goal
+            result = runner.infer_result(begins, goal)
+        return result.images - begins, clean_labels, goal, result.steps_used
 
     def _compose(self, photo: np.ndarray, delta: torch.Tensor, original: np.ndarray | None = None) -> np.ndarray:
         """Upsample the attack-view perturbation to the photo's resolution, add, round and clip to uint8.

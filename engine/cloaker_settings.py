@@ -50,10 +50,12 @@ def resolve_protection(settings: dict[str, Any], faces: FaceCloakConfig | None,
         raise CloakerConfigError(str(error)) from None
 
 
-def resolve_config(config: AttackConfig | None, settings: dict[str, Any],
+def resolve_config(config: AttackConfig | None, settings: dict[str, Any], protection: Protection | None = None,
                    ) -> tuple[AttackConfig, nn.Module | None, nn.Module | None]:
     """``(config, classifier module, stand-in module)`` of :class:`Cloaker`'s arguments: ``config`` as given, or the
-    one the declared ``settings`` build (``Cloaker(eps=4)``), with ``classifier``/``through`` modules set apart."""
+    one the declared ``settings`` build (``Cloaker(eps=4)``), with ``classifier``/``through`` modules set apart.
+    Per-photo stopping (``stop_after``) is the objects cloak's: refused, in one line, when ``protection`` has none
+    (the face cloak does not stop photos early), rather than ignored."""
     declared = declared_settings()
     unknown = [name for name in settings if name not in declared]
     if unknown:
@@ -75,4 +77,7 @@ def resolve_config(config: AttackConfig | None, settings: dict[str, Any],
             config = preset_config(strength, **{declared[name].name: value for name, value in given.items()})
         except AttackConfigError as error:
             raise CloakerConfigError(str(error)) from None
+    if config.stop_after and protection is not None and not protection.objects:
+        raise CloakerConfigError(f"stop_after applies to the objects cloak, and protect={protection.protect!r} has "
+                                 "none (the face cloak does not stop photos early)")
     return config, modules.get("classifier"), modules.get("through")

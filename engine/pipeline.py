@@ -65,6 +65,7 @@ class PhotoRecord:
     linf: int | None = None  # of the cloak itself (at most eps), before the output encoder
     linf_written: int | None = None  # of the output as written: the cloak plus the output encoder's error
     seconds: float | None = None
+    steps_used: int | None = None  # attack steps the objects cloak ran (fewer than steps: stopped early, --stop-after)
     error: str | None = None
     notes: list[str] | None = None  # what decoding did to the input's samples (16-bit scaled, CMYK converted, ...)
     source_size: int | None = None
@@ -212,7 +213,8 @@ def cloak_write_score(cloaker: Cloaker, jobs: list[PhotoJob], check_codec: Codec
         height, width = photo.pixels.shape[:2]
         record = _with_identity(PhotoRecord(
             source=str(job.source), status="cloaked", width=width, height=height, clean_label=result.clean_label,
-            goal_label=result.goal_label, seconds=per_photo, notes=list(photo.notes) or None), job)
+            goal_label=result.goal_label, seconds=per_photo, steps_used=result.steps_used,
+            notes=list(photo.notes) or None), job)
         try:
             data, written = encode_as_written(photo, result.cloaked, write, job.image_format)
         except OSError as error:  # an encoder that refuses these pixels: nothing was written

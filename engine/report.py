@@ -48,21 +48,40 @@ def reason_line(record: PhotoRecord) -> str:
     return f"{record.status}: {printable(record.source)}: {printable(reason)}"
 
 
-def format_table(records: list[PhotoRecord], check_spec: str, names: dict[str, str] | None = None) -> str:
+def steps_summary(records: list[PhotoRecord]) -> dict[str, float] | None:
+    """The attack steps the cloaked photos used (per-photo stopping, ``--stop-after``): ``{"mean", "min", "max"}``,
+    or None when no record carries them (faces only, records of an older comcloak).
+
+    Example:
+        >>> steps_summary([PhotoRecord("a.jpg", "cloaked", steps_used=4), PhotoRecord("b.jpg", "cloaked",
+        ...                                                                     steps_used=10)])
+        {'mean': 7.0, 'min': 4, 'max': 10}
+    """
+    steps = [record.steps_used for record in records if record.status == "cloaked" and record.steps_used is not None]
+    if not steps:
+        return None
+    return {"mean": round(sum(steps) / len(steps), 2), "min": min(steps), "max": max(steps)}
+
+
+def format_table(records: list[PhotoRecord], check_spec: str, names: dict[str, str] | None = None,
+                 show_steps: bool = False) -> str:
     """A plain-text table, one row per input, then one line per failed or skipped input with its reason, and a
     summary. Protection is judged as an attacker sees the photo (after ``check_spec``, in the crop view); the
     cloaker's own view is a separate, labelled lab-view column. Rows cloaked by an earlier run (resumed from the
     manifest) are marked ``*``. ``names``: the name each source is shown by (a symlink's own), else its file name.
     When faces were cloaked (a record carries ``faces``), a ``faces (after CHECK)`` column gives each photo's face
-    verdicts (``2/2 protected``, ``no faces``) and the summary counts the faces."""
+    verdicts (``2/2 protected``, ``no faces``) and the summary counts the faces. ``show_steps`` (per-photo stopping
+    on) adds a ``steps`` column and the mean and range of the steps used to the summary."""
     judge = f"after {check_spec}, crop view"
     with_faces = any(record.faces is not None for record in records)
     header = ("photo", "size", f"clean ({judge})", f"cloak ({judge})", "protected", "cloak (lab view)", "PSNR dB")
     header += (f"faces (after {check_spec})",) if with_faces else ()
+    header += ("steps",) if show_steps else ()
     rows, reasons = [], []
     for record in records:
         name = printable((names or {}).get(record.source) or Path(record.source).name)
-        faces = (face_summary(record.faces),) if with_faces else ()
+        faces = (face_summary(record.faces),) if with_faces else ()  # then the steps column, when shown
+        faces += ("-" if record.steps_used is None else record.steps_used,) if show_steps else ()
         if record.status != "cloaked":
             rows.append((name, "-", "-", "-", record.status, "-", "-", *faces))
             reasons.append(reason_line(record))
@@ -101,6 +120,9 @@ def format_table(records: list[PhotoRecord], check_spec: str, names: dict[str, s
         verdicts = [face["verdict"] for record in records for face in record.faces or ()]
         without = sum(record.faces == [] for record in records)
         faces = f"; faces: {verdicts.count(PROTECTED)}/{len(verdicts)} protected, {without} photo(s) without faces"
+    steps = steps_summary(records) if show_steps else None
+    if steps is not None:
+        faces += f"; steps used: mean {steps['mean']:.1f}, {steps['min']}-{steps['max']}"
     lines.append(f"{len(cloaked)} cloaked{earlier}, {protected} protected after {check_spec} (attacker's crop view), "
                  f"{skipped} skipped, {failed} failed{faces}")
     return "\n".join(lines)
@@ -109,6 +131,9 @@ def format_table(records: list[PhotoRecord], check_spec: str, names: dict[str, s
 def write_report(records: list[PhotoRecord], path: Path, settings: dict) -> None:
     """Write a JSON report (settings and one record per photo) atomically; :func:`is_report` knows it again."""
     payload = {"settings": settings, "torch": torch.__version__, "photos": [record.as_dict() for record in records]}
+    steps = steps_summary(records)
+    if steps is not None:  # each photo's record has its own steps_used
+        payload["steps_used"] = steps
     write_json(payload, path)
 
 

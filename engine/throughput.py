@@ -78,7 +78,8 @@ def _prepare(backend: str, precision: str, batch: int, settings: BenchSettings, 
     else:
         context.classifier = freeze(bench_classifier(settings).to(device))
         context.through = freeze(make_through(config.through, config.seed).to(device))
-    resolve_backend(backend, device, context.through, precision)  # the registry's reason, if it cannot run here
+    # The registry's reason, if it cannot run here (or cannot stop photos early when asked to)
+    resolve_backend(backend, device, context.through, precision, bool(config.stop_after))
     runner = create_runner(backend, context)
     runner.activate()
     try:

@@ -41,11 +41,29 @@ class FullResolutionQuality:
     kinds: list[str] = field(default_factory=list)  # which attack (and stand-in) made each cloak
     indices: list[int] = field(default_factory=list)  # which photo (its index in the run's photos) each cloak is
     cloak_seconds: dict[str, float] = field(default_factory=dict)  # time in Cloaker.cloak_photos, per kind
+    steps_used: list[int | None] = field(default_factory=list)  # attack steps each cloak ran (per-photo stopping)
 
-    def add(self, original: np.ndarray, cloaked: np.ndarray, kind: str = "", index: int | None = None) -> None:
+    def add(self, original: np.ndarray, cloaked: np.ndarray, kind: str = "", index: int | None = None,
+            steps_used: int | None = None) -> None:
         self.photos.append(photo_quality(original, cloaked))
         self.kinds.append(kind)
         self.indices.append(len(self.indices) if index is None else index)
+        self.steps_used.append(steps_used)
+
+    def steps(self, kind: str | None = None) -> dict[str, float]:
+        """The attack steps the cloaks (of one ``kind``) used: ``steps_used_mean``, ``_min``, ``_max``; empty when
+        none recorded them (a faces-only cloak).
+
+        Example:
+            >>> quality.steps("balanced through comodel:jpeg:50")
+            {'steps_used_mean': 7.4, 'steps_used_min': 3, 'steps_used_max': 10}
+        """
+        steps = [used for name, used in zip(self.kinds, self.steps_used)
+                 if (kind is None or name == kind) and used is not None]
+        if not steps:
+            return {}
+        return {"steps_used_mean": float(np.mean(steps)), "steps_used_min": min(steps),
+                "steps_used_max": max(steps)}
 
     def quality(self, kind: str | None = None) -> dict[str, float]:
         """PSNR mean / 5th percentile, SSIM mean, max L-inf and mean flat-quarter RMS (0-255) of the
@@ -60,14 +78,15 @@ class FullResolutionQuality:
     def quality_by_kind(self) -> dict[str, dict[str, float]]:
         """:meth:`quality` of each attack (and stand-in), with its cloaking seconds per photo."""
         counts = {kind: self.kinds.count(kind) for kind in dict.fromkeys(self.kinds)}
-        return {kind: {**self.quality(kind), "cloak_seconds_per_photo": self.cloak_seconds.get(kind, 0.0) / count}
-                for kind, count in counts.items()}
+        return {kind: {**self.quality(kind), "cloak_seconds_per_photo": self.cloak_seconds.get(kind, 0.0) / count,
+                       **self.steps(kind)} for kind, count in counts.items()}
 
     def quality_per_photo(self, names: Sequence[str] | None = None) -> list[dict]:
         """Each cloak's :func:`~comcloak.attacks.metrics.photo_quality`, with its ``attack`` (kind), ``photo`` (index)
         and, given the photos' ``names``, its ``name``: for comparing runs photo by photo."""
-        return [{"attack": kind, "photo": index, **({"name": names[index]} if names is not None else {}), **row}
-                for kind, index, row in zip(self.kinds, self.indices, self.photos)]
+        return [{"attack": kind, "photo": index, **({"name": names[index]} if names is not None else {}), **row,
+                 "steps_used": steps} for kind, index, row, steps in zip(self.kinds, self.indices, self.photos,
+                                                                         self.steps_used)]
 
 
 @dataclass
@@ -127,7 +146,7 @@ def full_resolution_cloaks(run: CloakRun, quality: FullResolutionQuality,
                     cloaks = cloaker.cloak_photos(chunk, batch_size)
                     quality.cloak_seconds[kind] = quality.cloak_seconds.get(kind, 0.0) + time.perf_counter() - began
                     for offset, (photo, cloak) in enumerate(zip(chunk, cloaks)):
-                        quality.add(photo, cloak.cloaked, kind, start + offset)
+                        quality.add(photo, cloak.cloaked, kind, start + offset, cloak.steps_used)
                         yield config, row_through, group, start + offset, cloak
                     if progress is not None:
                         progress(len(chunk))

@@ -195,11 +195,14 @@ def platform_markdown(payload: dict) -> str:
                   "*Flat-quarter RMS*: the change's RMS (0-255, over RGB) on the flattest quarter of each photo's "
                   "pixels (the texture budget's flatness measure), where a pattern is most visible; mean over photos.",
                   "", "| cloaks | PSNR mean (dB) | PSNR 5th pct. (dB) | SSIM mean | flat-quarter RMS | max L∞ | "
-                  "cloaking s/photo |", "|---|---:|---:|---:|---:|---:|---:|"]
+                  "cloaking s/photo | steps used (mean, range) |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
         for kind, value in by_attack.items():
+            steps = (f"{value['steps_used_mean']:.1f} ({value['steps_used_min']}–{value['steps_used_max']})"
+                     if "steps_used_mean" in value else "–")
             lines.append(f"| {kind.replace('|', chr(92) + '|')} | {value['psnr_mean']:.2f} | {value['psnr_p05']:.2f} | "
                          f"{value['ssim_mean']:.4f} | {_optional(value.get('flat_rms_mean'), 2)} | "
-                         f"{value['linf_max']:.0f} | {value.get('cloak_seconds_per_photo', float('nan')):.1f} |")
+                         f"{value['linf_max']:.0f} | {value.get('cloak_seconds_per_photo', float('nan')):.1f} | "
+                         f"{steps} |")
     return "\n".join(lines) + "\n"
 
 

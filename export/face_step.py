@@ -61,6 +61,10 @@ class FaceStepLayout(StepLayout):
     def input_names(self) -> tuple[str, ...]:
         return STEP_INPUTS + DRAW_INPUTS + FACE_INPUTS
 
+    @property
+    def logits_per_draw(self) -> bool:
+        return False  # the face step's "logits" are the cosines averaged over the draws, (N, 1, K)
+
     def metadata(self) -> dict[str, str]:
         return {**super().metadata(), "kind": FACE_KIND, "embedding": str(self.embedding), "crop": str(self.crop)}
 

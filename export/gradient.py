@@ -209,11 +209,12 @@ def momentum_update(
 
 
 def surrogates_backward(
-    gradients: Sequence[InputGradient], seen: torch.Tensor, w: torch.Tensor, kind: str, draws: int = 1
+    gradients: Sequence[InputGradient], seen: torch.Tensor, w: torch.Tensor, kind: str, draws: int = 1,
+    per_draw: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The surrogates' part of a step: each classifies ``seen`` ((N * draws) rows, draw-major within an image) and
     the loss is averaged over surrogates and draws. Returns (input gradient of ``seen``, logits (N, M, K) averaged
-    over the draws, loss (N,)); ``w`` is (N, M, K)."""
+    over the draws, or with ``per_draw`` each draw's (N, M, D, K), loss (N,)); ``w`` is (N, M, K)."""
     count = len(gradients) * draws
     grad, all_logits, loss = None, [], None
     for index, gradient in enumerate(gradients):
@@ -224,7 +225,8 @@ def surrogates_backward(
         member_grad = gradient.run_backward(env, loss_gradient(logits, member_w, kind) / count)
         grad = member_grad if grad is None else grad + member_grad
         loss = member_loss if loss is None else loss + member_loss
-        all_logits.append(logits.reshape(-1, draws, logits.shape[1]).mean(1))
+        per_image = logits.reshape(-1, draws, logits.shape[1])
+        all_logits.append(per_image if per_draw else per_image.mean(1))
     return grad, torch.stack(all_logits, dim=1), loss
 
 
@@ -305,7 +307,8 @@ class RobustAttackStep(nn.Module):
     :class:`AttackStep`, plus the draw (``comcloak.attacks.eot.Draw``) as ``*draw``: pre_h (N, D, H, H), pre_w
     (N, D, W, W), mix (N, D, J + 1), post_h (N, D, S, H), post_w (N, D, S, W).
 
-    Outputs: as :class:`AttackStep`; logits (N, M, K) are averaged over the draws.
+    Outputs: as :class:`AttackStep`, but logits are each draw's, (N, M, D, K) (graph format 6; per-photo stopping
+    checks every draw's margin on the host, ``comcloak.attacks.stopping``).
     """
 
     def __init__(self, surrogates: Sequence[nn.Module], stand_ins: Sequence[nn.Module], draws: int,
@@ -337,7 +340,7 @@ class RobustAttackStep(nn.Module):
         # The draw's tensors are graph inputs of their own, after the step's (the schema's DRAW_INPUTS order).
         viewed, saved = self.views(x, draw)
         grad_viewed, logits, loss = surrogates_backward(self.classifier_gradients, viewed, _per_surrogate(w),
-                                                        self.loss_kind, self.draws)
+                                                        self.loss_kind, self.draws, per_draw=True)
         grad = self.views_backward(grad_viewed, saved)
         x_next, m_next = momentum_update(grad, x, x0, m, eps, alpha, mu, budget)
         return x_next, m_next, logits, loss

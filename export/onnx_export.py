@@ -57,6 +57,7 @@ from .step_io import (  # noqa: F401 - re-exported: the graph's I/O schema, impo
     CARRIED,
     EPS_SEMANTICS,
     INPUT_NAMES,
+    LOGITS_PER_DRAW,
     METADATA_PREFIX,
     OUTPUT_NAMES,
     SCALARS,
@@ -256,6 +257,7 @@ def export_attack_step(
         "inputs": ",".join(layout.input_names),
         **layout.metadata(),
         "outputs": ",".join(OUTPUT_NAMES),
+        **({LOGITS_PER_DRAW: "1"} if layout.draws else {}),  # (N, M, D, K): what per-photo stopping reads
         **{key: str(value) for key, value in (metadata or {}).items()},
     }
     path.parent.mkdir(parents=True, exist_ok=True)

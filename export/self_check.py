@@ -169,7 +169,8 @@ def autograd_reference(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(normalised gradient, logits (N, M, K), per-image loss) of the step's loss by autograd, in the dtype of ``x``
     (the modules are used as they are; pass float64 copies for a float64 reference). With a ``draw``, the robust
-    step's: the surrogates see ``apply_draw`` of ``x`` and the loss and logits are averaged over the draws."""
+    step's: the surrogates see ``apply_draw`` of ``x``, the loss is averaged over the draws and the logits are each
+    draw's, (N, M, D, K)."""
     surrogates = as_surrogates(classifier)
     w = w if w.dim() == 3 else w.unsqueeze(1)
     x = x.detach().requires_grad_(True)
@@ -185,7 +186,8 @@ def autograd_reference(
             member = per_image_loss(logits, w[:, index].repeat_interleave(draws, 0), loss)
             member = member.reshape(-1, draws).sum(1) / (draws * len(surrogates))
             total = member if total is None else total + member
-            all_logits.append(logits.reshape(-1, draws, logits.shape[1]).mean(1))
+            per_draw = logits.reshape(-1, draws, logits.shape[1])
+            all_logits.append(per_draw if draw is not None else per_draw[:, 0])
         (gradient,) = torch.autograd.grad(total.sum(), x)
     scale = gradient.abs().mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
     return gradient / scale, torch.stack(all_logits, dim=1).detach(), total.detach()

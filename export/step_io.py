@@ -24,6 +24,8 @@ STEP_INPUTS = ("x", "x0", "m", "w", "eps", "alpha", "mu")
 # alpha (all ones under the uniform budget, the texture map under --budget texture; graph format 5).
 INPUT_NAMES = (*STEP_INPUTS, "budget")
 OUTPUT_NAMES = ("x_next", "m_next", "logits", "loss")
+# Metadata key of a robust graph whose ``logits`` are each draw's, (N, M, D, K) (graph format 6; averaged before).
+LOGITS_PER_DRAW = "logits_per_draw"
 BATCHED = ("x", "x0", "m", "w", "budget", *DRAW_INPUTS, *BLOCK_INPUTS)
 # The iterate and momentum feed the next step: x_next -> x, m_next -> m (ping-pong buffers in the runners).
 CARRIED = {"x_next": "x", "m_next": "m"}
@@ -57,6 +59,12 @@ class StepLayout:
     @property
     def input_names(self) -> tuple[str, ...]:
         return INPUT_NAMES + (DRAW_INPUTS + (BLOCK_INPUTS if self.blocks else ()) if self.draws else ())
+
+    @property
+    def logits_per_draw(self) -> bool:
+        """Whether the ``logits`` output is each draw's, (N, M, D, K): a robust classifier step (graph format 6; what
+        per-photo stopping reads), else (N, M, K)."""
+        return self.draws > 0
 
     def metadata(self) -> dict[str, str]:
         return {"surrogates": str(self.surrogates), "draws": str(self.draws), "stand_ins": str(self.stand_ins),
@@ -110,6 +118,8 @@ def step_tensor_shapes(batch: int, height: int, width: int, classes: int,
               "x_next": image, "m_next": image, "logits": scores, "loss": (batch,)}
     if layout.draws:
         draws, view = layout.draws, layout.view_size
+        if layout.logits_per_draw:  # each draw's (graph format 6)
+            shapes["logits"] = (batch, layout.surrogates, draws, classes)
         shapes.update(pre_h=(batch, draws, height, height), pre_w=(batch, draws, width, width),
                       mix=(batch, draws, layout.stand_ins + 1), post_h=(batch, draws, view, height),
                       post_w=(batch, draws, view, width))

@@ -91,6 +91,8 @@ class FaceCloakConfig:
                                     "whole_image_rate 1, flip_rate 0")
         if eot.block_transforms:  # a shuffled view no longer holds the region where its landmarks say
             raise AttackConfigError("a face cloak's draws do not move blocks: bsr_rate and sia_rate must be 0")
+        if self.attack.stop_after:  # its loop judges identities by cosine, not classifier margins (issue 26: out)
+            raise AttackConfigError("the face cloak does not stop photos early: stop_after must be 0")
         if self.attack.targeted:
             raise AttackConfigError("the face cloak is untargeted (away from the clean identity)")
 

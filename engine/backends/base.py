@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from comcloak.attacks import AttackConfig
+from comcloak.attacks import AttackConfig, AttackConfigError
+from comcloak.attacks.stopping import AttackResult
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +84,7 @@ class AttackRunner(ABC):
     def __init__(self, config: AttackConfig) -> None:
         self.config = config
         self._active = False
+        self.refuse_stopping()
 
     @property
     def is_active(self) -> bool:
@@ -99,6 +101,17 @@ class AttackRunner(ABC):
             self._active = False
 
     def infer(self, x0: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+        """The adversarial images of ``x0`` (N, 3, H, W): :meth:`infer_result`'s images."""
+        return self.infer_result(x0, goal).images
+
+    def infer_result(self, x0: torch.Tensor, goal: torch.Tensor) -> AttackResult:
+        """The adversarial images and the steps each image used (N,) int64: ``config.steps`` for all, unless the
+        runner stops photos early (``config.stop_after``, :mod:`comcloak.attacks.stopping`).
+
+        Example:
+            >>> with TorchRunner(classifier, None, attack_config("mim", 5 / 255, stop_after=2)) as runner:
+            ...     result = runner.infer_result(x0, goal)     # result.images, result.steps_used
+        """
         if not self._active:
             raise RuntimeError(f"{self.name} runner used before activate()")
         if x0.dim() != 4 or x0.shape[1] != 3:
@@ -107,8 +120,9 @@ class AttackRunner(ABC):
             raise ValueError(f"goal must be shaped ({x0.shape[0]},) or ({x0.shape[0]}, surrogates), got "
                              f"{tuple(goal.shape)}")
         if x0.shape[0] == 0:
-            return x0.clone()
-        return self.infer_impl(x0, goal)
+            return AttackResult.full(x0.clone(), self.config.steps)
+        result = self.infer_impl(x0, goal)
+        return result if isinstance(result, AttackResult) else AttackResult.full(result, self.config.steps)
 
     def __enter__(self) -> AttackRunner:
         self.activate()
@@ -124,4 +138,16 @@ class AttackRunner(ABC):
         """Release resources (default: none)."""
 
     @abstractmethod
-    def infer_impl(self, x0: torch.Tensor, goal: torch.Tensor) -> torch.Tensor: ...
+    def infer_impl(self, x0: torch.Tensor, goal: torch.Tensor) -> torch.Tensor | AttackResult:
+        """The attack on a validated, non-empty batch: the images, or an :class:`AttackResult` when the runner
+        reports steps per image (a runner that stops photos early must)."""
+
+    stops_early = False  # whether the runner implements per-photo stopping (config.stop_after > 0)
+
+    def refuse_stopping(self) -> None:
+        """Refuse a configuration that stops photos early, in one line, when this runner cannot (call it from
+        ``__init__``: the error comes at construction)."""
+        if self.config.stop_after and not self.stops_early:
+            raise AttackConfigError(f"backend {self.name!r} cannot stop photos early (stop_after "
+                                    f"{self.config.stop_after}): its loop is one captured graph; use torch or "
+                                    "onnxruntime, or stop_after 0")

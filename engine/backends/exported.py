@@ -29,7 +29,16 @@ from comcloak.attacks import AttackConfig
 from comcloak.attacks.budget import texture_budget
 from comcloak.attacks.eot import DrawSampler
 from comcloak.attacks.loss import goal_weights
-from comcloak.export.onnx_export import CARRIED, INPUT_NAMES, StepLayout, read_export_metadata, step_tensor_shapes
+from comcloak.attacks.stopping import AttackResult, StopTracker, image_margins
+from comcloak.export.onnx_export import (
+    CARRIED,
+    INPUT_NAMES,
+    LOGITS_PER_DRAW,
+    SCALARS,
+    StepLayout,
+    read_export_metadata,
+    step_tensor_shapes,
+)
 
 from .base import AttackRunner, batch_bucket
 from .registry import BackendUnavailableError
@@ -66,6 +75,7 @@ class StepBuffers:
     bound: dict[str, Any] = field(default_factory=dict)
     sampler: DrawSampler | None = None  # robust graphs: the staged batch's draws
     rows: int = 0  # images staged
+    goal: torch.Tensor | None = None  # (rows, M) int64: each surrogate's goal, for per-photo stopping's margins
 
 
 class ExportedStepRunner(AttackRunner):
@@ -112,6 +122,9 @@ class ExportedStepRunner(AttackRunner):
             self.layout = StepLayout.from_metadata(self.metadata)
         except (KeyError, ValueError):
             raise BackendUnavailableError(f"{self.name}: {path} is not a comcloak step graph (no metadata)") from None
+        if self.config.stop_after and self.layout.draws and self.metadata.get(LOGITS_PER_DRAW) != "1":
+            raise BackendUnavailableError(f"{self.name}: {path} averages its logits over the draws (graph format 5 or "
+                                          "older); per-photo stopping needs each draw's: export it again")
         if "budget" not in self.metadata.get("inputs", "").split(","):
             raise BackendUnavailableError(f"{self.name}: {path} was exported by an older comcloak (no per-pixel budget "
                                           "input, graph format 5); export it again")
@@ -167,6 +180,7 @@ class ExportedStepRunner(AttackRunner):
             raise ValueError(f"this step graph attacks {self.layout.surrogates} surrogates, got goals for "
                              f"{goal.shape[1]}")
         t["w"][:batch].copy_(goal_weights(goal, self.num_classes, self.config.targeted))
+        buffers.goal, buffers.rows = goal, batch
         t["x_a"].copy_(t["x0"])
         t["m_a"].zero_()
         # The loop descends its loss: alpha is applied as given (the graph's update is x - alpha * sign(m)).
@@ -181,7 +195,6 @@ class ExportedStepRunner(AttackRunner):
                 t[name].zero_()  # and zero gradient (a zero BSR map gathers pixel 0 of that zero view)
             buffers.sampler = DrawSampler.for_images(self.config.eot, self.layout.stand_ins, x0.to(self.device),
                                                      self.config.seed)
-            buffers.rows = batch
 
     def prepare_step(self, buffers: StepBuffers) -> None:
         """Write the next step's draws into the draw inputs (robust graphs; nothing otherwise)."""
@@ -200,22 +213,73 @@ class ExportedStepRunner(AttackRunner):
 
     # ------------------------------------------------------------------------------------------------ the loop
 
-    def infer_impl(self, x0: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+    def infer_impl(self, x0: torch.Tensor, goal: torch.Tensor) -> AttackResult:
         if (x0.shape[2], x0.shape[3]) != self.shape:
             raise ValueError(f"this step graph is for {self.shape[0]}x{self.shape[1]} images, got "
                              f"{x0.shape[2]}x{x0.shape[3]}")
         if self.max_batch is not None and x0.shape[0] > self.max_batch:
-            return torch.cat([self.infer_impl(x0[i : i + self.max_batch], goal[i : i + self.max_batch])
-                              for i in range(0, x0.shape[0], self.max_batch)])
+            parts = [self.infer_impl(x0[i : i + self.max_batch], goal[i : i + self.max_batch])
+                     for i in range(0, x0.shape[0], self.max_batch)]
+            return AttackResult(torch.cat([part.images for part in parts]),
+                                torch.cat([part.steps_used for part in parts]))
         buffers = self.buffers_for(x0.shape[0])
         self.stage(buffers, x0, goal)
+        if self.config.stop_after:
+            return self.run_stopping(buffers, x0)
         self.run_steps(buffers)
         final = buffers.tensors[final_iterate_name(self.config.steps)]
-        return final[: x0.shape[0]].clone().to(x0.device)
+        return AttackResult.full(final[: x0.shape[0]].clone().to(x0.device), self.config.steps)
+
+    def run_stopping(self, buffers: StepBuffers, x0: torch.Tensor) -> AttackResult:
+        """The loop with per-photo stopping (:mod:`comcloak.attacks.stopping`): after each step, every active
+        image's margins from the graph's per-draw ``logits`` (at the step's input iterate, as the torch loop checks
+        them); those that stop keep that input ``x``, and the next steps run on a buffer set of the others only
+        (:meth:`compact`)."""
+        output = x0.to(self.device, torch.float32).clone()
+        tracker = StopTracker(x0.shape[0], self.config.stop_after, self.config.stop_margin, self.device)
+        for step in range(self.config.steps):
+            self.run_step(buffers, step)
+            rows, names = buffers.rows, ping_pong(step)
+            logits = buffers.tensors["logits"][:rows]
+            per_view = logits if logits.dim() == 4 else logits[:, :, None]  # (rows, M, D or 1, K)
+            active = tracker.active
+            stopping = tracker.check(image_margins(per_view, buffers.goal, self.config.targeted), step)
+            if stopping.any():
+                output[active[stopping]] = buffers.tensors[names["x"]][:rows][stopping]
+                kept = torch.nonzero(~stopping).flatten()
+                if not kept.numel():
+                    break
+                buffers = self.compact(buffers, kept, step)
+        else:
+            output[tracker.active] = buffers.tensors[final_iterate_name(self.config.steps)][: buffers.rows]
+        return AttackResult(output.to(x0.device), tracker.finish(self.config.steps).cpu())
+
+    def compact(self, buffers: StepBuffers, kept: torch.Tensor, step: int) -> StepBuffers:
+        """The buffer set of the rows ``kept`` (positions among ``buffers``' rows) after step ``step``: their clean
+        images, goals, budgets, next iterate and momentum (in the buffers step ``step + 1`` reads), the scalars, and
+        the sampler of their own draws (:meth:`DrawSampler.subset`). Padding rows are as :meth:`stage` leaves them."""
+        carried = ping_pong(step)
+        moved = ("x0", "w", "budget", carried["x_next"], carried["m_next"])
+        rows = {name: buffers.tensors[name][: buffers.rows][kept].clone() for name in moved}
+        scalars = {name: buffers.tensors[name].clone() for name in SCALARS}
+        goal = buffers.goal[kept]
+        sampler = buffers.sampler.subset(kept.tolist()) if buffers.sampler is not None else None
+        smaller = self.buffers_for(kept.numel())  # may be the same set (one bucket): everything was copied out
+        for name, tensor in smaller.tensors.items():
+            tensor.fill_(1.0 if name == "budget" else 0.0)
+        for name, value in {**rows, **scalars}.items():
+            smaller.tensors[name][: value.shape[0]].copy_(value)
+        smaller.goal, smaller.sampler, smaller.rows = goal, sampler, kept.numel()
+        return smaller
 
     @abstractmethod
     def bind(self, buffers: StepBuffers) -> None:
         """Bind a freshly allocated buffer set (store what is bound in ``buffers.bound``)."""
+
+    def run_step(self, buffers: StepBuffers, step: int) -> None:
+        """Run step ``step`` alone (its draws prepared first), its outputs readable on return: what per-photo
+        stopping needs (a runner that captures the whole loop in one graph cannot, and refuses stopping)."""
+        raise NotImplementedError(f"{self.name} runs the whole loop at once")
 
     @abstractmethod
     def run_steps(self, buffers: StepBuffers) -> None:

@@ -25,8 +25,9 @@ from .registry import AUTO, PRECISIONS, BackendUnavailableError, get_backend, re
 logger = logging.getLogger(__name__)
 
 # Bump when the exported step graph changes (2: per-surrogate w, loss, draws; 3: ReLU6 masks from the output;
-# 4: ReLU/ReLU6 masks as HardSigmoid gates; 5: the per-pixel budget input, --budget texture).
-GRAPH_FORMAT_VERSION = "5"
+# 4: ReLU/ReLU6 masks as HardSigmoid gates; 5: the per-pixel budget input, --budget texture; 6: a robust graph's
+# logits are each draw's, for per-photo stopping).
+GRAPH_FORMAT_VERSION = "6"
 
 
 def default_cache_dir() -> Path:
@@ -50,10 +51,13 @@ def is_exportable(through: nn.Module | None) -> bool:
 
 
 def unavailable_reason(
-    name: str, device: torch.device, through: nn.Module | None = None, precision: str = "fp32"
+    name: str, device: torch.device, through: nn.Module | None = None, precision: str = "fp32", stopping: bool = False
 ) -> str | None:
-    """Why the registered backend ``name`` cannot run here, or None when it can."""
+    """Why the registered backend ``name`` cannot run here (``stopping``: with per-photo stopping on), or None when
+    it can."""
     info = get_backend(name)
+    if stopping and not info.runner_class().stops_early:
+        return "it cannot stop photos early (stop_after): its whole loop is one captured graph"
     if device.type not in info.devices:
         return f"it needs a {' or '.join(kind.upper() for kind in info.devices)} device, and the device is {device}"
     if precision not in info.precisions:
@@ -62,27 +66,31 @@ def unavailable_reason(
     return info.runner_class().unavailable_reason(device, through, precision)
 
 
-def available_backends(device: torch.device, through: nn.Module | None = None, precision: str = "fp32") -> list[str]:
-    """The backends ``auto`` may pick here, fastest first (the registry's ``auto_rank``; ``torch`` is always there)."""
+def available_backends(device: torch.device, through: nn.Module | None = None, precision: str = "fp32",
+                       stopping: bool = False) -> list[str]:
+    """The backends ``auto`` may pick here, fastest first (the registry's ``auto_rank``; ``torch`` is always there);
+    ``stopping``: only those that stop photos early."""
     ranked = sorted((info for info in registered() if info.auto_rank is not None), key=lambda info: info.auto_rank)
-    return [info.name for info in ranked if unavailable_reason(info.name, device, through, precision) is None]
+    return [info.name for info in ranked
+            if unavailable_reason(info.name, device, through, precision, stopping) is None]
 
 
 def resolve_backend(
-    name: str, device: torch.device, through: nn.Module | None = None, precision: str = "fp32"
+    name: str, device: torch.device, through: nn.Module | None = None, precision: str = "fp32", stopping: bool = False
 ) -> str:
-    """The backend ``name`` stands for here (``auto``: the fastest available); raises when it cannot run."""
+    """The backend ``name`` stands for here (``auto``: the fastest available; with ``stopping``, the fastest that
+    stops photos early, ``AttackRunner.stops_early``); raises when it cannot run."""
     if precision not in PRECISIONS:
         raise BackendUnavailableError(f"unknown precision {precision!r}; available: {', '.join(PRECISIONS)}")
     if name == AUTO:
-        found = available_backends(device, through, precision)
+        found = available_backends(device, through, precision, stopping)
         if not found:
             raise BackendUnavailableError(f"no backend can run on {device} at {precision}")
         return found[0]
-    reason = unavailable_reason(name, device, through, precision)
+    reason = unavailable_reason(name, device, through, precision, stopping)
     if reason is None:
         return name
-    found = available_backends(device, through, precision)
+    found = available_backends(device, through, precision, stopping)
     raise BackendUnavailableError(f"backend {name!r} cannot run here: {reason}; available: {', '.join(found)}")
 
 

@@ -148,14 +148,27 @@ class OnnxRuntimeRunner(ExportedStepRunner):
         buffers.bound["bindings"] = bindings
         buffers.bound["options"] = [self._run_options(buffers.batch, parity) for parity in (0, 1)]
 
+    stops_early = True  # run_step on a compacted buffer set (ExportedStepRunner.run_stopping)
+
     def run_steps(self, buffers: StepBuffers) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)  # the staging ran on torch's stream; ONNX Runtime runs on its own
-        bindings, options = buffers.bound["bindings"], buffers.bound["options"]
         for step in range(self.config.steps):
-            self.prepare_step(buffers)
-            if self.device.type == "cuda" and buffers.sampler is not None:
-                torch.cuda.synchronize(self.device)  # the draws were written on torch's stream
-            self.session.run_with_iobinding(bindings[step % 2], options[step % 2])
+            self._run(buffers, step)
         if self.device.type == "cuda":
             torch.cuda.current_stream(self.device).synchronize()
+
+    def run_step(self, buffers: StepBuffers, step: int) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # staging or compaction ran on torch's stream
+        self._run(buffers, step)
+        if self.device.type == "cuda":
+            torch.cuda.current_stream(self.device).synchronize()  # the host reads the logits next
+
+    def _run(self, buffers: StepBuffers, step: int) -> None:
+        """Prepare step ``step``'s draws and run it with the binding of its parity."""
+        bindings, options = buffers.bound["bindings"], buffers.bound["options"]
+        self.prepare_step(buffers)
+        if self.device.type == "cuda" and buffers.sampler is not None:
+            torch.cuda.synchronize(self.device)  # the draws were written on torch's stream
+        self.session.run_with_iobinding(bindings[step % 2], options[step % 2])

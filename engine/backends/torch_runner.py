@@ -15,9 +15,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from comcloak.attacks import AttackConfig, run_attack
+from comcloak.attacks import AttackConfig
 from comcloak.attacks.eot import DrawSampler
-from comcloak.attacks.loop import LoopSettings, stand_ins_of
+from comcloak.attacks.loop import LoopSettings, run_attack_result, stand_ins_of
+from comcloak.attacks.stopping import AttackResult
 from comcloak.attacks.through import RandomChoiceThrough
 
 from .base import AttackRunner, RunnerContext, batch_bucket
@@ -101,13 +102,20 @@ class TorchRunner(AttackRunner):
             return nn.ModuleList([AutocastClassifier(member, dtype) for member in self.classifier])
         return AutocastClassifier(self.classifier, dtype)
 
+    stops_early = True  # run_attack_result compacts the batch as photos stop
+
     def attack(self, x0: torch.Tensor, goal: torch.Tensor, fused_update: bool = False) -> torch.Tensor:
+        """The adversarial images of ``x0`` (the loop as :meth:`attack_result`'s)."""
+        return self.attack_result(x0, goal, fused_update).images
+
+    def attack_result(self, x0: torch.Tensor, goal: torch.Tensor, fused_update: bool = False) -> AttackResult:
+        """:func:`comcloak.attacks.loop.run_attack_result` with this runner's precision, layout and draws."""
         if self.channels_last:
             x0 = x0.contiguous(memory_format=torch.channels_last)
         loss_scale = FP16_LOSS_SCALE if self.precision == "fp16" else 1.0
         settings = LoopSettings(fused_update, loss_scale, self.dense_draws)
-        return run_attack(self.attacked_classifier, x0, goal, self.config, self.through,
-                          sampler=self.sampler_for(x0), settings=settings)
+        return run_attack_result(self.attacked_classifier, x0, goal, self.config, self.through,
+                                 sampler=self.sampler_for(x0), settings=settings)
 
     dense_draws = False  # stand-ins only on the draws that pick them
 
@@ -115,8 +123,9 @@ class TorchRunner(AttackRunner):
         """The robust attack's draws: None, run_attack's default (per image, from each image's content)."""
         return None
 
-    def infer_impl(self, x0: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
-        return self.attack(x0, goal).contiguous()
+    def infer_impl(self, x0: torch.Tensor, goal: torch.Tensor) -> AttackResult:
+        result = self.attack_result(x0, goal)
+        return AttackResult(result.images.contiguous(), result.steps_used)
 
 
 class PerImageTorchRunner(TorchRunner):
@@ -124,8 +133,10 @@ class PerImageTorchRunner(TorchRunner):
 
     name = "torch-per-image"
 
-    def infer_impl(self, x0: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.attack(x0[i : i + 1], goal[i : i + 1]) for i in range(x0.shape[0])]).contiguous()
+    def infer_impl(self, x0: torch.Tensor, goal: torch.Tensor) -> AttackResult:
+        results = [self.attack_result(x0[i : i + 1], goal[i : i + 1]) for i in range(x0.shape[0])]
+        return AttackResult(torch.cat([result.images for result in results]).contiguous(),
+                            torch.cat([result.steps_used for result in results]))
 
 
 def capturable(through: nn.Module | None) -> bool:
@@ -168,6 +179,9 @@ class CudaGraphTorchRunner(TorchRunner):
     """
 
     name = "torch-cudagraph"
+    # A captured graph has fixed shapes: it cannot compact the batch as photos stop, and masking inside it would
+    # still run every step (no time saved); refused at construction (AttackRunner.refuse_stopping).
+    stops_early = False
     # The update as the fused CUDA kernel when the library is built (torch ops otherwise); False on a subclass or an
     # instance (before the first capture) runs the torch ops always.
     fused_update = True

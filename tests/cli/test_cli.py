@@ -94,6 +94,8 @@ def test_unreadable_file_is_a_record_not_a_crash(photo_dir: Path, tmp_path: Path
         (["--precision", "fp8"], "argument --precision: invalid choice: 'fp8'"),
         (["--backend", "torch-cudagraph", "--device", "cpu"], "'torch-cudagraph' cannot run here: it needs a CUDA"),
         (["--backend", "onnxruntime", "--precision", "bf16"], "precision bf16 applies to the torch, torch-cudagraph"),
+        (["--stop-after", "-1"], "stop_after must be 0 (off) or more steps, got -1"),
+        (["--stop-margin", "-1"], "stop_margin must be in [0, 100], got -1.0"),
     ],
 )
 def test_user_errors_are_one_line_exit_2(photo_dir: Path, tmp_path: Path, capsys, extra, message) -> None:
@@ -358,9 +360,10 @@ def test_eval_platform_protocol_with_presets(tmp_path: Path, photo_dir: Path, ca
     assert set(by_attack) == {"fast through comodel:jpeg:50", "paper through comodel:jpeg:50"}
     assert all(value["cloak_seconds_per_photo"] > 0 and value["psnr_mean"] > 30 and value["flat_rms_mean"] > 0
                for value in by_attack.values())
+    assert all(value["steps_used_mean"] == value["steps_used_max"] == 1 for value in by_attack.values())  # no stop
     report = (tmp_path / "presets.md").read_text()
     assert "with the presets `fast` (surrogates `tiny_classifier`, `tiny_classifier_b`" in report
-    assert "| fast through comodel:jpeg:50 |" in report
+    assert "| fast through comodel:jpeg:50 |" in report and "| 1.0 (1–1) |" in report  # steps used
     assert {(r["attack"], r["classifier"], r["role"]) for r in payload["results"]} == {
         (attack, name, "surrogate") for attack in ("fast", "paper")
         for name in ("tiny_classifier", "tiny_classifier_b")}

@@ -56,3 +56,16 @@ def test_block_draws_key_the_hash_only_when_on(changed: dict) -> None:
     assert settings_hash(archive_settings(off, "same", write, "fp32")) == base
     on = replace(config, eot=replace(config.eot, **changed))
     assert settings_hash(archive_settings(on, "same", write, "fp32")) != base
+
+
+def test_per_photo_stopping_keys_the_hash_only_when_on() -> None:
+    """Stopping off (stop_after 0) adds nothing, whatever its margin; on, both settings key it."""
+    from dataclasses import replace
+
+    config = preset_config("balanced")
+    write = WriteOptions()
+    base = settings_hash(archive_settings(config, "same", write, "fp32"))
+    assert settings_hash(archive_settings(replace(config, stop_margin=3.0), "same", write, "fp32")) == base
+    on = settings_hash(archive_settings(replace(config, stop_after=2), "same", write, "fp32"))
+    assert on != base
+    assert settings_hash(archive_settings(replace(config, stop_after=2, stop_margin=3.0), "same", write, "fp32")) != on

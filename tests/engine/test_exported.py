@@ -21,7 +21,7 @@ def test_a_robust_schema_adds_the_draws() -> None:
     shapes = step_tensor_shapes(4, 32, 48, 10, layout)
     assert set(shapes) == set(layout.input_names) | set(OUTPUT_NAMES) == set(INPUT_NAMES) | set(OUTPUT_NAMES) | set(
         DRAW_INPUTS)
-    assert shapes["w"] == shapes["logits"] == (4, 2, 10)
+    assert shapes["w"] == (4, 2, 10) and shapes["logits"] == (4, 2, 3, 10)  # each draw's (graph format 6)
     assert (shapes["pre_h"], shapes["pre_w"], shapes["mix"]) == ((4, 3, 32, 32), (4, 3, 48, 48), (4, 3, 2))
     assert (shapes["post_h"], shapes["post_w"]) == ((4, 3, 24, 32), (4, 3, 24, 48))
     assert StepLayout.from_metadata(layout.metadata()) == layout

@@ -66,7 +66,7 @@ def test_the_robust_step_is_the_eager_reference(loss: str, surrogates: int, stan
     normalised = reference / reference.abs().mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)  # an image past
     # the margin has no gradient
     torch.testing.assert_close(m_next, normalised, rtol=0, atol=1e-9)
-    assert logits.shape == (3, surrogates, 1000)
+    assert logits.shape == (3, surrogates, EOT.draws, 1000)  # each draw's (graph format 6: per-photo stopping)
 
 
 @pytest.fixture(scope="module")

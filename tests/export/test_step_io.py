@@ -47,7 +47,8 @@ def test_the_robust_step_takes_the_draw_as_trailing_inputs() -> None:
     assert len(inputs) == len(layout.input_names) == len(INPUT_NAMES) + len(DRAW_INPUTS)
     with torch.no_grad():
         x_next, m_next, logits, loss = step(*inputs)
-    assert x_next.shape == m_next.shape == inputs[0].shape and logits.shape == (2, 1, 1000) and loss.shape == (2,)
+    assert x_next.shape == m_next.shape == inputs[0].shape and logits.shape == (2, 1, EOT.draws, 1000)
+    assert loss.shape == (2,)
     draw = DrawSampler(EOT, 0, seed=1).sample(2, 24, 24)
     w = goal_weights(torch.tensor([[1], [2]]), 1000, False)
     scalars = [torch.tensor([v]) for v in (5 / 255, 1 / 255, 0.0)]

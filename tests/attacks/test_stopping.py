@@ -1,0 +1,129 @@
+"""Per-photo stopping (issue 26): the margins, the rule (k safe steps in a row, the checked iterate kept), off by
+default, compaction that keeps each photo's cloak independent of its batch mates, the settings' checks and CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from comcloak.attacks import AttackConfigError, attack_config, run_attack
+from comcloak.attacks.config import EotSettings
+from comcloak.attacks.loop import run_attack_result
+from comcloak.attacks.stopping import StopTracker, goal_margins, image_margins
+from comcloak.models import create_model
+
+EOT = EotSettings(draws=2, view_size=32)
+
+
+@pytest.fixture(scope="module")
+def classifier() -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = create_model("tiny_classifier").eval()
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    return model
+
+
+@pytest.fixture(scope="module")
+def images() -> torch.Tensor:
+    generator = torch.Generator().manual_seed(1)
+    smooth = F.interpolate(torch.rand(4, 3, 8, 8, generator=generator), size=(40, 40), mode="bilinear")
+    return (smooth + 0.05 * torch.rand(4, 3, 40, 40, generator=generator)).clamp(0, 1)
+
+
+def _goals(classifier: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Images 0 and 2 aim away from their least likely class (safe from the start: every other class is above it),
+    1 and 3 away from their clean top-1 (not safe until the attack succeeds)."""
+    with torch.no_grad():
+        logits = classifier(images)
+    return torch.where(torch.arange(len(images)) % 2 == 0, logits.argmin(dim=1), logits.argmax(dim=1))
+
+
+def test_margins_untargeted_and_targeted() -> None:
+    logits = torch.tensor([[1.0, 3.0, 2.0], [0.0, -1.0, 5.0]])
+    assert goal_margins(logits, torch.tensor([1, 0]), targeted=False).tolist() == [-1.0, 5.0]
+    assert goal_margins(logits, torch.tensor([1, 2]), targeted=True).tolist() == [1.0, 5.0]
+    per_view = torch.tensor([[[[1.0, 3.0, 2.0], [4.0, 0.0, 1.0]]]])  # (N=1, M=1, V=2, K=3)
+    assert image_margins(per_view, torch.tensor([[1]]), targeted=False).tolist() == [-1.0]
+
+
+def test_the_tracker_needs_consecutive_safe_steps() -> None:
+    tracker = StopTracker(batch=2, after=2, margin=1.0)
+    assert tracker.check(torch.tensor([3.0, 3.0]), 0).tolist() == [False, False]
+    assert tracker.check(torch.tensor([0.5, 3.0]), 1).tolist() == [False, True]  # photo 0's run broken
+    assert tracker.check(torch.tensor([2.0]), 2).tolist() == [False]
+    assert tracker.check(torch.tensor([2.0]), 3).tolist() == [True]
+    assert tracker.finish(10).tolist() == [4, 2] and tracker.active.numel() == 0
+
+
+def test_off_by_default_and_unchanged(classifier, images) -> None:
+    config = attack_config("mim", 8 / 255, steps=3, eot=EOT)
+    assert config.stop_after == 0
+    result = run_attack_result(classifier, images, _goals(classifier, images), config)
+    assert torch.equal(result.images, run_attack(classifier, images, _goals(classifier, images), config))
+    assert result.steps_used.tolist() == [3] * 4
+
+
+@pytest.mark.parametrize("eot", [EotSettings(), EOT], ids=["paper", "draws"])
+def test_a_safe_photo_stops_after_k_steps_with_the_checked_iterate(classifier, images, eot) -> None:
+    goal = _goals(classifier, images)
+    config = attack_config("mim", 8 / 255, steps=5, eot=eot, stop_after=2, stop_margin=0.0)
+    result = run_attack_result(classifier, images, goal, config)
+    assert result.steps_used[0] == 2 and result.steps_used[2] == 2
+    one_step = run_attack(classifier, images[:1], goal[:1], dataclasses.replace(config, steps=1, stop_after=0))
+    assert torch.equal(result.images[:1], one_step)  # x_1: the iterate checked at step 2, not x_2
+    assert (result.images - images).abs().max() <= 8 / 255 + 1e-6
+
+
+def test_compaction_gives_each_photo_the_cloak_it_gets_alone(classifier, images) -> None:
+    goal = _goals(classifier, images)
+    # The uniform budget: the texture map itself differs across batch sizes in the last float32 bit (bisection)
+    config = attack_config("mim", 8 / 255, steps=6, eot=EOT, stop_after=2, stop_margin=0.0)
+    together = run_attack_result(classifier, images, goal, config)
+    assert together.steps_used.min() < 6  # some photos stopped, so the batch was compacted
+    for index in range(len(images)):
+        alone = run_attack_result(classifier, images[index : index + 1], goal[index : index + 1], config)
+        assert torch.equal(alone.images, together.images[index : index + 1]), index
+        assert alone.steps_used.tolist() == together.steps_used[index : index + 1].tolist()
+
+
+@pytest.mark.parametrize(("changes", "message"), [({"stop_after": -1}, "stop_after must be"),
+                                                  ({"stop_margin": -0.5}, "stop_margin must be"),
+                                                  ({"stop_after": 1.5}, "stop_after")])
+def test_bad_settings_are_refused_in_one_line(changes, message) -> None:
+    with pytest.raises(AttackConfigError, match=message) as error:
+        attack_config("mim", 8 / 255, **changes)
+    assert "\n" not in str(error.value)
+
+
+def test_the_cli_options_reach_the_configuration() -> None:
+    from comcloak.cli.evaluate import strength_configs
+    from comcloak.cli.main import build_parser
+    from comcloak.cli.options import attack_config_from_args
+
+    args = build_parser().parse_args(["cloak", "in.png", "-o", "out", "--stop-after", "3", "--stop-margin", "2"])
+    config = attack_config_from_args(args)
+    assert (config.stop_after, config.stop_margin) == (3, 2.0)
+    args = build_parser().parse_args(["eval", "photos", "--protocol", "platform", "--strengths", "balanced",
+                                      "--stop-after", "2"])
+    assert [c.stop_after for c in strength_configs(args, args.eps)] == [2]
+
+
+def test_a_face_cloak_refuses_stopping() -> None:
+    from comcloak.attacks.faces.settings import FaceCloakConfig
+
+    whole = EotSettings(draws=2, rescale_range=(1.0, 1.0), whole_image_rate=1.0, flip_rate=0.0)
+    FaceCloakConfig(attack_config("mim", 5 / 255, eot=whole))
+    with pytest.raises(AttackConfigError, match="does not stop photos early"):
+        FaceCloakConfig(attack_config("mim", 5 / 255, eot=whole, stop_after=2))
+
+
+def test_a_faces_only_cloaker_refuses_stopping() -> None:
+    from comcloak.engine.cloaker import Cloaker
+    from comcloak.engine.cloaker_settings import CloakerConfigError
+
+    with pytest.raises(CloakerConfigError, match="stop_after applies to the objects cloak, and protect='faces'"):
+        Cloaker(protect="faces", stop_after=2, device="cpu")
