@@ -35,13 +35,20 @@ class Preset:
     measured: str = ""  # what docs/RESULTS.md measured for it (platform protocol, crop view, dev photos)
     through: str = "comodel:jpeg:50"
     method: str = "mim"
+    alpha: float | None = None  # the step on the 0-255 scale; None: eps / steps
+    budget: str = "uniform"  # the per-pixel budget (AttackConfig.budget)
+    stop_after: int = 0  # per-photo stopping (AttackConfig.stop_after); 0: every photo takes every step
+    stop_margin: float = 1.0
 
     def describe(self) -> str:
         robust = f"{self.draws} draws/step, working view {self.attack_size} px" if self.draws else \
             f"no draws, attack view {self.attack_size} px"
+        budget = f", {self.budget} budget" if self.budget != "uniform" else ""
+        stopping = (f", each photo stops after {self.stop_after} safe steps (margin {self.stop_margin:g})"
+                    if self.stop_after else "")
         measured = f"; measured: {self.measured}" if self.measured else ""
-        return (f"{self.name}: {self.summary} (eps {self.eps:g}, {self.steps} steps, {robust}, {self.loss} loss, "
-                f"surrogates {self.classifier}{measured})")
+        return (f"{self.name}: {self.summary} (eps {self.eps:g}, {self.steps} steps, {robust}{budget}{stopping}, "
+                f"{self.loss} loss, surrogates {self.classifier}{measured})")
 
 
 PRESETS: dict[str, Preset] = {preset.name: preset for preset in (
@@ -80,9 +87,13 @@ def preset_config(strength: str = DEFAULT_STRENGTH, **given: Any) -> AttackConfi
     eot_given = {name: settings.pop(name) for name in list(settings) if name in EOT_FIELDS}
     eot = EotSettings(**{"draws": preset.draws, **eot_given})
     values: dict[str, Any] = dict(method=preset.method, eps=preset.eps, through=preset.through,
-                                  classifier=preset.classifier, attack_size=preset.attack_size, loss=preset.loss)
+                                  classifier=preset.classifier, attack_size=preset.attack_size, loss=preset.loss,
+                                  budget=preset.budget, stop_after=preset.stop_after, stop_margin=preset.stop_margin)
     method = settings.get("method", preset.method)
     if method in iterative_methods():  # fgsm takes its one step; the preset's count would be refused
         values["steps"] = preset.steps
+        # The preset's step size goes with its own eps and steps; a user's eps or steps rescales it (eps / steps).
+        if preset.alpha is not None and "eps" not in settings and "steps" not in settings:
+            values["alpha"] = preset.alpha
     values.update(settings)
     return AttackConfig.from_user(eot=eot, strength=strength, **values)
