@@ -178,9 +178,9 @@ class AttackConfig:
     momentum: float = setting(help="MIM momentum mu", kind="real", low=0, high=MAX_MOMENTUM,
                               commands=("cloak", "eval"), default_text="1", note="MIM only", methods=momentum_methods)
     targeted: bool = setting(False, "aim at a class: --target, or the paper's (clean + 500) mod 1000", kind="flag",
-                             commands=("cloak", "eval"))
+                             commands=("cloak", "eval", "bench"))
     target: int | None = setting(None, "target class index (implies --targeted)", kind="int", low=0,
-                                 range_text="a class index", commands=("cloak",))
+                                 range_text="a class index", commands=("cloak", "bench"))
     through: str = setting(defaults.THROUGH, THROUGH_HELP, commands=("cloak", "bench"))
     classifier: str = setting(defaults.CLASSIFIER, "surrogate classifier(s) attacked, comma-separated for an ensemble "
                                                    "whose loss is averaged", group="models", note="pretrained, offline",
