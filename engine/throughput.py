@@ -80,11 +80,11 @@ def _prepare(backend: str, precision: str, batch: int, settings: BenchSettings, 
     resolve_backend(backend, device, through, precision, bool(config.stop_after))
 
     def make_runner(height: int, width: int, max_batch: int = batch):
-        graph = Path(onnx_path) if work is None else Path(work.graphs.get((height, width), ""))
         context = RunnerContext(config=config, device=device, precision=precision, height=height, width=width,
                                 threads=settings.threads, max_batch=max_batch, channels_last=device.type == "cuda",
                                 classifier=classifier, through=through)
-        if exported:
+        if exported:  # the graph the parent exported for this view size
+            graph = Path(onnx_path) if work is None else Path(work.graphs[height, width])
             context.step_graph = lambda height, width: graph
         runner = create_runner(backend, context)
         runner.activate()
