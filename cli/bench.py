@@ -25,10 +25,10 @@ FACE_SAMPLE = "samples/astronaut.jpg"  # --workload faces' default --photos
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "bench", help="measure cloaking throughput and memory per backend",
-        description="Cloak random 224x224 images with each backend and batch size, each measurement in its own "
-                    "process; report images/s, peak memory, the ratio to eager fp32 torch of the same run, and the "
-                    "fraction of the device's measured matmul rate reached (FLOPs per image from "
-                    "torch.utils.flop_counter).")
+        description="Cloak random 224x224 images (or --photos, one at a time) with each backend and batch size "
+                    "(and each --variant), each measurement in its own process; report images/s, peak memory, the "
+                    "ratio to eager fp32 torch of the same run, and the fraction of the device's measured matmul "
+                    "rate reached (FLOPs per image from torch.utils.flop_counter).")
     parser.add_argument("--backends", default="torch,torch-per-image,onnxruntime",
                         help=f"comma-separated, the names of --backend: {', '.join(backend_names())} (default "
                              "torch,torch-per-image,onnxruntime); each is measured at every --precision it offers, "
@@ -62,9 +62,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--cache-dir", metavar="DIR", default=None, help="step-graph cache (default ~/.cache/comcloak)")
     faces = parser.add_argument_group("faces", "--workload faces: the face cloak's loop (issue 25), per face")
     faces.add_argument("--workload", choices=("classifier", "faces"), default="classifier",
-                       help="classifier: the classifier cloak on random images (default); faces: the face cloak's "
-                            "whole loop on each face of --photos, torch and onnxruntime (seconds per face, faces/s, "
-                            "the ratio to torch, peak RSS, and how many 8-bit pixels of the composed cloaks differ)")
+                       help="classifier: the classifier cloak on random images, or on --photos (default); faces: "
+                            "the face cloak's whole loop on each face of --photos, torch and onnxruntime (seconds "
+                            "per face, faces/s, the ratio to torch, peak RSS, and how many 8-bit pixels of the "
+                            "composed cloaks differ)")
     faces.add_argument("--photos", default=None,
                        help="comma-separated photos or folders (searched recursively). classifier: attack their "
                             "working views (shorter side --size, aspect kept), one photo at a time, goals their "
