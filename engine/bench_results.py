@@ -239,7 +239,7 @@ def _header(payload: dict, settings: dict) -> list[str]:
         f"{settings.get('threads') or 'default'}  ",
     ]
     if payload.get("photos"):
-        lines.append(f"Photos: {len(payload['photos'])}, attacked one at a time (their working views differ in "
+        lines.append(f"Photos: {len(payload['photos'])}, attacked one at a time (working views may differ in "
                      "size), goals their clean labels as comcloak cloak sets them; steps used: the mean per photo  ")
     for label, text in payload.get("variants", {}).items():
         lines.append(f"Variant {label}: {text}  ")
