@@ -64,7 +64,7 @@ class EotSettings:
     draws: int = setting(
         0, "random draws per step of the platform (downscale, codec stand-in) and the attacker's view (rescale, crop, "
            "flip, shift) the loss is averaged over; 0: none, the paper's attack",
-        kind="int", low=0, range_text="0 (off) or more", commands=("cloak", "eval"))
+        kind="int", low=0, range_text="0 (off) or more", commands=("cloak", "eval", "bench"))
     view_size: int = setting(224, "the attacker's view the draws resample to (S x S)", kind="int",
                              low=MIN_ATTACK_SIZE,
                              range_text=f"at least {MIN_ATTACK_SIZE} pixels (the attacker view's side)")
@@ -81,15 +81,15 @@ class EotSettings:
     bsr_rate: float = setting(
         0.0, "fraction of draws whose attacker view is cut into blocks, shuffled and each block turned by a multiple "
              "of 90 degrees (block shuffle and rotation, a transfer booster); 0: none", kind="real", low=0, high=1,
-        commands=("cloak", "eval"))
+        commands=("cloak", "eval", "bench"))
     bsr_blocks: int = setting(2, "the block shuffle's grid side n (n x n blocks; divides view_size)", kind="int",
-                              low=1, range_text="1 or more, dividing view_size", commands=("cloak", "eval"))
+                              low=1, range_text="1 or more, dividing view_size", commands=("cloak", "eval", "bench"))
     sia_rate: float = setting(
         0.0, "fraction of draws whose attacker view is cut into blocks, each flipped, half-turned or rolled at random "
              "(structure-invariant transforms, a transfer booster); 0: none", kind="real", low=0, high=1,
-        commands=("cloak", "eval"))
+        commands=("cloak", "eval", "bench"))
     sia_blocks: int = setting(3, "the structure-invariant transforms' grid side n (n x n blocks)", kind="int", low=1,
-                              commands=("cloak", "eval"))
+                              commands=("cloak", "eval", "bench"))
 
     @property
     def enabled(self) -> bool:
@@ -167,20 +167,20 @@ class AttackConfig:
     method: str = setting(help="the attack", kind="choice", choices=attack_method_names, keyword="attack",
                           commands=("cloak",), user_default=defaults.ATTACK)
     eps: float = setting(help="L-inf budget on the 0-255 scale", kind="real", low=0, low_open=True, high=1,
-                         range_text="in (0, 1] on the [0, 1] scale", commands=("cloak", "eval"),
+                         range_text="in (0, 1] on the [0, 1] scale", commands=("cloak", "eval", "bench"),
                          user_default=defaults.EPS, scale=PIXEL_SCALE, user_high=defaults.MAX_EPS)
     steps: int = setting(help="iterations of bim/mim", kind="int", low=1, commands=("cloak", "eval", "bench"),
                          user_default=defaults.STEPS, note="fgsm takes one", methods=iterative_methods)
     alpha: float = setting(help="step size, 0-255 scale", kind="real", low=0, low_open=True, high=1,
-                           range_text="in (0, 1] on the [0, 1] scale", commands=("cloak", "eval"),
+                           range_text="in (0, 1] on the [0, 1] scale", commands=("cloak", "eval", "bench"),
                            default_text="eps/steps", scale=PIXEL_SCALE, user_high=defaults.MAX_EPS,
                            methods=iterative_methods)
     momentum: float = setting(help="MIM momentum mu", kind="real", low=0, high=MAX_MOMENTUM,
                               commands=("cloak", "eval"), default_text="1", note="MIM only", methods=momentum_methods)
     targeted: bool = setting(False, "aim at a class: --target, or the paper's (clean + 500) mod 1000", kind="flag",
-                             commands=("cloak", "eval"))
+                             commands=("cloak", "eval", "bench"))
     target: int | None = setting(None, "target class index (implies --targeted)", kind="int", low=0,
-                                 range_text="a class index", commands=("cloak",))
+                                 range_text="a class index", commands=("cloak", "bench"))
     through: str = setting(defaults.THROUGH, THROUGH_HELP, commands=("cloak", "bench"))
     classifier: str = setting(defaults.CLASSIFIER, "surrogate classifier(s) attacked, comma-separated for an ensemble "
                                                    "whose loss is averaged", group="models", note="pretrained, offline",
@@ -199,7 +199,7 @@ class AttackConfig:
     strength: str | None = setting(None, "the preset these numbers came from")
     budget: str = setting(UNIFORM_BUDGET, "the per-pixel L-inf budget: uniform (eps everywhere) or texture (less on "
                                           "flat regions, more on texture, eps on average)", kind="choice",
-                          choices=BUDGETS, commands=("cloak", "eval"))
+                          choices=BUDGETS, commands=("cloak", "eval", "bench"))
     budget_floor: float = setting(0.25, "the texture budget's factor of eps on the flattest regions", kind="real",
                                   low=0, low_open=True, high=1)
     budget_ceiling: float = setting(2.0, "the texture budget's factor of eps on the busiest texture", kind="real",
@@ -210,10 +210,10 @@ class AttackConfig:
                                       kind="real", low=0, high=16)
     stop_after: int = setting(0, "stop attacking a photo once it is protected with --stop-margin on every draw and "
                                  "surrogate at this many consecutive steps; 0: never stop", kind="int", low=0,
-                              range_text="0 (off) or more steps", commands=("cloak", "eval"))
+                              range_text="0 (off) or more steps", commands=("cloak", "eval", "bench"))
     stop_margin: float = setting(1.0, "the logit margin (best other class over the clean one; the target over the "
                                       "best other when targeted) per-photo stopping asks of every draw and surrogate",
-                                 kind="real", low=0, high=100, commands=("cloak", "eval"))
+                                 kind="real", low=0, high=100, commands=("cloak", "eval", "bench"))
 
     def __post_init__(self) -> None:
         self.validate()

@@ -320,20 +320,24 @@ class Cloaker:
                         clean_labels=tuple(int(label) for label in clean_labels[row]), steps_used=int(steps[row]))
         return results  # type: ignore[return-value]
 
-    def _attack_views(self, views: torch.Tensor, begins: torch.Tensor | None = None,
-                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(perturbations, clean labels (N, M), goals (N, M), steps used (N,)): each surrogate is pushed away from its
-        own clean label of ``views``; a targeted attack aims every surrogate at one class (the given target, or the
-        first surrogate's paper target). ``begins``: where the attack starts (default ``views``); the perturbations
-        are relative to it."""
-        with torch.no_grad():
-            clean_labels = torch.stack([surrogate(views).argmax(1) for surrogate in self.surrogates], dim=1)
+    @torch.no_grad()
+    def attack_goals(self, views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(clean labels (N, M), goals (N, M)) of attack views (N, 3, H, W), M surrogates: each one's top-1, and what
+        the attack pushes it from (its clean label) or towards (a target). ``comcloak bench --photos`` reuses it.
+        Example: ``clean, goal = cloaker.attack_goals(cloaker.attack_view(to_tensor(photo[None], "cpu")))``."""
+        clean_labels = torch.stack([surrogate(views).argmax(1) for surrogate in self.surrogates], dim=1)
         if not self.config.targeted:
             goal = clean_labels
         elif self.config.target is not None:
             goal = torch.full_like(clean_labels, self.config.target)
         else:
             goal = paper_targets(clean_labels[:, :1], self.num_classes).expand_as(clean_labels).contiguous()
+        return clean_labels, goal
+
+    def _attack_views(self, views: torch.Tensor, begins: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """(perturbations, clean labels (N, M), goals (N, M) (:meth:`attack_goals`), steps used (N,)); ``begins``:
+        where the attack starts (default ``views``); the perturbations are relative to it."""
+        clean_labels, goal = self.attack_goals(views)
         begins = views if begins is None else begins
         runner, lock = self._runner(views.shape[-2], views.shape[-1])
         with lock:

@@ -26,10 +26,11 @@ import resource
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from comcloak.engine.backends.registry import BackendInfo, get_backend, register_backend
 from comcloak.engine.bench_results import BenchResult, BenchSettings
+from comcloak.engine.photo_bench import PhotoWork
 
 logger = logging.getLogger(__name__)
 
@@ -52,36 +53,49 @@ def peak_rss_megabytes() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux, bytes on macOS
 
 
-def _prepare(backend: str, precision: str, batch: int, settings: BenchSettings, onnx_path: str | None):
-    """In the worker process: build the runner from the registry, activate it and warm it up. Returns the active
-    runner and a function timing calls for ``settings.min_seconds`` (at least one) -> ``(calls, seconds)``."""
+def _prepare(backend: str, precision: str, batch: int, settings: BenchSettings, onnx_path: str | None,
+             work: PhotoWork | None = None):
+    """In the worker process: build the runner(s) from the registry, activate and warm them up. Returns the active
+    runners and a function timing calls for ``settings.min_seconds`` (at least one) -> ``(calls, seconds, mean steps
+    used or None)``: random images at ``batch``, or with ``work`` (``--photos``) every photo once per pass
+    (:func:`comcloak.engine.photo_bench.prepare_photos`; a call is then one photo)."""
     import torch
 
     from comcloak.attacks import make_through
     from comcloak.engine.backends import get_backend
     from comcloak.engine.backends.base import RunnerContext
     from comcloak.engine.backends.factory import create_runner, resolve_backend
+    from comcloak.engine.photo_bench import prepare_photos
     from comcloak.models import freeze
 
     if settings.threads:
         torch.set_num_threads(settings.threads)
     device = torch.device(settings.device)
     config = settings.config
+    exported = get_backend(backend).exported
+    # The exported backends run the graph the parent exported: no torch modules in their process.
+    classifier = None if exported else freeze(bench_classifier(settings).to(device))
+    through = None if exported else freeze(make_through(config.through, config.seed).to(device))
+    # The registry's reason, if it cannot run here (or cannot stop photos early when asked to)
+    resolve_backend(backend, device, through, precision, bool(config.stop_after))
+
+    def make_runner(height: int, width: int, max_batch: int = batch):
+        context = RunnerContext(config=config, device=device, precision=precision, height=height, width=width,
+                                threads=settings.threads, max_batch=max_batch, channels_last=device.type == "cuda",
+                                classifier=classifier, through=through)
+        if exported:  # the graph the parent exported for this view size
+            graph = Path(onnx_path) if work is None else Path(work.graphs[height, width])
+            context.step_graph = lambda height, width: graph
+        runner = create_runner(backend, context)
+        runner.activate()
+        return runner
+
+    if work is not None:
+        return prepare_photos(backend, work, settings, lambda height, width: make_runner(height, width, 1))
     generator = torch.Generator().manual_seed(settings.seed)
     x0 = torch.rand(batch, 3, settings.size, settings.size, generator=generator).to(device)
     goal = torch.randint(1000, (batch,), generator=generator).to(device)
-    context = RunnerContext(config=config, device=device, precision=precision, height=settings.size,
-                            width=settings.size, threads=settings.threads, max_batch=batch,
-                            channels_last=device.type == "cuda")
-    if get_backend(backend).exported:  # the graph the parent exported; no torch modules in this process
-        context.step_graph = lambda height, width: Path(onnx_path)
-    else:
-        context.classifier = freeze(bench_classifier(settings).to(device))
-        context.through = freeze(make_through(config.through, config.seed).to(device))
-    # The registry's reason, if it cannot run here (or cannot stop photos early when asked to)
-    resolve_backend(backend, device, context.through, precision, bool(config.stop_after))
-    runner = create_runner(backend, context)
-    runner.activate()
+    runner = make_runner(settings.size, settings.size)
     try:
         runner.infer(x0, goal)  # warm-up: lazy allocation, graph capture, kernel selection
         if device.type == "cuda":
@@ -90,7 +104,7 @@ def _prepare(backend: str, precision: str, batch: int, settings: BenchSettings, 
         runner.deactivate()
         raise
 
-    def timed() -> tuple[int, float]:
+    def timed() -> tuple[int, float, None]:
         calls, began = 0, time.perf_counter()
         while True:
             runner.infer(x0, goal)
@@ -99,9 +113,9 @@ def _prepare(backend: str, precision: str, batch: int, settings: BenchSettings, 
             calls += 1
             elapsed = time.perf_counter() - began
             if elapsed >= settings.min_seconds:
-                return calls, elapsed
+                return calls, elapsed, None
 
-    return runner, timed
+    return [runner], timed
 
 
 def _peak_memory(device: str) -> tuple[float, float | None]:
@@ -189,12 +203,12 @@ def measure_matmul_rate(device: str = "cpu", seconds: float = 2.0) -> tuple[floa
 
 
 def _worker(connection: Any, info: BackendInfo, precision: str, batch: int, settings: BenchSettings,
-            onnx: str | None) -> None:
-    """The worker process: prepare the runner once, then answer ``"time"`` with ``(calls, seconds)`` and ``"stop"``
-    with the peak memory; any failure is sent to the parent as one line and ends the worker."""
+            onnx: str | None, work: PhotoWork | None = None) -> None:
+    """The worker process: prepare the runner(s) once, then answer ``"time"`` with ``(calls, seconds, steps)`` and
+    ``"stop"`` with the peak memory; any failure is sent to the parent as one line and ends the worker."""
     register_backend(info)  # the parent's entry: a backend registered at run time is known here too
     try:
-        runner, timed = _prepare(info.name, precision, batch, settings, onnx)
+        runners, timed = _prepare(info.name, precision, batch, settings, onnx, work)
     except Exception as exc:  # reported to the parent as one line; the bench goes on with the next measurement
         connection.send(("error", f"{type(exc).__name__}: {exc}"))
         return
@@ -206,7 +220,8 @@ def _worker(connection: Any, info: BackendInfo, precision: str, batch: int, sett
     except Exception as exc:
         connection.send(("error", f"{type(exc).__name__}: {exc}"))
     finally:
-        runner.deactivate()
+        for runner in runners:
+            runner.deactivate()
 
 
 class SpawnedWorker:
@@ -251,77 +266,106 @@ class BenchWorker(SpawnedWorker):
     """
 
     def __init__(self, backend: str, precision: str, batch: int, settings: BenchSettings,
-                 onnx_path: str | None) -> None:
+                 onnx_path: str | None, work: PhotoWork | None = None) -> None:
         info = get_backend(backend)  # an unknown name fails here, before a process is spawned
         self.backend, self.precision, self.batch = backend, precision, batch
-        self.device = settings.device
-        super().__init__(_worker, (info, precision, batch, settings, onnx_path),
-                         f"{backend} {precision} at batch {batch}")
+        self.device, self.variant = settings.device, settings.variant
+        variant = f"{settings.variant}: " if settings.variant else ""
+        super().__init__(_worker, (info, precision, batch, settings, onnx_path, work),
+                         f"{variant}{backend} {precision} at batch {batch}")
         self._ask(None)
 
-    def time(self) -> tuple[int, float]:
-        """Time calls for the settings' ``min_seconds`` (at least one): ``(calls, seconds)``."""
+    def time(self) -> tuple[int, float, float | None]:
+        """Time calls for the settings' ``min_seconds`` (at least one): ``(calls, seconds, mean steps used)`` (the
+        steps with ``--photos`` only, else None; a call is then one photo)."""
         return self._ask("time")
 
     def close(self) -> tuple[float, float | None]:
         """Stop the worker: its peak resident memory and peak GPU memory (None on a CPU), in MB."""
         return super().close()
 
-    def result(self, calls: int, seconds: float, memory: tuple[float, float | None], round_index: int = 0,
-               ) -> BenchResult:
+    def result(self, timing: tuple[int, float, float | None], memory: tuple[float, float | None],
+               round_index: int = 0) -> BenchResult:
+        """The :class:`BenchResult` of one :meth:`time` ``(calls, seconds, steps)`` and the :meth:`close` memory."""
+        calls, seconds, steps = timing
         name = "onnxruntime-cuda" if self.backend == "onnxruntime" and self.device.startswith("cuda") else self.backend
         return BenchResult(name, self.precision, self.batch, self.batch * calls / seconds, memory[0], seconds, calls,
-                           memory[1], round_index)
+                           memory[1], round_index, self.variant, steps)
+
+
+class Job(NamedTuple):
+    """One measurement: a backend at a precision and batch, on the attack of ``settings`` (a ``--variant``); the
+    exported backends' step graph (``onnx_path``, or per view size in ``work``); ``work``: ``--photos``."""
+
+    backend: str
+    precision: str
+    batch: int
+    settings: BenchSettings
+    onnx_path: str | None = None
+    work: PhotoWork | None = None
 
 
 def measure_in_subprocess(backend: str, precision: str, batch: int, settings: BenchSettings,
-                          onnx_path: str | None) -> BenchResult:
+                          onnx_path: str | None, work: PhotoWork | None = None) -> BenchResult:
     """One measurement in a fresh process; raises RuntimeError with the child's error."""
-    worker = BenchWorker(backend, precision, batch, settings, onnx_path)
-    calls, seconds = worker.time()
-    return worker.result(calls, seconds, worker.close())
+    worker = BenchWorker(backend, precision, batch, settings, onnx_path, work)
+    timing = worker.time()
+    return worker.result(timing, worker.close())
+
+
+def _line(worker: BenchWorker, timing: tuple[int, float, float | None], tag: str = "") -> str:
+    calls, seconds, steps = timing
+    variant = f"{worker.variant}: " if worker.variant else ""
+    per_photo = f", {seconds / calls:.3f} s/photo, {steps:.1f} steps used" if steps is not None else ""
+    return (f"{variant}{worker.backend:16s} {worker.precision} batch {worker.batch:4d}: "
+            f"{worker.batch * calls / seconds:8.3f} images/s ({calls} {'calls' if steps is None else 'photos'}, "
+            f"{seconds:.1f} s{per_photo}){tag}")
 
 
 def measure_rounds(measurements: list[tuple[str, str]], batch: int, settings: BenchSettings, onnx_path: str | None,
                    rounds: int = 1, report: Callable[[str], None] = logger.info) -> list[BenchResult]:
-    """Every (backend, precision) at ``batch``, ``rounds`` times, interleaved: one worker each, prepared once, then
-    in every round each times its calls in turn, so that a drift of the machine's speed hits all alike and each
-    round's ratios compare like with like. A measurement that fails is reported and dropped; the rest go on.
+    """Every (backend, precision) at ``batch``, ``rounds`` times, interleaved (:func:`measure_jobs`)."""
+    return measure_jobs([Job(backend, precision, batch, settings, onnx_path) for backend, precision in measurements],
+                        rounds, report)
+
+
+def measure_jobs(jobs: list[Job], rounds: int = 1, report: Callable[[str], None] = logger.info) -> list[BenchResult]:
+    """Every job (a variant x backend x precision x batch), ``rounds`` times, interleaved: one worker each, prepared
+    once, then in every round each times its calls in turn, so that a drift of the machine's speed hits all alike
+    and each round's ratios compare like with like. A measurement that fails is reported and dropped; the rest go on.
 
     With one round there is nothing to pair: each worker is prepared, timed and closed before the next starts, so
     only one holds the device's memory at a time (large GPU batches would not fit side by side)."""
     if rounds == 1:
         results = []
-        for backend, precision in measurements:
+        for job in jobs:
             try:
-                results.append(measure_in_subprocess(backend, precision, batch, settings, onnx_path))
+                worker = BenchWorker(*job)
+                timing = worker.time()
+                results.append(worker.result(timing, worker.close()))
             except RuntimeError as error:
                 report(f"skipped: {error}")
                 continue
-            result = results[-1]
-            report(f"{backend:16s} {precision} batch {batch:4d}: {result.images_per_s:8.3f} images/s "
-                   f"({result.calls} calls, {result.seconds:.1f} s)")
+            report(_line(worker, timing))
         return results
     workers: list[BenchWorker] = []
-    for backend, precision in measurements:
+    for job in jobs:
         try:
-            workers.append(BenchWorker(backend, precision, batch, settings, onnx_path))
+            workers.append(BenchWorker(*job))
         except RuntimeError as error:
             report(f"skipped: {error}")
-    timings: dict[int, list[tuple[int, int, float]]] = {id(worker): [] for worker in workers}
+    timings: dict[int, list[tuple[int, tuple[int, float, float | None]]]] = {id(worker): [] for worker in workers}
     try:
         for round_index in range(rounds):
             for worker in list(workers):
                 try:
-                    calls, seconds = worker.time()
+                    timing = worker.time()
                 except RuntimeError as error:
                     report(f"skipped: {error}")
                     workers.remove(worker)
                     continue
-                timings[id(worker)].append((round_index, calls, seconds))
-                tag = f" (round {round_index + 1}/{rounds})" if rounds > 1 else ""
-                report(f"{worker.backend:16s} {worker.precision} batch {batch:4d}: {batch * calls / seconds:8.3f} "
-                       f"images/s ({calls} calls, {seconds:.1f} s){tag}")
+                timings[id(worker)].append((round_index, timing))
+                report(_line(worker, timing, f" (round {round_index + 1}/{rounds})"))
     finally:
         memory = {}
         for worker in workers:
@@ -329,13 +373,15 @@ def measure_rounds(measurements: list[tuple[str, str]], batch: int, settings: Be
                 memory[id(worker)] = worker.close()
             except RuntimeError as error:
                 report(f"skipped: {error}")
-    return [worker.result(calls, seconds, memory[id(worker)], round_index)
+    return [worker.result(timing, memory[id(worker)], round_index)
             for worker in workers if id(worker) in memory
-            for round_index, calls, seconds in timings[id(worker)]]
+            for round_index, timing in timings[id(worker)]]
 
 
-def export_for_bench(settings: BenchSettings, cache_dir: str | os.PathLike | None) -> Path:
-    """The step graph the exported backends run (exported once, cached like the Cloaker's)."""
+def export_for_bench(settings: BenchSettings, cache_dir: str | os.PathLike | None, height: int | None = None,
+                     width: int | None = None) -> Path:
+    """The step graph the exported backends run (exported once, cached like the Cloaker's), for ``height`` x
+    ``width`` views (default ``settings.size`` square)."""
     from comcloak.attacks import make_through
     from comcloak.engine.backends import StepGraphCache
     from comcloak.export.step_io import StepSpec
@@ -347,4 +393,4 @@ def export_for_bench(settings: BenchSettings, cache_dir: str | os.PathLike | Non
     graphs = StepGraphCache(classifier, through, cache_dir,
                             metadata={"classifier": config.classifier, "through": config.through},
                             spec=StepSpec.from_config(config))
-    return graphs.path_for(settings.size, settings.size)
+    return graphs.path_for(height or settings.size, width or settings.size)
