@@ -55,8 +55,9 @@ PRESETS: dict[str, Preset] = {preset.name: preset for preset in (
     Preset("fast", "one draw per step, one surrogate", eps=5, steps=10, draws=1, attack_size=256,
            classifier="efficientnet_lite0", loss="margin",
            measured="Lite0 80-89%, unseen Lite1/Lite2 61-74% protected after 8 platforms, 37.9 dB"),
-    Preset("balanced", "the default: two draws per step, two surrogates", eps=5, steps=20, draws=2, attack_size=288,
-           classifier=ENSEMBLE, loss="margin",
+    Preset("balanced", "the default: two draws per step, two surrogates, a texture budget, each photo stopped once "
+           "safe", eps=5, steps=30, draws=2, attack_size=288, classifier=ENSEMBLE, loss="margin", alpha=0.25,
+           budget="texture", stop_after=3, stop_margin=5.0,
            measured="surrogates 89-95%, unseen Lite1/Lite2 80-89% protected after 8 platforms, 37.8 dB, "
                     "5 s/photo on a 2-core CPU"),
     Preset("strong", "more budget, draws and steps", eps=8, steps=30, draws=3, attack_size=320, classifier=ENSEMBLE,
@@ -97,3 +98,15 @@ def preset_config(strength: str = DEFAULT_STRENGTH, **given: Any) -> AttackConfi
             values["alpha"] = preset.alpha
     values.update(settings)
     return AttackConfig.from_user(eot=eot, strength=strength, **values)
+
+
+def preset_stop_after(strength: str | None) -> int:
+    """The per-photo stopping a strength sets on its own (0 for none or an unknown name): what a configuration's
+    ``stop_after`` is when the user did not ask for one.
+
+    Example:
+        >>> preset_stop_after("balanced"), preset_stop_after(None)
+        (3, 0)
+    """
+    preset = PRESETS.get(strength or "")
+    return preset.stop_after if preset is not None else 0

@@ -22,7 +22,7 @@ from comcloak.attacks.faces.settings import FaceCloakConfig
 from comcloak.codecs.tensors import to_tensor
 from comcloak.engine.backends import BackendUnavailableError, backend_choices, get_backend
 from comcloak.engine.backends.base import AttackRunner, RunnerContext
-from comcloak.engine.backends.factory import StepGraphCache, create_runner, resolve_backend
+from comcloak.engine.backends.factory import StepGraphCache, create_runner, resolve_backend_for
 from comcloak.engine.cloaker_settings import CloakerConfigError, describe_cloaker, resolve_config, resolve_protection
 from comcloak.engine.protection import PROTECTION_KEYWORDS, Protection, protection_settings
 from comcloak.errors import UserError
@@ -181,7 +181,8 @@ class Cloaker:
             raise CloakerConfigError(
                 f"target must be a class index in 0..{self.num_classes - 1}, got {config.target}")
         try:
-            self.backend = resolve_backend(backend, self.device, self.through, precision, bool(config.stop_after))
+            self.backend, config = resolve_backend_for(config, backend, self.device, self.through, precision)
+            self.config = config
         except BackendUnavailableError as error:
             raise CloakerConfigError(str(error)) from None
         self.threads = threads

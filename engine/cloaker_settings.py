@@ -11,7 +11,7 @@ from torch import nn
 from comcloak.attacks import AttackConfig, AttackConfigError
 from comcloak.attacks.config import declared_settings, unknown_keywords_error
 from comcloak.attacks.faces.settings import FaceCloakConfig
-from comcloak.attacks.presets import DEFAULT_STRENGTH, preset_config
+from comcloak.attacks.presets import DEFAULT_STRENGTH, preset_config, preset_stop_after
 from comcloak.engine.protection import PROTECTION_KEYWORDS, Protection
 from comcloak.errors import UserError
 
@@ -68,6 +68,7 @@ def resolve_config(config: AttackConfig | None, settings: dict[str, Any], protec
     if config is not None and given:
         raise CloakerConfigError(f"give either config or the attack keyword arguments, not both (got config and "
                                  f"{', '.join(given)})")
+    config_given = config
     if config is None:
         if given.get("classifier_weights") is not None and "classifier" in modules:
             raise CloakerConfigError("classifier_weights applies to a classifier given by name, not to a module")
@@ -77,7 +78,10 @@ def resolve_config(config: AttackConfig | None, settings: dict[str, Any], protec
             config = preset_config(strength, **{declared[name].name: value for name, value in given.items()})
         except AttackConfigError as error:
             raise CloakerConfigError(str(error)) from None
-    if config.stop_after and protection is not None and not protection.objects:
+    # The face cloak never stops photos early: a stop_after the user asked for is refused, the preset's own is moot.
+    asked_stop = ("stop_after" in {declared[name].name for name in given} if config_given is None
+                  else config.stop_after != preset_stop_after(config.strength))
+    if config.stop_after and asked_stop and protection is not None and not protection.objects:
         raise CloakerConfigError(f"stop_after applies to the objects cloak, and protect={protection.protect!r} has "
                                  "none (the face cloak does not stop photos early)")
     return config, modules.get("classifier"), modules.get("through")

@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from comcloak.attacks import AttackConfig
+from comcloak.attacks.presets import preset_stop_after
 from comcloak.export.gradient import traceable_through
 from comcloak.export.onnx_export import OPSET, OnnxFromTorch, model_fingerprint
 from comcloak.export.step_io import StepSpec
@@ -56,10 +58,10 @@ def unavailable_reason(
     """Why the registered backend ``name`` cannot run here (``stopping``: with per-photo stopping on), or None when
     it can."""
     info = get_backend(name)
+    if device.type not in info.devices:  # the more basic reason first
+        return f"it needs a {' or '.join(kind.upper() for kind in info.devices)} device, and the device is {device}"
     if stopping and not info.runner_class().stops_early:
         return "it cannot stop photos early (stop_after): its whole loop is one captured graph"
-    if device.type not in info.devices:
-        return f"it needs a {' or '.join(kind.upper() for kind in info.devices)} device, and the device is {device}"
     if precision not in info.precisions:
         offering = [other.name for other in registered() if precision in other.precisions]
         return f"precision {precision} applies to the {', '.join(offering)} backends"
@@ -92,6 +94,27 @@ def resolve_backend(
         return name
     found = available_backends(device, through, precision, stopping)
     raise BackendUnavailableError(f"backend {name!r} cannot run here: {reason}; available: {', '.join(found)}")
+
+
+def resolve_backend_for(
+    config: AttackConfig, name: str, device: torch.device, through: nn.Module | None = None, precision: str = "fp32"
+) -> tuple[str, AttackConfig]:
+    """:func:`resolve_backend` for ``config``, and the configuration that backend runs: a backend named by the user
+    that cannot stop photos early (a captured loop) runs a preset's own per-photo stopping as every step, logged,
+    rather than being refused; a ``stop_after`` the user asked for (other than the preset's) is still refused.
+
+    Example:
+        >>> resolve_backend_for(preset_config("balanced"), "torch", torch.device("cpu"))[1].stop_after  # it stops
+        3
+    """
+    stopping = bool(config.stop_after)
+    if (stopping and name != AUTO and config.stop_after == preset_stop_after(config.strength)
+            and unavailable_reason(name, device, through, precision, stopping=True) is not None
+            and unavailable_reason(name, device, through, precision) is None):
+        logger.info("backend %s cannot stop photos early: the %s preset's stopping is off, every photo takes every "
+                    "step", name, config.strength)
+        return name, replace(config, stop_after=0)
+    return resolve_backend(name, device, through, precision, stopping), config
 
 
 class StepGraphCache:
