@@ -39,7 +39,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
     parser.add_argument("--flags", action="append",
-                        help=f"comcloak cloak options in one string, repeatable (default {DEFAULT_FLAGS!r})")
+                        help=f"comcloak cloak options in one string, repeatable, optionally after a panel label and "
+                             f"': ' ('before: --strength balanced --budget uniform') (default {DEFAULT_FLAGS!r})")
     parser.add_argument("--photo", type=Path, default=None, help="default: the bundled rocket.jpg")
     parser.add_argument("--side", type=int, default=128, help="side of the square, full-resolution pixels")
     parser.add_argument("--zoom", type=int, default=2)
@@ -50,13 +51,14 @@ def main() -> None:
     box = (slice(top, top + args.side), slice(left, left + args.side))
     print(f"{photo_path.name}: flattest {args.side}x{args.side} box at top {top}, left {left}")
     panels = [("original", original[box])]
-    for flags in args.flags or [DEFAULT_FLAGS]:
+    for given in args.flags or [DEFAULT_FLAGS]:
+        label, _, flags = given.rpartition(": ")
         cloak = cloak_with(photo_path, flags)
         change = cloak[box].astype(np.float64) - original[box]
         rms = float(np.sqrt(np.mean(change**2)))
         print(f"{flags}: box RMS {rms:.2f}/255, max {np.abs(change).max():.0f}; whole photo PSNR "
               f"{psnr(original, cloak):.2f} dB")
-        panels.append((f"{flags} (box RMS {rms:.2f})", cloak[box]))
+        panels.append((f"{label or flags} (box RMS {rms:.2f})", cloak[box]))
     print(f"wrote {write_zoom_strip(panels, args.out, args.zoom)}")
 
 
