@@ -127,3 +127,25 @@ def test_a_faces_only_cloaker_refuses_stopping() -> None:
 
     with pytest.raises(CloakerConfigError, match="stop_after applies to the objects cloak, and protect='faces'"):
         Cloaker(protect="faces", stop_after=2, device="cpu")
+
+
+def test_a_presets_own_stopping_is_moot_where_it_cannot_apply() -> None:
+    """The ``clean`` preset stops photos early by itself: a faces-only Cloaker and a user-named backend that cannot
+    stop take it without refusing (the user did not ask for stopping); a stop the user asks for is still refused."""
+    import torch
+
+    from comcloak.attacks.presets import preset_config
+    from comcloak.engine.backends.factory import resolve_backend_for
+    from comcloak.engine.cloaker import Cloaker
+    from comcloak.engine.cloaker_settings import CloakerConfigError
+
+    Cloaker(protect="faces", strength="clean", device="cpu")
+    Cloaker(protect="faces", config=preset_config("clean"), device="cpu")
+    with pytest.raises(CloakerConfigError, match="stop_after applies"):
+        Cloaker(protect="faces", config=preset_config("clean", stop_after=2), device="cpu")
+    cpu = torch.device("cpu")
+    assert resolve_backend_for(preset_config("clean"), "torch", cpu) == ("torch", preset_config("clean"))
+    assert resolve_backend_for(preset_config("clean"), "auto", cpu)[1].stop_after == 3  # auto picks one that stops
+    # torch-cudagraph on a CPU: the device is the reason, stopping or not.
+    with pytest.raises(Exception, match="needs a CUDA"):
+        resolve_backend_for(preset_config("clean"), "torch-cudagraph", cpu)

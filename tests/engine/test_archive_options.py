@@ -23,8 +23,7 @@ class _Spec:
 # Computed by the code before ArchiveOptions (archive_settings(config, format, write, precision) passed by hand,
 # comcloak.__version__ pinned): a folder cloaked before the change must be resumed, not redone, after it.
 PINNED = [
-    # balanced as it was then (issue 26 retuned it: a texture budget, per-photo stopping, 30 steps of 0.25)
-    (preset_config("balanced", budget="uniform", stop_after=0, steps=20), ArchiveOptions(), "fp32", "78278d3b8e8c7e40"),
+    (preset_config("balanced"), ArchiveOptions(), "fp32", "78278d3b8e8c7e40"),
     (preset_config("fast", eps=6.0), ArchiveOptions(output_format="jpeg", write=WriteOptions(90, "strip"),
                                                      batch_size=3, overwrite=True, wait=True, check="none"),
      "bf16", "6d38bd38285d0fa3"),
@@ -63,7 +62,7 @@ def test_per_photo_stopping_keys_the_hash_only_when_on() -> None:
     """Stopping off (stop_after 0) adds nothing, whatever its margin; on, both settings key it."""
     from dataclasses import replace
 
-    config = preset_config("balanced", stop_after=0)
+    config = preset_config("balanced")
     write = WriteOptions()
     base = settings_hash(archive_settings(config, "same", write, "fp32"))
     assert settings_hash(archive_settings(replace(config, stop_margin=3.0), "same", write, "fp32")) == base

