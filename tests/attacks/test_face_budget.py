@@ -10,7 +10,6 @@ import torch
 from comcloak.attacks import attack_config, run_attack
 from comcloak.attacks.faces import FACE_PRESETS, FaceModels, FaceSettings, cloak_faces, face_config
 from comcloak.attacks.faces.budget import blur, smooth_gradient, texture_map
-from comcloak.models import create_model
 from comcloak.models.faces import FaceDetection
 
 TINY = dict(steps=3, draws=1, through="none", detector="tiny_yunet", recogniser="tiny_sface", min_psnr=0.0)
@@ -31,12 +30,6 @@ def test_the_texture_map_is_bounded_and_smaller_on_smooth_regions() -> None:
     assert factors.min() >= 0.3 and factors.max() <= 1.0
     assert torch.all(factors[..., :, :28] == 0.3) and factors[..., :, 36:].mean() > 0.8
     assert texture_map(view, FaceSettings()) is None  # floor 1: a flat budget, the loop's scalar eps
-
-
-@pytest.fixture(scope="module")
-def classifier() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return create_model("tiny_classifier").eval().requires_grad_(False)
 
 
 def test_run_attack_bounds_and_steps_each_pixel_by_the_eps_map(classifier: torch.nn.Module) -> None:

@@ -22,15 +22,6 @@ def loop_loss_and_gradient(classifier, through, x, labels):
 
 
 @pytest.fixture(scope="module")
-def classifier() -> torch.nn.Module:
-    torch.manual_seed(0)
-    model = create_model("tiny_classifier").eval()
-    for parameter in model.parameters():
-        parameter.requires_grad_(False)
-    return model
-
-
-@pytest.fixture(scope="module")
 def images() -> torch.Tensor:
     generator = torch.Generator().manual_seed(1)
     smooth = F.interpolate(torch.rand(4, 3, 8, 8, generator=generator), size=(48, 48), mode="bilinear")

@@ -13,18 +13,8 @@ from comcloak.attacks import AttackConfigError, attack_config, run_attack
 from comcloak.attacks.config import EotSettings
 from comcloak.attacks.loop import run_attack_result
 from comcloak.attacks.stopping import StopTracker, goal_margins, image_margins
-from comcloak.models import create_model
 
 EOT = EotSettings(draws=2, view_size=32)
-
-
-@pytest.fixture(scope="module")
-def classifier() -> torch.nn.Module:
-    torch.manual_seed(0)
-    model = create_model("tiny_classifier").eval()
-    for parameter in model.parameters():
-        parameter.requires_grad_(False)
-    return model
 
 
 @pytest.fixture(scope="module")
