@@ -324,7 +324,7 @@ def _run_platform(plan: EvalPlan) -> int:
         "eps": args.eps, "steps": max(a.steps for a in attacks), "targeted": False, "n_photos": result.n_photos,
         "results": [row.as_dict() for row in result.rows], "quality": quality,
         "quality_by_attack": result.quality_by_kind(), "quality_per_photo": result.quality_per_photo(plan.names),
-        "failed_photos": plan.failed, "seconds": seconds,
+        "unprotected": result.unprotected_per_photo(plan.names), "failed_photos": plan.failed, "seconds": seconds,
     }
     write_outputs(args, payload, platform_markdown)
     print(f"{result.n_photos} photos, {seconds:.0f} s")

@@ -47,6 +47,15 @@ class PlatformRow:
 class PlatformResult(FullResolutionQuality):
     n_photos: int = 0
     rows: list[PlatformRow] = field(default_factory=list)
+    # (attack, stand-in, profile, view, classifier, photo index) of every cloak whose top-1 stayed the clean one
+    unprotected: list[tuple[str, str, str, str, str, int]] = field(default_factory=list)
+
+    def unprotected_per_photo(self, names: Sequence[str] | None = None) -> list[dict]:
+        """Each (cloak, profile, view, classifier) that kept the clean top-1, with the photo's index and, given the
+        photos' ``names``, its ``name``: which photos a preset leaves exposed, for comparing runs photo by photo."""
+        fields_ = ("attack", "through", "profile", "view", "classifier")
+        return [{**dict(zip(fields_, key)), "photo": index, **({"name": names[index]} if names is not None else {})}
+                for *key, index in self.unprotected]
 
 
 def row_role(judge_role: str, name: str, config: AttackConfig) -> str:
@@ -94,6 +103,8 @@ def run_platform_protocol(judges: dict[str, tuple[nn.Module, str]], run: CloakRu
                     roles[key] = row_role(judges[name][1], name, config)
                     tally = counts.setdefault(key, [0, 0])
                     tally[0] += int(top[0] != label)
+                    if top[0] == label:
+                        result.unprotected.append((*key, index))
                     tally[1] += int(label not in top)
     result.rows = [PlatformRow(*key, roles[key], protected, hidden, len(photos))
                    for key, (protected, hidden) in counts.items()]

@@ -274,6 +274,12 @@ def test_eval_platform_protocol(tmp_path: Path, photo_dir: Path, capsys) -> None
     assert all({"psnr", "ssim", "linf", "flat_rms"} <= set(p) and p["linf"] <= 5 for p in per_photo)
     assert payload["quality_by_attack"]["fgsm through none"]["flat_rms_mean"] == pytest.approx(
         np.mean([p["flat_rms"] for p in per_photo]))
+    exposed = payload["unprotected"]  # each cloak that kept the clean top-1: what protect@1 counts, photo by photo
+    for row in rows:
+        kept = [e for e in exposed if (e["profile"], e["view"], e["classifier"]) == (row["profile"], row["view"],
+                                                                                       row["classifier"])]
+        assert len(kept) == round(row["n"] * (1 - row["protect_at_1"]))
+        assert all(e["name"] == ["cat.jpg", "sub/coffee.png"][e["photo"]] for e in kept)
     text = report.read_text()
     assert "| `tiny_classifier` | surrogate |" in text and "### Quality per preset" in text
     assert "| cloaks | PSNR mean (dB) | PSNR 5th pct. (dB) | SSIM mean | flat-quarter RMS | max L∞ |" in text
