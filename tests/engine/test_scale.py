@@ -22,9 +22,7 @@ from comcloak.engine.manifest import MANIFEST_NAME, Manifest, file_sha256
 ray = pytest.importorskip("ray")
 pytest.importorskip("ray.data")
 
-# No stand-in: Ray's runner is under test, not the attack. "-q" stays last (one test drops it).
-TINY = ["--classifier", "tiny_classifier", "--steps", "2", "--attack-size", "48", "--check", "none",
-        "--through", "none", "-q"]
+TINY = ["--classifier", "tiny_classifier", "--steps", "2", "--attack-size", "48", "--check", "none", "-q"]
 PHOTOS = 50
 
 
