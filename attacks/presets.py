@@ -114,3 +114,17 @@ def preset_stop_after(strength: str | None) -> int:
     """
     preset = PRESETS.get(strength or "")
     return preset.stop_after if preset is not None else 0
+
+
+def stopping_asked(config: AttackConfig) -> bool:
+    """Whether ``config``'s per-photo stopping is one the user asked for rather than its preset's own (a
+    ``stop_after`` other than :func:`preset_stop_after` of its strength): a backend that cannot stop refuses the
+    former and runs the latter as every step; the face cloak refuses the former and ignores the latter.
+
+    Example:
+        >>> stopping_asked(preset_config("clean")), stopping_asked(preset_config("clean", stop_after=2))
+        (False, True)
+        >>> stopping_asked(preset_config("balanced")), stopping_asked(preset_config("balanced", stop_after=3))
+        (False, True)
+    """
+    return config.stop_after != preset_stop_after(config.strength)

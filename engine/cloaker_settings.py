@@ -11,7 +11,7 @@ from torch import nn
 from comcloak.attacks import AttackConfig, AttackConfigError
 from comcloak.attacks.config import declared_settings, unknown_keywords_error
 from comcloak.attacks.faces.settings import FaceCloakConfig
-from comcloak.attacks.presets import DEFAULT_STRENGTH, preset_config, preset_stop_after
+from comcloak.attacks.presets import DEFAULT_STRENGTH, preset_config, stopping_asked
 from comcloak.engine.protection import PROTECTION_KEYWORDS, Protection
 from comcloak.errors import UserError
 
@@ -80,7 +80,7 @@ def resolve_config(config: AttackConfig | None, settings: dict[str, Any], protec
             raise CloakerConfigError(str(error)) from None
     # The face cloak never stops photos early: a stop_after the user asked for is refused, the preset's own is moot.
     asked_stop = ("stop_after" in {declared[name].name for name in given} if config_given is None
-                  else config.stop_after != preset_stop_after(config.strength))
+                  else stopping_asked(config))
     if config.stop_after and asked_stop and protection is not None and not protection.objects:
         raise CloakerConfigError(f"stop_after applies to the objects cloak, and protect={protection.protect!r} has "
                                  "none (the face cloak does not stop photos early)")

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from comcloak.attacks import AttackConfig
-from comcloak.attacks.presets import preset_stop_after
+from comcloak.attacks.presets import stopping_asked
 from comcloak.export.gradient import traceable_through
 from comcloak.export.onnx_export import OPSET, OnnxFromTorch, model_fingerprint
 from comcloak.export.step_io import StepSpec
@@ -108,7 +108,7 @@ def resolve_backend_for(
         3
     """
     stopping = bool(config.stop_after)
-    if (stopping and name != AUTO and config.stop_after == preset_stop_after(config.strength)
+    if (stopping and name != AUTO and not stopping_asked(config)
             and unavailable_reason(name, device, through, precision, stopping=True) is not None
             and unavailable_reason(name, device, through, precision) is None):
         logger.info("backend %s cannot stop photos early: the %s preset's stopping is off, every photo takes every "

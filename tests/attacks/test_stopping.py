@@ -139,3 +139,19 @@ def test_a_presets_own_stopping_is_moot_where_it_cannot_apply() -> None:
     # torch-cudagraph on a CPU: the device is the reason, stopping or not.
     with pytest.raises(Exception, match="needs a CUDA"):
         resolve_backend_for(preset_config("clean"), "torch-cudagraph", cpu)
+
+
+def test_stopping_asked_tells_the_users_stop_from_the_presets_own() -> None:
+    """The one predicate the Cloaker's settings and the backend factory share: a stop_after other than the one its
+    strength sets by itself was asked for; the preset's own (and none at all) was not."""
+    from comcloak.attacks.presets import PRESETS, preset_config, preset_stop_after, stopping_asked
+
+    for strength in PRESETS:
+        own = preset_config(strength)
+        assert own.stop_after == preset_stop_after(strength)
+        assert not stopping_asked(own)
+        assert stopping_asked(preset_config(strength, stop_after=own.stop_after + 2))
+    assert not stopping_asked(preset_config("balanced", stop_after=0))
+    assert stopping_asked(preset_config("clean", stop_after=0))  # turning the preset's own off is asking too
+    assert not stopping_asked(attack_config("mim", 5 / 255))  # no strength, no stopping
+    assert stopping_asked(attack_config("mim", 5 / 255, stop_after=2))

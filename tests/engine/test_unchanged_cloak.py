@@ -75,7 +75,7 @@ def test_the_batch_step_turns_an_identical_cloak_into_a_failure(blind) -> None:
 def test_the_server_answers_a_problem_not_the_input_back(blind) -> None:
     httpx = pytest.importorskip("httpx")
     pytest.importorskip("uvicorn")
-    from test_serve import png_bytes, running_server
+    from serving import png_bytes, running_server
 
     from comcloak.serve.app import ServeSettings
 

@@ -11,31 +11,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from step_models import HEIGHT, WIDTH, tiny_stand_in, tiny_surrogates
 
-import comcloak.models as M
 from comcloak.attacks import attack_config
 from comcloak.attacks.blocks import SIA_TRANSFORMS, block_shuffle_index, permute_pixels, structure_invariant_index
 from comcloak.attacks.config import EotSettings
 from comcloak.attacks.eot import BLOCK_INPUTS, DRAW_INPUTS, Draw, DrawSampler
 from comcloak.attacks.loop import descent_gradient
 from comcloak.attacks.settings import AttackConfigError
-from comcloak.attacks.through import ComModelThrough
 from comcloak.engine.cloaker import Cloaker
 from comcloak.export import OnnxFromTorch, read_export_metadata, tensorrt_op_violations
 from comcloak.export.gradient import RobustAttackStep, goal_weights, traceable_through
 from comcloak.export.onnx_export import GRADIENT_TOLERANCE, INPUT_NAMES, StepLayout, relative_error
-from comcloak.export.step_io import StepSpec
 
-HEIGHT, WIDTH = 40, 56
 EOT = EotSettings(draws=3, view_size=32, through_rate=0.6, bsr_rate=0.7, bsr_blocks=4, sia_rate=0.6, sia_blocks=3)
-
-
-def _surrogates() -> list[torch.nn.Module]:
-    return [M.freeze(M.create_model(name)) for name in ("tiny_classifier", "tiny_classifier_b")]
-
-
-def _stand_in() -> torch.nn.Module:
-    return M.freeze(ComModelThrough(M.create_model("comodel_tc_tiny")))
 
 
 def test_the_block_shuffle_is_a_permutation_drawn_per_seed() -> None:
@@ -101,8 +90,8 @@ def test_bsr_is_off_by_default_and_leaves_the_other_draws_as_they_were() -> None
 @pytest.mark.parametrize("loss", ["ce", "margin"])
 def test_the_bsr_step_is_the_eager_reference(loss: str) -> None:
     """float64: the step's hand-built VJP (a gather by the inverse map) is autograd's gradient of the torch loop."""
-    members = [member.double() for member in _surrogates()]
-    stand_in = _stand_in().double()
+    members = [member.double() for member in tiny_surrogates(2)]
+    stand_in = tiny_stand_in().double()
     generator = torch.Generator().manual_seed(11)
     x = torch.rand(3, 3, HEIGHT, WIDTH, generator=generator, dtype=torch.float64)
     goal = torch.randint(1000, (3, 2), generator=generator)
@@ -122,12 +111,9 @@ def test_the_bsr_step_is_the_eager_reference(loss: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def bsr_export(tmp_path_factory) -> tuple[Path, OnnxFromTorch]:
-    path = tmp_path_factory.mktemp("blocks") / "step.onnx"
-    loader = OnnxFromTorch(torch.nn.ModuleList(_surrogates()), _stand_in(), HEIGHT, WIDTH, path,
-                           {"classifier": "tiny ensemble"}, spec=StepSpec("margin", EOT))
-    loader()
-    return path, loader
+def bsr_export(export_step) -> tuple[Path, OnnxFromTorch]:
+    """test_robust_step.py's export (tests/export/conftest.py) with block-transform draws."""
+    return export_step(EOT)
 
 
 def test_the_bsr_export_passes_its_self_check_with_the_maps_as_inputs(bsr_export) -> None:
@@ -144,8 +130,8 @@ def test_the_bsr_export_passes_its_self_check_with_the_maps_as_inputs(bsr_export
 def test_onnxruntime_runs_the_bsr_step_as_torch_does(bsr_export) -> None:
     ort = pytest.importorskip("onnxruntime")
     path, _ = bsr_export
-    step = RobustAttackStep(_surrogates(), [traceable_through(_stand_in(), HEIGHT, WIDTH)], EOT.draws, "margin",
-                            EOT.coded_draws)
+    step = RobustAttackStep(tiny_surrogates(2), [traceable_through(tiny_stand_in(), HEIGHT, WIDTH)], EOT.draws,
+                            "margin", EOT.coded_draws)
     generator = torch.Generator().manual_seed(2)
     x0 = torch.rand(2, 3, HEIGHT, WIDTH, generator=generator)
     x = (x0 + 0.01 * torch.randn(x0.shape, generator=generator)).clamp(0, 1)

@@ -10,30 +10,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from step_models import HEIGHT, WIDTH, tiny_stand_in, tiny_surrogates
 
-import comcloak.models as M
 from comcloak.attacks import attack_config
 from comcloak.attacks.config import EotSettings
 from comcloak.attacks.eot import DRAW_INPUTS, Draw, DrawSampler
 from comcloak.attacks.loop import descent_gradient
 from comcloak.attacks.loss_registry import loss_names
-from comcloak.attacks.through import ComModelThrough, ExpectationThrough
+from comcloak.attacks.through import ExpectationThrough
 from comcloak.engine.cloaker import Cloaker
 from comcloak.export import OnnxFromTorch, read_export_metadata, tensorrt_op_violations
 from comcloak.export.gradient import RobustAttackStep, goal_weights, traceable_through
 from comcloak.export.onnx_export import GRADIENT_TOLERANCE, INPUT_NAMES, StepLayout, relative_error
-from comcloak.export.step_io import StepSpec
 
-HEIGHT, WIDTH = 40, 56  # a working view: not square, not multiples of 16
 EOT = EotSettings(draws=3, view_size=32, through_rate=0.6)  # 2 of 3 draws coded
 
 
-def _surrogates(count: int) -> list[torch.nn.Module]:
-    return [M.freeze(M.create_model(name)) for name in ("tiny_classifier", "tiny_classifier_b")[:count]]
-
-
 def _stand_ins(count: int) -> list[torch.nn.Module]:
-    return [M.freeze(ComModelThrough(M.create_model("comodel_tc_tiny"))) for _ in range(count)]
+    return [tiny_stand_in() for _ in range(count)]
 
 
 def _through(stand_ins: list[torch.nn.Module]) -> torch.nn.Module:
@@ -47,7 +41,7 @@ def _through(stand_ins: list[torch.nn.Module]) -> torch.nn.Module:
 @pytest.mark.parametrize("targeted", [False, True])
 def test_the_robust_step_is_the_eager_reference(loss: str, surrogates: int, stand_ins: int, targeted: bool) -> None:
     """float64, where no rounding can flip a mask: the step's normalised gradient is the reference's."""
-    members = [member.double() for member in _surrogates(surrogates)]
+    members = [member.double() for member in tiny_surrogates(surrogates)]
     modules = [module.double() for module in _stand_ins(stand_ins)]
     generator = torch.Generator().manual_seed(surrogates + 3 * stand_ins)
     x = torch.rand(3, 3, HEIGHT, WIDTH, generator=generator, dtype=torch.float64)
@@ -70,13 +64,9 @@ def test_the_robust_step_is_the_eager_reference(loss: str, surrogates: int, stan
 
 
 @pytest.fixture(scope="module")
-def robust_export(tmp_path_factory) -> tuple[Path, OnnxFromTorch]:
-    path = tmp_path_factory.mktemp("robust") / "step.onnx"
-    ensemble = torch.nn.ModuleList(_surrogates(2))
-    loader = OnnxFromTorch(ensemble, _stand_ins(1)[0], HEIGHT, WIDTH, path, {"classifier": "tiny ensemble"},
-                           spec=StepSpec("margin", EOT))
-    loader()
-    return path, loader
+def robust_export(export_step) -> tuple[Path, OnnxFromTorch]:
+    """Two surrogates, one stand-in, the margin loss (tests/export/conftest.py)."""
+    return export_step(EOT)
 
 
 def test_the_robust_export_passes_its_self_checks_with_the_draws_as_inputs(robust_export) -> None:
@@ -96,8 +86,8 @@ def test_the_robust_export_passes_its_self_checks_with_the_draws_as_inputs(robus
 def test_onnxruntime_runs_the_robust_step_as_torch_does(robust_export, batch: int) -> None:
     ort = pytest.importorskip("onnxruntime")
     path, _ = robust_export
-    step = RobustAttackStep(_surrogates(2), [traceable_through(_stand_ins(1)[0], HEIGHT, WIDTH)], EOT.draws, "margin",
-                            EOT.coded_draws)
+    step = RobustAttackStep(tiny_surrogates(2), [traceable_through(tiny_stand_in(), HEIGHT, WIDTH)], EOT.draws,
+                            "margin", EOT.coded_draws)
     generator = torch.Generator().manual_seed(batch)
     x0 = torch.rand(batch, 3, HEIGHT, WIDTH, generator=generator)
     x = (x0 + 0.01 * torch.randn(x0.shape, generator=generator)).clamp(0, 1)

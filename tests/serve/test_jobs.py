@@ -13,8 +13,7 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("uvicorn")
 pytest.importorskip("starlette")
 
-from serving import FAST, TINY, ColdService, png_bytes, running_server  # noqa: E402
-from test_serve import SlowService  # noqa: E402
+from serving import FAST, TINY, ColdService, SlowService, png_bytes, running_server  # noqa: E402
 
 from comcloak.serve.app import ServeSettings  # noqa: E402
 from comcloak.serve.batcher import BatchSettings  # noqa: E402

@@ -17,20 +17,10 @@ uvicorn = pytest.importorskip("uvicorn")
 pytest.importorskip("starlette")
 pytest.importorskip("prometheus_client")
 
-from serving import FAST, TINY, png_bytes, running_server  # noqa: E402
+from serving import FAST, TINY, SlowService, png_bytes, running_server  # noqa: E402
 
 from comcloak.serve.app import CloakService, ServeSettings  # noqa: E402
 from comcloak.serve.batcher import BatchSettings  # noqa: E402
-
-
-class SlowService(CloakService):
-    """The real service, each batch held ``seconds`` longer (to fill the queue and pass the timeout on purpose)."""
-
-    seconds = 1.0
-
-    def run_batch(self, jobs):
-        time.sleep(self.seconds)
-        return super().run_batch(jobs)
 
 
 def test_ready_live_info_and_one_cloak(capsys) -> None:

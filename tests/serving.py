@@ -1,6 +1,7 @@
-"""The real server of the ``comcloak serve`` tests: uvicorn on a free loopback port, started as ``comcloak serve``
-starts it (its header deadline included), in a thread of the test process; loggers propagate (no uvicorn log
-config), so ``caplog`` sees everything, tracebacks included."""
+"""The real server of the ``comcloak serve`` tests (tests/serve/ and tests/engine/test_unchanged_cloak.py; tests/ is
+on sys.path through its conftest.py, so any test file run alone imports it): uvicorn on a free loopback port, started
+as ``comcloak serve`` starts it (its header deadline included), in a thread of the test process; loggers propagate
+(no uvicorn log config), so ``caplog`` sees everything, tracebacks included."""
 
 from __future__ import annotations
 
@@ -26,6 +27,16 @@ def png_bytes(seed: int = 0, size: tuple[int, int] = (48, 64)) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, "PNG")
     return buffer.getvalue()
+
+
+class SlowService(CloakService):
+    """The real service, each batch held ``seconds`` longer (to fill the queue and pass the timeout on purpose)."""
+
+    seconds = 1.0
+
+    def run_batch(self, jobs):
+        time.sleep(self.seconds)
+        return super().run_batch(jobs)
 
 
 class ColdService(CloakService):
