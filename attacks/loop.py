@@ -307,7 +307,8 @@ def run_attack_result(
     and surrogate) at that many consecutive steps (:mod:`comcloak.attacks.stopping`); its cloak is the iterate that
     was checked. The remaining steps run on the images still attacked only (compacted: the time saved), each drawing
     from its own generator as in any batch, so an image's cloak does not depend on its batch mates. With 0 (the
-    default) every image runs every step, exactly as before.
+    default) every image runs every step, exactly as before. With ``config.eps_start`` the bound grows over the steps
+    (:func:`comcloak.attacks.budget.budget_at`, the same for every image still attacked; the step size unchanged).
 
     Example:
         >>> result = run_attack_result(classifier, x0, labels, attack_config("mim", 5 / 255, stop_after=2))
