@@ -130,3 +130,41 @@ def full_resolution_budget(photos: torch.Tensor, config: AttackConfig) -> torch.
     """
     shorter = min(photos.shape[-2:])
     return texture_budget(photos, config, shorter / min(shorter, config.attack_size))
+
+
+def ramp_steps(config: AttackConfig) -> int:
+    """The updates over which a growing budget reaches eps: ``config.eps_ramp``, or with 0 all of them (the last
+    update, step ``steps - 1``, is the first held to eps; at least 1)."""
+    return config.eps_ramp or max(config.steps - 1, 1)
+
+
+def budget_at(config: AttackConfig, step: int) -> float:
+    """The scale of eps (in (0, 1]) the update at ``step`` (0-based) is held to: ``eps_t / eps`` with ``eps_t =
+    eps_start + (eps - eps_start) · min(1, step / eps_ramp)`` (:attr:`AttackConfig.eps_start`), the same for every
+    photo still attacked; exactly 1.0 without a growing budget and once the ramp is over, so those bounds are the
+    constant budget's to the bit.
+
+    Example:
+        >>> cfg = attack_config("mim", 8 / 255, steps=5, eps_start=2 / 255)       # eps_ramp 0: over steps 0..4
+        >>> [round(budget_at(cfg, t) * 8, 2) for t in range(5)]                    # eps_t on the 0-255 scale
+        [2.0, 3.5, 5.0, 6.5, 8.0]
+    """
+    ramp = ramp_steps(config)
+    if not config.ramped or step >= ramp:
+        return 1.0
+    start = config.eps_start / config.eps
+    return start + (1.0 - start) * step / ramp
+
+
+def budget_used(config: AttackConfig, steps_used: torch.Tensor) -> torch.Tensor:
+    """The largest scale of eps each photo's cloak was held to, (N,) float64, from the steps it used, (N,) int
+    (:attr:`comcloak.attacks.stopping.AttackResult.steps_used`): :func:`budget_at` of its last step, ``steps_used -
+    1`` (a photo that stopped there kept the iterate before that step's update, held to at most this); 1.0 without a
+    growing budget.
+
+    Example:
+        >>> budget_used(attack_config("mim", 8 / 255, steps=5, eps_start=2 / 255), torch.tensor([1, 3, 5]))
+        tensor([0.2500, 0.6250, 1.0000], dtype=torch.float64)
+    """
+    last = steps_used.detach().cpu().long().clamp_min(1) - 1
+    return torch.tensor([budget_at(config, int(step)) for step in last], dtype=torch.float64)

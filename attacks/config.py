@@ -162,6 +162,13 @@ class AttackConfig:
             (:func:`comcloak.attacks.loss.goal_margins`) is at least ``stop_margin`` on every draw and surrogate at
             ``stop_after`` consecutive steps; its cloak is the iterate last checked. 0 (the default): never stop.
         stop_margin: the logit margin a photo must keep on every draw and surrogate to count as safe at a step.
+        eps_start: a growing budget (``comcloak.attacks.budget.budget_at``): the L∞ bound of the first update, on
+            the [0, 1] scale like eps, growing linearly to eps over ``eps_ramp`` steps, the same for every photo
+            still attacked; with ``stop_after`` an easy photo stops with a small budget. None (the default): eps at
+            every step.
+        eps_ramp: the updates over which the bound grows from ``eps_start`` to eps: the update at step t (0-based)
+            is held to ``eps_start + (eps - eps_start) · min(1, t / eps_ramp)``; 0 (the default): over all steps
+            (the last update is held to eps).
     """
 
     method: str = setting(help="the attack", kind="choice", choices=attack_method_names, keyword="attack",
@@ -214,11 +221,21 @@ class AttackConfig:
     stop_margin: float = setting(1.0, "the logit margin (best other class over the clean one; the target over the "
                                       "best other when targeted) per-photo stopping asks of every draw and surrogate",
                                  kind="real", low=0, high=100, commands=("cloak", "eval", "bench"))
+    eps_start: float | None = setting(
+        None, "a growing budget: the L-inf bound of the first step on the 0-255 scale, growing to --eps over "
+              "--eps-ramp steps (with --stop-after, an easy photo stops with less change); default: --eps throughout",
+        kind="real", low=0, low_open=True, high=1, range_text="in (0, 1] on the [0, 1] scale",
+        commands=("cloak", "eval", "bench"), scale=PIXEL_SCALE, user_high=defaults.MAX_EPS)
+    eps_ramp: int = setting(0, "steps over which the bound grows from --eps-start to --eps; 0: over all steps",
+                            kind="int", low=0, range_text="0 (all steps) or more steps",
+                            commands=("cloak", "eval", "bench"))
 
     def __post_init__(self) -> None:
         self.validate()
         for name in ("eps", "alpha", "momentum"):  # one representation (an int 1 and 1.0 hash alike in settings)
             object.__setattr__(self, name, float(getattr(self, name)))
+        if self.eps_start is not None:
+            object.__setattr__(self, "eps_start", float(self.eps_start))
 
     def validate(self) -> None:
         """Refuse a configuration the loop cannot run as given: each setting of its declared kind and range
@@ -231,6 +248,16 @@ class AttackConfig:
             raise AttackConfigError(f"eot must be EotSettings, got {type(self.eot).__name__}")
         if len(self.classifiers) > 1 and self.classifier_weights is not None:
             raise AttackConfigError("classifier_weights applies to one classifier, not to an ensemble")
+        if self.eps_start is not None and self.eps_start > self.eps:
+            raise AttackConfigError(f"eps_start ({self.eps_start * PIXEL_SCALE:g}) must be at most eps "
+                                    f"({self.eps * PIXEL_SCALE:g}): the budget grows to eps")
+        if self.eps_ramp and self.eps_start is None:
+            raise AttackConfigError("eps_ramp needs eps_start (the bound it grows from)")
+
+    @property
+    def ramped(self) -> bool:
+        """Whether the budget grows over the steps (``eps_start`` below eps)."""
+        return self.eps_start is not None and self.eps_start < self.eps
 
     @property
     def classifiers(self) -> tuple[str, ...]:
@@ -260,16 +287,18 @@ class AttackConfig:
     ) -> AttackConfig:
         """The configuration from values on the user's scales: ``eps`` and ``alpha`` on 0-255 (converted here, once);
         the other arguments, and ``context`` (``target``, ``through``, ``classifier``, ``classifier_weights``,
-        ``attack_size``, ``seed``, ``loss``, ``eot``, ``strength``), as for :func:`attack_config`.
+        ``attack_size``, ``seed``, ``loss``, ``eot``, ``strength``, ...; ``eps_start`` on 0-255 too), as for
+        :func:`attack_config`.
 
         Example:
             >>> AttackConfig.from_user("mim", eps=5).eps_255
             5.0
         """
         values = dict(method=method, eps=eps, steps=steps, alpha=alpha, momentum=momentum, targeted=targeted)
-        for entry in declared_settings().values():  # eps and alpha: the one ceiling of the CLI, server and library
-            if entry.setting.scale != 1 and values.get(entry.name) is not None:
-                values[entry.name] = from_user_scale(entry, values[entry.name])
+        for entry in declared_settings().values():  # eps, alpha, eps_start: the one ceiling of CLI, server, library
+            scaled = values if entry.name in values else context
+            if entry.setting.scale != 1 and scaled.get(entry.name) is not None:
+                scaled[entry.name] = from_user_scale(entry, scaled[entry.name])
         return attack_config(**values, **context)
 
 

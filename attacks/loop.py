@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from comcloak import kernels
-from comcloak.attacks.budget import texture_budget
+from comcloak.attacks.budget import budget_at, texture_budget
 from comcloak.attacks.config import AttackConfig
 from comcloak.attacks.eot import Draw, DrawSampler, apply_draw
 from comcloak.attacks.loss import goal_weights, per_image_loss
@@ -186,14 +186,22 @@ def bounds_of(x0: torch.Tensor, config: AttackConfig,
         >>> bounds_of(x0, attack_config("mim", eps=8 / 255), None)
         (0.0313..., -0.00313...)
     """
-    if eps_map is None:
+    factors = budget_factors(x0, eps_map)
+    if factors is None:
         return config.eps, -config.alpha
+    return config.eps * factors, -config.alpha * factors
+
+
+def budget_factors(x0: torch.Tensor, eps_map: torch.Tensor | None) -> torch.Tensor | None:
+    """A per-pixel budget's factors of eps shaped like ``x0`` (N, 3, H, W), from ``eps_map`` (N, 1 or 3, H, W),
+    negative values clamped to 0; None for None (the scalar eps)."""
+    if eps_map is None:
+        return None
     if (eps_map.dim() != 4 or eps_map.shape[0] != x0.shape[0] or eps_map.shape[1] not in (1, 3)
             or eps_map.shape[2:] != x0.shape[2:]):
         raise ValueError(f"eps_map must be shaped ({x0.shape[0]}, 1 or 3, {x0.shape[2]}, {x0.shape[3]}), "
                          f"got {tuple(eps_map.shape)}")
-    factors = eps_map.detach().to(x0).clamp_min(0.0).expand_as(x0)
-    return config.eps * factors, -config.alpha * factors
+    return eps_map.detach().to(x0).clamp_min(0.0).expand_as(x0)
 
 
 def run_attack(
@@ -260,13 +268,26 @@ class _Batch:
     step: float | torch.Tensor  # the signed step: a scalar, or per pixel under a per-pixel budget
     goal: torch.Tensor
     sampler: DrawSampler | None
+    x0: torch.Tensor  # the clean images and the budget's factors of eps (None: uniform): a growing budget's bounds
+    factors: torch.Tensor | None
 
     def keep(self, kept: torch.Tensor) -> _Batch:
         """The images at the positions ``kept`` (int64) only; the sampler draws for them alone."""
         step = self.step[kept] if isinstance(self.step, torch.Tensor) else self.step
         sampler = self.sampler.subset(kept.tolist()) if self.sampler is not None else None
+        factors = self.factors[kept] if self.factors is not None else None
         return _Batch(self.x[kept], self.momentum[kept], self.lower[kept], self.upper[kept], step, self.goal[kept],
-                      sampler)
+                      sampler, self.x0[kept], factors)
+
+    def bounds_at(self, config: AttackConfig, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(lower, upper)`` of the update at ``step``: ``clamp(x0 ∓ eps_t · factors, 0, 1)`` with ``eps_t = eps ·``
+        :func:`~comcloak.attacks.budget.budget_at` (the exported runners feed the graph the same float32 ``eps_t``);
+        the precomputed constant bounds once the scale is 1 (always, without a growing budget)."""
+        scale = budget_at(config, step)
+        if scale == 1.0:
+            return self.lower, self.upper
+        budget = config.eps * scale if self.factors is None else config.eps * scale * self.factors
+        return (self.x0 - budget).clamp_min(0.0), (self.x0 + budget).clamp_max(1.0)
 
 
 def run_attack_result(
@@ -286,7 +307,8 @@ def run_attack_result(
     and surrogate) at that many consecutive steps (:mod:`comcloak.attacks.stopping`); its cloak is the iterate that
     was checked. The remaining steps run on the images still attacked only (compacted: the time saved), each drawing
     from its own generator as in any batch, so an image's cloak does not depend on its batch mates. With 0 (the
-    default) every image runs every step, exactly as before.
+    default) every image runs every step, exactly as before. With ``config.eps_start`` the bound grows over the steps
+    (:func:`comcloak.attacks.budget.budget_at`, the same for every image still attacked; the step size unchanged).
 
     Example:
         >>> result = run_attack_result(classifier, x0, labels, attack_config("mim", 5 / 255, stop_after=2))
@@ -308,7 +330,8 @@ def run_attack_result(
     budget, signed_step = bounds_of(x0, config, eps_map)
     lower = (x0 - budget).clamp_min(0.0)
     upper = (x0 + budget).clamp_max(1.0)
-    batch = _Batch(x0.clone(), torch.zeros_like(x0), lower, upper, signed_step, goal, sampler)
+    batch = _Batch(x0.clone(), torch.zeros_like(x0), lower, upper, signed_step, goal, sampler, x0,
+                   budget_factors(x0, eps_map) if config.ramped else None)
     fused = settings.fused_update and eps_map is None  # the fused kernel takes a scalar step
     update = kernels.attack_update if fused else kernels.attack_update_reference
     if config.stop_after:
@@ -319,7 +342,7 @@ def run_attack_result(
         draw = sampler.sample(x0.shape[0], x0.shape[2], x0.shape[3]).to(x0.dtype) if config.eot.enabled else None
         loss, gradient = descent_gradient(surrogates, through, x, goal, config, draw, settings.loss_scale,
                                           settings.dense_draws)
-        x, momentum = update(x, momentum, gradient, lower, upper, signed_step, config.momentum)
+        x, momentum = update(x, momentum, gradient, *batch.bounds_at(config, step), signed_step, config.momentum)
         if debug:
             logger.debug("attack step %d/%d loss %.4f", step + 1, config.steps, loss.item())
     return AttackResult.full(x.detach(), config.steps)
@@ -345,8 +368,8 @@ def _stopping_loop(surrogates: list[nn.Module], through: nn.Module, batch: _Batc
             batch, gradient = batch.keep(kept), gradient[kept]
             if not kept.numel():
                 break
-        batch.x, batch.momentum = update(batch.x, batch.momentum, gradient, batch.lower, batch.upper, batch.step,
-                                         config.momentum)
+        batch.x, batch.momentum = update(batch.x, batch.momentum, gradient, *batch.bounds_at(config, step),
+                                         batch.step, config.momentum)
         if logger.isEnabledFor(logging.DEBUG):  # loss.item() waits for the device: only when asked for
             logger.debug("attack step %d/%d loss %.4f, %d of %d images go on", step + 1, config.steps, loss.item(),
                          batch.x.shape[0], output.shape[0])

@@ -67,8 +67,9 @@ def archive_settings(config: Any, output_format: str, write: WriteOptions, preci
     cloak`` and Ray runs, so either resumes the other's folder; its keys and values must not change, or finished
     folders would be redone: an objects-only run adds no key, so its hash is the one from before faces existed, and
     the uniform budget adds none of the budget's settings and draws without block transforms none of theirs (they
-    change nothing then), nor per-photo stopping when off (``stop_after`` 0), so those hashes are the ones from before
-    the budget, the block draws and stopping existed."""
+    change nothing then), nor per-photo stopping when off (``stop_after`` 0), nor the growing budget's settings
+    without ``eps_start``, so those hashes are the ones from before the budget, the block draws, stopping and the
+    growing budget existed."""
     from comcloak import __version__
 
     hashed = asdict(config)
@@ -76,6 +77,8 @@ def archive_settings(config: Any, output_format: str, write: WriteOptions, preci
         hashed = {name: value for name, value in hashed.items() if not name.startswith("budget")}
     if hashed.get("stop_after") == 0:  # per-photo stopping off: every photo runs every step, as before it existed
         hashed = {name: value for name, value in hashed.items() if not name.startswith("stop_")}
+    if hashed.get("eps_start", 0) is None:  # no growing budget: eps at every step, as before it existed
+        hashed = {name: value for name, value in hashed.items() if name not in ("eps_start", "eps_ramp")}
     eot = hashed.get("eot")
     if isinstance(eot, dict):
         for kind in ("bsr", "sia"):  # EotSettings' block transforms: off at rate 0

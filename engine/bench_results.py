@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from comcloak.atomic import atomic_writer, write_json
-from comcloak.attacks.config import declared_settings
+from comcloak.attacks.config import PIXEL_SCALE, declared_settings
 
 REFERENCE = ("torch", "fp32")  # eager fp32: the ratios' denominator
 SIZE_KEYWORD = {"size": "attack_size"}  # BenchSettings' (and --size's) name for the declared setting
@@ -119,7 +119,7 @@ def library_versions() -> dict[str, str]:
 
 def workload_text(settings: BenchSettings) -> str:
     """What is attacked, in words: the preset, surrogates, stand-in, method, steps, draws, loss, and the mechanisms of
-    issue 26 that are on (budget, block draws, per-photo stopping)."""
+    issue 26 that are on (budget, block draws, per-photo stopping, a growing budget)."""
     config = settings.config
     draws = f", {config.eot.draws} draws/step ({config.eot.coded_draws} through the stand-in)" \
         if config.eot.enabled else ""
@@ -128,6 +128,8 @@ def workload_text(settings: BenchSettings) -> str:
     extra += [f"{name} {getattr(config.eot, name):g}" for name in ("bsr_rate", "sia_rate")
               if getattr(config.eot, name)]
     extra += [f"stop after {config.stop_after} at margin {config.stop_margin:g}"] if config.stop_after else []
+    if config.ramped:
+        extra += [f"eps from {config.eps_start * PIXEL_SCALE:g} over {config.eps_ramp or 'all'} steps"]
     return (f"{strength}{config.classifier} through {config.through}, {config.method}, {config.steps} steps{draws}, "
             f"{config.loss} loss" + "".join(f", {item}" for item in extra))
 

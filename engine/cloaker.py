@@ -14,16 +14,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from comcloak import defaults, kernels
+from comcloak import defaults
 from comcloak.attacks import AttackConfig, make_through, paper_targets
-from comcloak.attacks.budget import full_resolution_budget
-from comcloak.attacks.config import UNIFORM_BUDGET
+from comcloak.attacks.budget import budget_used
 from comcloak.attacks.faces.settings import FaceCloakConfig
 from comcloak.codecs.tensors import to_tensor
 from comcloak.engine.backends import BackendUnavailableError, backend_choices, get_backend
 from comcloak.engine.backends.base import AttackRunner, RunnerContext
 from comcloak.engine.backends.factory import StepGraphCache, create_runner, resolve_backend_for
 from comcloak.engine.cloaker_settings import CloakerConfigError, describe_cloaker, resolve_config, resolve_protection
+from comcloak.engine.composition import compose_photo
 from comcloak.engine.protection import PROTECTION_KEYWORDS, Protection, protection_settings
 from comcloak.errors import UserError
 from comcloak.export.step_io import StepSpec
@@ -316,7 +316,7 @@ class Cloaker:
                 for row, index in enumerate(chunk):
                     base = photos[index] if starts is None else starts[index]
                     results[index] = CloakResult(
-                        cloaked=self._compose(base, deltas[row:row + 1], photos[index]),
+                        cloaked=self._compose(base, deltas[row:row + 1], photos[index], int(steps[row])),
                         clean_label=int(clean_labels[row, 0]), goal_label=int(goals[row, 0]),
                         clean_labels=tuple(int(label) for label in clean_labels[row]), steps_used=int(steps[row]))
         return results  # type: ignore[return-value]
@@ -345,21 +345,13 @@ class Cloaker:
             result = runner.infer_result(begins, goal)
         return result.images - begins, clean_labels, goal, result.steps_used
 
-    def _compose(self, photo: np.ndarray, delta: torch.Tensor, original: np.ndarray | None = None) -> np.ndarray:
-        """Upsample the attack-view perturbation to the photo's resolution, add, round and clip to uint8.
-
-        ``comcloak.kernels.compose``: the CUDA kernel on a GPU when built, its torch reference otherwise. The
-        original is exact on the 0-255 grid, so rounding keeps ``|change| <= round(eps * 255)``. Under
-        ``budget="texture"`` each pixel's change is bounded by ``eps`` times the texture map of ``original`` (default
-        ``photo``) computed at full resolution (``comcloak.attacks.budget.full_resolution_budget``, window and smoothing
-        scaled by the photo's size over the attack view's), so the budget holds per output pixel.
-        """
-        full = torch.from_numpy(np.ascontiguousarray(photo)).to(self.device)[None]
-        bound = None
-        if self.config.budget != UNIFORM_BUDGET:  # the working view of delta: the photo's attack view (attack_shape)
-            source = to_tensor((photo if original is None else original)[None], self.device)
-            bound = self.config.eps * full_resolution_budget(source, self.config)
-        return kernels.compose(full, delta.to(self.device), bound)[0].cpu().numpy()
+    def _compose(self, photo: np.ndarray, delta: torch.Tensor, original: np.ndarray | None = None,
+                 steps_used: int | None = None) -> np.ndarray:
+        """:func:`comcloak.engine.composition.compose_photo` on this Cloaker's device, held to the bound of the
+        ``steps_used`` the photo's attack ran (a growing budget's, :func:`comcloak.attacks.budget.budget_used`)."""
+        used = 1.0 if steps_used is None or not self.config.ramped else float(
+            budget_used(self.config, torch.tensor([steps_used]))[0])
+        return compose_photo(photo, delta, self.config, self.device, original, used)
 
 
 @dataclass(frozen=True)

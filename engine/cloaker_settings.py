@@ -54,8 +54,9 @@ def resolve_config(config: AttackConfig | None, settings: dict[str, Any], protec
                    ) -> tuple[AttackConfig, nn.Module | None, nn.Module | None]:
     """``(config, classifier module, stand-in module)`` of :class:`Cloaker`'s arguments: ``config`` as given, or the
     one the declared ``settings`` build (``Cloaker(eps=4)``), with ``classifier``/``through`` modules set apart.
-    Per-photo stopping (``stop_after``) is the objects cloak's: refused, in one line, when ``protection`` has none
-    (the face cloak does not stop photos early), rather than ignored."""
+    Per-photo stopping (``stop_after``) and the growing budget (``eps_start``) are the objects cloak's: refused, in
+    one line, when ``protection`` has none (the face cloak neither stops photos early nor grows its budget), rather
+    than ignored."""
     declared = declared_settings()
     unknown = [name for name in settings if name not in declared]
     if unknown:
@@ -84,4 +85,7 @@ def resolve_config(config: AttackConfig | None, settings: dict[str, Any], protec
     if config.stop_after and asked_stop and protection is not None and not protection.objects:
         raise CloakerConfigError(f"stop_after applies to the objects cloak, and protect={protection.protect!r} has "
                                  "none (the face cloak does not stop photos early)")
+    if config.eps_start is not None and protection is not None and not protection.objects:  # presets never set it
+        raise CloakerConfigError(f"eps_start applies to the objects cloak, and protect={protection.protect!r} has "
+                                 "none (the face cloak does not grow its budget)")
     return config, modules.get("classifier"), modules.get("through")

@@ -93,6 +93,8 @@ class FaceCloakConfig:
             raise AttackConfigError("a face cloak's draws do not move blocks: bsr_rate and sia_rate must be 0")
         if self.attack.stop_after:  # its loop judges identities by cosine, not classifier margins (issue 26: out)
             raise AttackConfigError("the face cloak does not stop photos early: stop_after must be 0")
+        if self.attack.eps_start is not None:  # its budget is the texture map's at every step
+            raise AttackConfigError("the face cloak does not grow its budget: eps_start must be unset")
         if self.attack.targeted:
             raise AttackConfigError("the face cloak is untargeted (away from the clean identity)")
 

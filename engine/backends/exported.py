@@ -7,7 +7,10 @@ once per batch: ones under the uniform budget, :func:`comcloak.attacks.budget.te
 ``--budget texture`` (the torch loop's map); a robust graph also takes one step's random draws (``pre_h, pre_w, mix,
 post_h, post_w``, then ``blocks, blocks_inverse`` when draws move blocks), which the runner samples on the host before
 each step with the same :class:`comcloak.attacks.eot.DrawSampler` the torch backend uses, so both backends draw the
-same. A runner keeps, per batch size, static buffers for every tensor and two of the carried ones: step ``k`` reads
+same. Under a growing budget (``eps_start``) the runner writes each step's ``eps_t`` into the ``eps`` input before it
+(:meth:`ExportedStepRunner.write_budget`): the graph uses ``eps`` for the bounds only.
+
+A runner keeps, per batch size, static buffers for every tensor and two of the carried ones: step ``k`` reads
 ``x``/``m`` from pair ``a`` and writes ``x_next``/``m_next`` into pair ``b`` when ``k`` is even, the other way round
 when odd (:func:`ping_pong`), so no data moves between steps. A subclass says how to bind a buffer set and how to run
 the steps on it.
@@ -26,7 +29,7 @@ from typing import Any
 import torch
 
 from comcloak.attacks import AttackConfig
-from comcloak.attacks.budget import texture_budget
+from comcloak.attacks.budget import budget_at, texture_budget
 from comcloak.attacks.eot import DrawSampler
 from comcloak.attacks.loss import goal_weights
 from comcloak.attacks.stopping import AttackResult, StopTracker, image_margins
@@ -203,6 +206,13 @@ class ExportedStepRunner(AttackRunner):
         draw = buffers.sampler.sample(buffers.rows, *self.shape)
         for name, value in draw.tensors().items():
             buffers.tensors[name][: buffers.rows].copy_(value)
+
+    def write_budget(self, buffers: StepBuffers, step: int) -> None:
+        """Write step ``step``'s bound ``eps_t`` into the graph's ``eps`` input under a growing budget (the torch
+        loop's float32 ``eps · budget_at``, :func:`comcloak.attacks.budget.budget_at`); nothing otherwise (``eps``
+        as staged). A fill on the device: a runner capturing its steps in a CUDA graph captures it with them."""
+        if self.config.ramped:
+            buffers.tensors["eps"].fill_(self.config.eps * budget_at(self.config, step))
 
     def binding_for_step(self, buffers: StepBuffers, step: int) -> dict[str, torch.Tensor]:
         """Every graph input and output of step ``step``, by name, as the buffer it reads or writes."""

@@ -166,9 +166,10 @@ class OnnxRuntimeRunner(ExportedStepRunner):
             torch.cuda.current_stream(self.device).synchronize()  # the host reads the logits next
 
     def _run(self, buffers: StepBuffers, step: int) -> None:
-        """Prepare step ``step``'s draws and run it with the binding of its parity."""
+        """Prepare step ``step``'s draws and bound and run it with the binding of its parity."""
         bindings, options = buffers.bound["bindings"], buffers.bound["options"]
         self.prepare_step(buffers)
-        if self.device.type == "cuda" and buffers.sampler is not None:
-            torch.cuda.synchronize(self.device)  # the draws were written on torch's stream
+        self.write_budget(buffers, step)
+        if self.device.type == "cuda" and (buffers.sampler is not None or self.config.ramped):
+            torch.cuda.synchronize(self.device)  # the draws (and eps_t) were written on torch's stream
         self.session.run_with_iobinding(bindings[step % 2], options[step % 2])

@@ -199,6 +199,7 @@ class TensorRTRunner(ExportedStepRunner):
                 draw = sampler.sample(buffers.batch, *self.shape)
                 for name, value in draw.tensors().items():
                     buffers.tensors[name].copy_(value)
+            self.write_budget(buffers, step)  # a growing budget's eps_t: a fill captured with the step
             for name, tensor in self.binding_for_step(buffers, step).items():
                 context.set_tensor_address(name, tensor.data_ptr())
             if not context.execute_async_v3(self.stream.cuda_stream):

@@ -63,7 +63,9 @@ def test_every_keyword_reaches_the_cloakers_config(entry: Declared, monkeypatch)
     # A weights file is only loaded: the tiny network stands in for whatever it would hold.
     monkeypatch.setattr(cloaker_module, "load_classifier", lambda name, weights=None: create_model(name))
     value = example(entry)
-    extra = {"targeted": True} if entry.keyword == "target" else {}
+    # Settings that need another: a target needs targeted, eps_start at most eps, eps_ramp an eps_start.
+    extra = {"target": {"targeted": True}, "eps_start": {"eps": value}, "eps_ramp": {"eps_start": 1}}.get(
+        entry.keyword, {})
     cloaker = Cloaker(**{**BASE, **extra, entry.keyword: value})
     if entry.keyword == "attack" and value == "fgsm":  # fgsm takes one step; the preset's steps would be refused
         assert cloaker.config.method == "fgsm"

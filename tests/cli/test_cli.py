@@ -96,6 +96,9 @@ def test_unreadable_file_is_a_record_not_a_crash(photo_dir: Path, tmp_path: Path
         (["--backend", "onnxruntime", "--precision", "bf16"], "precision bf16 applies to the torch, torch-cudagraph"),
         (["--stop-after", "-1"], "stop_after must be 0 (off) or more steps, got -1"),
         (["--stop-margin", "-1"], "stop_margin must be in [0, 100], got -1.0"),
+        (["--eps", "4", "--eps-start", "6"], "eps_start (6) must be at most eps (4): the budget grows to eps"),
+        (["--eps-start", "0"], "argument --eps-start: must be in (0, 64] on the 0-255 scale, got 0"),
+        (["--eps-ramp", "3"], "eps_ramp needs eps_start (the bound it grows from)"),
     ],
 )
 def test_user_errors_are_one_line_exit_2(photo_dir: Path, tmp_path: Path, capsys, extra, message) -> None:

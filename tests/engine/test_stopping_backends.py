@@ -4,6 +4,7 @@ refuse it at construction; a step graph that averages its logits over the draws 
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -150,3 +151,75 @@ def test_auto_picks_a_backend_that_stops_photos_early() -> None:
         assert name not in available_backends(cuda, stopping=True)
     assert unavailable_reason("torch", cuda, stopping=True) is None
     assert available_backends(torch.device("cpu"), stopping=True)[-1] == "torch"
+
+
+@pytest.mark.parametrize("changed", [dict(), dict(stop_after=2, stop_margin=0.5),
+                                     dict(stop_after=2, stop_margin=0.5, budget="texture")],
+                         ids=["ramp", "ramp+stop", "ramp+stop+texture"])
+def test_onnxruntime_grows_the_budget_as_torch_does(robust_graph: Path, changed: dict) -> None:
+    """A growing budget (eps_start, eps_ramp): the runner writes each step's eps_t into the graph's eps input; the
+    same steps used and cloaks within the parity tolerance as the torch loop, and the ramp changes the cloaks."""
+    from comcloak.attacks.budget import budget_used
+    from comcloak.engine.backends.onnxruntime_runner import OnnxRuntimeRunner
+
+    ensemble = _ensemble()
+    x0, goal = _batch(ensemble)
+    base = attack_config("mim", 8 / 255, steps=6, alpha=3 / 255, eot=EOT, **changed)
+    config = dataclasses.replace(base, eps_start=2 / 255, eps_ramp=4)
+    with TorchRunner(ensemble, None, config) as runner:
+        reference = runner.infer_result(x0, goal)
+    with OnnxRuntimeRunner(robust_graph, config) as runner:
+        ours = runner.infer_result(x0, goal)
+    with OnnxRuntimeRunner(robust_graph, base) as runner:
+        constant = runner.infer_result(x0, goal)
+    assert ours.steps_used.tolist() == reference.steps_used.tolist()
+    assert (ours.images - reference.images).abs().max() <= 2 * config.alpha + 1e-6
+    assert ((ours.images - reference.images).abs() > 1e-5).float().mean() < 0.01
+    factors = 1.0
+    if config.budget == "texture":
+        from comcloak.attacks.budget import texture_budget
+
+        factors = texture_budget(x0, config)
+    bound = config.eps * budget_used(config, ours.steps_used).float()[:, None, None, None] * factors
+    assert ((ours.images - x0).abs() <= bound + 1e-6).all()
+    assert not torch.equal(constant.images, ours.images)
+
+
+@pytest.mark.gpu
+def test_the_captured_loop_grows_the_budget_as_the_eager_loop_does() -> None:
+    """torch-cudagraph captures each step's bound (a constant of the captured ops): the eager loop's cloaks, and a
+    ramp longer than the steps keeps every change below eps."""
+    from comcloak.attacks.budget import budget_at
+
+    ensemble = _ensemble().cuda()
+    x0, goal = (tensor.cuda() for tensor in _batch(ensemble))
+    config = attack_config("mim", 8 / 255, steps=4, alpha=3 / 255, eps_start=2 / 255, eps_ramp=6)
+    with TorchRunner(ensemble, None, config) as runner:
+        eager = runner.infer_result(x0, goal).images
+    with CudaGraphTorchRunner(ensemble, None, config, torch.device("cuda")) as runner:
+        captured = runner.infer(x0, goal)
+    assert (captured - eager).abs().max() <= 2 * config.alpha + 1e-6
+    assert ((captured - eager).abs() > 1e-5).float().mean() < 0.01
+    assert (captured - x0).abs().max() <= config.eps * budget_at(config, 3) + 1e-6 < config.eps
+
+
+@pytest.mark.gpu
+@pytest.mark.trt
+def test_tensorrt_grows_the_budget_in_its_captured_loop(tmp_path: Path) -> None:
+    """TensorRT's captured loop fills each step's eps_t with the step: a ramp longer than the steps keeps every
+    change below eps, and the cloaks match ONNX Runtime's within the parity tolerance."""
+    from comcloak.attacks.budget import budget_at
+    from comcloak.engine.backends.tensorrt_runner import TensorRTRunner
+    from comcloak.export import OnnxFromTorch
+
+    ensemble = _ensemble()
+    x0, goal = _batch(ensemble)
+    path = tmp_path / "step.onnx"
+    OnnxFromTorch(ensemble, None, HEIGHT, WIDTH, path, spec=StepSpec("ce"))()
+    config = attack_config("mim", 8 / 255, steps=4, alpha=3 / 255, eps_start=2 / 255, eps_ramp=6)
+    with TorchRunner(ensemble, None, config) as runner:
+        reference = runner.infer_result(x0, goal).images
+    with TensorRTRunner(path, config, device="cuda", cache_dir=tmp_path) as runner:
+        ours = runner.infer(x0.cuda(), goal.cuda()).cpu()
+    assert (ours - reference).abs().max() <= 2 * config.alpha + 1e-3
+    assert (ours - x0).abs().max() <= config.eps * budget_at(config, 3) + 1e-6 < config.eps
