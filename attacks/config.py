@@ -29,6 +29,8 @@ MAX_MOMENTUM = 2.0  # MIM's decay factor: Dong et al. study 0-2; beyond it the f
 SEED_RANGE = (-(2**63), 2**63 - 1)  # seeds are hashed as signed 64-bit integers (comcloak.attacks.eot.content_seed)
 UNIFORM_BUDGET = "uniform"  # --budget's default: eps at every pixel, the cloaks of before the budget existed
 BUDGETS = (UNIFORM_BUDGET, "texture")  # --budget: eps everywhere, or eps shaped by the texture (attacks/budget.py)
+WORKING_LABEL_VIEW = "attack"  # --label-view's default: the clean label as the working view shows it (the paper's)
+LABEL_VIEWS = (WORKING_LABEL_VIEW, "crop")  # --label-view: that, or the attacker's 256/224 centre crop of the photo
 THROUGH_HELP = ("stand-in for the compressor: none, diffjpeg:Q, comodel:CODEC, comodel:PATH, comodel-cubic:CODEC (the "
                 "trained cubic rounding), 'mix:A|B', 'eot:A|B'")
 
@@ -169,6 +171,10 @@ class AttackConfig:
         eps_ramp: the updates over which the bound grows from ``eps_start`` to eps: the update at step t (0-based)
             is held to ``eps_start + (eps - eps_start) · min(1, t / eps_ramp)``; 0 (the default): over all steps
             (the last update is held to eps).
+        label_view: where each surrogate's clean label (what an untargeted cloak pushes away from) is read:
+            ``attack``, the whole photo at the working size (the paper's), or ``crop``, the attacker's 256/224 centre
+            crop of the photo (``comcloak.attacks.views``), the label protection is judged against. On a photo wider
+            than square the two can differ, and a cloak pushing the working view's label leaves the attacker's.
     """
 
     method: str = setting(help="the attack", kind="choice", choices=attack_method_names, keyword="attack",
@@ -218,6 +224,10 @@ class AttackConfig:
     stop_after: int = setting(0, "stop attacking a photo once it is protected with --stop-margin on every draw and "
                                  "surrogate at this many consecutive steps; 0: never stop", kind="int", low=0,
                               range_text="0 (off) or more steps", commands=("cloak", "eval", "bench"))
+    label_view: str = setting(WORKING_LABEL_VIEW, "where the clean label the cloak pushes away from is read: attack "
+                                                  "(the whole photo at the working size) or crop (the attacker's "
+                                                  "256/224 centre crop)", kind="choice", choices=LABEL_VIEWS,
+                              commands=("cloak", "eval", "bench"))
     stop_margin: float = setting(1.0, "the logit margin (best other class over the clean one; the target over the "
                                       "best other when targeted) per-photo stopping asks of every draw and surrogate",
                                  kind="real", low=0, high=100, commands=("cloak", "eval", "bench"))

@@ -39,6 +39,7 @@ class Preset:
     budget: str = "uniform"  # the per-pixel budget (AttackConfig.budget)
     stop_after: int = 0  # per-photo stopping (AttackConfig.stop_after); 0: every photo takes every step
     stop_margin: float = 1.0
+    label_view: str = "crop"  # the clean label from the attacker's centre crop (AttackConfig.label_view)
 
     def describe(self) -> str:
         robust = f"{self.draws} draws/step, working view {self.attack_size} px" if self.draws else \
@@ -67,7 +68,7 @@ PRESETS: dict[str, Preset] = {preset.name: preset for preset in (
     Preset("strong", "more budget, draws and steps", eps=8, steps=30, draws=3, attack_size=320, classifier=ENSEMBLE,
            loss="margin", measured="surrogates 95-100%, unseen Lite1/Lite2 80-85%, 33.5 dB, 15 s/photo"),
     Preset("paper", "ComReAdv as published: the whole photo at 224, no draws (lab view only)", eps=5, steps=10,
-           draws=0, attack_size=224, classifier="efficientnet_lite0", loss="ce",
+           draws=0, attack_size=224, classifier="efficientnet_lite0", loss="ce", label_view="attack",
            measured="Lite0 70-80%, unseen 50-60% after 8 platforms, 38.5 dB"),
 )}
 STRENGTHS = tuple(PRESETS)
@@ -93,7 +94,8 @@ def preset_config(strength: str = DEFAULT_STRENGTH, **given: Any) -> AttackConfi
     eot = EotSettings(**{"draws": preset.draws, **eot_given})
     values: dict[str, Any] = dict(method=preset.method, eps=preset.eps, through=preset.through,
                                   classifier=preset.classifier, attack_size=preset.attack_size, loss=preset.loss,
-                                  budget=preset.budget, stop_after=preset.stop_after, stop_margin=preset.stop_margin)
+                                  budget=preset.budget, stop_after=preset.stop_after, stop_margin=preset.stop_margin,
+                                  label_view=preset.label_view)
     method = settings.get("method", preset.method)
     if method in iterative_methods():  # fgsm takes its one step; the preset's count would be refused
         values["steps"] = preset.steps

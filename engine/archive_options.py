@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from comcloak import defaults
-from comcloak.attacks.config import UNIFORM_BUDGET
+from comcloak.attacks.config import UNIFORM_BUDGET, WORKING_LABEL_VIEW
 from comcloak.codecs.photos import DEFAULT_WRITE, WriteOptions
 from comcloak.engine.outputs import DEFAULT_OUTPUT_FORMAT, OUTPUT_FORMATS
 from comcloak.errors import UserError
@@ -69,7 +69,7 @@ def archive_settings(config: Any, output_format: str, write: WriteOptions, preci
     the uniform budget adds none of the budget's settings and draws without block transforms none of theirs (they
     change nothing then), nor per-photo stopping when off (``stop_after`` 0), nor the growing budget's settings
     without ``eps_start``, so those hashes are the ones from before the budget, the block draws, stopping and the
-    growing budget existed."""
+    growing budget existed, nor the working view's label (``label_view`` ``attack``)."""
     from comcloak import __version__
 
     hashed = asdict(config)
@@ -79,6 +79,8 @@ def archive_settings(config: Any, output_format: str, write: WriteOptions, preci
         hashed = {name: value for name, value in hashed.items() if not name.startswith("stop_")}
     if hashed.get("eps_start", 0) is None:  # no growing budget: eps at every step, as before it existed
         hashed = {name: value for name, value in hashed.items() if name not in ("eps_start", "eps_ramp")}
+    if hashed.get("label_view") == WORKING_LABEL_VIEW:  # the working view's label, as before the choice existed
+        del hashed["label_view"]
     eot = hashed.get("eot")
     if isinstance(eot, dict):
         for kind in ("bsr", "sia"):  # EotSettings' block transforms: off at rate 0

@@ -17,7 +17,9 @@ from torch import nn
 from comcloak import defaults
 from comcloak.attacks import AttackConfig, make_through, paper_targets
 from comcloak.attacks.budget import budget_used
+from comcloak.attacks.config import WORKING_LABEL_VIEW
 from comcloak.attacks.faces.settings import FaceCloakConfig
+from comcloak.attacks.views import attacker_view
 from comcloak.codecs.tensors import to_tensor
 from comcloak.engine.backends import BackendUnavailableError, backend_choices, get_backend
 from comcloak.engine.backends.base import AttackRunner, RunnerContext
@@ -300,6 +302,7 @@ class Cloaker:
         ``starts`` (same shapes): where each attack starts and what it is composed onto (default the photos), the
         goal still the photos' own labels."""
         views = [self.attack_view(to_tensor(photo[None], self.device)) for photo in photos]
+        labelled = views if self.config.label_view == WORKING_LABEL_VIEW else [self.label_view(p) for p in photos]
         begins = views if starts is None else [
             view if start is photo else self.attack_view(to_tensor(start[None], self.device))
             for view, photo, start in zip(views, photos, starts)]
@@ -311,8 +314,8 @@ class Cloaker:
             for start in range(0, len(indices), batch_size):
                 chunk = indices[start:start + batch_size]
                 view_batch = torch.cat([views[i] for i in chunk])
-                deltas, clean_labels, goals, steps = self._attack_views(view_batch,
-                                                                        torch.cat([begins[i] for i in chunk]))
+                deltas, clean_labels, goals, steps = self._attack_views(
+                    view_batch, torch.cat([begins[i] for i in chunk]), torch.cat([labelled[i] for i in chunk]))
                 for row, index in enumerate(chunk):
                     base = photos[index] if starts is None else starts[index]
                     results[index] = CloakResult(
@@ -321,11 +324,16 @@ class Cloaker:
                         clean_labels=tuple(int(label) for label in clean_labels[row]), steps_used=int(steps[row]))
         return results  # type: ignore[return-value]
 
+    def label_view(self, photo: np.ndarray) -> torch.Tensor:
+        """The view (1, 3, H, W) of a uint8 (H, W, 3) photo its clean labels are read from (``config.label_view``)."""
+        if self.config.label_view == WORKING_LABEL_VIEW:
+            return self.attack_view(to_tensor(photo[None], self.device))
+        return attacker_view(photo, self.config.label_view, device=self.device)
+
     @torch.no_grad()
     def attack_goals(self, views: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(clean labels (N, M), goals (N, M)) of attack views (N, 3, H, W), M surrogates: each one's top-1, and what
-        the attack pushes it from (its clean label) or towards (a target). ``comcloak bench --photos`` reuses it.
-        Example: ``clean, goal = cloaker.attack_goals(cloaker.attack_view(to_tensor(photo[None], "cpu")))``."""
+        """(clean labels, goals), (N, M) for M surrogates, of label views (N, 3, H, W) (:meth:`label_view`): each one's
+        top-1, and what the attack pushes it from or towards (a target). Example: ``cloaker.attack_goals(view)``."""
         clean_labels = torch.stack([surrogate(views).argmax(1) for surrogate in self.surrogates], dim=1)
         if not self.config.targeted:
             goal = clean_labels
@@ -335,10 +343,11 @@ class Cloaker:
             goal = paper_targets(clean_labels[:, :1], self.num_classes).expand_as(clean_labels).contiguous()
         return clean_labels, goal
 
-    def _attack_views(self, views: torch.Tensor, begins: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
-        """(perturbations, clean labels (N, M), goals (N, M) (:meth:`attack_goals`), steps used (N,)); ``begins``:
-        where the attack starts (default ``views``); the perturbations are relative to it."""
-        clean_labels, goal = self.attack_goals(views)
+    def _attack_views(self, views: torch.Tensor, begins: torch.Tensor | None = None,
+                      labelled: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+        """(perturbations relative to ``begins`` (where the attack starts; default ``views``), clean labels and goals
+        (N, M) (:meth:`attack_goals` of ``labelled``, default ``views``), steps used (N,))."""
+        clean_labels, goal = self.attack_goals(views if labelled is None else labelled)
         begins = views if begins is None else begins
         runner, lock = self._runner(views.shape[-2], views.shape[-1])
         with lock:

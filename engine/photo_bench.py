@@ -53,9 +53,10 @@ def photo_work(settings: BenchSettings, cache_dir: str | os.PathLike | None, exp
     cloaker = Cloaker(settings.config, backend="torch", device=settings.device, protect="objects")
     work = PhotoWork()
     for path in settings.photos:
-        view = cloaker.attack_view(to_tensor(load_rgb(path)[None], cloaker.device))
+        photo = load_rgb(path)
+        view = cloaker.attack_view(to_tensor(photo[None], cloaker.device))
         work.views.append(view.cpu().numpy())
-        work.goals.append(cloaker.attack_goals(view)[1].cpu().numpy())
+        work.goals.append(cloaker.attack_goals(cloaker.label_view(photo))[1].cpu().numpy())
     if export:
         work.graphs = {shape: str(export_for_bench(settings, cache_dir, *shape)) for shape in work.shapes}
     return work

@@ -21,11 +21,13 @@ class _Spec:
 
 
 # Computed by the code before ArchiveOptions (archive_settings(config, format, write, precision) passed by hand,
-# comcloak.__version__ pinned): a folder cloaked before the change must be resumed, not redone, after it.
+# comcloak.__version__ pinned): a folder cloaked before the change must be resumed, not redone, after it. The
+# presets' labels were read from the working view then (label_view "attack"; they read the centre crop since).
 PINNED = [
-    (preset_config("balanced"), ArchiveOptions(), "fp32", "78278d3b8e8c7e40"),
-    (preset_config("fast", eps=6.0), ArchiveOptions(output_format="jpeg", write=WriteOptions(90, "strip"),
-                                                     batch_size=3, overwrite=True, wait=True, check="none"),
+    (preset_config("balanced", label_view="attack"), ArchiveOptions(), "fp32", "78278d3b8e8c7e40"),
+    (preset_config("fast", eps=6.0, label_view="attack"),
+     ArchiveOptions(output_format="jpeg", write=WriteOptions(90, "strip"), batch_size=3, overwrite=True, wait=True,
+                    check="none"),
      "bf16", "6d38bd38285d0fa3"),
 ]
 
@@ -35,6 +37,15 @@ def test_the_settings_hash_of_given_options_is_unchanged(monkeypatch, config, op
     monkeypatch.setattr(comcloak, "__version__", "0.0.0-pinned")
     assert settings_hash(options.settings(_Spec(config, precision))) == digest
     assert settings_hash(archive_settings(config, options.output_format, options.write, precision)) == digest
+
+
+def test_the_crop_label_view_is_hashed_so_older_folders_are_cloaked_again() -> None:
+    """The presets' labels from the attacker's centre crop give other cloaks than the working view's did: a folder
+    cloaked with the older labels is redone, not resumed."""
+    working = archive_settings(preset_config("balanced", label_view="attack"), "png", WriteOptions(), "fp32")
+    crop = archive_settings(preset_config("balanced"), "png", WriteOptions(), "fp32")
+    assert "label_view" not in working["config"] and crop["config"]["label_view"] == "crop"
+    assert settings_hash(working) != settings_hash(crop)
 
 
 def test_archive_options_refuse_a_bad_format_or_batch_size() -> None:
