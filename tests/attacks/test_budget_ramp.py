@@ -7,7 +7,6 @@ import dataclasses
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from comcloak.attacks import AttackConfigError, attack_config
 from comcloak.attacks.budget import budget_at, budget_used, ramp_steps
@@ -18,18 +17,6 @@ from comcloak.attacks.presets import preset_config
 EOT = EotSettings(draws=2, view_size=32)
 
 
-@pytest.fixture(scope="module")
-def images() -> torch.Tensor:
-    generator = torch.Generator().manual_seed(1)
-    smooth = F.interpolate(torch.rand(4, 3, 8, 8, generator=generator), size=(40, 40), mode="bilinear")
-    return (smooth + 0.05 * torch.rand(4, 3, 40, 40, generator=generator)).clamp(0, 1)
-
-
-def _goals(classifier: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """Images 0 and 2 aim away from their least likely class (they stop at once), 1 and 3 from their top-1."""
-    with torch.no_grad():
-        logits = classifier(images)
-    return torch.where(torch.arange(len(images)) % 2 == 0, logits.argmin(dim=1), logits.argmax(dim=1))
 
 
 def test_the_schedule_grows_linearly_to_eps_and_stays_there() -> None:
@@ -61,42 +48,44 @@ def test_the_settings_are_checked_in_one_line() -> None:
     assert preset_config("balanced").eps_start is None
 
 
-def test_off_and_a_start_at_eps_give_todays_cloaks(classifier, images) -> None:
+def test_off_and_a_start_at_eps_give_todays_cloaks(classifier, stop_images) -> None:
     labels = torch.zeros(4, dtype=torch.long)
     config = attack_config("mim", 8 / 255, steps=3, eot=EOT)
-    plain = run_attack_result(classifier, images, labels, config).images
-    same = run_attack_result(classifier, images, labels, dataclasses.replace(config, eps_start=config.eps)).images
+    plain = run_attack_result(classifier, stop_images, labels, config).images
+    same = run_attack_result(classifier, stop_images, labels,
+                             dataclasses.replace(config, eps_start=config.eps)).images
     assert torch.equal(plain, same)
 
 
 @pytest.mark.parametrize("stop_after", [0, 1])
 @pytest.mark.parametrize("texture", [False, True])
-def test_each_update_is_held_to_its_steps_bound(classifier, images, stop_after: int, texture: bool) -> None:
+def test_each_update_is_held_to_its_steps_bound(classifier, stop_images, stop_goals, stop_after: int,
+                                                texture: bool) -> None:
     """After k updates the change is within eps_{k-1} (times each pixel's factor), and the ramp changes the cloak."""
     from comcloak.attacks.budget import texture_budget
 
-    labels = _goals(classifier, images)
+    labels = stop_goals
     budget = "texture" if texture else "uniform"
     base = attack_config("mim", 8 / 255, steps=4, alpha=4 / 255, eot=EOT, budget=budget, stop_after=stop_after,
                          stop_margin=0.0)
     config = dataclasses.replace(base, eps_start=2 / 255)
-    factors = texture_budget(images, config) if texture else torch.ones(4, 1, 40, 40)
+    factors = texture_budget(stop_images, config) if texture else torch.ones(4, 1, 40, 40)
     for steps in range(1, 5):
         ramped = dataclasses.replace(config, steps=steps, eps_ramp=3)
-        result = run_attack_result(classifier, images, labels, ramped)
+        result = run_attack_result(classifier, stop_images, labels, ramped)
         bound = config.eps * budget_used(ramped, result.steps_used).float()[:, None, None, None] * factors
-        assert ((result.images - images).abs() <= bound + 1e-6).all()
-    full = run_attack_result(classifier, images, labels, base).images
-    assert not torch.equal(run_attack_result(classifier, images, labels, config).images[1::2], full[1::2])
+        assert ((result.images - stop_images).abs() <= bound + 1e-6).all()
+    full = run_attack_result(classifier, stop_images, labels, base).images
+    assert not torch.equal(run_attack_result(classifier, stop_images, labels, config).images[1::2], full[1::2])
 
 
-def test_compaction_keeps_each_photos_cloak(classifier, images) -> None:
+def test_compaction_keeps_each_photos_cloak(classifier, stop_images, stop_goals) -> None:
     """A stopping photo leaves the batch; the others' bounds (x0 and factors sliced with them) stay their own."""
-    labels = _goals(classifier, images)
+    labels = stop_goals
     config = attack_config("mim", 8 / 255, steps=4, eot=EOT, eps_start=2 / 255, stop_after=1, stop_margin=0.0,
                            budget="texture")
-    together = run_attack_result(classifier, images, labels, config)
+    together = run_attack_result(classifier, stop_images, labels, config)
     for index in range(4):
-        alone = run_attack_result(classifier, images[index:index + 1], labels[index:index + 1], config)
+        alone = run_attack_result(classifier, stop_images[index:index + 1], labels[index:index + 1], config)
         assert alone.steps_used.tolist() == together.steps_used[index:index + 1].tolist()
         assert torch.allclose(alone.images, together.images[index:index + 1], atol=1e-6)

@@ -7,7 +7,6 @@ import dataclasses
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from comcloak.attacks import AttackConfigError, attack_config, run_attack
 from comcloak.attacks.config import EotSettings
@@ -17,19 +16,6 @@ from comcloak.attacks.stopping import StopTracker, goal_margins, image_margins
 EOT = EotSettings(draws=2, view_size=32)
 
 
-@pytest.fixture(scope="module")
-def images() -> torch.Tensor:
-    generator = torch.Generator().manual_seed(1)
-    smooth = F.interpolate(torch.rand(4, 3, 8, 8, generator=generator), size=(40, 40), mode="bilinear")
-    return (smooth + 0.05 * torch.rand(4, 3, 40, 40, generator=generator)).clamp(0, 1)
-
-
-def _goals(classifier: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """Images 0 and 2 aim away from their least likely class (safe from the start: every other class is above it),
-    1 and 3 away from their clean top-1 (not safe until the attack succeeds)."""
-    with torch.no_grad():
-        logits = classifier(images)
-    return torch.where(torch.arange(len(images)) % 2 == 0, logits.argmin(dim=1), logits.argmax(dim=1))
 
 
 def test_margins_untargeted_and_targeted() -> None:
@@ -49,33 +35,33 @@ def test_the_tracker_needs_consecutive_safe_steps() -> None:
     assert tracker.finish(10).tolist() == [4, 2] and tracker.active.numel() == 0
 
 
-def test_off_by_default_and_unchanged(classifier, images) -> None:
+def test_off_by_default_and_unchanged(classifier, stop_images, stop_goals) -> None:
     config = attack_config("mim", 8 / 255, steps=3, eot=EOT)
     assert config.stop_after == 0
-    result = run_attack_result(classifier, images, _goals(classifier, images), config)
-    assert torch.equal(result.images, run_attack(classifier, images, _goals(classifier, images), config))
+    result = run_attack_result(classifier, stop_images, stop_goals, config)
+    assert torch.equal(result.images, run_attack(classifier, stop_images, stop_goals, config))
     assert result.steps_used.tolist() == [3] * 4
 
 
 @pytest.mark.parametrize("eot", [EotSettings(), EOT], ids=["paper", "draws"])
-def test_a_safe_photo_stops_after_k_steps_with_the_checked_iterate(classifier, images, eot) -> None:
-    goal = _goals(classifier, images)
+def test_a_safe_photo_stops_after_k_steps_with_the_checked_iterate(classifier, stop_images, stop_goals, eot) -> None:
+    goal = stop_goals
     config = attack_config("mim", 8 / 255, steps=5, eot=eot, stop_after=2, stop_margin=0.0)
-    result = run_attack_result(classifier, images, goal, config)
+    result = run_attack_result(classifier, stop_images, goal, config)
     assert result.steps_used[0] == 2 and result.steps_used[2] == 2
-    one_step = run_attack(classifier, images[:1], goal[:1], dataclasses.replace(config, steps=1, stop_after=0))
+    one_step = run_attack(classifier, stop_images[:1], goal[:1], dataclasses.replace(config, steps=1, stop_after=0))
     assert torch.equal(result.images[:1], one_step)  # x_1: the iterate checked at step 2, not x_2
-    assert (result.images - images).abs().max() <= 8 / 255 + 1e-6
+    assert (result.images - stop_images).abs().max() <= 8 / 255 + 1e-6
 
 
-def test_compaction_gives_each_photo_the_cloak_it_gets_alone(classifier, images) -> None:
-    goal = _goals(classifier, images)
+def test_compaction_gives_each_photo_the_cloak_it_gets_alone(classifier, stop_images, stop_goals) -> None:
+    goal = stop_goals
     # The uniform budget: the texture map itself differs across batch sizes in the last float32 bit (bisection)
     config = attack_config("mim", 8 / 255, steps=6, eot=EOT, stop_after=2, stop_margin=0.0)
-    together = run_attack_result(classifier, images, goal, config)
+    together = run_attack_result(classifier, stop_images, goal, config)
     assert together.steps_used.min() < 6  # some photos stopped, so the batch was compacted
-    for index in range(len(images)):
-        alone = run_attack_result(classifier, images[index : index + 1], goal[index : index + 1], config)
+    for index in range(len(stop_images)):
+        alone = run_attack_result(classifier, stop_images[index : index + 1], goal[index : index + 1], config)
         assert torch.equal(alone.images, together.images[index : index + 1]), index
         assert alone.steps_used.tolist() == together.steps_used[index : index + 1].tolist()
 
