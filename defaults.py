@@ -10,6 +10,10 @@ PAPER_CODEC = "jpeg:50"  # the paper protocol's codec (the parity benchmarks)
 # platforms serve JPEG. The CLI attacks through the stand-in matched to its --check codec instead.
 THROUGH = "comodel:jpeg:50"
 ATTACK = "mim"
+# How a step turns the momentum into a change (AttackConfig.step_rule, comcloak.kernels.step_direction): sign (every
+# pixel moves by the step size, the paper's) or scaled (the momentum rescaled to the sign step's L2 length).
+SIGN_STEP = "sign"
+STEP_RULES = (SIGN_STEP, "scaled")
 EPS = 5.0  # L-inf budget, 0-255 scale
 MAX_EPS = 64.0  # the CLI's ceiling: beyond it a change is a visible edit, not a cloak
 STEPS = 10  # iterations of bim and mim in the paper's attack (fgsm takes one); presets set their own

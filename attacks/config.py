@@ -67,16 +67,14 @@ class EotSettings:
         0, "random draws per step of the platform (downscale, codec stand-in) and the attacker's view (rescale, crop, "
            "flip, shift) the loss is averaged over; 0: none, the paper's attack",
         kind="int", low=0, range_text="0 (off) or more", commands=("cloak", "eval", "bench"))
-    view_size: int = setting(224, "the attacker's view the draws resample to (S x S)", kind="int",
-                             low=MIN_ATTACK_SIZE,
+    view_size: int = setting(224, "the attacker's view the draws resample to (S x S)", kind="int", low=MIN_ATTACK_SIZE,
                              range_text=f"at least {MIN_ATTACK_SIZE} pixels (the attacker view's side)")
     rescale_range: tuple[float, float] = setting(
         (1.0, 300 / 224), "the attacker's rescaled shorter side over the crop's side", kind="pair", low=1,
         range_text="increasing and at least 1 (a crop within the photo)")
     whole_image_rate: float = setting(0.25, "fraction of draws resizing the whole photo", kind="real", low=0, high=1)
     flip_rate: float = setting(0.5, "fraction of draws mirrored left-right", kind="real", low=0, high=1)
-    downscale_rate: float = setting(0.25, "fraction of draws downscaled by a platform first", kind="real", low=0,
-                                    high=1)
+    downscale_rate: float = setting(0.25, "fraction of draws downscaled first", kind="real", low=0, high=1)
     downscale_range: tuple[float, float] = setting((0.5, 1.0), "the platform's downscale factors", kind="pair",
                                                    low=0, low_open=True, high=1, range_text="within (0, 1]")
     through_rate: float = setting(0.5, "fraction of draws through the codec stand-in", kind="real", low=0, high=1)
@@ -171,6 +169,8 @@ class AttackConfig:
         eps_ramp: the updates over which the bound grows from ``eps_start`` to eps: the update at step t (0-based)
             is held to ``eps_start + (eps - eps_start) · min(1, t / eps_ramp)``; 0 (the default): over all steps
             (the last update is held to eps).
+        step_rule: how a step turns the momentum into a change (:func:`comcloak.kernels.step_direction`): ``sign``
+            (every pixel moves by alpha, the paper's) or ``scaled`` (the same L2 length spread by the momentum).
         label_view: where each surrogate's clean label (what an untargeted cloak pushes away from) is read:
             ``attack``, the whole photo at the working size (the paper's), or ``crop``, the attacker's 256/224 centre
             crop of the photo (``comcloak.attacks.views``), the label protection is judged against. On a photo wider
@@ -224,6 +224,10 @@ class AttackConfig:
     stop_after: int = setting(0, "stop attacking a photo once it is protected with --stop-margin on every draw and "
                                  "surrogate at this many consecutive steps; 0: never stop", kind="int", low=0,
                               range_text="0 (off) or more steps", commands=("cloak", "eval", "bench"))
+    step_rule: str = setting(defaults.SIGN_STEP, "how each step moves the pixels: sign (each by the step size, the "
+                                                 "paper's) or scaled (in proportion to the momentum, the same L2 "
+                                                 "length: less change where the gradient is weak)", kind="choice",
+                             choices=defaults.STEP_RULES, commands=("cloak", "eval", "bench"))
     label_view: str = setting(WORKING_LABEL_VIEW, "where the clean label the cloak pushes away from is read: attack "
                                                   "(the whole photo at the working size) or crop (the attacker's "
                                                   "256/224 centre crop)", kind="choice", choices=LABEL_VIEWS,

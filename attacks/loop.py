@@ -11,6 +11,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from comcloak.attacks.eot import Draw, DrawSampler, apply_draw
 from comcloak.attacks.loss import goal_weights, per_image_loss
 from comcloak.attacks.stopping import AttackResult, StopTracker, goal_margins
 from comcloak.attacks.through import ExpectationThrough, RandomChoiceThrough
+from comcloak.defaults import SIGN_STEP
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +47,8 @@ def attack_update(
     upper: torch.Tensor,
     fused: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One update of the loop: ``m = μ·m + g / mean(|g|)``, ``x = clip(x ± α·sign(m), lower, upper)``.
+    """One update of the loop: ``m = μ·m + g / mean(|g|)``, ``x = clip(x ± α·sign(m), lower, upper)`` (or
+    ``config.step_rule``'s direction instead of the sign: :func:`comcloak.kernels.step_direction`).
 
     ``lower``/``upper`` are ``max(x0 - eps, 0)`` and ``min(x0 + eps, 1)``; + untargeted, − targeted. The maths is
     ``comcloak.kernels.attack_update_reference``; ``fused`` runs it as the fused CUDA kernel instead when the
@@ -53,9 +56,10 @@ def attack_update(
     Returns ``(x_next, m_next)``.
     """
     step = (-1.0 if config.targeted else 1.0) * config.alpha
-    if fused:
+    if fused and config.step_rule == SIGN_STEP:  # the kernel steps by the sign
         return kernels.attack_update(x, momentum, gradient, lower, upper, step, config.momentum)
-    return kernels.attack_update_reference(x, momentum, gradient, lower, upper, step, config.momentum)
+    return kernels.attack_update_reference(x, momentum, gradient, lower, upper, step, config.momentum,
+                                           config.step_rule)
 
 
 SurrogateArg = nn.Module | Sequence[nn.Module]
@@ -223,7 +227,7 @@ def run_attack(
         repeat steps:
             g = ∇x E_draws mean_surrogates L(C(T_draw(x)), goal)      # L: ce or margin, always descended
             m = μ·m + g / mean(|g|)
-            x = clip(x − α·sign(m), x0 − ε, x0 + ε, 0, 1)
+            x = clip(x − α·sign(m), x0 − ε, x0 + ε, 0, 1)         # step_rule "scaled": m·|sign m|₂/|m|₂
 
     Args:
         classifier: one module mapping [0, 1] RGB NCHW to logits (it normalises its input itself), or several (a
@@ -332,8 +336,10 @@ def run_attack_result(
     upper = (x0 + budget).clamp_max(1.0)
     batch = _Batch(x0.clone(), torch.zeros_like(x0), lower, upper, signed_step, goal, sampler, x0,
                    budget_factors(x0, eps_map) if config.ramped else None)
-    fused = settings.fused_update and eps_map is None  # the fused kernel takes a scalar step
-    update = kernels.attack_update if fused else kernels.attack_update_reference
+    # The fused kernel takes a scalar step and steps by the sign.
+    fused = settings.fused_update and eps_map is None and config.step_rule == SIGN_STEP
+    update = kernels.attack_update if fused else functools.partial(kernels.attack_update_reference,
+                                                                   rule=config.step_rule)
     if config.stop_after:
         return _stopping_loop(surrogates, through, batch, config, settings, update)
     x, momentum = batch.x, batch.momentum

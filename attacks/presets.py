@@ -15,6 +15,7 @@ from typing import Any
 
 from comcloak.attacks.config import AttackConfig, AttackConfigError, EotSettings
 from comcloak.attacks.methods import iterative_methods
+from comcloak.defaults import SIGN_STEP
 
 ENSEMBLE = "efficientnet_lite0,mobilenet_v2"
 EOT_FIELDS = frozenset(item.name for item in fields(EotSettings))
@@ -40,6 +41,7 @@ class Preset:
     stop_after: int = 0  # per-photo stopping (AttackConfig.stop_after); 0: every photo takes every step
     stop_margin: float = 1.0
     label_view: str = "crop"  # the clean label from the attacker's centre crop (AttackConfig.label_view)
+    step_rule: str = SIGN_STEP  # how each step moves the pixels (AttackConfig.step_rule)
 
     def describe(self) -> str:
         robust = f"{self.draws} draws/step, working view {self.attack_size} px" if self.draws else \
@@ -47,6 +49,7 @@ class Preset:
         budget = f", {self.budget} budget" if self.budget != "uniform" else ""
         stopping = (f", each photo stops after {self.stop_after} safe steps (margin {self.stop_margin:g})"
                     if self.stop_after else "")
+        stopping += f", {self.step_rule} steps" if self.step_rule != SIGN_STEP else ""
         measured = f"; measured: {self.measured}" if self.measured else ""
         return (f"{self.name}: {self.summary} (eps {self.eps:g}, {self.steps} steps, {robust}{budget}{stopping}, "
                 f"{self.loss} loss, surrogates {self.classifier}{measured})")
@@ -95,7 +98,7 @@ def preset_config(strength: str = DEFAULT_STRENGTH, **given: Any) -> AttackConfi
     values: dict[str, Any] = dict(method=preset.method, eps=preset.eps, through=preset.through,
                                   classifier=preset.classifier, attack_size=preset.attack_size, loss=preset.loss,
                                   budget=preset.budget, stop_after=preset.stop_after, stop_margin=preset.stop_margin,
-                                  label_view=preset.label_view)
+                                  label_view=preset.label_view, step_rule=preset.step_rule)
     method = settings.get("method", preset.method)
     if method in iterative_methods():  # fgsm takes its one step; the preset's count would be refused
         values["steps"] = preset.steps

@@ -69,7 +69,8 @@ def archive_settings(config: Any, output_format: str, write: WriteOptions, preci
     the uniform budget adds none of the budget's settings and draws without block transforms none of theirs (they
     change nothing then), nor per-photo stopping when off (``stop_after`` 0), nor the growing budget's settings
     without ``eps_start``, so those hashes are the ones from before the budget, the block draws, stopping and the
-    growing budget existed, nor the working view's label (``label_view`` ``attack``)."""
+    growing budget existed, nor the working view's label (``label_view`` ``attack``), nor the sign step
+    (``step_rule`` ``sign``)."""
     from comcloak import __version__
 
     hashed = asdict(config)
@@ -81,6 +82,8 @@ def archive_settings(config: Any, output_format: str, write: WriteOptions, preci
         hashed = {name: value for name, value in hashed.items() if name not in ("eps_start", "eps_ramp")}
     if hashed.get("label_view") == WORKING_LABEL_VIEW:  # the working view's label, as before the choice existed
         del hashed["label_view"]
+    if hashed.get("step_rule") == defaults.SIGN_STEP:  # the sign step, as before the step rule existed
+        del hashed["step_rule"]
     eot = hashed.get("eot")
     if isinstance(eot, dict):
         for kind in ("bsr", "sia"):  # EotSettings' block transforms: off at rate 0

@@ -128,6 +128,7 @@ def workload_text(settings: BenchSettings) -> str:
     extra += [f"{name} {getattr(config.eot, name):g}" for name in ("bsr_rate", "sia_rate")
               if getattr(config.eot, name)]
     extra += [f"stop after {config.stop_after} at margin {config.stop_margin:g}"] if config.stop_after else []
+    extra += [f"{config.step_rule} steps"] if config.step_rule != declared_default("step_rule") else []
     if config.ramped:
         extra += [f"eps from {config.eps_start * PIXEL_SCALE:g} over {config.eps_ramp or 'all'} steps"]
     return (f"{strength}{config.classifier} through {config.through}, {config.method}, {config.steps} steps{draws}, "

@@ -11,7 +11,8 @@ from torch import nn
 from comcloak.attacks import AttackConfig, AttackConfigError
 from comcloak.attacks.config import declared_settings, unknown_keywords_error
 from comcloak.attacks.faces.settings import FaceCloakConfig
-from comcloak.attacks.presets import DEFAULT_STRENGTH, preset_config, stopping_asked
+from comcloak.attacks.presets import DEFAULT_STRENGTH, PRESETS, preset_config, stopping_asked
+from comcloak.defaults import SIGN_STEP
 from comcloak.engine.protection import PROTECTION_KEYWORDS, Protection
 from comcloak.errors import UserError
 
@@ -54,9 +55,9 @@ def resolve_config(config: AttackConfig | None, settings: dict[str, Any], protec
                    ) -> tuple[AttackConfig, nn.Module | None, nn.Module | None]:
     """``(config, classifier module, stand-in module)`` of :class:`Cloaker`'s arguments: ``config`` as given, or the
     one the declared ``settings`` build (``Cloaker(eps=4)``), with ``classifier``/``through`` modules set apart.
-    Per-photo stopping (``stop_after``) and the growing budget (``eps_start``) are the objects cloak's: refused, in
-    one line, when ``protection`` has none (the face cloak neither stops photos early nor grows its budget), rather
-    than ignored."""
+    Per-photo stopping (``stop_after``), the growing budget (``eps_start``) and the step rule are the objects cloak's:
+    refused, in one line, when ``protection`` has none (the face cloak neither stops photos early nor grows its
+    budget, and steps as its face preset does), rather than ignored."""
     declared = declared_settings()
     unknown = [name for name in settings if name not in declared]
     if unknown:
@@ -85,6 +86,11 @@ def resolve_config(config: AttackConfig | None, settings: dict[str, Any], protec
     if config.stop_after and asked_stop and protection is not None and not protection.objects:
         raise CloakerConfigError(f"stop_after applies to the objects cloak, and protect={protection.protect!r} has "
                                  "none (the face cloak does not stop photos early)")
+    asked_rule = ("step_rule" in given if config_given is None
+                  else config.step_rule != getattr(PRESETS.get(config.strength or ""), "step_rule", SIGN_STEP))
+    if asked_rule and protection is not None and not protection.objects:
+        raise CloakerConfigError(f"step_rule applies to the objects cloak, and protect={protection.protect!r} has "
+                                 "none (the face cloak steps as its face preset does)")
     if config.eps_start is not None and protection is not None and not protection.objects:  # presets never set it
         raise CloakerConfigError(f"eps_start applies to the objects cloak, and protect={protection.protect!r} has "
                                  "none (the face cloak does not grow its budget)")

@@ -54,12 +54,13 @@ def face_step_module(recogniser: nn.Module, through: nn.Module | None, size: int
                      spec: StepSpec) -> tuple[FaceAttackStep, FaceStepLayout]:
     """The eval-mode face step for ``size`` x ``size`` working views and its graph's layout."""
     stand_ins = [traceable_through(stand_in, size, size) for stand_in in stand_ins_of(through)]
-    step = FaceAttackStep(recogniser.eval(), stand_ins, spec.eot.draws, spec.loss, spec.eot.coded_draws).eval()
+    step = FaceAttackStep(recogniser.eval(), stand_ins, spec.eot.draws, spec.loss, spec.eot.coded_draws,
+                          step_rule=spec.step_rule).eval()
     with torch.no_grad():
         embedding = int(recogniser(torch.zeros(1, 3, ARCFACE_SIZE, ARCFACE_SIZE)).shape[1])
     base = spec.layout(1, len(stand_ins))
     layout = FaceStepLayout(base.surrogates, base.draws, base.stand_ins, base.view_size, base.loss,
-                            base.coded_draws, embedding, ARCFACE_SIZE)
+                            base.coded_draws, embedding, ARCFACE_SIZE, step_rule=base.step_rule)
     return step, layout
 
 

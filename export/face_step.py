@@ -37,6 +37,7 @@ from torch import nn
 
 from comcloak.attacks.eot import DRAW_INPUTS
 from comcloak.attacks.loss import loss_gradient, per_image_loss
+from comcloak.defaults import SIGN_STEP
 from comcloak.models.faces import ARCFACE_SIZE
 from comcloak.models.faces.align import bilinear_taps
 
@@ -72,7 +73,8 @@ class FaceStepLayout(StepLayout):
     def from_metadata(cls, metadata: dict[str, str]) -> FaceStepLayout:
         base = StepLayout.from_metadata(metadata)
         return cls(base.surrogates, base.draws, base.stand_ins, base.view_size, base.loss, base.coded_draws,
-                   int(metadata.get("embedding", cls.embedding)), int(metadata.get("crop", cls.crop)))
+                   int(metadata.get("embedding", cls.embedding)), int(metadata.get("crop", cls.crop)),
+                   step_rule=base.step_rule)
 
 
 def face_tensor_shapes(batch: int, size: int, gallery: int, layout: FaceStepLayout) -> dict[str, tuple[int, ...]]:
@@ -148,6 +150,7 @@ class FaceAttackStep(RobustAttackStep):
         loss: the loss on the cosines (``identity``: the cosine to the clean embedding, descended).
         coded_draws: how many of each image's draws (the first) may go through a stand-in.
         crop: the recogniser's input side (the taps' P is its square).
+        step_rule: ``sign`` or ``scaled``: the update's direction (``comcloak.export.gradient.momentum_update``).
 
     Example:
         >>> step = FaceAttackStep(create_face_model("tiny_sface"), [], draws=2)
@@ -155,8 +158,8 @@ class FaceAttackStep(RobustAttackStep):
     """
 
     def __init__(self, recogniser: nn.Module, stand_ins: list[nn.Module], draws: int, loss: str = "identity",
-                 coded_draws: int | None = None, crop: int = ARCFACE_SIZE) -> None:
-        super().__init__([], stand_ins, draws, loss, coded_draws)
+                 coded_draws: int | None = None, crop: int = ARCFACE_SIZE, step_rule: str = SIGN_STEP) -> None:
+        super().__init__([], stand_ins, draws, loss, coded_draws, step_rule)
         self.recogniser_gradient = InputGradient(recogniser)
         self.crop = crop
 
@@ -177,7 +180,7 @@ class FaceAttackStep(RobustAttackStep):
         grad_viewed, logits, loss = self.identity_backward(viewed, w, *warp)
         grad = self.views_backward(grad_viewed, saved)
         # The per-pixel budget scales the bound and the step as run_attack's eps_map does (attacks/loop.bounds_of).
-        x_next, m_next = momentum_update(grad, x, x0, m, eps, alpha, mu, budget)
+        x_next, m_next = momentum_update(grad, x, x0, m, (eps, alpha, mu), budget, self.step_rule)
         return x_next, m_next, logits, loss
 
     def identity_backward(self, viewed: torch.Tensor, w: torch.Tensor, gallery: torch.Tensor, index: torch.Tensor,

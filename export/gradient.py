@@ -25,6 +25,7 @@ from comcloak.attacks.blocks import permute_pixels
 from comcloak.attacks.eot import DRAW_INPUTS
 from comcloak.attacks.loss import goal_weights, loss_gradient, per_image_loss  # noqa: F401 - goal_weights re-exported
 from comcloak.attacks.through import COMODEL_MULTIPLE, ComModelThrough
+from comcloak.defaults import SIGN_STEP
 from comcloak.kernels import attack_update_reference
 
 from .vjp import NodeValues, UnsupportedLayerError, VjpRule, describe_node, prepare_constants, rules_for
@@ -194,18 +195,20 @@ def traceable_through(through: nn.Module | None, height: int, width: int) -> nn.
 
 
 def momentum_update(
-    grad: torch.Tensor, x: torch.Tensor, x0: torch.Tensor, m: torch.Tensor, eps: torch.Tensor, alpha: torch.Tensor,
-    mu: torch.Tensor, budget: torch.Tensor,
+    grad: torch.Tensor, x: torch.Tensor, x0: torch.Tensor, m: torch.Tensor,
+    scalars: tuple[torch.Tensor, torch.Tensor, torch.Tensor], budget: torch.Tensor, step_rule: str = SIGN_STEP,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The loop's update on a descent gradient: ``m_next = mu*m + g/mean|g|``, ``x_next = clip(x - a*sign(m_next),
     max(x0 - e, 0), min(x0 + e, 1))`` with ``e = eps * budget`` and ``a = alpha * budget`` per pixel (``budget``
     (N, 1, H, W); all ones: exactly the scalar eps and alpha) — the one update rule,
     :func:`comcloak.kernels.attack_update_reference`, with the step descending and the bounds from the graph's
-    inputs, as ``attacks/loop.bounds_of`` scales them."""
+    inputs, as ``attacks/loop.bounds_of`` scales them; ``step_rule`` ``scaled``: the scaled momentum instead of the
+    sign (:func:`comcloak.kernels.step_direction`), fixed in the graph; ``scalars``: ``(eps, alpha, mu)``."""
+    eps, alpha, mu = scalars
     per_pixel = eps * budget
     lower = (x0 - per_pixel).clamp_min(0.0)
     upper = (x0 + per_pixel).clamp_max(1.0)
-    return attack_update_reference(x, m, grad, lower, upper, -(alpha * budget), mu)
+    return attack_update_reference(x, m, grad, lower, upper, -(alpha * budget), mu, step_rule)
 
 
 def surrogates_backward(
@@ -243,6 +246,7 @@ class AttackStep(nn.Module):
         models: ``classifier(through(x))`` (e.g. :class:`ThroughThenClassify`), traceable, eval mode; or one per
             surrogate of an ensemble (the loss is averaged over them).
         loss: ``ce`` or ``margin`` (:mod:`comcloak.attacks.loss`; its gradient is written out by hand here).
+        step_rule: ``sign`` or ``scaled``: the update's direction (:func:`momentum_update`).
 
     Inputs (N images, M surrogates, K classes, float32):
         x, x0, m: (N, 3, H, W) — current image, clean image, momentum (zeros at the first step).
@@ -257,11 +261,12 @@ class AttackStep(nn.Module):
         logits: (N, M, K) at ``x``; loss: (N,) the loss averaged over the surrogates at ``x``.
     """
 
-    def __init__(self, models: nn.Module | Sequence[nn.Module], loss: str = "ce") -> None:
+    def __init__(self, models: nn.Module | Sequence[nn.Module], loss: str = "ce", step_rule: str = SIGN_STEP) -> None:
         super().__init__()
         members = [models] if isinstance(models, nn.Module) else list(models)
         self.gradients = nn.ModuleList([InputGradient(model) for model in members])
         self.loss_kind = loss
+        self.step_rule = step_rule
 
     @property
     def gradient(self) -> InputGradient:
@@ -280,7 +285,7 @@ class AttackStep(nn.Module):
         budget: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         grad, logits, loss = surrogates_backward(self.gradients, x, _per_surrogate(w), self.loss_kind)
-        x_next, m_next = momentum_update(grad, x, x0, m, eps, alpha, mu, budget)
+        x_next, m_next = momentum_update(grad, x, x0, m, (eps, alpha, mu), budget, self.step_rule)
         return x_next, m_next, logits, loss
 
 
@@ -302,6 +307,7 @@ class RobustAttackStep(nn.Module):
         loss: ``ce`` or ``margin``.
         coded_draws: C, how many of each image's draws (the first) may go through a stand-in (default all; the
             sampler's ``EotSettings.coded_draws``); the stand-ins run on those only.
+        step_rule: ``sign`` or ``scaled``: the update's direction (:func:`momentum_update`).
 
     Inputs (N images, M surrogates, K classes, J stand-ins, working view H x W, attacker view S x S): as
     :class:`AttackStep`, plus the draw (``comcloak.attacks.eot.Draw``) as ``*draw``: pre_h (N, D, H, H), pre_w
@@ -312,7 +318,7 @@ class RobustAttackStep(nn.Module):
     """
 
     def __init__(self, surrogates: Sequence[nn.Module], stand_ins: Sequence[nn.Module], draws: int,
-                 loss: str = "ce", coded_draws: int | None = None) -> None:
+                 loss: str = "ce", coded_draws: int | None = None, step_rule: str = SIGN_STEP) -> None:
         super().__init__()
         if draws < 1:
             raise ValueError(f"the robust step needs at least one draw, got {draws}")
@@ -324,6 +330,7 @@ class RobustAttackStep(nn.Module):
         self.stand_in_gradients = nn.ModuleList([InputGradient(model) for model in stand_ins])
         self.draws = draws
         self.loss_kind = loss
+        self.step_rule = step_rule
 
     def forward(
         self,
@@ -342,7 +349,7 @@ class RobustAttackStep(nn.Module):
         grad_viewed, logits, loss = surrogates_backward(self.classifier_gradients, viewed, _per_surrogate(w),
                                                         self.loss_kind, self.draws, per_draw=True)
         grad = self.views_backward(grad_viewed, saved)
-        x_next, m_next = momentum_update(grad, x, x0, m, eps, alpha, mu, budget)
+        x_next, m_next = momentum_update(grad, x, x0, m, (eps, alpha, mu), budget, self.step_rule)
         return x_next, m_next, logits, loss
 
     def views(self, x: torch.Tensor, draw: Sequence[torch.Tensor]) -> tuple[torch.Tensor, dict[str, Any]]:

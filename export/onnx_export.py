@@ -164,10 +164,12 @@ def step_module(
     surrogates = [member.eval() for member in as_surrogates(classifier)]
     if spec.eot.draws:
         stand_ins = [traceable_through(stand_in, height, width) for stand_in in stand_ins_of(through)]
-        step: nn.Module = RobustAttackStep(surrogates, stand_ins, spec.eot.draws, spec.loss, spec.eot.coded_draws)
+        step: nn.Module = RobustAttackStep(surrogates, stand_ins, spec.eot.draws, spec.loss, spec.eot.coded_draws,
+                                           spec.step_rule)
         return step.eval(), spec.layout(len(surrogates), len(stand_ins))
     static_through = traceable_through(through, height, width)
-    step = AttackStep([ThroughThenClassify(member, static_through) for member in surrogates], spec.loss)
+    step = AttackStep([ThroughThenClassify(member, static_through) for member in surrogates], spec.loss,
+                      spec.step_rule)
     return step.eval(), spec.layout(len(surrogates), 0)
 
 

@@ -37,6 +37,8 @@ from torch import nn
 from comcloak.attacks.eot import Draw, apply_draw
 from comcloak.attacks.loop import as_surrogates, stand_ins_of
 from comcloak.attacks.loss import per_image_loss
+from comcloak.defaults import SIGN_STEP
+from comcloak.kernels import step_direction
 
 from .optional import import_optional
 from .step_io import INPUT_NAMES, OUTPUT_NAMES, StepLayout
@@ -223,19 +225,20 @@ def check_against_autograd(
         output_errors=output_errors(logits, loss),
         torch_errors=per_image_relative_errors(gradient32, gradient),
         torch_output_errors=output_errors(logits32, loss32),
-        update_error=update_error(inputs, torch.from_numpy(x_next), torch.from_numpy(m_next)),
+        update_error=update_error(inputs, torch.from_numpy(x_next), torch.from_numpy(m_next), layout.step_rule),
     )
 
 
-def update_error(inputs: tuple[torch.Tensor, ...], x_next: torch.Tensor, m_next: torch.Tensor) -> float:
+def update_error(inputs: tuple[torch.Tensor, ...], x_next: torch.Tensor, m_next: torch.Tensor,
+                 step_rule: str = SIGN_STEP) -> float:
     """max |x_next - clip(x - alpha·budget·sign(m_next), x0 ∓ eps·budget, [0, 1])| of a step graph's outputs on its
     ``inputs`` (``INPUT_NAMES`` order): the per-pixel update, given the graph's own momentum, so gradient rounding
-    cannot move it."""
+    cannot move it (``step_rule`` ``scaled``: the scaled momentum instead of its sign, ``kernels.step_direction``)."""
     named = dict(zip(INPUT_NAMES, inputs))
     per_pixel = named["eps"] * named["budget"]
     lower = (named["x0"] - per_pixel).clamp_min(0.0)
     upper = (named["x0"] + per_pixel).clamp_max(1.0)
-    stepped = named["x"] - named["alpha"] * named["budget"] * m_next.sign()
+    stepped = named["x"] - named["alpha"] * named["budget"] * step_direction(m_next, step_rule)
     return float((x_next - torch.minimum(torch.maximum(stepped, lower), upper)).abs().max())
 
 

@@ -15,6 +15,7 @@ import torch
 from comcloak.attacks.config import AttackConfig, EotSettings
 from comcloak.attacks.eot import BLOCK_INPUTS, DRAW_INPUTS, DrawSampler
 from comcloak.attacks.loss import goal_weights
+from comcloak.defaults import SIGN_STEP
 
 from .optional import import_optional
 
@@ -37,7 +38,7 @@ EPS_SEMANTICS = (
     "w = one-hot target (targeted) or minus one-hot clean label (untargeted); "
     "loss = -sum(w * log_softmax(logits)) per image, always descended: "
     "m_next = mu*m + g/mean|g|, x_next = clip(x - alpha*budget*sign(m_next), max(x0-eps*budget,0), "
-    "min(x0+eps*budget,1))"
+    "min(x0+eps*budget,1)); with step_rule=scaled, m_next*|sign(m_next)|_2/|m_next|_2 per image instead of sign(m_next)"
 )
 
 
@@ -55,6 +56,8 @@ class StepLayout:
     # The draws move blocks (EotSettings.block_transforms): BLOCK_INPUTS follow DRAW_INPUTS. Keyword-only, so the
     # positional fields of a subclass (the face step's layout) keep their places.
     blocks: bool = field(default=False, kw_only=True)
+    # The update's direction (comcloak.kernels.step_direction); graphs exported before it existed step by the sign.
+    step_rule: str = field(default=SIGN_STEP, kw_only=True)
 
     @property
     def input_names(self) -> tuple[str, ...]:
@@ -69,7 +72,7 @@ class StepLayout:
     def metadata(self) -> dict[str, str]:
         return {"surrogates": str(self.surrogates), "draws": str(self.draws), "stand_ins": str(self.stand_ins),
                 "view_size": str(self.view_size), "loss": self.loss, "coded_draws": str(self.coded_draws),
-                "blocks": str(int(self.blocks))}
+                "blocks": str(int(self.blocks)), "step_rule": self.step_rule}
 
     @classmethod
     def from_metadata(cls, metadata: dict[str, str]) -> StepLayout:
@@ -77,13 +80,15 @@ class StepLayout:
         return cls(int(metadata.get("surrogates", defaults.surrogates)), int(metadata.get("draws", defaults.draws)),
                    int(metadata.get("stand_ins", defaults.stand_ins)),
                    int(metadata.get("view_size", defaults.view_size)), metadata.get("loss", defaults.loss),
-                   int(metadata.get("coded_draws", defaults.coded_draws)), blocks=metadata.get("blocks", "0") == "1")
+                   int(metadata.get("coded_draws", defaults.coded_draws)), blocks=metadata.get("blocks", "0") == "1",
+                   step_rule=metadata.get("step_rule", SIGN_STEP))
 
 
 @dataclass(frozen=True)
 class StepSpec:
     """The part of an :class:`~comcloak.attacks.config.AttackConfig` an exported step graph is built from: the loss
-    (``ce`` or ``margin``) and the robust attack's draws (``eot.draws`` > 0: a robust step with the draws as inputs).
+    (``ce`` or ``margin``), the robust attack's draws (``eot.draws`` > 0: a robust step with the draws as inputs) and
+    the update's step rule.
     The rest of the configuration (eps, alpha, momentum, the goal) is fed to the graph at run time.
 
     Example:
@@ -94,18 +99,23 @@ class StepSpec:
 
     loss: str = "ce"
     eot: EotSettings = field(default_factory=EotSettings)
+    step_rule: str = SIGN_STEP
 
     @classmethod
     def from_config(cls, config: AttackConfig) -> StepSpec:
-        return cls(config.loss, config.eot)
+        return cls(config.loss, config.eot, config.step_rule)
+
+    def rule_key(self) -> dict[str, str]:
+        """The step rule's part of a cached graph's key: nothing for the sign (the keys of before it existed)."""
+        return {} if self.step_rule == SIGN_STEP else {"step_rule": self.step_rule}
 
     def layout(self, surrogates: int, stand_ins: int) -> StepLayout:
         """The graph's layout for ``surrogates`` classifiers and ``stand_ins`` stand-ins (used only with draws)."""
         eot = self.eot
         if eot.draws:
             return StepLayout(surrogates, eot.draws, stand_ins, eot.view_size, self.loss, eot.coded_draws,
-                              blocks=eot.block_transforms)
-        return StepLayout(surrogates, loss=self.loss)
+                              blocks=eot.block_transforms, step_rule=self.step_rule)
+        return StepLayout(surrogates, loss=self.loss, step_rule=self.step_rule)
 
 
 def step_tensor_shapes(batch: int, height: int, width: int, classes: int,

@@ -9,8 +9,9 @@ captured by CUDA graphs like any other launch):
 * ``compose`` — the full-resolution compose of ``Cloaker.cloak``: bilinear upsampling of the attack-view
   perturbation, add to the uint8 photo, round, clip, uint8 out (:func:`compose`), without the float copy of the photo.
   A per-pixel bound (``--budget texture``) runs the torch reference.
-* The texture budget's update (a per-pixel step and bound) runs as :func:`attack_update_reference`: the
-  ``attack_update`` kernel takes a scalar step (``attacks/loop.run_attack`` picks the reference then).
+* The texture budget's update (a per-pixel step and bound) and the ``scaled`` step rule run as
+  :func:`attack_update_reference`: the ``attack_update`` kernel takes a scalar step and the sign
+  (``attacks/loop.run_attack`` picks the reference then).
 
 Both are registered as torch ops (``torch.ops.comcloak.attack_update``, ``torch.ops.comcloak.compose``). An op runs
 the CUDA kernel when its tensors are on a CUDA device and the library is loaded, and its torch reference otherwise
@@ -35,14 +36,18 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from comcloak.defaults import STEP_RULES
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["LIBRARY_ENV", "LIBRARY_NAME", "KernelError", "attack_update", "attack_update_reference", "compose",
-           "compose_reference", "kernel_status", "kernels_available", "library_candidates", "load_library"]
+           "compose_reference", "kernel_status", "kernels_available", "library_candidates", "load_library",
+           "step_direction"]
 
 LIBRARY_ENV = "COMCLOAK_KERNELS_LIBRARY"
 LIBRARY_NAME = "libcomcloak_kernels.so"
 L1_FLOOR = 1e-12  # keeps an all-zero gradient from producing NaNs (same floor in the kernel)
+SIGN_RULE, SCALED_RULE = STEP_RULES  # the sign step (the kernel's) and the non-sign step of Cheng et al. 2021
 
 
 class KernelError(RuntimeError):
@@ -52,23 +57,52 @@ class KernelError(RuntimeError):
 # --------------------------------------------------------------------------------------------------- references
 
 
+def step_direction(momentum: torch.Tensor, rule: str = SIGN_RULE) -> torch.Tensor:
+    """The direction a step moves each pixel by (times the step size): ``sign(m)``, or with ``rule="scaled"``
+    ``m · ||sign(m)||₂ / ||m||₂`` per image (FGNM, Cheng et al., "Fast Gradient Non-sign Methods", 2021): the same
+    L2 length as the sign step, spread in proportion to the momentum, so pixels with little gradient move little
+    (after the projection onto the eps-ball, the cloak carries less change for the same L∞ bound).
+
+    Args:
+        momentum: float (N, ...); the norms are per image (over all but dim 0).
+        rule: ``sign`` or ``scaled`` (:data:`STEP_RULES`).
+
+    Returns:
+        a tensor shaped like ``momentum``.
+
+    Example:
+        >>> step_direction(torch.tensor([[3.0, -1.0, 0.0]]), "scaled")  # |sign| = sqrt(2), |m| = sqrt(10)
+        tensor([[ 1.3416, -0.4472,  0.0000]])
+    """
+    if rule == SIGN_RULE:
+        return momentum.sign()
+    if rule != SCALED_RULE:
+        raise ValueError(f"step rule must be one of {', '.join(STEP_RULES)}, got {rule!r}")
+    dims = tuple(range(1, momentum.dim()))
+    sign_length = momentum.sign().abs().sum(dim=dims, keepdim=True).sqrt()  # sqrt of the count of non-zero entries
+    length = momentum.square().sum(dim=dims, keepdim=True).sqrt().clamp_min(L1_FLOOR)
+    return momentum * (sign_length / length)
+
+
 def attack_update_reference(
     x: torch.Tensor,
     momentum: torch.Tensor,
     gradient: torch.Tensor,
     lower: torch.Tensor,
     upper: torch.Tensor,
-    step: float,
-    mu: float,
+    step: float | torch.Tensor,
+    mu: float | torch.Tensor,
+    rule: str = SIGN_RULE,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The update of docs/DESIGN.md §2 in torch: ``m = mu*m + g / mean(|g|)``,
-    ``x = clip(x + step*sign(m), lower, upper)``.
+    ``x = clip(x + step*direction(m), lower, upper)``.
 
     Args:
         x, momentum, gradient: float tensors shaped (N, ...); the mean is per image (over all but dim 0).
         lower, upper: ``max(x0 - eps, 0)`` and ``min(x0 + eps, 1)``, shaped like x.
-        step: ``+alpha`` (untargeted, ascend the loss) or ``-alpha`` (targeted, descend).
+        step: ``+alpha`` (untargeted, ascend the loss) or ``-alpha`` (targeted, descend); or per pixel.
         mu: momentum factor; 0 gives BIM/FGSM.
+        rule: the direction, ``sign(m)`` (the paper's) or ``scaled`` (:func:`step_direction`).
 
     Returns:
         ``(x_next, m_next)``, new tensors.
@@ -76,7 +110,7 @@ def attack_update_reference(
     dims = tuple(range(1, gradient.dim()))
     scale = gradient.abs().mean(dim=dims, keepdim=True).clamp_min(L1_FLOOR)
     momentum = mu * momentum + gradient / scale
-    x = torch.minimum(torch.maximum(x + step * momentum.sign(), lower), upper)
+    x = torch.minimum(torch.maximum(x + step * step_direction(momentum, rule), lower), upper)
     return x, momentum
 
 

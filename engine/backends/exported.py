@@ -137,6 +137,9 @@ class ExportedStepRunner(AttackRunner):
             raise BackendUnavailableError(
                 f"{self.name}: {path} was exported for {self.layout.draws} draws and the {self.layout.loss} loss; the "
                 f"attack needs {wanted[0]} draws and the {wanted[1]} loss")
+        if self.layout.step_rule != self.config.step_rule:
+            raise BackendUnavailableError(f"{self.name}: {path} steps by the {self.layout.step_rule} rule; the attack "
+                                          f"needs {self.config.step_rule}")
         if self.layout.blocks != (self.layout.draws > 0 and self.config.eot.block_transforms):
             eot = self.config.eot
             raise BackendUnavailableError(

@@ -86,7 +86,8 @@ class FaceStepGraphCache:
     def path_for(self, size: int) -> Path:
         key = model_fingerprint(self.recogniser, self.through,
                                 extra={"kind": FACE_KIND, "size": size, "opset": OPSET, "loss": self.spec.loss,
-                                       "format": FACE_GRAPH_FORMAT_VERSION, "eot": repr(self.spec.eot)})
+                                       "format": FACE_GRAPH_FORMAT_VERSION, "eot": repr(self.spec.eot),
+                                       **self.spec.rule_key()})
         path = self.cache_dir / f"face-step-{key}.onnx"
         with self._lock:
             if not path.is_file():

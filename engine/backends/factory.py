@@ -144,7 +144,7 @@ class StepGraphCache:
         key = model_fingerprint(
             self.classifier, self.through,
             extra={"height": height, "width": width, "opset": OPSET, "format": GRAPH_FORMAT_VERSION,
-                   "loss": self.spec.loss, "eot": repr(self.spec.eot)},
+                   "loss": self.spec.loss, "eot": repr(self.spec.eot), **self.spec.rule_key()},
         )
         path = self.cache_dir / f"step-{key}.onnx"
         with self._lock:

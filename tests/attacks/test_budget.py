@@ -99,7 +99,8 @@ def test_the_composition_bounds_each_full_resolution_pixel() -> None:
     assert torch.equal(kernels.compose(photo, delta), kernels.compose_reference(photo, delta))  # no bound: as before
 
 
-def test_the_export_self_check_holds_the_step_to_its_per_pixel_update() -> None:
+@pytest.mark.parametrize("rule", ["sign", "scaled"])
+def test_the_export_self_check_holds_the_step_to_its_per_pixel_update(rule: str) -> None:
     from comcloak.export.gradient import momentum_update
     from comcloak.export.self_check import UPDATE_TOLERANCE, update_error
     from comcloak.export.step_io import INPUT_NAMES, example_inputs
@@ -107,7 +108,9 @@ def test_the_export_self_check_holds_the_step_to_its_per_pixel_update() -> None:
     inputs = example_inputs(2, 12, 12, 10, torch.Generator().manual_seed(0))
     named = dict(zip(INPUT_NAMES, inputs))
     gradient = torch.randn(named["x"].shape, generator=torch.Generator().manual_seed(1))
-    args = [named[name] for name in ("x", "x0", "m", "eps", "alpha", "mu")]
-    x_next, m_next = momentum_update(gradient, *args, named["budget"])
-    flat, _ = momentum_update(gradient, *args, torch.ones_like(named["budget"]))  # a graph ignoring the budget
-    assert update_error(inputs, x_next, m_next) <= UPDATE_TOLERANCE < update_error(inputs, flat, m_next)
+    images, scalars = [named[name] for name in ("x", "x0", "m")], tuple(named[name] for name in ("eps", "alpha", "mu"))
+    x_next, m_next = momentum_update(gradient, *images, scalars, named["budget"], rule)
+    flat, _ = momentum_update(gradient, *images, scalars, torch.ones_like(named["budget"]), rule)  # budget ignored
+    other = "scaled" if rule == "sign" else "sign"
+    assert update_error(inputs, x_next, m_next, rule) <= UPDATE_TOLERANCE < update_error(inputs, flat, m_next, rule)
+    assert update_error(inputs, x_next, m_next, other) > UPDATE_TOLERANCE  # a graph of the other rule is caught
