@@ -13,6 +13,7 @@ import pytest
 from cli_runs import run_cli_error
 from PIL import Image
 
+from comcloak.attacks.presets import DEFAULT_STRENGTH, PRESETS
 from comcloak.cli.main import main
 from comcloak.engine.archive_options import ArchiveOptions
 from comcloak.engine.outputs import plan_outputs
@@ -47,7 +48,8 @@ def test_cloak_folder_writes_same_size_and_format(photo_dir: Path, tmp_path: Pat
     records = json.loads(report.read_text())["photos"]
     assert [Path(r["source"]).name for r in records] == ["cat.jpg", "coffee.png"]
     assert all(r["status"] == "cloaked" and r["psnr_db"] > 30 for r in records)
-    assert records[1]["linf"] <= 5  # lossless PNG: exactly the eps budget; JPEG adds its own re-encoding error
+    # Lossless PNG: exactly the default preset's eps budget; JPEG adds its own re-encoding error.
+    assert records[1]["linf"] <= PRESETS[DEFAULT_STRENGTH].eps
 
 
 def test_done_photos_are_resumed_and_foreign_outputs_skipped_unless_overwrite(photo_dir: Path, tmp_path: Path,
@@ -399,7 +401,9 @@ def test_eval_strengths_apply_the_step_options_given(photo_dir: Path, capsys) ->
     configs = strength_configs(args, args.eps)
     assert [(round(c.alpha_255, 6), c.momentum, c.eot.draws) for c in configs] == [(0.5, 0.5, 3)] * 2
     plain = build_parser_args(["eval", "photos", "--protocol", "platform", "--strengths", "balanced"])
-    assert [(c.alpha_255, c.eot.draws) for c in strength_configs(plain, plain.eps)] == [(5 / 20, 2)]
+    balanced = PRESETS["balanced"]  # its step: eps / steps
+    assert [(c.alpha_255, c.eot.draws) for c in strength_configs(plain, plain.eps)] == [
+        (balanced.eps / balanced.steps, balanced.draws)]
     code, _, err = run_cli_error(["eval", str(photo_dir), "--protocol", "platform", "--draws", "2"], capsys)
     assert code == 2 and "--draws applies with --strengths" in err
     code, _, err = run_cli_error(["eval", str(photo_dir), "--protocol", "platform", "--strengths", "fast",

@@ -89,7 +89,10 @@ def test_onnxruntime_gives_the_torch_cloaks_with_scaled_steps(tmp_path: Path, se
     onnx_results = Cloaker(backend="onnxruntime", **options).cloak_photos(photos)
     signed = Cloaker(backend="torch", **{**options, "step_rule": "sign"}).cloak_photos(photos)
     for ours, reference in zip(onnx_results, torch_results):
-        assert np.mean(ours.cloaked != reference.cloaked) < 0.01  # float32 sums in another order, nothing more
+        # Float32 sums in another order move every pixel's scaled step by ~1e-7 (not only where m is near 0, as with
+        # the sign), so a few percent of the uint8 outputs round to the neighbouring level; never further.
+        difference = np.abs(ours.cloaked.astype(int) - reference.cloaked.astype(int))
+        assert difference.max() <= 1 and np.mean(difference > 0) < 0.05
         assert ours.steps_used == reference.steps_used
     # The rule changed the cloaks (a photo safe from the start under stopping keeps its pixels either way).
     assert any(not np.array_equal(ours.cloaked, sign.cloaked) for ours, sign in zip(torch_results, signed))
