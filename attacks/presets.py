@@ -59,11 +59,11 @@ PRESETS: dict[str, Preset] = {preset.name: preset for preset in (
     Preset("fast", "one draw per step, one surrogate", eps=5, steps=10, draws=1, attack_size=256,
            classifier="efficientnet_lite0", loss="margin",
            measured="Lite0 80-89%, unseen Lite1/Lite2 61-74% protected after 8 platforms, 37.9 dB"),
-    Preset("balanced", "the default: two draws per step, two surrogates, scaled steps", eps=6, steps=20, draws=2,
+    Preset("balanced", "the default: two draws per step, two surrogates", eps=6, steps=20, draws=2,
            attack_size=288, classifier=ENSEMBLE, loss="margin", step_rule="scaled",
            measured="surrogates 97-100%, unseen Lite1/Lite2 89-93% protected after 8 platforms, 39.5 dB, SSIM 0.981, "
                     "5 s/photo on a 2-core CPU"),
-    Preset("clean", "balanced with a texture budget (less change on flat regions) and each photo stopped once safe",
+    Preset("clean", "sign steps with a texture budget (less change on flat regions), each photo stopped once safe",
            eps=5, steps=30, draws=2, attack_size=288, classifier=ENSEMBLE, loss="margin", alpha=0.25,
            budget="texture", stop_after=3, stop_margin=5.0,
            measured="surrogates 84-95%, unseen Lite1/Lite2 79-85% protected after 8 platforms, 38.1 dB, SSIM 0.977, "
