@@ -135,3 +135,15 @@ def stopping_asked(config: AttackConfig) -> bool:
         (False, True)
     """
     return config.stop_after != preset_stop_after(config.strength)
+
+
+def step_rule_asked(config: AttackConfig) -> bool:
+    """Whether ``config``'s step rule is one the user asked for rather than its preset's own (the sign for none or an
+    unknown name), as :func:`stopping_asked` tells for stopping: the face-only cloak refuses the former.
+
+    Example:
+        >>> step_rule_asked(preset_config("balanced")), step_rule_asked(preset_config("balanced", step_rule="sign"))
+        (False, True)
+    """
+    preset = PRESETS.get(config.strength or "")
+    return config.step_rule != (preset.step_rule if preset is not None else SIGN_STEP)

@@ -11,8 +11,7 @@ from torch import nn
 from comcloak.attacks import AttackConfig, AttackConfigError
 from comcloak.attacks.config import declared_settings, unknown_keywords_error
 from comcloak.attacks.faces.settings import FaceCloakConfig
-from comcloak.attacks.presets import DEFAULT_STRENGTH, PRESETS, preset_config, stopping_asked
-from comcloak.defaults import SIGN_STEP
+from comcloak.attacks.presets import DEFAULT_STRENGTH, preset_config, step_rule_asked, stopping_asked
 from comcloak.engine.protection import PROTECTION_KEYWORDS, Protection
 from comcloak.errors import UserError
 
@@ -86,8 +85,7 @@ def resolve_config(config: AttackConfig | None, settings: dict[str, Any], protec
     if config.stop_after and asked_stop and protection is not None and not protection.objects:
         raise CloakerConfigError(f"stop_after applies to the objects cloak, and protect={protection.protect!r} has "
                                  "none (the face cloak does not stop photos early)")
-    asked_rule = ("step_rule" in given if config_given is None
-                  else config.step_rule != getattr(PRESETS.get(config.strength or ""), "step_rule", SIGN_STEP))
+    asked_rule = "step_rule" in given if config_given is None else step_rule_asked(config)
     if asked_rule and protection is not None and not protection.objects:
         raise CloakerConfigError(f"step_rule applies to the objects cloak, and protect={protection.protect!r} has "
                                  "none (the face cloak steps as its face preset does)")
