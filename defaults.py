@@ -18,6 +18,7 @@ EPS = 5.0  # L-inf budget, 0-255 scale
 MAX_EPS = 64.0  # the CLI's ceiling: beyond it a change is a visible edit, not a cloak
 STEPS = 10  # iterations of bim and mim in the paper's attack (fgsm takes one); presets set their own
 ATTACK_SIZE = 224  # shorter side of the attack view, pixels
+MIN_ATTACK_SIZE = 16  # pixels; below this the classifiers' strided stages have nothing left to look at
 BATCH_SIZE = 8  # photos attacked together
 BACKEND = "torch"
 PRECISION = "fp32"

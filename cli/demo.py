@@ -81,8 +81,8 @@ def sheet_budget(cloaker, rows: list) -> BudgetMap | None:
         return None
     caption, original, _ = next((row for row in rows if row[0] == BUDGET_PHOTO), rows[0])
     config = cloaker.config
-    # One scale for both budgets (up to the texture budget's ceiling): the uniform map is its middle colour, eps.
+    # One scale for every budget (up to the texture budget's ceiling): the uniform map is its middle colour, eps.
     if config.budget == UNIFORM_BUDGET:
-        return BudgetMap(caption, None, config.budget_ceiling)
+        return BudgetMap(caption, None, config.budget_ceiling, config.budget)
     factors = full_resolution_budget(to_tensor(original[None]), config)  # the map the cloak was composed with
-    return BudgetMap(caption, factors[0, 0].numpy(), config.budget_ceiling)
+    return BudgetMap(caption, factors[0, 0].numpy(), config.budget_ceiling, config.budget)

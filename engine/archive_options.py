@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from comcloak import defaults
-from comcloak.attacks.config import UNIFORM_BUDGET, WORKING_LABEL_VIEW
+from comcloak.attacks.config import CAPPED_BUDGET, UNIFORM_BUDGET, WORKING_LABEL_VIEW
 from comcloak.codecs.photos import DEFAULT_WRITE, WriteOptions
 from comcloak.engine.outputs import DEFAULT_OUTPUT_FORMAT, OUTPUT_FORMATS
 from comcloak.errors import UserError
@@ -66,7 +66,8 @@ def archive_settings(config: Any, output_format: str, write: WriteOptions, preci
     empty for ``--protect objects``, else the protect mode and the face cloak as run). One definition for ``comcloak
     cloak`` and Ray runs, so either resumes the other's folder; its keys and values must not change, or finished
     folders would be redone: an objects-only run adds no key, so its hash is the one from before faces existed, and
-    the uniform budget adds none of the budget's settings and draws without block transforms none of theirs (they
+    the uniform budget adds none of the budget's settings (a shaped one not the other's knob: the texture budget's
+    hash is the one from before the capped budget existed) and draws without block transforms none of theirs (they
     change nothing then), nor per-photo stopping when off (``stop_after`` 0), nor the growing budget's settings
     without ``eps_start``, so those hashes are the ones from before the budget, the block draws, stopping and the
     growing budget existed, nor the working view's label (``label_view`` ``attack``), nor the sign step
@@ -76,6 +77,8 @@ def archive_settings(config: Any, output_format: str, write: WriteOptions, preci
     hashed = asdict(config)
     if hashed.get("budget") == UNIFORM_BUDGET:
         hashed = {name: value for name, value in hashed.items() if not name.startswith("budget")}
+    unused = "budget_ceiling" if hashed.get("budget") == CAPPED_BUDGET else "budget_quantile"  # the other's knob
+    hashed.pop(unused, None)
     if hashed.get("stop_after") == 0:  # per-photo stopping off: every photo runs every step, as before it existed
         hashed = {name: value for name, value in hashed.items() if not name.startswith("stop_")}
     if hashed.get("eps_start", 0) is None:  # no growing budget: eps at every step, as before it existed

@@ -3,8 +3,8 @@ rounded and clipped to uint8, each pixel held to the bound the attack ran under 
 
 Under the uniform budget the working-view perturbation is already within the bound it was held to (eps, or a growing
 budget's smaller one) and upsampling it keeps it there, so the composition only rounds: the original is exact on the
-0-255 grid, so ``|change| <= round(eps * 255)``. Under ``budget="texture"`` each pixel is clipped to ``eps · used ·
-factor`` with the texture map computed at full resolution
+0-255 grid, so ``|change| <= round(eps * 255)``. Under a shaped budget (``texture``, ``capped``) each pixel is
+clipped to ``eps · used · factor`` with the map computed at full resolution
 (:func:`comcloak.attacks.budget.full_resolution_budget`) and ``used`` the scale of eps the photo's attack reached
 (:func:`comcloak.attacks.budget.budget_used`; 1 without a growing budget), so the budget holds per output pixel.
 """
@@ -24,7 +24,7 @@ def compose_photo(photo: np.ndarray, delta: torch.Tensor, config: AttackConfig, 
                   original: np.ndarray | None = None, used: float = 1.0) -> np.ndarray:
     """``photo`` (H, W, 3) uint8 plus the working-view perturbation ``delta`` (1, 3, h, w), upsampled, rounded and
     clipped to uint8 (``comcloak.kernels.compose``: the CUDA kernel on a GPU when built, its torch reference
-    otherwise); under the texture budget each pixel's change is at most ``eps · used`` times the full-resolution map
+    otherwise); under a shaped budget each pixel's change is at most ``eps · used`` times the full-resolution map
     of ``original`` (default ``photo``).
 
     Example:

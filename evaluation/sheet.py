@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from comcloak.atomic import atomic_writer
+from comcloak.attacks.config import UNIFORM_BUDGET
 
 TILE_HEIGHT = 224
 GAP = 4
@@ -26,16 +27,18 @@ class BudgetMap:
         caption: the row (its photo's caption) the map belongs to.
         factors: (H, W) factors of eps at full resolution (``comcloak.attacks.budget.full_resolution_budget``), or
             None under the uniform budget (eps at every pixel: the panel is one colour and the caption says so).
-        top: the scale's top, as a factor of eps (the texture budget's ceiling, for either budget: the uniform map
+        top: the scale's top, as a factor of eps (the texture budget's ceiling, for every budget: the uniform map
             is then a middle colour, comparable with a texture map).
+        kind: the budget's name (``AttackConfig.budget``), for the caption.
 
     Example:
-        >>> BudgetMap("rocket.jpg", factors, config.budget_ceiling)
+        >>> BudgetMap("rocket.jpg", factors, config.budget_ceiling, config.budget)
     """
 
     caption: str
     factors: np.ndarray | None
     top: float = 1.0
+    kind: str = UNIFORM_BUDGET
 
 
 def amplified_difference(original: np.ndarray, cloaked: np.ndarray, eps: float) -> np.ndarray:
@@ -75,7 +78,8 @@ def budget_tiles(budget: BudgetMap, shape: tuple[int, int], eps: float) -> tuple
     if budget.factors is None:
         words = f"objects cloak's budget, uniform: eps everywhere ({eps:g}/255)"
     else:
-        words = f"objects cloak's budget, texture: {eps * factors.min():.1f}-{eps * factors.max():.1f}/255 per pixel"
+        low, high = eps * factors.min(), eps * factors.max()
+        words = f"objects cloak's budget, {budget.kind}: {low:.1f}-{high:.1f}/255 per pixel"
     return [tile, scale], words
 
 

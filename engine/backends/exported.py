@@ -4,7 +4,7 @@ buffers per batch bucket, staging a batch into them, the ping-pong between steps
 The graph computes one step ``(x, x0, m, w, eps, alpha, mu, budget) -> (x_next, m_next, logits, loss)``
 (:func:`comcloak.export.onnx_export.step_tensor_shapes`); ``budget`` holds each pixel's factor of eps and alpha, staged
 once per batch: ones under the uniform budget, :func:`comcloak.attacks.budget.texture_budget` of the clean views under
-``--budget texture`` (the torch loop's map); a robust graph also takes one step's random draws (``pre_h, pre_w, mix,
+a shaped ``--budget`` (the torch loop's map); a robust graph also takes one step's random draws (``pre_h, pre_w, mix,
 post_h, post_w``, then ``blocks, blocks_inverse`` when draws move blocks), which the runner samples on the host before
 each step with the same :class:`comcloak.attacks.eot.DrawSampler` the torch backend uses, so both backends draw the
 same. Under a growing budget (``eps_start``) the runner writes each step's ``eps_t`` into the ``eps`` input before it

@@ -161,7 +161,7 @@ class CudaGraphTorchRunner(TorchRunner):
     last image: every image's gradient is its own (the loss is a per-image sum, BatchNorm is in eval mode), so
     padding never changes a result. Each graph is captured after :data:`WARMUP_RUNS` runs on a side stream. The
     update runs as the fused CUDA kernel when ``comcloak.kernels`` has its library (``fused_update``), else as torch
-    ops; under ``budget="texture"`` the per-pixel map is computed inside the captured graph from its static ``x0``
+    ops; under a shaped budget the per-pixel map is computed inside the captured graph from its static ``x0``
     (``run_attack``: fixed-shape ops, a fixed bisection) and the update runs as torch ops (the kernel's step is a
     scalar). Weights must be frozen (``requires_grad=False``): only the input gradient is computed.
 

@@ -26,11 +26,12 @@ def half_textured(height: int, width: int, seed: int) -> np.ndarray:
     return photo.clip(0, 255).astype(np.uint8)
 
 
-@pytest.mark.parametrize("strength", ["paper", "balanced"])
-def test_onnxruntime_gives_the_torch_cloaks_under_the_texture_budget(tmp_path: Path, strength: str) -> None:
+@pytest.mark.parametrize(("strength", "budget"), [("paper", "texture"), ("balanced", "texture"),
+                                                  ("balanced", "capped")])
+def test_onnxruntime_gives_the_torch_cloaks_under_a_shaped_budget(tmp_path: Path, strength: str, budget: str) -> None:
     pytest.importorskip("onnxruntime")
     photos = [half_textured(48, 64, seed) for seed in range(2)]
-    settings = dict(TINY, strength=strength, cache_dir=tmp_path)
+    settings = dict(TINY, strength=strength, cache_dir=tmp_path, budget=budget)
     torch_cloaks = Cloaker(backend="torch", **settings).cloak_photos(photos)
     onnx_cloaks = Cloaker(backend="onnxruntime", **settings).cloak_photos(photos)
     uniform = Cloaker(backend="torch", **{**settings, "budget": "uniform"}).cloak_photos(photos)
@@ -40,15 +41,17 @@ def test_onnxruntime_gives_the_torch_cloaks_under_the_texture_budget(tmp_path: P
         assert not np.array_equal(reference.cloaked, flat.cloaked)  # the budget changed the cloak
 
 
-def test_each_full_resolution_pixel_stays_within_its_budget(tmp_path: Path) -> None:
+@pytest.mark.parametrize("budget", ["texture", "capped"])
+def test_each_full_resolution_pixel_stays_within_its_budget(tmp_path: Path, budget: str) -> None:
     photo = half_textured(120, 160, 5)
-    cloaker = Cloaker(backend="torch", strength="paper", **TINY)
+    cloaker = Cloaker(backend="torch", strength="paper", **{**TINY, "budget": budget})
     cloaked = cloaker.cloak_photos([photo])[0].cloaked
     config = cloaker.config
     bound = 255 * config.eps * texture_budget(to_tensor(photo[None], "cpu"), config, 120 / 40)[0, 0].numpy()
     change = np.abs(cloaked.astype(int) - photo.astype(int)).max(-1)
     assert np.all(change <= np.floor(bound + 0.5 + 1e-3))
-    assert change[:, :60].max() <= 2 and change[:, 100:].max() > config.eps_255  # flat sky quiet, texture more
+    assert change[:, :60].max() <= 2  # the flat sky quiet
+    assert change[:, 100:].max() > config.eps_255 if budget == "texture" else change[:, 100:].max() == config.eps_255
 
 
 def test_a_step_graph_without_the_budget_input_is_refused(tmp_path: Path, monkeypatch) -> None:
@@ -73,7 +76,8 @@ def test_the_budget_option_is_parsed_and_checked(capsys) -> None:
     parser = build_parser()
     cloak = ["cloak", "in.jpg", "-o", "out"]
     assert attack_config_from_args(parser.parse_args(cloak)).budget == "uniform"
-    assert attack_config_from_args(parser.parse_args([*cloak, "--budget", "texture"])).budget == "texture"
+    for budget in ("texture", "capped"):
+        assert attack_config_from_args(parser.parse_args([*cloak, "--budget", budget])).budget == budget
     with pytest.raises(SystemExit):
         parser.parse_args([*cloak, "--budget", "jnd"])
     assert "--budget" in capsys.readouterr().err
@@ -101,3 +105,6 @@ def test_the_uniform_budget_keeps_the_archive_settings_hash_and_texture_changes_
     assert not any(name.startswith("budget") for name in uniform["config"])  # as before the budget existed
     texture = archive_settings(preset_config("balanced", budget="texture"), "keep", DEFAULT_WRITE, "fp32")
     assert texture["config"]["budget"] == "texture" and texture != uniform
+    assert "budget_quantile" not in texture["config"]  # the capped budget's knob: the hash of before it existed
+    capped = archive_settings(preset_config("balanced", budget="capped"), "keep", DEFAULT_WRITE, "fp32")
+    assert capped["config"]["budget_quantile"] == 0.5 and "budget_ceiling" not in capped["config"]

@@ -107,3 +107,23 @@ def test_cudagraph_bsr_draws_are_captured_and_drawn_anew(gpu_models) -> None:
     for cloak in (first, second):
         assert torch.isfinite(cloak).all() and (cloak - x0).abs().max() <= config.eps + 1e-6
     assert not torch.equal(first, second)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("budget", ["texture", "capped"])
+def test_cudagraph_captures_the_shaped_budget_map(gpu_models, budget: str) -> None:
+    """A shaped budget's map is computed inside the captured graph from its static clean images (the capped map's
+    quantile by a device sort: no host sync): each pixel of the cloak stays within eps times the map the eager loop
+    computes, on the same device."""
+    from comcloak.attacks.budget import texture_budget
+
+    ensemble, through = gpu_models
+    config = attack_config("mim", 16 / 255, 4, loss="margin", eot=ROBUST, budget=budget)
+    x0 = smooth_images(4, 11, 40, 56).cuda()
+    with torch.no_grad():
+        labels = torch.stack([member(x0).argmax(1) for member in ensemble], dim=1)
+    with CudaGraphTorchRunner(ensemble, through, config, torch.device("cuda"), "fp32", max_batch=4) as runner:
+        cloak = runner.infer(x0, labels)
+    bound = config.eps * texture_budget(x0, config)
+    assert torch.isfinite(cloak).all() and torch.all((cloak - x0).abs() <= bound + 1e-6)
+    assert (cloak - x0).abs().max() > 0.5 * config.eps
