@@ -6,9 +6,9 @@ masked by the texture (the contrast-masking term of just-noticeable-difference m
 (ITU-R BT.601 luma) over a small window. The face cloak turns it into factors in ``[texture_floor, 1]``
 (``comcloak.attacks.faces.budget.texture_map``); the classifier cloak's ``--budget texture`` (:func:`texture_budget`)
 smooths it, scales it so the mean factor over the photo is 1 (the mean perceptual cost is the preset's eps) and clips
-it to ``[budget_floor, budget_ceiling]``; ``--budget capped`` (:func:`capped_factors`) divides it by its
-``budget_quantile``-th quantile and clips it to ``[budget_floor, 1]``: eps wherever the photo is busier than that,
-less where it is flatter (a sky, a wall, skin), never more than eps anywhere. The loop bounds and steps each pixel
+it to ``[budget_floor, budget_ceiling]``; ``--budget capped`` (:func:`capped_factors`) divides it by an absolute
+knee (``budget_knee``) and clips it to ``[budget_floor, 1]``: eps wherever the photo has that much texture, less
+where it is flatter (a sky, a wall, skin), never more than eps anywhere. The loop bounds and steps each pixel
 by ``eps · factor`` (``attacks/loop.run_attack``); the full-resolution composition bounds each pixel by the same
 map computed on the full-resolution photo (window and smoothing scaled with it), so the bound holds at every output
 pixel.
@@ -100,25 +100,16 @@ def unit_mean_factors(texture: torch.Tensor, floor: float, ceiling: float) -> to
     return (relative * torch.exp2((low + high) / 2)).clamp(floor, ceiling)
 
 
-def capped_factors(texture: torch.Tensor, quantile: float, floor: float) -> torch.Tensor:
-    """``clip(texture / knee, floor, 1)`` (N, 1, H, W), ``knee`` each image's ``quantile``-th quantile of ``texture``
-    (the ``ceil(quantile · H · W)``-th smallest value): the flattest ``quantile`` of its pixels get factors below 1 in
-    proportion to their texture, the rest 1. ``texture`` is non-negative.
+def capped_factors(texture: torch.Tensor, knee: float, floor: float) -> torch.Tensor:
+    """``clip(texture / knee, floor, 1)`` (N, 1, H, W): 1 (eps) wherever the local spread ``texture`` (non-negative,
+    the [0, 1] luma's) reaches ``knee``, in proportion below it, never under ``floor``. The knee is absolute, not
+    relative to the photo: a sky is as flat in a photo that is mostly sky as in one that is mostly foliage.
 
     Example:
-        >>> texture = torch.arange(1.0, 5.0).view(1, 1, 2, 2)       # 1 2 / 3 4: the knee at the half is 2
-        >>> capped_factors(texture, 0.5, 0.25).flatten().tolist()
-        [0.5, 1.0, 1.0, 1.0]
+        >>> capped_factors(torch.tensor([0.0, 0.005, 0.01, 0.5]).view(1, 1, 2, 2), 0.01, 0.25).flatten().tolist()
+        [0.25, 0.5, 1.0, 1.0]
     """
-    values = texture.flatten(1)
-    rank = min(max(1, math.ceil(quantile * values.shape[1])), values.shape[1])
-    # The k-th smallest: kthvalue is linear-time (the full-resolution map on the CPU); under CUDA the map is computed
-    # inside the captured graph (engine/backends/torch_runner.py), where a sort is a safe capturable op.
-    if values.is_cuda:
-        knee = values.sort(dim=1).values[:, rank - 1]
-    else:
-        knee = values.kthvalue(rank, dim=1).values
-    return (texture / knee.clamp_min(SPREAD_FLOOR)[:, None, None, None]).clamp(floor, 1.0)
+    return (texture / knee).clamp(floor, 1.0)
 
 
 def texture_budget(images: torch.Tensor, config: AttackConfig, scale: float = 1.0) -> torch.Tensor | None:
@@ -127,8 +118,8 @@ def texture_budget(images: torch.Tensor, config: AttackConfig, scale: float = 1.
 
     The local luma spread over ``config.budget_window`` pixels, smoothed by a Gaussian of ``config.budget_smoothing``
     pixels; under ``texture`` scaled to a mean factor of 1 and clipped to ``[budget_floor, budget_ceiling]``
-    (:func:`unit_mean_factors`), under ``capped`` relative to its ``budget_quantile``-th quantile and clipped to
-    ``[budget_floor, 1]`` (:func:`capped_factors`).
+    (:func:`unit_mean_factors`), under ``capped`` over ``budget_knee`` and clipped to ``[budget_floor, 1]``
+    (:func:`capped_factors`).
     ``scale``: the images' size over the working view's (the full-resolution photo's map: window and smoothing are
     in working-view pixels, so they grow with it and both maps measure the same texture).
 
@@ -142,7 +133,7 @@ def texture_budget(images: torch.Tensor, config: AttackConfig, scale: float = 1.
     if config.budget_smoothing > 0:
         texture = blur(texture, config.budget_smoothing * scale)
     if config.budget == CAPPED_BUDGET:
-        return capped_factors(texture, config.budget_quantile, config.budget_floor)
+        return capped_factors(texture, config.budget_knee, config.budget_floor)
     return unit_mean_factors(texture, config.budget_floor, config.budget_ceiling)
 
 

@@ -69,13 +69,14 @@ class AttackConfig:
         eot: the expectation over transformations (off when ``eot.draws`` is 0).
         strength: the preset these numbers came from (informational; ``comcloak.attacks.presets``).
         budget: ``uniform`` (the L∞ bound is eps at every pixel), ``texture`` (eps times a per-pixel factor from the
-            photo's local luma texture, mean 1 over the photo) or ``capped`` (that texture relative to its
-            ``budget_quantile``-th quantile, at most 1: eps on the busier pixels, less on the flatter ones;
-            ``comcloak.attacks.budget.texture_budget``).
+            photo's local luma texture, mean 1 over the photo) or ``capped`` (that texture over ``budget_knee``, at
+            most 1: eps wherever the photo has texture, less where it is flat; ``comcloak.attacks.budget``).
         budget_floor, budget_ceiling: the factors of eps on the flattest regions (both shaped budgets) and on the
             busiest texture (``texture`` only). From JND models' texture masking (the visibility threshold rises up
             to about 2-3x with local contrast): not tuned.
-        budget_quantile: ``capped`` only: the share of the photo's pixels, the flattest, held below eps.
+        budget_knee: ``capped`` only: the local luma standard deviation ([0, 1] scale, ``Cloaker(budget_knee=3)`` on
+            0-255) from which a pixel gets the whole eps; flatter pixels get eps in proportion (a pattern shows on a
+            sky or a wall, not on foliage: the contrast masking of JND models).
         budget_window: side, in working-view pixels, of the window the local luma standard deviation is measured
             over (the full-resolution map's grows with the photo).
         budget_smoothing: sigma, in working-view pixels, of the Gaussian that smooths the map (no hard seams
@@ -134,14 +135,16 @@ class AttackConfig:
     strength: str | None = setting(None, "the preset these numbers came from")
     budget: str = setting(UNIFORM_BUDGET, "the per-pixel L-inf budget: uniform (eps everywhere), texture (less on "
                                           "flat regions, more on texture, eps on average) or capped (eps on texture, "
-                                          "less on the flatter half)", kind="choice",
+                                          "less on flat regions)", kind="choice",
                           choices=BUDGETS, commands=("cloak", "eval", "bench"))
     budget_floor: float = setting(0.25, "the shaped budget's factor of eps on the flattest regions", kind="real",
                                   low=0, low_open=True, high=1)
     budget_ceiling: float = setting(2.0, "the texture budget's factor of eps on the busiest texture", kind="real",
                                     low=1, high=4)
-    budget_quantile: float = setting(0.5, "the capped budget's share of pixels, the flattest, held below eps",
-                                     kind="real", low=0, low_open=True, high=1)
+    budget_knee: float = setting(3 / PIXEL_SCALE, "the capped budget's knee: the local luma standard deviation, "
+                                                  "0-255 scale, from which a pixel gets the whole eps", kind="real",
+                                 low=0, low_open=True, high=1, range_text="in (0, 1] on the [0, 1] scale",
+                                 scale=PIXEL_SCALE, user_high=PIXEL_SCALE)
     budget_window: int = setting(7, "side of the texture budget's window, working-view pixels", kind="int", low=1,
                                  range_text="at least 1 pixel")
     budget_smoothing: float = setting(2.0, "sigma of the texture budget's smoothing, working-view pixels; 0: none",

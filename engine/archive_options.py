@@ -77,7 +77,7 @@ def archive_settings(config: Any, output_format: str, write: WriteOptions, preci
     hashed = asdict(config)
     if hashed.get("budget") == UNIFORM_BUDGET:
         hashed = {name: value for name, value in hashed.items() if not name.startswith("budget")}
-    unused = "budget_ceiling" if hashed.get("budget") == CAPPED_BUDGET else "budget_quantile"  # the other's knob
+    unused = "budget_ceiling" if hashed.get("budget") == CAPPED_BUDGET else "budget_knee"  # the other's knob
     hashed.pop(unused, None)
     if hashed.get("stop_after") == 0:  # per-photo stopping off: every photo runs every step, as before it existed
         hashed = {name: value for name, value in hashed.items() if not name.startswith("stop_")}

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from comcloak import kernels
 from comcloak.attacks import attack_config, run_attack
 from comcloak.attacks.budget import capped_factors, local_spread, texture_budget, unit_mean_factors
-from comcloak.attacks.config import AttackConfigError
+from comcloak.attacks.config import AttackConfig, AttackConfigError
 from comcloak.attacks.faces.budget import texture_map
 from comcloak.attacks.faces.settings import FaceSettings
 from comcloak.models import create_model
@@ -38,23 +38,24 @@ def test_the_texture_map_has_mean_one_within_its_floor_and_ceiling_and_favours_t
     assert factors[..., :24].mean() < 0.5 < 1.5 < factors[..., 40:].mean()  # flat half low, textured half high
 
 
-def test_the_capped_map_holds_the_flatter_share_below_eps_and_never_exceeds_it() -> None:
-    config = attack_config("mim", 5 / 255, budget="capped", budget_quantile=0.4)
+def test_the_capped_map_is_eps_on_texture_less_on_flat_regions_and_never_above_eps() -> None:
+    config = attack_config("mim", 5 / 255, budget="capped")
     images = torch.cat([half_textured(48, 64, seed) for seed in range(2)])
     factors = texture_budget(images, config)
     assert factors.shape == (2, 1, 48, 64)
     assert factors.min() >= config.budget_floor and factors.max() <= 1.0
-    below = (factors < 1.0).float().mean((1, 2, 3))  # the flattest 40% (ties at the knee count as eps)
-    assert torch.all(below <= 0.4) and torch.all(below >= 0.35)
     assert torch.all(factors[..., :24] == config.budget_floor) and torch.all(factors[..., 40:] == 1.0)
+    mostly_sky = images.clone()
+    mostly_sky[..., 40:] = 0.5  # a photo that is mostly flat: its sky gets no more than the other's (absolute knee)
+    assert torch.equal(texture_budget(mostly_sky, config)[..., :24], factors[..., :24])
 
 
-def test_capped_factors_take_the_quantile_of_each_image() -> None:
-    texture = torch.stack([torch.arange(1.0, 101.0), torch.zeros(100)]).view(2, 1, 10, 10)
-    factors = capped_factors(texture, 0.3, 0.1)
-    assert torch.equal(factors[0].flatten()[:30], (torch.arange(1.0, 31.0) / 30).clamp_min(0.1))  # knee: the 30th
-    assert torch.all(factors[0].flatten()[29:] == 1.0) and torch.all(factors[1] == 0.1)  # a grey photo: the floor
-    assert torch.equal(capped_factors(texture, 1.0, 0.1)[0], (texture[0] / 100).clamp_min(0.1))  # knee: the busiest
+def test_capped_factors_grow_with_the_texture_up_to_the_knee() -> None:
+    texture = torch.linspace(0.0, 0.02, 21).view(1, 1, 3, 7)
+    factors = capped_factors(texture, 0.01, 0.2)
+    expected = (texture / 0.01).clamp(0.2, 1.0)
+    assert torch.equal(factors, expected) and factors.flatten()[10:].eq(1.0).all()
+    assert AttackConfig.from_user(eps=5, budget="capped", budget_knee=3).budget_knee == pytest.approx(3 / 255)
 
 
 def test_unit_mean_factors_reach_mean_one_or_the_nearest_the_clip_allows() -> None:
@@ -74,7 +75,7 @@ def test_the_uniform_budget_is_no_map_and_the_default() -> None:
 
 @pytest.mark.parametrize("bad", [dict(budget="jnd"), dict(budget_floor=0.0), dict(budget_floor=1.5),
                                  dict(budget_ceiling=0.5), dict(budget_window=0), dict(budget_smoothing=-1.0),
-                                 dict(budget_quantile=0.0), dict(budget_quantile=1.5)])
+                                 dict(budget_knee=0.0), dict(budget_knee=1.5)])
 def test_budget_settings_out_of_range_are_refused(bad: dict) -> None:
     with pytest.raises(AttackConfigError):
         attack_config("mim", 5 / 255, **bad)
@@ -107,7 +108,7 @@ def test_the_loop_bounds_each_pixel_by_the_shaped_budget(budget: str) -> None:
     if budget == "texture":
         assert change[..., 20:].max() > config.eps * 1.2  # the textured half spends more than the uniform eps
     else:
-        assert change[..., 20:].max() > config.eps * 0.99 > 0.5 * config.eps > change[..., :12].max()
+        assert change[..., 20:].max() > config.eps * 0.99 > 0.5 * config.eps > change[..., :8].max()
     given = run_attack(classifier, x0, labels, config, eps_map=texture_budget(x0, config))
     assert torch.equal(given, x_adv)  # the default map is the config's
 

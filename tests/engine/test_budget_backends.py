@@ -105,6 +105,6 @@ def test_the_uniform_budget_keeps_the_archive_settings_hash_and_texture_changes_
     assert not any(name.startswith("budget") for name in uniform["config"])  # as before the budget existed
     texture = archive_settings(preset_config("balanced", budget="texture"), "keep", DEFAULT_WRITE, "fp32")
     assert texture["config"]["budget"] == "texture" and texture != uniform
-    assert "budget_quantile" not in texture["config"]  # the capped budget's knob: the hash of before it existed
+    assert "budget_knee" not in texture["config"]  # the capped budget's knob: the hash of before it existed
     capped = archive_settings(preset_config("balanced", budget="capped"), "keep", DEFAULT_WRITE, "fp32")
-    assert capped["config"]["budget_quantile"] == 0.5 and "budget_ceiling" not in capped["config"]
+    assert capped["config"]["budget_knee"] == 3 / 255 and "budget_ceiling" not in capped["config"]

@@ -112,9 +112,8 @@ def test_cudagraph_bsr_draws_are_captured_and_drawn_anew(gpu_models) -> None:
 @pytest.mark.gpu
 @pytest.mark.parametrize("budget", ["texture", "capped"])
 def test_cudagraph_captures_the_shaped_budget_map(gpu_models, budget: str) -> None:
-    """A shaped budget's map is computed inside the captured graph from its static clean images (the capped map's
-    quantile by a device sort: no host sync): each pixel of the cloak stays within eps times the map the eager loop
-    computes, on the same device."""
+    """A shaped budget's map is computed inside the captured graph from its static clean images: each pixel of the
+    cloak stays within eps times the map the eager loop computes, on the same device."""
     from comcloak.attacks.budget import texture_budget
 
     ensemble, through = gpu_models
