@@ -1,4 +1,4 @@
-"""The perturbation's RMS in a photo's flattest quarter, with the uniform and the texture budget at the same eps.
+"""The perturbation's RMS in a photo's flattest quarter, under each budget (uniform, texture, capped) at the same eps.
 
 The flattest quarter and its RMS are the library's (``comcloak.attacks.metrics.flattest_pixels`` and
 ``flat_quarter_rms``, the figure ``comcloak eval --protocol platform`` reports): the 25 % of full-resolution pixels
@@ -15,6 +15,7 @@ import argparse
 
 import numpy as np
 
+from comcloak.attacks.config import BUDGETS
 from comcloak.attacks.metrics import flat_quarter_rms, flattest_pixels, psnr
 from comcloak.codecs.photos import load_photo
 from comcloak.engine.cloaker import Cloaker
@@ -28,7 +29,7 @@ def main() -> None:
     args = parser.parse_args()
     photo = load_photo(args.photo).pixels
     mask = flattest_pixels(photo)
-    for budget in ("uniform", "texture"):
+    for budget in BUDGETS:
         cloaker = Cloaker(strength=args.strength, backend=args.backend, protect="objects", budget=budget)
         cloak = cloaker.cloak_photos([photo])[0].cloaked
         rms = float(np.sqrt(np.mean((cloak.astype(np.float64) - photo) ** 2)))
