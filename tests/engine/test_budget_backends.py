@@ -54,19 +54,12 @@ def test_each_full_resolution_pixel_stays_within_its_budget(tmp_path: Path, budg
     assert change[:, 100:].max() > config.eps_255 if budget == "texture" else change[:, 100:].max() == config.eps_255
 
 
-def test_a_step_graph_without_the_budget_input_is_refused(tmp_path: Path, monkeypatch) -> None:
+def test_a_step_graph_without_the_budget_input_is_refused(tmp_path: Path, stale_graph_metadata) -> None:
     pytest.importorskip("onnxruntime")
-    from comcloak.engine.backends import exported
     from comcloak.engine.backends.registry import BackendUnavailableError
 
-    real = exported.read_export_metadata
-
-    def stale(path):  # noqa: ANN001, ANN202 - a format-4 graph's input list
-        metadata = dict(real(path))
-        metadata["inputs"] = metadata["inputs"].replace(",budget", "")
-        return metadata
-
-    monkeypatch.setattr(exported, "read_export_metadata", stale)
+    # A format-4 graph's input list.
+    stale_graph_metadata(lambda metadata: {**metadata, "inputs": metadata["inputs"].replace(",budget", "")})
     cloaker = Cloaker(backend="onnxruntime", strength="paper", cache_dir=tmp_path, **TINY)
     with pytest.raises(BackendUnavailableError, match="older comcloak"):
         cloaker.cloak_photos([half_textured(48, 64, 0)])

@@ -98,7 +98,7 @@ def test_onnxruntime_gives_the_torch_cloaks_with_scaled_steps(tmp_path: Path, se
     assert any(not np.array_equal(ours.cloaked, sign.cloaked) for ours, sign in zip(torch_results, signed))
 
 
-def test_the_graph_records_its_rule_and_one_of_the_other_rule_is_refused(tmp_path: Path, monkeypatch) -> None:
+def test_the_graph_records_its_rule_and_one_of_the_other_rule_is_refused(tmp_path: Path, stale_graph_metadata) -> None:
     pytest.importorskip("onnxruntime")
     from comcloak.engine.backends import exported
     from comcloak.engine.backends.registry import BackendUnavailableError
@@ -112,8 +112,7 @@ def test_the_graph_records_its_rule_and_one_of_the_other_rule_is_refused(tmp_pat
     assert StepLayout.from_metadata(metadata).step_rule == "scaled"
     sign_graphs = StepLayout.from_metadata({k: v for k, v in metadata.items() if k != "step_rule"})
     assert sign_graphs.step_rule == "sign"  # a graph of before the rule existed steps by the sign
-    real = exported.read_export_metadata
-    monkeypatch.setattr(exported, "read_export_metadata", lambda path: {**real(path), "step_rule": "sign"})
+    stale_graph_metadata(lambda metadata: {**metadata, "step_rule": "sign"})
     stale = Cloaker(backend="onnxruntime", strength="paper", cache_dir=tmp_path, **TINY)
     with pytest.raises(BackendUnavailableError, match="sign rule"):
         stale.cloak_photos([half_textured(48, 64, 0)])
