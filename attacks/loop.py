@@ -38,6 +38,12 @@ def paper_targets(clean_labels: torch.Tensor, num_classes: int = 1000) -> torch.
     return (clean_labels + PAPER_TARGET_OFFSET) % num_classes
 
 
+def fused_kernel_fits(config: AttackConfig, per_pixel_step: bool = False) -> bool:
+    """Whether the fused CUDA update kernel can run ``config``'s update: it takes one scalar step (no per-pixel
+    budget map) and steps by the sign."""
+    return not per_pixel_step and config.step_rule == SIGN_STEP
+
+
 def attack_update(
     x: torch.Tensor,
     momentum: torch.Tensor,
@@ -56,7 +62,7 @@ def attack_update(
     Returns ``(x_next, m_next)``.
     """
     step = (-1.0 if config.targeted else 1.0) * config.alpha
-    if fused and config.step_rule == SIGN_STEP:  # the kernel steps by the sign
+    if fused and fused_kernel_fits(config):
         return kernels.attack_update(x, momentum, gradient, lower, upper, step, config.momentum)
     return kernels.attack_update_reference(x, momentum, gradient, lower, upper, step, config.momentum,
                                            config.step_rule)
@@ -336,8 +342,7 @@ def run_attack_result(
     upper = (x0 + budget).clamp_max(1.0)
     batch = _Batch(x0.clone(), torch.zeros_like(x0), lower, upper, signed_step, goal, sampler, x0,
                    budget_factors(x0, eps_map) if config.ramped else None)
-    # The fused kernel takes a scalar step and steps by the sign.
-    fused = settings.fused_update and eps_map is None and config.step_rule == SIGN_STEP
+    fused = settings.fused_update and fused_kernel_fits(config, per_pixel_step=eps_map is not None)
     update = kernels.attack_update if fused else functools.partial(kernels.attack_update_reference,
                                                                    rule=config.step_rule)
     if config.stop_after:
