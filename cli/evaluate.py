@@ -84,6 +84,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_attack_options(parser, "eval", "--strengths",
                        overrides={"draws": {"default_text": "each preset's own; applies with --strengths only"}})
     models = add_classifier_options(parser, command="eval")
+    parser.set_defaults(classifier=None)  # given or not: --strengths refuses it even when it names the default
     add_device_option(models)
     # The archive and platform protocols cloak through a Cloaker, so they can check any backend; the paper protocol
     # runs the plain attack loop (torch, fp32) and refuses them.
@@ -146,9 +147,10 @@ def check_options(args: argparse.Namespace) -> list[str]:
     if args.strengths is not None:
         if args.protocol != "platform":
             raise UserError("--strengths applies to --protocol platform")
-        if args.classifier != defaults.CLASSIFIER or args.classifier_weights:
+        if args.classifier is not None or args.classifier_weights:
             raise UserError("with --strengths each preset attacks its own surrogates; --classifier and "
                             "--classifier-weights do not apply")
+    args.classifier = args.classifier or defaults.CLASSIFIER
     return views
 
 

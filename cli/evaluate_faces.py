@@ -18,7 +18,8 @@ FACE_JUDGES = "dlib,sface"  # dlib: evaluation only; sface: the surrogate the fa
 FACE_OUTPUTS = {"json": "faces.json", "report": "faces.md", "plot": "faces.png"}  # --out DIR's files
 FACE_ONLY = ("face_preset", "face_recogniser", "profiles", "side", "cache", "out")  # the faces protocol's own options
 NOT_FOR_FACES = {"strengths": "--strengths", "cross": "--cross", "examples": "--examples", "targeted": "--targeted",
-                 "codecs": "--codecs (use --profiles)", "limit": "--limit"}
+                 "codecs": "--codecs (use --profiles)", "limit": "--limit", "classifier": "--classifier",
+                 "classifier_weights": "--classifier-weights"}
 
 
 def add_face_options(parser: argparse.ArgumentParser) -> None:

@@ -406,9 +406,10 @@ def test_eval_strengths_apply_the_step_options_given(photo_dir: Path, capsys) ->
         (balanced.eps / balanced.steps, balanced.draws)]
     code, _, err = run_cli_error(["eval", str(photo_dir), "--protocol", "platform", "--draws", "2"], capsys)
     assert code == 2 and "--draws applies with --strengths" in err
-    code, _, err = run_cli_error(["eval", str(photo_dir), "--protocol", "platform", "--strengths", "fast",
-                                  "--classifier", "mobilenet_v2"], capsys)
-    assert code == 2 and "--classifier and --classifier-weights do not apply" in err
+    for named in ("mobilenet_v2", "efficientnet_lite0"):  # the default named explicitly is refused too
+        code, _, err = run_cli_error(["eval", str(photo_dir), "--protocol", "platform", "--strengths", "fast",
+                                      "--classifier", named], capsys)
+        assert code == 2 and "--classifier and --classifier-weights do not apply" in err
 
 
 def build_parser_args(argv: list[str]):

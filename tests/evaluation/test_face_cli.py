@@ -35,6 +35,8 @@ def photo_tree(root: Path, layout: dict[str, int]) -> Path:
     ({"ann/1.png": 1, "ann/2.png": 2}, ["--face-preset", "loud"], "unknown face preset 'loud'"),
     ({"ann/1.png": 1, "ann/2.png": 2}, ["--strengths", "low"], "--strengths do not apply to --protocol faces"),
     ({"ann/1.png": 1, "ann/2.png": 2}, ["--precision", "fp16"], "--precision do not apply to --protocol faces"),
+    ({"ann/1.png": 1, "ann/2.png": 2}, ["--classifier", "efficientnet_lite0"],
+     "--classifier do not apply to --protocol faces"),
     ({"ann/1.png": 1, "ann/2.png": 2}, ["--backend", "tensorrt"], "the face cloak runs on torch or onnxruntime"),
     ({"ann/1.png": 1, "ann/2.png": 2}, ["--face-recogniser", "sface,sface"], "the face recognisers name one twice"),
     ({"ann/1.png": 1, "ann/2.png": 2}, ["--face-recogniser", "yunet"], "'yunet' is a face detector"),
