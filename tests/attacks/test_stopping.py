@@ -105,9 +105,22 @@ def test_a_faces_only_cloaker_refuses_stopping() -> None:
         Cloaker(protect="faces", stop_after=2, device="cpu")
 
 
-def test_a_presets_own_stopping_is_moot_where_it_cannot_apply() -> None:
-    """The ``clean`` preset stops photos early by itself: a faces-only Cloaker and a user-named backend that cannot
-    stop take it without refusing (the user did not ask for stopping); a stop the user asks for is still refused."""
+@pytest.fixture
+def stopping_preset(monkeypatch) -> str:
+    """A preset that stops photos by itself (no shipped preset does now; ``clean`` did): ``balanced`` stopping each
+    photo after 3 safe steps at a margin of 5, registered for the test only."""
+    from dataclasses import replace
+
+    from comcloak.attacks.presets import PRESETS
+
+    monkeypatch.setitem(PRESETS, "stopper", replace(PRESETS["balanced"], name="stopper", stop_after=3,
+                                                    stop_margin=5.0))
+    return "stopper"
+
+
+def test_a_presets_own_stopping_is_moot_where_it_cannot_apply(stopping_preset: str) -> None:
+    """A preset that stops photos early by itself: a faces-only Cloaker and a user-named backend that cannot stop
+    take it without refusing (the user did not ask for stopping); a stop the user asks for is still refused."""
     import torch
 
     from comcloak.attacks.presets import preset_config
@@ -115,19 +128,20 @@ def test_a_presets_own_stopping_is_moot_where_it_cannot_apply() -> None:
     from comcloak.engine.cloaker import Cloaker
     from comcloak.engine.cloaker_settings import CloakerConfigError
 
-    Cloaker(protect="faces", strength="clean", device="cpu")
-    Cloaker(protect="faces", config=preset_config("clean"), device="cpu")
+    Cloaker(protect="faces", strength=stopping_preset, device="cpu")
+    Cloaker(protect="faces", config=preset_config(stopping_preset), device="cpu")
     with pytest.raises(CloakerConfigError, match="stop_after applies"):
-        Cloaker(protect="faces", config=preset_config("clean", stop_after=2), device="cpu")
+        Cloaker(protect="faces", config=preset_config(stopping_preset, stop_after=2), device="cpu")
     cpu = torch.device("cpu")
-    assert resolve_backend_for(preset_config("clean"), "torch", cpu) == ("torch", preset_config("clean"))
-    assert resolve_backend_for(preset_config("clean"), "auto", cpu)[1].stop_after == 3  # auto picks one that stops
+    own = preset_config(stopping_preset)
+    assert resolve_backend_for(own, "torch", cpu) == ("torch", own)
+    assert resolve_backend_for(own, "auto", cpu)[1].stop_after == 3  # auto picks one that stops
     # torch-cudagraph on a CPU: the device is the reason, stopping or not.
     with pytest.raises(Exception, match="needs a CUDA"):
-        resolve_backend_for(preset_config("clean"), "torch-cudagraph", cpu)
+        resolve_backend_for(own, "torch-cudagraph", cpu)
 
 
-def test_stopping_asked_tells_the_users_stop_from_the_presets_own() -> None:
+def test_stopping_asked_tells_the_users_stop_from_the_presets_own(stopping_preset: str) -> None:
     """The one predicate the Cloaker's settings and the backend factory share: a stop_after other than the one its
     strength sets by itself was asked for; the preset's own (and none at all) was not."""
     from comcloak.attacks.presets import PRESETS, preset_config, preset_stop_after, stopping_asked
@@ -138,6 +152,6 @@ def test_stopping_asked_tells_the_users_stop_from_the_presets_own() -> None:
         assert not stopping_asked(own)
         assert stopping_asked(preset_config(strength, stop_after=own.stop_after + 2))
     assert not stopping_asked(preset_config("balanced", stop_after=0))
-    assert stopping_asked(preset_config("clean", stop_after=0))  # turning the preset's own off is asking too
+    assert stopping_asked(preset_config(stopping_preset, stop_after=0))  # turning the preset's own off is asking too
     assert not stopping_asked(attack_config("mim", 5 / 255))  # no strength, no stopping
     assert stopping_asked(attack_config("mim", 5 / 255, stop_after=2))
