@@ -68,10 +68,10 @@ PRESETS: dict[str, Preset] = {preset.name: preset for preset in (
            step_rule="scaled", budget="capped",
            measured="surrogates 97-100%, unseen Lite1/Lite2 87-92% protected after 8 platforms, 39.9 dB, SSIM "
                     "0.982, 31% less change than balanced on the flattest quarter"),
-    Preset("strong", "more budget, draws and steps", eps=8, steps=30, draws=3, attack_size=320, classifier=ENSEMBLE,
+    Preset("strong", "more budget, draws and steps", eps=8, steps=30, draws=4, attack_size=320, classifier=ENSEMBLE,
            loss="margin", step_rule="scaled",
-           measured="surrogates 98-100%, unseen Lite1/Lite2 90-97% protected after 8 platforms, 36.7 dB, "
-                    "15-19 s/photo"),
+           measured="surrogates 98-100%, unseen Lite1/Lite2 92-95% protected after 8 platforms, 36.7 dB, "
+                    "19 s/photo"),
     Preset("paper", "ComReAdv as published: the whole photo at 224, no draws (lab view only)", eps=5, steps=10,
            draws=0, attack_size=224, classifier="efficientnet_lite0", loss="ce", label_view="attack",
            measured="Lite0 70-80%, unseen 50-60% after 8 platforms, 38.5 dB"),
