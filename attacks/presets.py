@@ -119,8 +119,19 @@ def preset_stop_after(strength: str | None) -> int:
         >>> preset_stop_after("balanced"), preset_stop_after(None)
         (0, 0)
     """
+    return preset_own(strength, "stop_after", 0)
+
+
+def preset_own(strength: str | None, name: str, fallback: Any) -> Any:
+    """The value of field ``name`` a strength sets on its own, or ``fallback`` for none or an unknown name (what
+    :func:`stopping_asked` and :func:`step_rule_asked` compare a configuration with).
+
+    Example:
+        >>> preset_own("balanced", "step_rule", "sign"), preset_own(None, "step_rule", "sign")
+        ('scaled', 'sign')
+    """
     preset = PRESETS.get(strength or "")
-    return preset.stop_after if preset is not None else 0
+    return getattr(preset, name) if preset is not None else fallback
 
 
 def stopping_asked(config: AttackConfig) -> bool:
@@ -143,5 +154,4 @@ def step_rule_asked(config: AttackConfig) -> bool:
         >>> step_rule_asked(preset_config("balanced")), step_rule_asked(preset_config("balanced", step_rule="sign"))
         (False, True)
     """
-    preset = PRESETS.get(config.strength or "")
-    return config.step_rule != (preset.step_rule if preset is not None else SIGN_STEP)
+    return config.step_rule != preset_own(config.strength, "step_rule", SIGN_STEP)
