@@ -31,6 +31,9 @@ SEED_RANGE = (-(2**63), 2**63 - 1)  # seeds are hashed as signed 64-bit integers
 UNIFORM_BUDGET = "uniform"  # --budget's default: eps at every pixel, the cloaks of before the budget existed
 CAPPED_BUDGET = "capped"  # --budget: eps on texture, less on the photo's flatter regions, never more than eps
 BUDGETS = (UNIFORM_BUDGET, "texture", CAPPED_BUDGET)  # eps everywhere, or shaped by the texture (attacks/budget.py)
+# The knobs each budget reads; one the chosen budget does not read is refused unless left at its default (not ignored).
+BUDGET_KNOBS = {UNIFORM_BUDGET: (), "texture": ("budget_floor", "budget_ceiling", "budget_window", "budget_smoothing"),
+                CAPPED_BUDGET: ("budget_floor", "budget_knee", "budget_window", "budget_smoothing")}
 WORKING_LABEL_VIEW = "attack"  # --label-view's default: the clean label as the working view shows it (the paper's)
 LABEL_VIEWS = (WORKING_LABEL_VIEW, "crop")  # --label-view: that, or the attacker's 256/224 centre crop of the photo
 THROUGH_HELP = ("stand-in for the compressor: none, diffjpeg:Q, comodel:CODEC, comodel:PATH, comodel-cubic:CODEC (the "
@@ -195,6 +198,17 @@ class AttackConfig:
                                     f"({self.eps * PIXEL_SCALE:g}): the budget grows to eps")
         if self.eps_ramp and self.eps_start is None:
             raise AttackConfigError("eps_ramp needs eps_start (the bound it grows from)")
+        self.refuse_unread_budget_knobs()
+
+    def refuse_unread_budget_knobs(self) -> None:
+        """A shaped budget's knob set away from its default under a budget that does not read it (``budget_knee``
+        under ``texture``, ``budget_ceiling`` under ``capped``, any under ``uniform``) is refused, not ignored."""
+        read = BUDGET_KNOBS[self.budget]
+        for knob in sorted(set().union(*BUDGET_KNOBS.values()) - set(read)):
+            if getattr(self, knob) != field_default(knob):
+                users = [name for name, knobs in BUDGET_KNOBS.items() if knob in knobs]
+                raise AttackConfigError(f"{knob} applies to the {' and '.join(users)} budget"
+                                        f"{'s' if len(users) > 1 else ''}, not to budget {self.budget!r}")
 
     @property
     def ramped(self) -> bool:
@@ -242,6 +256,16 @@ class AttackConfig:
             if entry.setting.scale != 1 and scaled.get(entry.name) is not None:
                 scaled[entry.name] = from_user_scale(entry, scaled[entry.name])
         return attack_config(**values, **context)
+
+
+def field_default(name: str) -> Any:
+    """The default of :class:`AttackConfig`'s field ``name`` (a budget knob's, ...).
+
+    Example:
+        >>> field_default("budget_window")
+        7
+    """
+    return {entry.name: entry.default for entry in fields(AttackConfig)}[name]
 
 
 def from_user_scale(entry: Declared, value: float) -> float:

@@ -8,7 +8,6 @@ budget measures it (``comcloak.attacks.budget``). :func:`photo_quality` gives al
 from __future__ import annotations
 
 import math
-from dataclasses import fields
 
 import numpy as np
 import torch
@@ -16,7 +15,7 @@ import torch.nn.functional as F
 
 from comcloak import defaults
 from comcloak.attacks.budget import blur, local_spread
-from comcloak.attacks.config import AttackConfig
+from comcloak.attacks.config import field_default
 
 _SSIM_SIGMA = 1.5
 _SSIM_RADIUS = 5  # 11-tap Gaussian window, as in Wang et al. 2004
@@ -26,9 +25,8 @@ FLAT_SHARE = 0.25  # the flattest quarter of the pixels
 # Flatness is the texture budget's measure at its default window and smoothing, on the default working view (the
 # photo's shorter side resized to defaults.ATTACK_SIZE; smaller photos keep their size): the same figure for every
 # preset, and a window that grows with the photo, as the budget's full-resolution map does.
-_BUDGET_DEFAULTS = {f.name: f.default for f in fields(AttackConfig)}
-FLAT_WINDOW: int = _BUDGET_DEFAULTS["budget_window"]
-FLAT_SMOOTHING: float = _BUDGET_DEFAULTS["budget_smoothing"]
+FLAT_WINDOW: int = field_default("budget_window")
+FLAT_SMOOTHING: float = field_default("budget_smoothing")
 
 
 def _check_pair(original: np.ndarray, other: np.ndarray) -> None:

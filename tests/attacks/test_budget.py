@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from comcloak import kernels
 from comcloak.attacks import attack_config, run_attack
 from comcloak.attacks.budget import capped_factors, local_spread, texture_budget, unit_mean_factors
-from comcloak.attacks.config import AttackConfig, AttackConfigError
+from comcloak.attacks.config import AttackConfig, AttackConfigError, field_default
 from comcloak.attacks.faces.budget import texture_map
 from comcloak.attacks.faces.settings import FaceSettings
 from comcloak.models import create_model
@@ -79,6 +79,15 @@ def test_the_uniform_budget_is_no_map_and_the_default() -> None:
 def test_budget_settings_out_of_range_are_refused(bad: dict) -> None:
     with pytest.raises(AttackConfigError):
         attack_config("mim", 5 / 255, **bad)
+
+
+@pytest.mark.parametrize(("budget", "knob", "value"), [
+    ("uniform", "budget_floor", 0.5), ("uniform", "budget_knee", 2 / 255), ("texture", "budget_knee", 2 / 255),
+    ("capped", "budget_ceiling", 1.5)])
+def test_a_knob_the_budget_does_not_read_is_refused_not_ignored(budget: str, knob: str, value: float) -> None:
+    with pytest.raises(AttackConfigError, match=f"{knob} applies to the .* not to budget '{budget}'"):
+        attack_config("mim", 5 / 255, budget=budget, **{knob: value})
+    attack_config("mim", 5 / 255, budget=budget, **{knob: field_default(knob)})  # its default: nothing to ignore
 
 
 def test_the_face_map_keeps_its_numbers() -> None:
