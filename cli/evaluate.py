@@ -150,7 +150,6 @@ def check_options(args: argparse.Namespace) -> list[str]:
         if args.classifier is not None or args.classifier_weights:
             raise UserError("with --strengths each preset attacks its own surrogates; --classifier and "
                             "--classifier-weights do not apply")
-    args.classifier = args.classifier or defaults.CLASSIFIER
     return views
 
 
@@ -193,6 +192,8 @@ def make_plan(args: argparse.Namespace) -> EvalPlan:
     # --eps as given (None: not given, and a preset keeps its own); every other path takes the declared default.
     given_eps, args.eps = args.eps, declared_settings()["eps"].user_default if args.eps is None else args.eps
     views = check_options(args)
+    if args.strengths is None:  # with --strengths each preset names its own surrogates (the JSON's "attacks")
+        args.classifier = args.classifier or defaults.CLASSIFIER
     through_specs = [spec.strip() for spec in args.through.split(",") if spec.strip()]
     if args.strengths is not None:
         attacks = strength_configs(args, given_eps)

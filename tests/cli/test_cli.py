@@ -367,6 +367,7 @@ def test_eval_platform_protocol_with_presets(tmp_path: Path, photo_dir: Path, ca
     assert code == 0 and "fast through comodel:jpeg:50, view crop" in stdout
     payload = json.loads(out.read_text())
     assert set(payload["attacks"]) == {"fast", "paper"} and payload["attacks"]["fast"]["draws"] == 1
+    assert payload["classifier"] is None  # each preset's surrogates are in "attacks", not the --classifier default
     by_attack = payload["quality_by_attack"]  # each preset's own quality and time
     assert set(by_attack) == {"fast through comodel:jpeg:50", "paper through comodel:jpeg:50"}
     assert all(value["cloak_seconds_per_photo"] > 0 and value["psnr_mean"] > 30 and value["flat_rms_mean"] > 0
