@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 
 from comcloak import defaults
+from comcloak.attacks.presets import STRENGTHS
 from comcloak.cli.options import add_classifier_options, add_through_option, positive_int
+
+DEFAULT_VIEW = 224  # the attack view of a plain step (no --strength): the paper's square
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -18,37 +21,68 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--format", default="onnx", choices=("onnx", "tensorrt"),
                         help="onnx (default), or tensorrt: also build a serialised engine (needs TensorRT and a GPU)")
     parser.add_argument("-o", "--output", required=True, metavar="FILE", help="the .onnx (or .engine) file to write")
-    add_through_option(add_classifier_options(parser), defaults.THROUGH,
+    parser.add_argument("--strength", default=None, choices=STRENGTHS,
+                        help="export the step a preset runs (its surrogates, stand-ins, draws, loss and step rule: "
+                             "what comcloak cloak --strength NAME --backend onnxruntime exports), square at its "
+                             "working view unless --height/--width are given; not with --classifier or --through")
+    add_through_option(add_classifier_options(parser), None,
                        f"{defaults.THROUGH}; exportable: none, comodel:CODEC, comodel:PATH")
-    parser.add_argument("--height", type=positive_int, default=224, help="attack-view height (default 224)")
-    parser.add_argument("--width", type=positive_int, default=224, help="attack-view width (default 224)")
+    parser.add_argument("--height", type=positive_int, default=None,
+                        help=f"attack-view height (default {DEFAULT_VIEW}, or the --strength preset's working view)")
+    parser.add_argument("--width", type=positive_int, default=None,
+                        help=f"attack-view width (default {DEFAULT_VIEW}, or the --strength preset's working view)")
     parser.add_argument("--max-batch", type=positive_int, default=64,
                         help="tensorrt: the engine profile's largest batch (default 64)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, classifier=None)  # None: not given (the default, or refused beside --strength)
+
+
+def step_to_export(args: argparse.Namespace) -> tuple:
+    """The (classifier or ensemble, stand-in, StepSpec, height, width, metadata) ``args`` ask to export: a plain
+    step of ``--classifier`` through ``--through``, or the ``--strength`` preset's step."""
+    from torch import nn
+
+    from comcloak.attacks import make_through
+    from comcloak.attacks.presets import preset_config
+    from comcloak.engine.cloaker import load_classifier
+    from comcloak.errors import UserError
+    from comcloak.export.step_io import StepSpec
+    from comcloak.models import freeze
+
+    if args.strength is None:
+        classifier_name, through_spec = args.classifier or defaults.CLASSIFIER, args.through or defaults.THROUGH
+        spec, size, seed = StepSpec(), DEFAULT_VIEW, 0
+        metadata = {"classifier": classifier_name, "through": through_spec}
+        classifier = freeze(load_classifier(classifier_name, args.classifier_weights))
+    else:
+        if args.classifier is not None or args.classifier_weights is not None or args.through is not None:
+            raise UserError(f"--strength {args.strength} exports the preset's own surrogates and stand-ins; "
+                            "--classifier, --classifier-weights and --through do not apply")
+        config = preset_config(args.strength)
+        through_spec, spec, size, seed = config.through, StepSpec.from_config(config), config.attack_size, config.seed
+        metadata = {"classifier": config.classifier, "through": through_spec, "strength": args.strength}
+        members = [freeze(load_classifier(name)) for name in config.classifiers]
+        classifier = members[0] if len(members) == 1 else nn.ModuleList(members)
+    stand_in, _, argument = through_spec.partition(":")
+    if stand_in in ("comodel", "comodel-cubic"):
+        metadata["codec"] = argument
+    through = freeze(make_through(through_spec, seed))  # as the Cloaker builds it
+    return classifier, through, spec, args.height or size, args.width or size, metadata
 
 
 def run(args: argparse.Namespace) -> int:
     import tempfile
     from pathlib import Path
 
-    from comcloak.attacks import make_through
-    from comcloak.engine.cloaker import load_classifier
     from comcloak.errors import UserError
     from comcloak.export.onnx_export import OnnxFromTorch
-    from comcloak.models import freeze
 
     output = Path(args.output)
     if output.exists() and not args.overwrite:
         raise UserError(f"{output} exists; pass --overwrite to replace it")
-    classifier = freeze(load_classifier(args.classifier, args.classifier_weights))
-    through = freeze(make_through(args.through))
-    metadata = {"classifier": args.classifier, "through": args.through}
-    stand_in, _, argument = args.through.partition(":")
-    if stand_in in ("comodel", "comodel-cubic"):
-        metadata["codec"] = argument
+    classifier, through, spec, height, width, metadata = step_to_export(args)
     if args.format == "onnx":
-        loader = OnnxFromTorch(classifier, through, args.height, args.width, output, metadata)
+        loader = OnnxFromTorch(classifier, through, height, width, output, metadata, spec=spec)
         loader()
         report = loader.report
     else:
@@ -58,8 +92,8 @@ def run(args: argparse.Namespace) -> int:
 
         trt = import_optional("tensorrt", extra="trt")
         with tempfile.TemporaryDirectory() as scratch:
-            loader = OnnxFromTorch(classifier, through, args.height, args.width, Path(scratch) / "step.onnx",
-                                   metadata)
+            loader = OnnxFromTorch(classifier, through, height, width, Path(scratch) / "step.onnx", metadata,
+                                   spec=spec)
             loader()
             report = loader.report
             serialized = EngineFromOnnx(loader.path, args.max_batch).build(trt, trt.Logger(trt.Logger.WARNING))

@@ -132,3 +132,44 @@ def test_an_exported_graph_for_other_draws_is_refused(robust_export) -> None:
     config = dataclasses.replace(attack_config("mim", 5 / 255, loss="margin"), eot=EotSettings(draws=4))
     with pytest.raises(BackendUnavailableError, match="exported for 3 draws and the margin loss; the attack needs 4"):
         OnnxRuntimeRunner(path, config).activate()
+
+
+def test_export_strength_writes_the_step_the_presets_cloaker_runs(tmp_path: Path, monkeypatch, capsys) -> None:
+    """``comcloak export --strength balanced`` writes the robust step the onnxruntime Cloaker exports for that preset
+    (same inputs, draws, loss, step rule and graph), which the runner then accepts for the preset's configuration.
+    Tiny networks stand in for the preset's real surrogates."""
+    pytest.importorskip("onnxruntime")
+    from comcloak.attacks import presets
+    from comcloak.cli.main import main
+    from comcloak.engine.backends.onnxruntime_runner import OnnxRuntimeRunner
+
+    tiny = {name: dataclasses.replace(preset, classifier="tiny_classifier,tiny_classifier_b", attack_size=40)
+            for name, preset in presets.PRESETS.items()}
+    monkeypatch.setattr(presets, "PRESETS", tiny)
+    output = tmp_path / "balanced.onnx"
+    assert main(["export", "-o", str(output), "--strength", "balanced"]) == 0
+    assert "TensorRT op whitelist ok" in capsys.readouterr().out
+    metadata = read_export_metadata(output)
+    assert (metadata["strength"], metadata["draws"], metadata["height"], metadata["width"]) == (
+        "balanced", "2", "40", "40")
+    cloaker = Cloaker(strength="balanced", backend="onnxruntime", device="cpu", cache_dir=tmp_path / "cache")
+    cloaker.cloak_photos([(np.random.default_rng(0).random((40, 40, 3)) * 255).astype(np.uint8)])
+    (cached,) = (tmp_path / "cache").glob("step-*.onnx")
+    onnx = pytest.importorskip("onnx")
+    ours, theirs = onnx.load(str(output)), onnx.load(str(cached))
+    assert [node.op_type for node in ours.graph.node] == [node.op_type for node in theirs.graph.node]
+    # The same graph description; the CLI's file also names its preset and the stand-in's codec.
+    assert {key: value for key, value in metadata.items() if key not in ("strength", "codec")} == \
+        read_export_metadata(cached)
+    runner = OnnxRuntimeRunner(output, cloaker.config)
+    runner.activate()  # the graph's draws, loss and step rule are the preset's: not refused
+    runner.deactivate()
+
+
+def test_export_strength_refuses_a_classifier_or_stand_in_beside_it(tmp_path: Path, capsys) -> None:
+    from comcloak.cli.main import main
+
+    assert main(["export", "-o", str(tmp_path / "x.onnx"), "--strength", "balanced", "--through", "none"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--classifier, --classifier-weights and --through do not apply" in err
+    assert not (tmp_path / "x.onnx").exists()
