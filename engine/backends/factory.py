@@ -104,7 +104,7 @@ def resolve_backend_for(
     rather than being refused; a ``stop_after`` the user asked for (other than the preset's) is still refused.
 
     Example:
-        >>> resolve_backend_for(preset_config("clean"), "torch", torch.device("cpu"))[1].stop_after  # it stops
+        >>> resolve_backend_for(preset_config("balanced", stop_after=3), "torch", torch.device("cpu"))[1].stop_after
         3
     """
     stopping = bool(config.stop_after)

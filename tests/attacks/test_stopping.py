@@ -107,8 +107,8 @@ def test_a_faces_only_cloaker_refuses_stopping() -> None:
 
 @pytest.fixture
 def stopping_preset(monkeypatch) -> str:
-    """A preset that stops photos by itself (no shipped preset does now; ``clean`` did): ``balanced`` stopping each
-    photo after 3 safe steps at a margin of 5, registered for the test only."""
+    """A preset that stops photos by itself (no shipped preset does now; the first ``clean`` did): ``balanced``
+    stopping each photo after 3 safe steps at a margin of 5, registered for the test only."""
     from dataclasses import replace
 
     from comcloak.attacks.presets import PRESETS

@@ -404,7 +404,7 @@ def test_eval_strengths_apply_the_step_options_given(photo_dir: Path, capsys) ->
     plain = build_parser_args(["eval", "photos", "--protocol", "platform", "--strengths", "balanced"])
     balanced = PRESETS["balanced"]  # its step: eps / steps
     assert [(c.alpha_255, c.eot.draws) for c in strength_configs(plain, plain.eps)] == [
-        (balanced.eps / balanced.steps, balanced.draws)]
+        (pytest.approx(balanced.eps / balanced.steps), balanced.draws)]
     code, _, err = run_cli_error(["eval", str(photo_dir), "--protocol", "platform", "--draws", "2"], capsys)
     assert code == 2 and "--draws applies with --strengths" in err
     for named in ("mobilenet_v2", "efficientnet_lite0"):  # the default named explicitly is refused too

@@ -68,8 +68,8 @@ def test_a_step_graph_without_the_budget_input_is_refused(tmp_path: Path, stale_
 def test_the_budget_option_is_parsed_and_checked(capsys) -> None:
     parser = build_parser()
     cloak = ["cloak", "in.jpg", "-o", "out"]
-    assert attack_config_from_args(parser.parse_args(cloak)).budget == "uniform"
-    for budget in ("texture", "capped"):
+    assert attack_config_from_args(parser.parse_args(cloak)).budget == "capped"  # balanced's own
+    for budget in ("uniform", "texture", "capped"):
         assert attack_config_from_args(parser.parse_args([*cloak, "--budget", budget])).budget == budget
     with pytest.raises(SystemExit):
         parser.parse_args([*cloak, "--budget", "jnd"])
@@ -94,10 +94,10 @@ def test_the_uniform_budget_keeps_the_archive_settings_hash_and_texture_changes_
     from comcloak.codecs.photos import DEFAULT_WRITE
     from comcloak.engine.archive_options import archive_settings
 
-    uniform = archive_settings(preset_config("balanced"), "keep", DEFAULT_WRITE, "fp32")
+    uniform = archive_settings(preset_config("balanced", budget="uniform"), "keep", DEFAULT_WRITE, "fp32")
     assert not any(name.startswith("budget") for name in uniform["config"])  # as before the budget existed
     texture = archive_settings(preset_config("balanced", budget="texture"), "keep", DEFAULT_WRITE, "fp32")
     assert texture["config"]["budget"] == "texture" and texture != uniform
     assert "budget_knee" not in texture["config"]  # the capped budget's knob: the hash of before it existed
-    capped = archive_settings(preset_config("balanced", budget="capped"), "keep", DEFAULT_WRITE, "fp32")
+    capped = archive_settings(preset_config("balanced"), "keep", DEFAULT_WRITE, "fp32")  # balanced's own budget
     assert capped["config"]["budget_knee"] == 3 / 255 and "budget_ceiling" not in capped["config"]

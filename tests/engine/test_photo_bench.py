@@ -89,7 +89,7 @@ def test_a_variant_wins_over_the_command_line_and_keeps_the_rest() -> None:
     assert (variant.variant, variant.steps, variant.strength) == ("new", 5, "balanced")
     config = variant.config
     assert (config.budget, config.stop_after, config.eps) == ("texture", 2, pytest.approx(4 / 255))
-    assert bench_settings(args).config.budget == "uniform"  # not given: the preset's
+    assert bench_settings(args).config.budget == "capped"  # not given: the preset's
 
 
 @pytest.mark.parametrize(("options", "message"), [
