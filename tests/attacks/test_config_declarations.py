@@ -63,9 +63,11 @@ def test_every_keyword_reaches_the_cloakers_config(entry: Declared, monkeypatch)
     # A weights file is only loaded: the tiny network stands in for whatever it would hold.
     monkeypatch.setattr(cloaker_module, "load_classifier", lambda name, weights=None: create_model(name))
     value = example(entry)
-    # Settings that need another: a target needs targeted, eps_start at most eps, eps_ramp an eps_start.
-    extra = {"target": {"targeted": True}, "eps_start": {"eps": value}, "eps_ramp": {"eps_start": 1}}.get(
-        entry.keyword, {})
+    # Settings that need another: a target needs targeted, eps_start at most eps, eps_ramp an eps_start, a budget
+    # knob a budget that reads it.
+    extra = {"target": {"targeted": True}, "eps_start": {"eps": value}, "eps_ramp": {"eps_start": 1},
+             "budget_ceiling": {"budget": "texture"}, "budget_knee": {"budget": "capped"},
+             "budget_floor": {"budget": "capped"}}.get(entry.keyword, {})
     cloaker = Cloaker(**{**BASE, **extra, entry.keyword: value})
     if entry.keyword == "attack" and value == "fgsm":  # fgsm takes one step; the preset's steps would be refused
         assert cloaker.config.method == "fgsm"
