@@ -11,7 +11,17 @@ import torch.nn.functional as F
 
 from comcloak import kernels
 from comcloak.attacks import attack_config, run_attack
-from comcloak.attacks.budget import capped_factors, local_spread, texture_budget, unit_mean_factors
+from comcloak.attacks.budget import (
+    blur,
+    capped_factors,
+    fft_blur,
+    full_resolution_budget,
+    local_spread,
+    running_mean,
+    running_spread,
+    texture_budget,
+    unit_mean_factors,
+)
 from comcloak.attacks.config import AttackConfig, AttackConfigError, field_default
 from comcloak.attacks.faces.budget import texture_map
 from comcloak.attacks.faces.settings import FaceSettings
@@ -148,3 +158,39 @@ def test_the_export_self_check_holds_the_step_to_its_per_pixel_update(rule: str)
     other = "scaled" if rule == "sign" else "sign"
     assert update_error(inputs, x_next, m_next, rule) <= UPDATE_TOLERANCE < update_error(inputs, flat, m_next, rule)
     assert update_error(inputs, x_next, m_next, other) > UPDATE_TOLERANCE  # a graph of the other rule is caught
+
+
+def sky_and_grain(height: int, width: int, seed: int = 0) -> torch.Tensor:
+    """(1, 3, H, W) in [0, 1]: a smooth gradient (a sky, where the variance is tiny) with grain on its lower half."""
+    generator = torch.Generator().manual_seed(seed)
+    ramp = torch.linspace(0.3, 0.4, width).expand(1, 3, height, width).clone()
+    ramp[..., height // 2:, :] += 0.05 * torch.randn(1, 3, height - height // 2, width, generator=generator)
+    return ramp.clamp(0, 1)
+
+
+def test_the_full_resolution_ops_are_the_plain_ones_within_the_plain_ones_own_float32_error() -> None:
+    """The running-sum box means and the FFT Gaussian (the full-resolution map's) give the plain avg_pool / conv
+    figures: each within the float32 error the plain ops themselves have against float64, or 1e-5."""
+    images, window, sigma = sky_and_grain(96, 160), 21, 6.0
+    exact = local_spread(images.double(), window, separable=True)
+    plain_error = (local_spread(images, window, separable=True) - exact).abs().max().item()
+    assert (running_spread(images, window) - exact).abs().max().item() <= max(plain_error, 1e-5)
+    texture = exact.float()
+    exact_blur = blur(texture.double(), sigma)
+    plain_blur_error = (blur(texture, sigma) - exact_blur).abs().max().item()
+    assert (fft_blur(texture, sigma) - exact_blur).abs().max().item() <= max(plain_blur_error, 1e-5)
+    values = torch.rand(2, 1, 5, 40, generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(running_mean(values, 7, -1), F.avg_pool2d(values, (1, 7), stride=1), atol=1e-6)
+
+
+def test_the_full_resolution_map_is_the_plain_maps_figure_in_float64() -> None:
+    """A photo larger than the working view takes the fast ops; its map is what the plain ops give in float64."""
+    config = attack_config("mim", 7 / 255, budget="capped", attack_size=48)
+    photo = sky_and_grain(96, 144)
+    factors = full_resolution_budget(photo, config)
+    window = round(config.budget_window * 2)
+    reference = capped_factors(blur(local_spread(photo.double(), window, separable=True), config.budget_smoothing * 2),
+                               config.budget_knee, config.budget_floor)
+    assert factors.shape == (1, 1, 96, 144) and factors.max() <= 1.0
+    assert (factors - reference).abs().max().item() < 1e-4
+    assert factors[..., :20, :].mean() < 0.5 < factors[..., 70:, :].mean()  # the sky less than the grain
