@@ -23,11 +23,11 @@ class _Spec:
 # Computed by the code before ArchiveOptions (archive_settings(config, format, write, precision) passed by hand,
 # comcloak.__version__ pinned): a folder cloaked before the change must be resumed, not redone, after it. The
 # presets' labels were read from the working view then (label_view "attack"; they read the centre crop since), and
-# ``balanced`` stepped by the sign within a uniform eps 5 (its numbers then, spelled out).
+# ``balanced`` stepped by the sign within a uniform eps 5, ``fast`` by the sign (their numbers then, spelled out).
 PINNED = [
     (preset_config("balanced", label_view="attack", eps=5, step_rule="sign", budget="uniform"), ArchiveOptions(),
      "fp32", "78278d3b8e8c7e40"),
-    (preset_config("fast", eps=6.0, label_view="attack"),
+    (preset_config("fast", eps=6.0, label_view="attack", step_rule="sign"),
      ArchiveOptions(output_format="jpeg", write=WriteOptions(90, "strip"), batch_size=3, overwrite=True, wait=True,
                     check="none"),
      "bf16", "6d38bd38285d0fa3"),
