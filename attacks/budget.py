@@ -37,10 +37,11 @@ def luminance(images: torch.Tensor) -> torch.Tensor:
     return (images * weights).sum(1, True)
 
 
-def local_spread(images: torch.Tensor, window: int, separable: bool = False) -> torch.Tensor:
+def local_spread(images: torch.Tensor, window: int, separable: bool = False, running: bool = False) -> torch.Tensor:
     """The local standard deviation (N, 1, H, W) of the luma of ``images`` (N, 3, H, W) in [0, 1] over a
-    ``window`` x ``window`` box (replicated borders). ``separable`` averages rows then columns (O(window) per pixel:
-    the full-resolution map's large windows) instead of the 2-D box (the face cloak's, unchanged).
+    ``window`` x ``window`` box (replicated borders). ``separable`` averages rows then columns (O(window) per pixel)
+    instead of the 2-D box (the face cloak's, unchanged); ``running`` averages them by :func:`running_mean` (O(1) per
+    pixel: the full-resolution map's windows of tens of pixels; the same figures within float32 rounding).
 
     Example:
         >>> local_spread(torch.full((1, 3, 8, 8), 0.5), 5).abs().max()
@@ -50,6 +51,8 @@ def local_spread(images: torch.Tensor, window: int, separable: bool = False) -> 
     padded = F.pad(grey, (window // 2, (window - 1) // 2, window // 2, (window - 1) // 2), mode="replicate")
 
     def box(values: torch.Tensor) -> torch.Tensor:
+        if running:
+            return running_mean(running_mean(values, window, -2), window, -1)
         if separable:
             return F.avg_pool2d(F.avg_pool2d(values, (window, 1), stride=1), (1, window), stride=1)
         return F.avg_pool2d(values, window, stride=1)
@@ -72,20 +75,6 @@ def running_mean(values: torch.Tensor, window: int, dim: int) -> torch.Tensor:
     sums = torch.cat([torch.zeros_like(sums.narrow(dim, 0, 1)), sums], dim)
     count = values.shape[dim] - window + 1
     return ((sums.narrow(dim, window, count) - sums.narrow(dim, 0, count)) / window).to(values.dtype)
-
-
-def running_spread(images: torch.Tensor, window: int) -> torch.Tensor:
-    """:func:`local_spread` with ``separable=True``, the box means taken by :func:`running_mean` (the
-    full-resolution map: the same figures within float32 rounding, in time independent of the window)."""
-    grey = luminance(images)
-    padded = F.pad(grey, (window // 2, (window - 1) // 2, window // 2, (window - 1) // 2), mode="replicate")
-
-    def box(values: torch.Tensor) -> torch.Tensor:
-        return running_mean(running_mean(values, window, -2), window, -1)
-
-    mean = box(padded)
-    square = box(padded * padded)
-    return (square - mean * mean).clamp_min(0.0).sqrt()
 
 
 def gaussian_kernel(sigma: float, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -187,7 +176,7 @@ def texture_budget(images: torch.Tensor, config: AttackConfig, scale: float = 1.
     # The full-resolution map's windows and Gaussians are tens of pixels: running sums and FFTs (a 4-megapixel photo's
     # map in a fraction of the time); the working view keeps the plain ops a CUDA graph captures.
     full_resolution = scale > 1
-    texture = running_spread(images, window) if full_resolution else local_spread(images, window, separable=True)
+    texture = local_spread(images, window, separable=True, running=full_resolution)
     if config.budget_smoothing > 0:
         smooth = fft_blur if full_resolution else blur
         texture = smooth(texture, config.budget_smoothing * scale)

@@ -265,7 +265,13 @@ def field_default(name: str) -> Any:
         >>> field_default("budget_window")
         7
     """
-    return {entry.name: entry.default for entry in fields(AttackConfig)}[name]
+    return _field_defaults()[name]
+
+
+@functools.cache
+def _field_defaults() -> dict[str, Any]:
+    """AttackConfig's field defaults by name, built once (every configuration's validation reads the budget knobs')."""
+    return {entry.name: entry.default for entry in fields(AttackConfig)}
 
 
 def from_user_scale(entry: Declared, value: float) -> float:
